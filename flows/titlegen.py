@@ -1,0 +1,168 @@
+"""The `titlegen` flow: ingest -> clean -> split -> fine-tune -> evaluate-gate -> merge -> upload -> ollama-create.
+
+It only composes. Each stage is a plain function in `tasks/<stage>.py` behind a thin `@task`;
+stages pass paths, ids and small dicts. When the gate fails the flow returns a `Failed` state
+named `GateBlocked` and merge, upload and ollama-create never run.
+
+    prefect deployment run titlegen/full --watch --param dataset=../shared/data/zh-tw-news-2017
+    python -m titlegen.flows.titlegen '{"dataset": "../shared/data/zh-tw-news-2017"}'   # no server
+"""
+
+import json
+import sys
+from typing import Annotated, Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.states import Failed
+from pydantic import Field
+
+from titlegen.params import (
+    CleanParams,
+    ColumnMap,
+    EvalParams,
+    GateParams,
+    OllamaParams,
+    PublishParams,
+    SplitParams,
+    TitlegenParams,
+    TrainParams,
+)
+from titlegen.runs import atomic_write_json, default_run_name, run_dir
+from titlegen.tasks.clean import clean_task
+from titlegen.tasks.evaluate import evaluate_task, gate_task
+from titlegen.tasks.finetune import finetune_task
+from titlegen.tasks.ingest import ingest_task
+from titlegen.tasks.merge import merge_task
+from titlegen.tasks.ollama import ollama_create_task
+from titlegen.tasks.split import split_task
+from titlegen.tasks.upload import upload_task
+
+_FIELDS = TitlegenParams.model_fields
+
+
+def _p(name: str) -> tuple:
+    """Constraints and description of a top-level field, so Prefect validates a run at creation."""
+    f = _FIELDS[name]
+    return (Field(description=f.description), *f.metadata)
+
+
+def _d(name: str) -> Any:
+    return _FIELDS[name].get_default(call_default_factory=True)
+
+
+@flow(name="titlegen", log_prints=True, validate_parameters=True)
+def titlegen(
+    dataset: Annotated[str, *_p("dataset")] = _d("dataset"),
+    dataset_revision: Annotated[str | None, *_p("dataset_revision")] = _d("dataset_revision"),
+    preset: Annotated[str, *_p("preset")] = _d("preset"),
+    base_model: Annotated[str | None, *_p("base_model")] = _d("base_model"),
+    run_name: Annotated[str | None, *_p("run_name")] = _d("run_name"),
+    output_root: Annotated[str, *_p("output_root")] = _d("output_root"),
+    epochs: Annotated[float | None, *_p("epochs")] = _d("epochs"),
+    max_steps: Annotated[int | None, *_p("max_steps")] = _d("max_steps"),
+    learning_rate: Annotated[float, *_p("learning_rate")] = _d("learning_rate"),
+    lora_rank: Annotated[int, *_p("lora_rank")] = _d("lora_rank"),
+    min_rouge_l: Annotated[float, *_p("min_rouge_l")] = _d("min_rouge_l"),
+    hf_repo: Annotated[str | None, *_p("hf_repo")] = _d("hf_repo"),
+    ollama_model: Annotated[str, *_p("ollama_model")] = _d("ollama_model"),
+    columns: ColumnMap = _d("columns"),
+    clean: CleanParams = _d("clean"),
+    split: SplitParams = _d("split"),
+    train: TrainParams = _d("train"),
+    evaluation: EvalParams = _d("evaluation"),
+    gate: GateParams = _d("gate"),
+    publish: PublishParams = _d("publish"),
+    ollama: OllamaParams = _d("ollama"),
+):
+    """Fine-tune Gemma to write zh-TW headlines, gate it on ROUGE, publish to the Hub and Ollama.
+
+    Every parameter is documented on `titlegen.params.TitlegenParams`.
+    """
+    logger = get_run_logger()
+    params = TitlegenParams(**{k: v for k, v in locals().items() if k in _FIELDS}).resolve()
+    name = params.run_name or default_run_name(
+        params.base_model,
+        params.dataset,
+        params.model_dump(include={"dataset", "dataset_revision", "base_model", "epochs", "max_steps",
+                                   "learning_rate", "lora_rank", "columns", "clean", "split", "train"}),
+    )
+    run = run_dir(params.output_root, name)
+    atomic_write_json(run / "params.json", params.model_dump(mode="json"))
+    logger.info("Run folder %s (preset %s, base model %s)", run, params.preset, params.base_model)
+    create_markdown_artifact(
+        key="titlegen-params",
+        markdown=f"# titlegen run `{name}`\n\nFolder: `{run}`\n\n```json\n{params.model_dump_json(indent=2)}\n```",
+        description="Resolved parameters of this run",
+    )
+
+    raw = ingest_task(params.dataset, params.dataset_revision, params.columns, run / "data")
+    cleaned = clean_task(raw["path"], params.columns, params.clean, run / "data")
+    splits = split_task(cleaned["path"], params.split, run / "split")
+    trained = finetune_task(
+        split_dir=splits["dir"],
+        run_dir=str(run),
+        base_model=params.base_model,
+        epochs=params.epochs,
+        max_steps=params.max_steps,
+        learning_rate=params.learning_rate,
+        lora_rank=params.lora_rank,
+        max_title_chars=params.clean.max_title_chars,
+        train=params.train,
+    )
+    evaluated = evaluate_task(
+        adapter_dir=trained["adapter_dir"],
+        base_model_dir=trained["base_model_dir"],
+        split_dir=splits["dir"],
+        run_dir=str(run),
+        max_title_chars=params.clean.max_title_chars,
+        min_title_chars=params.clean.min_title_chars,
+        evaluation=params.evaluation,
+    )
+    decision = gate_task(evaluated["metrics_path"], min_rouge_l=params.min_rouge_l, gate=params.gate)
+    if not decision["passed"]:
+        reasons = "; ".join(decision["reasons"])
+        logger.error("Gate blocked the model: %s", reasons)
+        return Failed(name="GateBlocked", message=f"Quality gate blocked deployment: {reasons}")
+
+    merged = merge_task(
+        adapter_dir=trained["adapter_dir"],
+        base_model_dir=trained["base_model_dir"],
+        split_dir=splits["dir"],
+        run_dir=str(run),
+        max_title_chars=params.clean.max_title_chars,
+        publish=params.publish,
+    )
+    uploaded = upload_task(
+        final_hf=merged["final_hf"],
+        gguf_files=merged["gguf"],
+        run_dir=str(run),
+        hf_repo=params.hf_repo,
+        publish=params.publish,
+    )
+    served = ollama_create_task(
+        gguf_files=merged["gguf"],
+        hub=uploaded,
+        split_dir=splits["dir"],
+        run_dir=str(run),
+        model_name=params.ollama_model,
+        max_title_chars=params.clean.max_title_chars,
+        min_title_chars=params.clean.min_title_chars,
+        ollama=params.ollama,
+    )
+    return {
+        "run_dir": str(run),
+        "data": raw["provenance"],
+        "splits": splits["sizes"],
+        "adapter_dir": trained["adapter_dir"],
+        "metrics": decision["metrics"],
+        "final_hf": merged["final_hf"],
+        "hub": uploaded,
+        "ollama": served,
+    }
+
+
+if __name__ == "__main__":
+    overrides = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    state = titlegen(**overrides, return_state=True)
+    sys.exit(0 if state.is_completed() else 1)

