@@ -111,3 +111,57 @@ def tiny_gemma3_dir(gemma_tokenizer_dir) -> Path:
 def tiny_gemma3n_dir(gemma_tokenizer_dir) -> Path:
     """A randomly initialised 4-layer Gemma 3n text model (2 KV-shared layers) with the real tokenizer."""
     return _tiny("gemma3n", gemma_tokenizer_dir, ASSETS / "tiny-gemma3n")
+
+
+@pytest.fixture(scope="session")
+def ollama_host(tmp_path_factory):
+    """URL of a real Ollama server (0.5.4, CPU) installed from ../shared/tools/ollama-cpu.
+
+    `TITLEGEN_TEST_OLLAMA_HOST` points the tests at a server you already run instead.
+    The server started here is stopped by its process id at the end of the session.
+    """
+    import socket
+    import subprocess
+    import time
+
+    import httpx
+
+    if host := os.environ.get("TITLEGEN_TEST_OLLAMA_HOST"):
+        yield host
+        return
+    setup = SHARED / "tools" / "ollama-cpu" / "setup.sh"
+    if not setup.exists():
+        pytest.skip(f"{setup} is absent: no Ollama server to test against (set TITLEGEN_TEST_OLLAMA_HOST)")
+    dest = ROOT / ".cache" / "ollama-cpu"
+    env_sh = subprocess.run(["bash", str(setup), str(dest)], check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    env = dict(os.environ)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    host = f"127.0.0.1:{port}"
+    models = tmp_path_factory.mktemp("ollama-models")
+    env.update(OLLAMA_HOST=host, OLLAMA_MODELS=str(models), OLLAMA_NUM_GPU="0")
+    log = open(models / "server.log", "w")
+    # env.sh sets PATH and LD_LIBRARY_PATH for the server's bundled libraries.
+    serve = f'source "{env_sh}" && exec ollama serve'
+    proc = subprocess.Popen(["bash", "-c", serve], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://{host}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{url}/api/version", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            pytest.fail(f"Ollama did not start; see {models / 'server.log'}")
+        # For tests of the CLI path: a wrapper-free way to call the same binary.
+        os.environ.setdefault("TITLEGEN_OLLAMA_ENV_SH", env_sh)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
