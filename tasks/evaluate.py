@@ -1,15 +1,428 @@
-"""evaluate stage (placeholder: being built)."""
+"""evaluate-gate stage: title the test split, score it against baselines, and decide whether to ship.
 
-from prefect import task
+`evaluate` generates titles for the test split (and the validation split) with the fine-tuned
+adapter, and for the test split with the un-tuned base model, in one child process
+(`titlegen.generate`) so GPU memory is freed when it ends. It scores them with character
+ROUGE-1/2/L and BLEU-1 (`titlegen.metrics`), with 95% bootstrap intervals, next to the Lead
+baseline (the article's first sentence cut to the title budget) and, when given, the metrics of
+the model now deployed (the champion). It runs the headline checks on every prediction and writes
+
+    <run>/eval/metrics.json              everything below, the gate's only input
+    <run>/eval/predictions.test.jsonl    per article: reference, candidate, Lead, base, checks, scores
+    <run>/eval/predictions.validation.jsonl
+    <run>/eval/generate.json             the generation config the child ran
+    <adapter_dir>/eval_metrics.json      a copy of metrics.json for the model card
+
+The folder is written whole or not at all; when its recorded inputs (adapter and split hashes,
+parameters) match, a re-run reuses it instead of generating again.
+
+`gate` is a pure function of those metrics and the thresholds, returning every rule with its
+verdict; `gate_task` publishes a Prefect table and a markdown report and returns the decision,
+on which the flow returns `Failed(name="GateBlocked")`.
+
+Ties pass: a value equal to its threshold (within 1e-9, so 0.2 + 0.1 counts as equal to 0.3)
+satisfies a minimum, and a rate equal to its maximum satisfies the maximum.
+"""
+
+import random
+import time
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from titlegen.params import EvalParams, GateParams
+from titlegen.runs import atomic_dir, atomic_write_json, file_sha256, fingerprint, is_complete, read_jsonl, write_jsonl
+
+EPS = 1e-9
+METRIC_NAMES = {"rouge_1": "ROUGE-1", "rouge_2": "ROUGE-2", "rouge_l": "ROUGE-L", "bleu_1": "BLEU-1"}
+FIELD_PAIRS = (("input", "target"), ("content", "title"))
 
 
-@task
-def evaluate_task(*args, **kwargs) -> dict:
-    """Contract: (adapter_dir, base_model_dir, split_dir, run_dir, max_title_chars, min_title_chars, evaluation) -> dict: keys metrics_path, predictions_path."""
-    raise NotImplementedError("evaluate stage not built yet")
+# ---- inputs ----------------------------------------------------------------------------------
+
+def split_file(split_dir: str | Path, name: str) -> Path:
+    path = Path(split_dir) / f"{name}.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: split_dir must be the split stage's folder holding {name}.jsonl.")
+    return path
 
 
-@task
-def gate_task(metrics_path: str, min_rouge_l: float, gate) -> dict:
-    """Contract: -> dict: keys passed (bool), reasons (list[str]), metrics (small dict)."""
-    raise NotImplementedError("gate stage not built yet")
+def load_rows(path: Path, max_rows: int | None, seed: int) -> list[dict]:
+    """`{id, content, title}` rows of a split file; at most `max_rows`, a seeded subset kept in file order."""
+    rows = read_jsonl(path)
+    if not rows:
+        raise ValueError(f"{path} has no rows: nothing to evaluate.")
+    keys = next((p for p in FIELD_PAIRS if all(k in rows[0] for k in p)), None)
+    if keys is None:
+        raise ValueError(f"{path}: rows need keys input/target or content/title; found {sorted(rows[0])}.")
+    picked = range(len(rows))
+    if max_rows is not None and max_rows < len(rows):
+        picked = sorted(random.Random(seed).sample(range(len(rows)), max_rows))
+    return [{"id": rows[i].get("id", i), "content": rows[i][keys[0]], "title": rows[i][keys[1]]} for i in picked]
+
+
+def load_champion(path: str | None, test_sha256: str) -> dict | None:
+    """The champion's candidate metrics from its metrics.json, marked comparable or not (same test split)."""
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"evaluation.champion_metrics={path!r} does not exist; pass the deployed run's eval/metrics.json or null.")
+    import json
+
+    data = json.loads(p.read_text(encoding="utf-8"))
+    if "candidate" not in data:
+        raise ValueError(f"{path} is not a titlegen metrics.json (no `candidate` key).")
+    same = data.get("test_sha256") == test_sha256
+    return {**_headline(data["candidate"]), "source": str(p), "same_test_split": same}
+
+
+def _headline(summary: dict) -> dict:
+    """The small part of a system's summary: four metrics, their intervals, the check failure rate."""
+    out = {k: summary[k] for k in METRIC_NAMES}
+    out["ci"] = summary.get("ci", {})
+    if "checks" in summary:
+        out["check_failure_rate"] = summary["checks"]["any"]
+    return out
+
+
+# ---- evaluate --------------------------------------------------------------------------------
+
+def evaluate(
+    adapter_dir: str | None,
+    base_model_dir: str,
+    split_dir: str,
+    run_dir: str,
+    max_title_chars: int,
+    min_title_chars: int,
+    evaluation: EvalParams,
+    logger=None,
+) -> dict:
+    """Generate, score and record; returns `{metrics_path, predictions_path, metrics}` (small).
+
+    `adapter_dir=None` evaluates the base model itself as the candidate (no base baseline then).
+    """
+    import logging
+
+    from titlegen.generate import GenerateConfig, GenerateJob, max_new_tokens_for, run_in_child
+
+    logger = logger or logging.getLogger(__name__)
+    if evaluation.batch_size is None:
+        raise ValueError("evaluation.batch_size is unset: pass parameters resolved by TitlegenParams.resolve().")
+    eval_dir = Path(run_dir) / "eval"
+    test_path = split_file(split_dir, "test")
+    val_path = split_file(split_dir, "validation") if evaluation.score_validation else None
+    test_sha = file_sha256(test_path)
+    champion = load_champion(evaluation.champion_metrics, test_sha)
+    adapter_sha = file_sha256(Path(adapter_dir) / "adapter_model.safetensors") if adapter_dir and (Path(adapter_dir) / "adapter_model.safetensors").exists() else None
+    inputs = {
+        "adapter_dir": adapter_dir, "adapter_sha256": adapter_sha, "base_model_dir": base_model_dir,
+        "test_sha256": test_sha, "validation_sha256": file_sha256(val_path) if val_path else None,
+        "max_title_chars": max_title_chars, "min_title_chars": min_title_chars,
+        "evaluation": evaluation.model_dump(mode="json"),
+    }
+    key = fingerprint(inputs, 16)
+    metrics_path, predictions_path = eval_dir / "metrics.json", eval_dir / "predictions.test.jsonl"
+    if is_complete(eval_dir) and metrics_path.exists():
+        import json
+
+        old = json.loads(metrics_path.read_text(encoding="utf-8"))
+        if old.get("inputs_fingerprint") == key:
+            logger.info("Evaluation of these inputs is already complete in %s: reusing it.", eval_dir)
+            _copy_beside_adapter(adapter_dir, old)
+            return {"metrics_path": str(metrics_path), "predictions_path": str(predictions_path), "metrics": _small(old)}
+
+    test_rows = load_rows(test_path, evaluation.max_eval_rows, evaluation.seed)
+    val_rows = load_rows(val_path, evaluation.max_eval_rows, evaluation.seed) if val_path else []
+    run_base = evaluation.run_base_baseline and adapter_dir is not None
+    budget = evaluation.max_new_tokens or max_new_tokens_for(max_title_chars)
+    with atomic_dir(eval_dir) as tmp:
+        write_jsonl(tmp / "test.input.jsonl", [{"content": r["content"]} for r in test_rows])
+        jobs = [GenerateJob(name="candidate/test", input=str(tmp / "test.input.jsonl"), output=str(tmp / "candidate.test.jsonl"), use_adapter=adapter_dir is not None)]
+        if val_rows:
+            write_jsonl(tmp / "validation.input.jsonl", [{"content": r["content"]} for r in val_rows])
+            jobs.append(GenerateJob(name="candidate/validation", input=str(tmp / "validation.input.jsonl"), output=str(tmp / "candidate.validation.jsonl"), use_adapter=adapter_dir is not None))
+        if run_base:
+            jobs.append(GenerateJob(name="base/test", input=str(tmp / "test.input.jsonl"), output=str(tmp / "base.test.jsonl"), use_adapter=False))
+        cfg = GenerateConfig(model=base_model_dir, adapter=adapter_dir, jobs=jobs, max_title_chars=max_title_chars,
+                             max_new_tokens=budget, batch_size=evaluation.batch_size)
+        t0 = time.perf_counter()
+        run_in_child(cfg, tmp / "generate.json", logger)
+        seconds = time.perf_counter() - t0
+        n_titles = len(test_rows) * (1 + run_base) + len(val_rows)
+        # The child wrote into tmp; paths recorded in the outputs must be the final ones.
+        metrics = score_run(
+            tmp, test_rows, val_rows, run_base, champion, max_title_chars, min_title_chars, evaluation,
+            final_predictions=predictions_path,
+        )
+        metrics.update(
+            inputs_fingerprint=key, inputs=inputs, test_sha256=test_sha, metrics_path=str(metrics_path),
+            generation={"max_new_tokens": budget, "batch_size": evaluation.batch_size, "titles": n_titles,
+                        "seconds": round(seconds, 2), "titles_per_s": round(n_titles / seconds, 3) if seconds else None},
+        )
+        atomic_write_json(tmp / "metrics.json", metrics)
+        for name in ("test.input.jsonl", "validation.input.jsonl"):
+            (tmp / name).unlink(missing_ok=True)
+    _copy_beside_adapter(adapter_dir, metrics)
+    logger.info("Candidate ROUGE-L %.4f (Lead %.4f) on %d test articles; %s", metrics["candidate"]["rouge_l"],
+                metrics["baselines"]["lead"]["rouge_l"], metrics["n"], metrics_path)
+    return {"metrics_path": str(metrics_path), "predictions_path": str(predictions_path), "metrics": _small(metrics)}
+
+
+def _copy_beside_adapter(adapter_dir: str | None, metrics: dict) -> None:
+    if adapter_dir and Path(adapter_dir).is_dir():
+        atomic_write_json(Path(adapter_dir) / "eval_metrics.json", metrics)
+
+
+def _small(metrics: dict) -> dict:
+    """What a task returns: four candidate metrics, the check failure rate, the baselines' ROUGE-L."""
+    c = metrics["candidate"]
+    out = {k: round(c[k], 4) for k in METRIC_NAMES}
+    out["check_failure_rate"] = round(c["checks"]["any"], 4)
+    out["n"] = metrics["n"]
+    for name, b in metrics["baselines"].items():
+        if b is not None:
+            out[f"{name}_rouge_l"] = round(b["rouge_l"], 4)
+    return out
+
+
+def score_system(predictions: list[str], rows: list[dict], stopped: list[bool], evaluation: EvalParams, min_chars: int, max_chars: int):
+    """(summary, per-example scores, per-example checks) of one system on `rows`."""
+    from titlegen.metrics import check_rates, headline_checks, score_examples, summarize
+
+    per = score_examples(predictions, [r["title"] for r in rows])
+    checks = [headline_checks(p, r["content"], min_chars, max_chars, s) for p, r, s in zip(predictions, rows, stopped, strict=True)]
+    summary = summarize(per, evaluation.bootstrap_samples, evaluation.seed)
+    summary["checks"] = check_rates(checks)
+    return summary, per, checks
+
+
+def score_run(folder: Path, test_rows, val_rows, run_base, champion, max_chars, min_chars, evaluation, final_predictions: Path) -> dict:
+    """Score every system from the generation outputs in `folder`; writes the prediction files there."""
+    from titlegen.metrics import lead_title, paired_difference
+
+    cand = read_jsonl(folder / "candidate.test.jsonl")
+    c_sum, c_per, c_checks = score_system([g["prediction"] for g in cand], test_rows, [g["stopped"] for g in cand], evaluation, min_chars, max_chars)
+    leads = [lead_title(r["content"], max_chars) for r in test_rows]
+    l_sum, l_per, l_checks = score_system(leads, test_rows, [True] * len(leads), evaluation, min_chars, max_chars)
+    baselines: dict = {"lead": l_sum, "base": None, "champion": champion}
+    differences = {"lead": paired_difference(c_per, l_per, evaluation.bootstrap_samples, evaluation.seed)}
+    base = b_per = b_checks = None
+    if run_base:
+        base = read_jsonl(folder / "base.test.jsonl")
+        b_sum, b_per, b_checks = score_system([g["prediction"] for g in base], test_rows, [g["stopped"] for g in base], evaluation, min_chars, max_chars)
+        baselines["base"] = b_sum
+        differences["base"] = paired_difference(c_per, b_per, evaluation.bootstrap_samples, evaluation.seed)
+
+    out_rows = []
+    for i, (r, g) in enumerate(zip(test_rows, cand, strict=True)):
+        row = {
+            "id": r["id"], "content": r["content"], "reference": r["title"],
+            "prediction": g["prediction"], "raw": g["raw"], "stopped": g["stopped"], "new_tokens": g["new_tokens"],
+            "rouge_l": round(float(c_per["rouge_l"][i]), 4),
+            "failed_checks": [k for k, v in c_checks[i].items() if v],
+            "lead": leads[i], "lead_rouge_l": round(float(l_per["rouge_l"][i]), 4),
+        }
+        if base is not None:
+            row |= {"base": base[i]["prediction"], "base_rouge_l": round(float(b_per["rouge_l"][i]), 4),
+                    "base_failed_checks": [k for k, v in b_checks[i].items() if v]}
+        out_rows.append(row)
+    write_jsonl(folder / final_predictions.name, out_rows)
+
+    validation = None
+    if val_rows:
+        v = read_jsonl(folder / "candidate.validation.jsonl")
+        validation, _, v_checks = score_system([g["prediction"] for g in v], val_rows, [g["stopped"] for g in v], evaluation, min_chars, max_chars)
+        write_jsonl(folder / "predictions.validation.jsonl", [
+            {"id": r["id"], "reference": r["title"], "prediction": g["prediction"], "stopped": g["stopped"],
+             "failed_checks": [k for k, val in ch.items() if val]}
+            for r, g, ch in zip(val_rows, v, v_checks, strict=True)
+        ])
+    return {
+        "split": "test", "n": len(test_rows), "max_title_chars": max_chars, "min_title_chars": min_chars,
+        "tokenization": "character (CJK per character, ASCII letter/digit runs as one token; punctuation and spaces ignored)",
+        "rouge_averaging": "mean of per-example F1", "bleu_averaging": "corpus BLEU-1 with brevity penalty",
+        "candidate": c_sum, "baselines": baselines, "differences": differences, "validation": validation,
+        "predictions_path": str(final_predictions),
+    }
+
+
+# ---- gate ------------------------------------------------------------------------------------
+
+def _rule(rule: str, metric: str, value, required: float, kind: str = "min", baseline: str | None = None) -> dict:
+    """One gate rule. `kind` min: value >= required; max: value <= required; ties (within EPS) pass."""
+    ok_number = isinstance(value, (int, float)) and value == value  # NaN != NaN
+    if not ok_number:
+        passed, msg = False, f"{rule}: candidate {metric} is missing or not a number"
+    elif kind == "min":
+        passed = value >= required - EPS
+        msg = f"{rule}: {value:.4f} {'≥' if passed else '<'} required {required:.4f}"
+    else:
+        passed = value <= required + EPS
+        msg = f"{rule}: {value:.4f} {'≤' if passed else '>'} allowed {required:.4f}"
+    return {"rule": rule, "metric": metric, "value": value if ok_number else None, "required": required,
+            "kind": kind, "baseline": baseline, "status": "pass" if passed else "fail", "message": msg}
+
+
+def gate(metrics: dict, min_rouge_l: float, params: GateParams) -> dict:
+    """The quality gate: `{passed, reasons (failed rules), notes (skipped rules), checks (every rule)}`.
+
+    Rules, all on the test split: minimum ROUGE-L (`min_rouge_l`), ROUGE-1, ROUGE-2 and BLEU-1;
+    maximum share of predictions failing any headline check; candidate ROUGE-L at least Lead's,
+    the base model's and (when `margin_over_champion` is set) the champion's, each plus a margin.
+    A margin rule whose baseline is absent (not measured, or the champion was scored on another
+    test split) fails, or is skipped with a note when `missing_baseline="skip"`.
+    """
+    cand = metrics.get("candidate") or {}
+    base_lines = metrics.get("baselines") or {}
+    checks = [
+        _rule("ROUGE-L ≥ min_rouge_l", "rouge_l", cand.get("rouge_l"), min_rouge_l),
+        _rule("ROUGE-1 ≥ gate.min_rouge_1", "rouge_1", cand.get("rouge_1"), params.min_rouge_1),
+        _rule("ROUGE-2 ≥ gate.min_rouge_2", "rouge_2", cand.get("rouge_2"), params.min_rouge_2),
+        _rule("BLEU-1 ≥ gate.min_bleu_1", "bleu_1", cand.get("bleu_1"), params.min_bleu_1),
+        _rule("headline check failures ≤ gate.max_check_failure_rate", "check_failure_rate",
+              (cand.get("checks") or {}).get("any"), params.max_check_failure_rate, kind="max"),
+    ]
+    margins = [("lead", "Lead", params.margin_over_lead, "gate.margin_over_lead"),
+               ("base", "base model", params.margin_over_base, "gate.margin_over_base")]
+    if params.margin_over_champion is not None:
+        margins.append(("champion", "champion", params.margin_over_champion, "gate.margin_over_champion"))
+    for key, label, margin, field in margins:
+        rule = f"ROUGE-L ≥ {label} + {field}"
+        b = base_lines.get(key)
+        problem = None
+        if b is None or not isinstance(b.get("rouge_l"), (int, float)) or b["rouge_l"] != b["rouge_l"]:
+            problem = f"{label} baseline was not measured"
+        elif key == "champion" and not b.get("same_test_split", False):
+            problem = "champion was scored on a different test split, so its ROUGE-L is not comparable"
+        if problem:
+            status = "skipped" if params.missing_baseline == "skip" else "fail"
+            checks.append({"rule": rule, "metric": "rouge_l", "value": cand.get("rouge_l"), "required": None, "kind": "min",
+                           "baseline": key, "status": status,
+                           "message": f"{rule}: {problem} (gate.missing_baseline={params.missing_baseline!r})"})
+            continue
+        checks.append(_rule(rule, "rouge_l", cand.get("rouge_l"), b["rouge_l"] + margin, baseline=key))
+    reasons = [c["message"] for c in checks if c["status"] == "fail"]
+    notes = [c["message"] for c in checks if c["status"] == "skipped"]
+    return {"passed": not reasons, "reasons": reasons, "notes": notes, "checks": checks}
+
+
+_decide = gate  # gate_task's parameter `gate` (the thresholds, as the flow names it) hides the function
+
+
+# ---- artifacts -------------------------------------------------------------------------------
+
+def _fmt(x) -> str:
+    return "—" if x is None else f"{x:.4f}"
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{x:.1%}"
+
+
+def metrics_table(metrics: dict, decision: dict) -> list[dict]:
+    """One row per gate rule: candidate (95% CI), each baseline, the requirement, and the verdict."""
+    cand = metrics["candidate"]
+    bl = metrics["baselines"]
+    rows = []
+    for c in decision["checks"]:
+        m = c["metric"]
+        if m == "check_failure_rate":
+            cand_s = _fmt(cand["checks"]["any"])
+            per = {k: (_fmt(b["checks"]["any"]) if b and "checks" in b else "—") for k, b in bl.items()}
+        else:
+            lo, hi = cand.get("ci", {}).get(m, [None, None])
+            cand_s = f"{_fmt(cand.get(m))} [{_fmt(lo)}, {_fmt(hi)}]"
+            per = {k: (_fmt(b.get(m)) if b else "—") for k, b in bl.items()}
+        rows.append({
+            "rule": c["rule"], "candidate [95% CI]": cand_s, "Lead": per.get("lead", "—"),
+            "base model": per.get("base", "—"), "champion": per.get("champion", "—"),
+            "required": ("—" if c["required"] is None else f"{'≥' if c['kind'] == 'min' else '≤'} {c['required']:.4f}"),
+            "result": c["status"].upper(),
+        })
+    return rows
+
+
+def report_markdown(metrics: dict, decision: dict, samples: list[dict]) -> str:
+    """The verdict, the table, paired differences, check rates, and sample titles."""
+    verdict = "PASSED: the model may be published" if decision["passed"] else "BLOCKED (GateBlocked)"
+    lines = [f"# Quality gate: {verdict}", "", f"Test split: {metrics['n']} articles. {metrics['tokenization']}; "
+             f"ROUGE: {metrics['rouge_averaging']}; BLEU-1: {metrics['bleu_averaging']}.", ""]
+    if decision["reasons"]:
+        lines += ["## Why it was blocked", "", *[f"- {r}" for r in decision["reasons"]], ""]
+    if decision["notes"]:
+        lines += ["## Skipped rules", "", *[f"- {r}" for r in decision["notes"]], ""]
+    table = metrics_table(metrics, decision)
+    head = list(table[0])
+    lines += ["## Rules", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    lines += ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in table]
+    lines += ["", "## Candidate minus baseline (paired bootstrap, 95% CI)", "", "| baseline | " + " | ".join(METRIC_NAMES.values()) + " |", "|" + " --- |" * 5]
+    for name, d in metrics["differences"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{d[k]['diff']:+.4f} [{d[k]['ci'][0]:+.4f}, {d[k]['ci'][1]:+.4f}]" for k in METRIC_NAMES) + " |")
+    from titlegen.metrics import CHECKS
+
+    systems = {"candidate": metrics["candidate"], **{k: v for k, v in metrics["baselines"].items() if v and "checks" in v}}
+    lines += ["", "## Headline check failure rates", "", "| check | " + " | ".join(systems) + " |", "|" + " --- |" * (len(systems) + 1)]
+    for c in (*CHECKS, "any"):
+        lines.append(f"| {c} | " + " | ".join(_pct(s["checks"].get(c)) for s in systems.values()) + " |")
+    if metrics.get("validation"):
+        v = metrics["validation"]
+        lines += ["", f"Validation split ({v['n']} articles, not gated): " + ", ".join(f"{METRIC_NAMES[k]} {v[k]:.4f}" for k in METRIC_NAMES)]
+    if samples:
+        lines += ["", f"## {len(samples)} test articles", ""]
+        for i, s in enumerate(samples, 1):
+            article = s["content"].replace("\n", " ")
+            lines += [f"**{i}.** {article[:160]}{'…' if len(article) > 160 else ''}", "",
+                      f"- reference: {s['reference']}", f"- candidate: {s['prediction'] or '(empty)'}"
+                      + (f" — failed: {', '.join(s['failed_checks'])}" if s["failed_checks"] else ""),
+                      f"- Lead: {s['lead']}"]
+            if "base" in s:
+                lines.append(f"- base model: {s['base'] or '(empty)'}")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def pick_samples(predictions_path: str | Path, k: int) -> list[dict]:
+    """`k` test rows spread evenly over the file (deterministic)."""
+    if k <= 0 or not Path(predictions_path).exists():
+        return []
+    rows = read_jsonl(predictions_path)
+    if len(rows) <= k:
+        return rows
+    return [rows[i * len(rows) // k] for i in range(k)]
+
+
+# ---- Prefect tasks ---------------------------------------------------------------------------
+
+@task(name="evaluate")
+def evaluate_task(
+    adapter_dir: str | None,
+    base_model_dir: str,
+    split_dir: str,
+    run_dir: str,
+    max_title_chars: int,
+    min_title_chars: int,
+    evaluation: EvalParams,
+) -> dict:
+    """Title and score the test split; returns `metrics_path`, `predictions_path`, `metrics` (small)."""
+    return evaluate(adapter_dir, base_model_dir, split_dir, run_dir, max_title_chars, min_title_chars, evaluation, logger=get_run_logger())
+
+
+@task(name="gate")
+def gate_task(metrics_path: str, min_rouge_l: float, gate: GateParams) -> dict:
+    """Apply the gate to `metrics_path`; publish the table and report; returns `passed`, `reasons`, `notes`, `metrics`."""
+    import json
+
+    metrics = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
+    decision = _decide(metrics, min_rouge_l, gate)
+    atomic_write_json(Path(metrics_path).with_name("gate.json"), {**decision, "min_rouge_l": min_rouge_l, "gate": gate.model_dump()})
+    create_table_artifact(key="titlegen-eval-metrics", table=metrics_table(metrics, decision),
+                          description="Candidate vs baselines on the test split, with the gate's rules")
+    samples = pick_samples(metrics.get("predictions_path", ""), metrics.get("inputs", {}).get("evaluation", {}).get("report_samples", 10))
+    create_markdown_artifact(key="titlegen-eval-report", markdown=report_markdown(metrics, decision, samples),
+                             description="Quality gate verdict and sample titles")
+    logger = get_run_logger()
+    for c in decision["checks"]:
+        (logger.info if c["status"] != "fail" else logger.warning)(c["message"])
+    return {"passed": decision["passed"], "reasons": decision["reasons"], "notes": decision["notes"], "metrics": _small(metrics)}

@@ -1,9 +1,444 @@
-"""merge stage (placeholder: being built)."""
+"""merge stage: fold the LoRA adapter into the 16-bit base weights, verify, and export GGUF files.
 
-from prefect import task
+`merge()` writes `<run>/final-hf/`, the standard Hugging Face layout (config, generation config whose
+eos includes `<end_of_turn>`, tokenizer with titlegen's chat template, sharded safetensors,
+`export.json`), through a temporary folder that is renamed into place only after verification:
+plain transformers (no PEFT, no Unsloth) loads the written folder, renders the first
+`publish.verify_articles` validation articles with the folder's own chat template, and its greedy
+titles must equal those of base+adapter (a differing title passes only as a stated near-tie, see
+`PublishParams.verify_tie_margin`). A mismatch fails the stage and leaves no final-hf.
+
+Then `<run>/gguf/` gets one GGUF per `publish.gguf_types` (see `titlegen.gguf`), each generated
+from on an Ollama server and compared with final-hf's titles; with no server the check is
+reported as `skipped`, in the return value and in `gguf/verification.json`.
+
+A complete final-hf (or gguf/) made from the same adapter, base and settings is reused. On CUDA the
+heavy part runs in a child process so its GPU memory is freed when it ends:
+
+    python -m titlegen.tasks.merge SPEC.json        # what the task runs; SPEC as in `_build_spec`
+"""
+
+import gc
+import hashlib
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from titlegen import gguf as gguf_lib
+from titlegen.params import PublishParams
+from titlegen.prompt import END_OF_TURN, chat_template, generation_prompt, prompt_messages
+from titlegen.runs import atomic_dir, atomic_write_json, file_sha256, fingerprint, is_complete, read_jsonl, slug
+from titlegen.subproc import python_module, run_logged
+
+log = logging.getLogger(__name__)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json")
 
 
-@task
-def merge_task(*args, **kwargs) -> dict:
-    """Contract: (adapter_dir, base_model_dir, split_dir, run_dir, max_title_chars, publish) -> dict: keys final_hf, gguf ({type: path})."""
-    raise NotImplementedError("merge stage not built yet")
+class MergeVerificationError(RuntimeError):
+    """final-hf or a GGUF does not reproduce the adapter model's titles; the message says where."""
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def verification_articles(split_dir: str | Path, n: int) -> list[str]:
+    """The first `n` article bodies of `validation.jsonl` (file order: fixed by the split's seed)."""
+    path = Path(split_dir) / "validation.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: the split stage writes it; re-run the flow from the split stage.")
+    rows = read_jsonl(path)[:n]
+    if not rows:
+        raise ValueError(f"{path} is empty: merge verification needs at least one validation article.")
+    articles = []
+    for i, row in enumerate(rows):
+        text = row.get("input", row.get("content"))
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"{path} row {i} has no article text under `input` (or `content`).")
+        articles.append(text)
+    return articles
+
+
+def source_fingerprint(adapter_dir: str | Path, base_model_dir: str, publish: PublishParams) -> str:
+    """What final-hf is a function of: the adapter's bytes, the base, the dtype and the chat template."""
+    adapter_dir = Path(adapter_dir)
+    files = {}
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        if not (adapter_dir / name).exists():
+            raise FileNotFoundError(f"{adapter_dir / name} is missing: adapter_dir must be a PEFT save_pretrained folder (the fine-tune stage's output).")
+        files[name] = file_sha256(adapter_dir / name)
+    return fingerprint({
+        "adapter": files, "base": str(base_model_dir), "dtype": publish.merged_dtype,
+        "shard": publish.max_shard_size, "chat_template": hashlib.sha256(chat_template().encode()).hexdigest(),
+    }, 16)
+
+
+def _build_spec(adapter_dir, base_model_dir, out_dir, articles, max_title_chars, publish, source) -> dict:
+    return {
+        "adapter_dir": str(adapter_dir), "base_model_dir": str(base_model_dir), "out_dir": str(out_dir),
+        "articles": articles, "max_title_chars": max_title_chars, "max_new_tokens": max_title_chars + 8,
+        "merged_dtype": publish.merged_dtype, "max_shard_size": publish.max_shard_size,
+        "tie_margin": publish.verify_tie_margin, "source": source,
+    }
+
+
+# ---------------------------------------------------------------- the heavy part (in process on CPU, child on CUDA)
+
+
+def _greedy(model, tokenizer, text: str, max_new_tokens: int, eos_ids: list[int], keep_first_logits: bool = False) -> dict:
+    """Greedy title for one rendered prompt, with each step's top-2 logit margin and token text offsets."""
+    import torch
+
+    enc = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
+    with torch.inference_mode():
+        out = model.generate(
+            **enc, do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=eos_ids,
+            pad_token_id=tokenizer.pad_token_id, output_scores=True, return_dict_in_generate=True,
+            top_k=None, top_p=None, temperature=None,
+        )
+    ids = out.sequences[0, enc["input_ids"].shape[1]:].tolist()
+    scores = torch.stack(out.scores)[:, 0].float()
+    top = scores.topk(2, dim=-1)
+    body = [t for t in ids if t not in eos_ids]
+    raw = tokenizer.decode(body, skip_special_tokens=True)
+    result = {
+        "ids": ids,
+        "title": raw.strip(),
+        "raw_text": raw,
+        "margins": (top.values[:, 0] - top.values[:, 1]).tolist(),
+        "second_ids": top.indices[:, 1].tolist(),
+        "prefix_chars": [len(tokenizer.decode(body[: k + 1], skip_special_tokens=True)) for k in range(len(ids))],
+        "prompt_tokens": int(enc["input_ids"].shape[1]),
+    }
+    if keep_first_logits:
+        result["first_logits"] = scores[0].cpu()
+    return result
+
+
+def _compare_titles(reference: list[dict], merged: list[dict], tie_margin: float) -> dict:
+    rows, failures = [], 0
+    max_diff = 0.0
+    for i, (ref, new) in enumerate(zip(reference, merged)):
+        diff = float((ref.pop("first_logits") - new.pop("first_logits")).abs().max())
+        max_diff = max(max_diff, diff)
+        row = {"article": i, "adapter_model": ref["title"], "final_hf": new["title"], "first_token_max_abs_logit_diff": diff}
+        if ref["ids"] == new["ids"]:
+            row["result"] = "equal"
+        else:
+            step = next(k for k, (a, b) in enumerate(zip(ref["ids"] + [-1], new["ids"] + [-2])) if a != b)
+            margin = ref["margins"][step] if step < len(ref["margins"]) else None
+            tie = margin is not None and margin <= tie_margin and new["ids"][step:step + 1] == ref["second_ids"][step:step + 1]
+            row.update(result="near-tie" if tie else "MISMATCH", divergence_token=step, adapter_model_margin=margin)
+            failures += not tie
+        rows.append(row)
+    equal = sum(r["result"] == "equal" for r in rows)
+    return {
+        "passed": failures == 0, "n": len(rows), "equal": equal, "near_ties": len(rows) - equal - failures,
+        "mismatches": failures, "max_first_token_abs_logit_diff": max_diff,
+        "rule": f"greedy token ids equal; a difference passes only where the adapter model's top-2 logits were within {tie_margin} and final-hf took the runner-up",
+        "articles": rows,
+    }
+
+
+def _resolve_dtype(name: str, config) -> "Any":
+    import torch
+
+    if name != "auto":
+        return getattr(torch, name)
+    text = getattr(config, "text_config", None) or config
+    current = getattr(text, "dtype", None) or getattr(config, "dtype", None)
+    if isinstance(current, str):
+        current = getattr(torch, current, None)
+    return current if current in (torch.bfloat16, torch.float16) else torch.bfloat16
+
+
+def build_final_hf(spec: dict) -> dict:
+    """Merge, save into `spec["out_dir"]` (a fresh temporary folder), reload with plain transformers, compare.
+
+    Returns the report that becomes export.json; raises MergeVerificationError on a mismatch.
+    """
+    import torch
+    import transformers
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoTokenizer
+
+    out = Path(spec["out_dir"])
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    base = spec["base_model_dir"]
+    adapter = Path(spec["adapter_dir"])
+    config = AutoConfig.from_pretrained(base)
+    arch = (config.architectures or ["AutoModelForCausalLM"])[0]
+    model_cls = getattr(transformers, arch)
+    save_dtype = _resolve_dtype(spec["merged_dtype"], config)
+    # CPU computes in float32 (bf16 matmuls there are slow and coarse); both sides see the same
+    # save-dtype-rounded base weights, so the only difference left is the rounding of W + BA.
+    compute_dtype = save_dtype if cuda else torch.float32
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    tok_source = adapter if (adapter / "tokenizer_config.json").exists() else Path(base)
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_source))
+    tokenizer.chat_template = chat_template()
+    model = model_cls.from_pretrained(base, dtype=save_dtype).to(device=device, dtype=compute_dtype)
+    model = PeftModel.from_pretrained(model, str(adapter)).eval()
+    timings["load_base_and_adapter_s"] = time.perf_counter() - t
+
+    eot = tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    eos_ids = sorted({i for i in (tokenizer.eos_token_id, eot) if i is not None})
+    prompts = [
+        tokenizer.apply_chat_template(prompt_messages(a, spec["max_title_chars"]), tokenize=False, add_generation_prompt=True)
+        for a in spec["articles"]
+    ]
+    t = time.perf_counter()
+    reference = [_greedy(model, tokenizer, p, spec["max_new_tokens"], eos_ids, True) for p in prompts]
+    timings["reference_generate_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    merged = model.merge_and_unload().to(dtype=save_dtype)
+    merged.config.dtype = save_dtype
+    merged.generation_config.eos_token_id = eos_ids
+    if tokenizer.pad_token_id is not None:
+        merged.generation_config.pad_token_id = tokenizer.pad_token_id
+    merged.save_pretrained(out, max_shard_size=spec["max_shard_size"])
+    tokenizer.save_pretrained(out)
+    # transformers 5 saves Gemma's fast tokenizer only; the converter builds a sentencepiece vocab
+    # when tokenizer.model is present, so keep it where the source had one.
+    for src in (tok_source, Path(base)):
+        if (src / "tokenizer.model").exists() and not (out / "tokenizer.model").exists():
+            shutil.copy2(src / "tokenizer.model", out / "tokenizer.model")
+    timings["merge_and_save_s"] = time.perf_counter() - t
+    del model, merged
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+
+    t = time.perf_counter()
+    kv = gguf_lib.restore_kv_shared_tensors(out, base)
+    timings["restore_kv_shared_s"] = time.perf_counter() - t
+
+    # The check: a user's plain transformers load of exactly what was written.
+    t = time.perf_counter()
+    loaded_tok = AutoTokenizer.from_pretrained(str(out))
+    final = getattr(transformers, arch).from_pretrained(str(out)).to(device=device, dtype=compute_dtype).eval()
+    gen_eos = final.generation_config.eos_token_id
+    gen_eos = sorted(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+    if eot not in gen_eos:
+        raise MergeVerificationError(f"final-hf generation_config eos_token_id {gen_eos} lacks {END_OF_TURN} ({eot}).")
+    final_prompts = [
+        loaded_tok.apply_chat_template(prompt_messages(a, spec["max_title_chars"]), tokenize=False, add_generation_prompt=True)
+        for a in spec["articles"]
+    ]
+    if final_prompts != prompts:
+        raise MergeVerificationError("final-hf's saved chat template renders a different prompt from titlegen's template.")
+    timings["load_final_hf_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    results = [_greedy(final, loaded_tok, p, spec["max_new_tokens"], gen_eos, True) for p in final_prompts]
+    timings["final_hf_generate_s"] = time.perf_counter() - t
+    del final
+    gc.collect()
+
+    comparison = _compare_titles(reference, results, spec["tie_margin"])
+    for article, r in zip(spec["articles"], results):
+        r["gguf_prompt"] = generation_prompt(article, spec["max_title_chars"])
+        r.pop("ids"), r.pop("second_ids")
+    multimodal = any(k in config.to_dict() for k in ("vision_config", "audio_config"))
+    report = {
+        "source_fingerprint": spec["source"],
+        "base_model": base,
+        "adapter_dir": str(adapter),
+        "architecture": arch,
+        "dtype": str(save_dtype).removeprefix("torch."),
+        "modalities": (
+            "text fine-tuned; vision and audio towers copied unchanged from the base (the GGUF holds the text model only)"
+            if multimodal else "text only"
+        ),
+        "kv_shared_tensors": kv,
+        "device": device,
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": __import__("peft").__version__},
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "verification": comparison,
+        "final_hf_titles": results,
+    }
+    return report
+
+
+def _worker(spec_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    try:
+        report = build_final_hf(spec)
+    except MergeVerificationError as e:
+        report = {"error": str(e)}
+    atomic_write_json(Path(spec_path).with_suffix(".result.json"), report)
+    return 0
+
+
+# ---------------------------------------------------------------- orchestration
+
+
+def _files_report(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
+
+
+def _write_final_hf(spec: dict, final: Path, run: Path, logger) -> dict:
+    import torch
+
+    with atomic_dir(final) as tmp:
+        spec = {**spec, "out_dir": str(tmp)}
+        if torch.cuda.is_available():
+            spec_path = run / ".merge-spec.json"
+            atomic_write_json(spec_path, spec)
+            run_logged(python_module("titlegen.tasks.merge", str(spec_path)), logger)
+            report = json.loads(spec_path.with_suffix(".result.json").read_text())
+            if "error" in report:
+                raise MergeVerificationError(report["error"])
+        else:
+            report = build_final_hf(spec)
+        verification = report["verification"]
+        atomic_write_json(run / "merge-verification.json", verification)
+        if not verification["passed"]:
+            bad = [a for a in verification["articles"] if a["result"] == "MISMATCH"]
+            raise MergeVerificationError(
+                f"final-hf does not reproduce the adapter model: {len(bad)}/{verification['n']} greedy titles differ "
+                f"beyond a near-tie (first: adapter {bad[0]['adapter_model']!r} vs final-hf {bad[0]['final_hf']!r}). "
+                f"Details in {run / 'merge-verification.json'}; no final-hf was written."
+            )
+        report["files"] = _files_report(tmp)
+        atomic_write_json(tmp / "export.json", {k: v for k, v in report.items() if k != "final_hf_titles"})
+        atomic_write_json(tmp / "verification-titles.json", report["final_hf_titles"])
+    return report
+
+
+def _reusable(folder: Path, source: str) -> dict | None:
+    try:
+        if is_complete(folder):
+            meta = json.loads((folder / "export.json").read_text())
+            if meta.get("source_fingerprint") == source:
+                return meta
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def merge(
+    adapter_dir: str,
+    base_model_dir: str,
+    split_dir: str,
+    run_dir: str,
+    max_title_chars: int,
+    publish: PublishParams | None = None,
+    ollama_host: str | None = None,
+    logger: logging.Logger | logging.LoggerAdapter | None = None,
+) -> dict[str, Any]:
+    """Write and verify `<run>/final-hf` and `<run>/gguf/*.gguf`; returns paths and verification results.
+
+    Keys: `final_hf` (folder), `gguf` ({type: file}), `verification` (final-hf vs adapter model),
+    `gguf_verification` (`status` passed/failed/skipped, per type), `reused` ({final_hf, gguf}).
+    """
+    publish = publish or PublishParams()
+    logger = logger or log
+    run = Path(run_dir)
+    final = run / "final-hf"
+    source = source_fingerprint(adapter_dir, base_model_dir, publish)
+    articles = verification_articles(split_dir, publish.verify_articles)
+
+    meta = _reusable(final, source)
+    reused_final = meta is not None
+    if reused_final:
+        logger.info("final-hf for this adapter is complete at %s: reusing it", final)
+    else:
+        spec = _build_spec(adapter_dir, base_model_dir, final, articles, max_title_chars, publish, source)
+        meta = _write_final_hf(spec, final, run, logger)
+        logger.info("final-hf written and verified: %d/%d titles equal, %d near-ties, in %s",
+                    meta["verification"]["equal"], meta["verification"]["n"], meta["verification"]["near_ties"], final)
+    references = json.loads((final / "verification-titles.json").read_text())
+
+    gguf_dir = run / "gguf"
+    stem = f"titlegen-{slug(str(base_model_dir))}"
+    gguf_source = fingerprint({"final_hf": source, "types": sorted(publish.gguf_types), "converter": gguf_lib.CONVERTER_REQUIREMENT}, 16)
+    gmeta = _reusable(gguf_dir, gguf_source)
+    reused_gguf = gmeta is not None
+    if not reused_gguf:
+        gmeta = {"source_fingerprint": gguf_source, "converter": gguf_lib.CONVERTER_REQUIREMENT, "files": {}, "convert_s": {}}
+        with atomic_dir(gguf_dir) as tmp:
+            for gguf_type in publish.gguf_types:
+                name = gguf_lib.gguf_file_name(stem, gguf_type)
+                logger.info("Converting final-hf to %s", name)
+                gmeta["convert_s"][gguf_type] = round(gguf_lib.convert(final, tmp / name, gguf_type, logger), 2)
+                gmeta["files"][gguf_type] = {"name": name, "bytes": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)}
+            atomic_write_json(tmp / "export.json", gmeta)
+    gguf_files = {t: str(gguf_dir / f["name"]) for t, f in gmeta["files"].items()}
+
+    vpath = gguf_dir / "verification.json"
+    gver = None
+    if vpath.exists():
+        previous = json.loads(vpath.read_text())
+        if previous.get("source_fingerprint") == gguf_source and previous.get("status") == "passed":
+            gver = previous
+    if gver is None:
+        if publish.verify_gguf:
+            gver = gguf_lib.verify_gguf_files(
+                gguf_files, references, ollama_host, publish.verify_tie_margin, publish.min_q8_0_agreement,
+                max_title_chars + 8, [END_OF_TURN], stem, logger,
+            )
+        else:
+            gver = {"status": "skipped", "reason": "publish.verify_gguf is false", "types": {}}
+        gver["source_fingerprint"] = gguf_source
+        atomic_write_json(vpath, gver)
+    if gver["status"] == "failed":
+        bad = {t: e for t, e in gver["types"].items() if e.get("status") == "failed"}
+        first = next(iter(bad.values()))["mismatches"][:1]
+        raise MergeVerificationError(
+            f"GGUF verification failed for {', '.join(bad)} on {gver['server']}: {first}. Details in {vpath}."
+        )
+    return {
+        "final_hf": str(final),
+        "gguf": gguf_files,
+        "export_json": str(final / "export.json"),
+        "verification": {k: v for k, v in meta["verification"].items() if k != "articles"},
+        "gguf_verification": gver,
+        "reused": {"final_hf": reused_final, "gguf": reused_gguf},
+    }
+
+
+def _artifact(result: dict) -> str:
+    v, g = result["verification"], result["gguf_verification"]
+    lines = [
+        "# merge + GGUF export", "",
+        f"final-hf: `{result['final_hf']}` ({'reused' if result['reused']['final_hf'] else 'written'})", "",
+        f"final-hf vs adapter model: **{'passed' if v['passed'] else 'FAILED'}**: {v['equal']}/{v['n']} greedy titles equal, "
+        f"{v['near_ties']} near-ties; max first-token |Δlogit| {v['max_first_token_abs_logit_diff']:.4f}", "",
+        f"GGUF on Ollama: **{g['status'].upper()}**" + (f" ({g.get('reason')})" if g["status"] == "skipped" else ""), "",
+        "| type | file | status | equal to final-hf |", "| --- | --- | --- | --- |",
+    ]
+    for t, path in result["gguf"].items():
+        e = g.get("types", {}).get(t, {})
+        agree = f"{e['equal']}/{e['n']}" if "n" in e else "-"
+        lines.append(f"| {t} | `{Path(path).name}` | {e.get('status', g['status'])} | {agree} |")
+    return "\n".join(lines)
+
+
+@task(name="merge", task_run_name="merge-export")
+def merge_task(
+    adapter_dir: str,
+    base_model_dir: str,
+    split_dir: str,
+    run_dir: str,
+    max_title_chars: int,
+    publish: PublishParams,
+    ollama_host: str | None = None,
+) -> dict:
+    """Merge the adapter into `final-hf`, export GGUFs, verify both (see `merge`)."""
+    result = merge(adapter_dir, base_model_dir, split_dir, run_dir, max_title_chars, publish, ollama_host, get_run_logger())
+    create_markdown_artifact(key="titlegen-merge", markdown=_artifact(result), description="Merge and GGUF verification")
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(sys.argv[1]))

@@ -1,9 +1,580 @@
-"""upload stage (placeholder: being built)."""
+"""upload stage: publish `final-hf`, the GGUF files and a model card to the Hugging Face Hub.
+
+One commit per repo, with a message naming the run. By default everything goes to one repo
+(`publish.gguf_companion_repo=False`): the Hub's Ollama registry serves
+`ollama pull hf.co/<org>/<repo>:<QUANT>` from whichever `.gguf` file in the repo has the quant tag
+in its name (case-insensitive), and ignores the safetensors beside it, while transformers ignores
+the `.gguf` files; so one repo, one card and one commit serve both. GGUFs are renamed
+`<repo-name>-Q8_0.gguf`, `<repo-name>-F16.gguf`, ... so each tag matches exactly one file, and
+the repo root gets the `template` and `params` files the Hub hands to Ollama, so a pulled model
+renders the training prompt and stops at `<end_of_turn>`. With the companion option the GGUFs,
+`template` and `params` go to `<repo>-GGUF` (its card says `base_model_relation: quantized`).
+
+Idempotent: before committing, each local file's sha256 (LFS files) or git blob id (small files)
+is compared with the repo's tree; an unchanged run makes no commit at all. Weight files in the
+repo that the run no longer has (`*.safetensors`, `*.gguf`, the shard index) are deleted in the
+same commit, so stale shards never linger. Each Hub step is retried with exponential backoff on
+timeouts, connection errors, 408/429 and 5xx; 401/403/404 fail at once with the variable to set.
+Because every retry re-reads the repo first, a commit whose response was lost is not repeated.
+
+The token comes from `$HF_TOKEN` (or a saved `hf auth login`), else from the Prefect Secret block
+`publish.hf_token_block` (`hf-token`). It is passed to `HfApi` only: never logged, returned,
+written or put in an artifact. Without a token or a repo the upload is a dry run: an explicit
+warning, a markdown artifact and `<run>/upload/report.md` listing every file, size and repo id
+and the card, and `dry_run: True` in the result.
+
+Outside the flow, for an existing `final-hf` (also what `docker compose --profile tools up tools` runs):
+
+    HF_TOKEN=hf_... python -m titlegen.tasks.upload --final-hf outputs/<run>/final-hf --repo org/name
+    python -m titlegen.tasks.upload --run <run>                 # outputs/<run>/final-hf + outputs/<run>/gguf
+    python -m titlegen.tasks.upload                             # newest complete outputs/*/final-hf
+    python -m titlegen.tasks.upload --final-hf ... --dry-run    # show what would be uploaded
+"""
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from prefect import task
 
+from titlegen.params import PublishParams
+from titlegen.runs import atomic_write_json, atomic_write_text, file_sha256
 
-@task
-def upload_task(*args, **kwargs) -> dict:
-    """Contract: (final_hf, gguf_files, run_dir, hf_repo, publish) -> dict: keys repo, gguf_repo, commit, dry_run, url."""
-    raise NotImplementedError("upload stage not built yet")
+ENV_TOKEN = "HF_TOKEN"
+ENV_ORG = "HF_ORG"
+ENV_REPO = "HF_REPO"
+QUANT_TAGS = {"q8_0": "Q8_0", "f16": "F16", "bf16": "BF16"}
+# Files of the run the Hub repo must not carry: merge's local record (it holds local paths),
+# any stray card (ours replaces it) and hidden markers such as `.complete`.
+SKIPPED_NAMES = {"export.json", "README.md"}
+STALE_SUFFIXES = (".safetensors", ".gguf", ".safetensors.index.json")
+PLACEHOLDER_REPO = "<HF_ORG>/<HF_REPO>"
+
+
+class UploadError(RuntimeError):
+    """A Hub upload failure that retrying cannot fix; the message names what to change."""
+
+
+@dataclass
+class PlannedFile:
+    """One file of the upload: where it goes and where its bytes come from."""
+
+    repo_id: str
+    path_in_repo: str
+    source: Path | None = None
+    data: bytes | None = None
+    _sha256: str | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.data) if self.data is not None else self.source.stat().st_size
+
+    @property
+    def sha256(self) -> str:
+        if self._sha256 is None:
+            self._sha256 = hashlib.sha256(self.data).hexdigest() if self.data is not None else file_sha256(self.source)
+        return self._sha256
+
+    def git_blob_id(self) -> str:
+        """The git blob id the Hub reports for a non-LFS file (sha1 of `blob <size>\\0<bytes>`)."""
+        content = self.data if self.data is not None else self.source.read_bytes()
+        return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+    def content(self) -> Path | bytes:
+        return self.data if self.data is not None else self.source
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("titlegen.upload")
+
+
+def _in_prefect_run() -> bool:
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+
+def resolve_repo(hf_repo: str | None) -> tuple[str | None, str]:
+    """`org/name` from the parameter, else `$HF_ORG` + `$HF_REPO` (or `$HF_REPO` as `org/name`).
+
+    Returns the repo id, or None and the reason it is missing.
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    org, name = os.environ.get(ENV_ORG, "").strip(), os.environ.get(ENV_REPO, "").strip()
+    if hf_repo:
+        repo, origin = hf_repo.strip(), "the hf_repo parameter"
+    elif "/" in name:
+        repo, origin = name, f"${ENV_REPO}"
+    elif org and name:
+        repo, origin = f"{org}/{name}", f"${ENV_ORG}/${ENV_REPO}"
+    else:
+        missing = " and ".join(v for v, val in ((ENV_ORG, org), (ENV_REPO, name)) if not val)
+        return None, f"no Hub repo: set the hf_repo parameter (`org/name`) or {missing}"
+    try:
+        validate_repo_id(repo)
+    except HFValidationError as e:
+        raise UploadError(f"{origin} gives an invalid Hub repo id {repo!r} ({e}); use `org/name`.") from None
+    if "/" not in repo:
+        raise UploadError(f"{origin} gives {repo!r} without a namespace; use `org/name` (or set ${ENV_ORG}).")
+    return repo, origin
+
+
+def resolve_token(block_name: str | None) -> tuple[str | None, str]:
+    """The Hub token and where it came from (never the token in the second value).
+
+    `$HF_TOKEN` or a saved `hf auth login` first (what huggingface_hub itself reads), then the
+    Prefect Secret block, read only where a Prefect API is at hand (a run, or `PREFECT_API_URL`).
+    """
+    from huggingface_hub import get_token
+
+    token = get_token()
+    if token:
+        return token, f"${ENV_TOKEN}" if os.environ.get(ENV_TOKEN) else "the saved Hugging Face login"
+    if block_name and (_in_prefect_run() or os.environ.get("PREFECT_API_URL")):
+        from prefect.blocks.system import Secret
+
+        try:
+            value = Secret.load(block_name).get()
+        except ValueError:
+            return None, f"${ENV_TOKEN} is not set and there is no Prefect Secret block {block_name!r}"
+        except Exception as e:  # API down or misconfigured: the upload becomes a dry run, and says why
+            return None, f"${ENV_TOKEN} is not set and the Prefect Secret block {block_name!r} could not be read ({type(e).__name__})"
+        if isinstance(value, str) and value.strip():
+            return value.strip(), f"the Prefect Secret block {block_name!r}"
+    where = f" nor the Prefect Secret block {block_name!r}" if block_name else ""
+    return None, f"no Hub token: neither ${ENV_TOKEN}{where} is set"
+
+
+def gguf_files_in(folder: str | Path) -> dict[str, str]:
+    """`{type: path}` for the GGUFs of a folder, the type read from the file name (`*q8_0*.gguf`)."""
+    found: dict[str, str] = {}
+    for path in sorted(Path(folder).glob("*.gguf")):
+        stem = path.stem.lower()
+        kind = next((k for k in ("bf16", "q8_0", "f16") if k in stem), None)
+        if kind is None:
+            raise UploadError(f"{path.name}: cannot tell its type; GGUF names must contain one of {sorted(QUANT_TAGS)}.")
+        if kind in found:
+            raise UploadError(f"{folder} holds two {kind} GGUFs ({Path(found[kind]).name}, {path.name}); keep one.")
+        found[kind] = str(path)
+    return found
+
+
+def _check_inputs(final_hf: Path, gguf_files: dict[str, str]) -> list[str]:
+    problems = []
+    if not final_hf.is_dir():
+        problems.append(f"final-hf folder {final_hf} does not exist (run merge first, or pass --final-hf)")
+    else:
+        if not (final_hf / "config.json").is_file():
+            problems.append(f"{final_hf} has no config.json: not a Hugging Face model folder")
+        if not any(final_hf.glob("*.safetensors")):
+            problems.append(f"{final_hf} has no *.safetensors weights")
+    for kind, path in gguf_files.items():
+        if kind not in QUANT_TAGS:
+            problems.append(f"GGUF type {kind!r} is not one of {sorted(QUANT_TAGS)}")
+        if not Path(path).is_file():
+            problems.append(f"GGUF file {path} ({kind}) does not exist")
+    return problems
+
+
+def plan_upload(
+    final_hf: Path, gguf_files: dict[str, str], run_dir: Path, repo_id: str, publish: PublishParams
+) -> tuple[list[PlannedFile], dict[str, str], dict[str, str], dict[str, str]]:
+    """Every file of the upload, the repo GGUF names, the Ollama refs and the card text(s) by repo."""
+    from titlegen.model_card import build_model_card, ollama_repo_files, read_run_info
+
+    gguf_repo = f"{repo_id}-GGUF" if (publish.gguf_companion_repo and gguf_files) else repo_id
+    base = repo_id.split("/")[-1]
+    names = {kind: f"{base}-{QUANT_TAGS[kind]}.gguf" for kind in sorted(gguf_files)}
+    refs = {kind: f"hf.co/{gguf_repo}:{QUANT_TAGS[kind]}" for kind in names}
+
+    files = [
+        PlannedFile(repo_id, p.relative_to(final_hf).as_posix(), source=p)
+        for p in sorted(final_hf.rglob("*"))
+        if p.is_file()
+        and p.name not in SKIPPED_NAMES
+        and not any(part.startswith(".") for part in p.relative_to(final_hf).parts)
+    ]
+    files += [PlannedFile(gguf_repo, names[kind], source=Path(gguf_files[kind])) for kind in names]
+
+    info = read_run_info(run_dir, final_hf)
+    params = info["params"]
+    ollama = params.get("ollama") or {}
+    if names:
+        extra = ollama_repo_files(
+            (params.get("clean") or {}).get("max_title_chars", 40),
+            temperature=ollama.get("temperature", 0.0),
+            num_ctx=ollama.get("num_ctx", 2048),
+        )
+        files += [PlannedFile(gguf_repo, name, data=data) for name, data in extra.items()]
+
+    kwargs = dict(gguf_repo=gguf_repo if names else None, gguf_files=names, ollama_refs=refs, private=publish.hf_private)
+    cards = {repo_id: str(build_model_card(info, repo_id, **kwargs))}
+    if gguf_repo != repo_id:
+        cards[gguf_repo] = str(build_model_card(info, repo_id, for_gguf_repo=True, **kwargs))
+    files += [PlannedFile(r, "README.md", data=text.encode()) for r, text in cards.items()]
+    return files, names, refs, cards
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Worth retrying: timeouts, dropped connections, 408/429 and 5xx. Never 401/403/404."""
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    if isinstance(exc, OfflineModeIsEnabled):
+        return False
+    if isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)):
+        return True
+    if isinstance(exc, HfHubHTTPError) and exc.response is not None:
+        code = exc.response.status_code
+        return code >= 500 or code in (408, 429)
+    return False
+
+
+def _explain(exc: BaseException, repo_id: str, block_name: str | None) -> UploadError | None:
+    """A permanent Hub error as an `UploadError` naming the variable to set, or None."""
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    block = f" (or the Prefect Secret block {block_name!r})" if block_name else ""
+    if isinstance(exc, OfflineModeIsEnabled):
+        return UploadError("HF_HUB_OFFLINE is set, which blocks every Hub request: unset it for the upload.")
+    if not isinstance(exc, HfHubHTTPError) or exc.response is None:
+        return None
+    code, namespace = exc.response.status_code, repo_id.split("/")[0]
+    if code == 401:
+        return UploadError(
+            f"The Hub rejected the token (401 Unauthorized) for {repo_id}: set {ENV_TOKEN}{block} to a valid "
+            "token with write access (https://huggingface.co/settings/tokens)."
+        )
+    if code == 403:
+        return UploadError(
+            f"The token may not write to {repo_id} (403 Forbidden): set {ENV_TOKEN}{block} to a token with write "
+            f"access to {namespace!r}, or point {ENV_ORG}/{ENV_REPO} (or the hf_repo parameter) at a namespace you own."
+        )
+    if code == 404:
+        return UploadError(
+            f"{repo_id} was not found (404 Not Found): check {ENV_ORG}/{ENV_REPO} or the hf_repo parameter. A namespace "
+            f"that does not exist, or a private repo the token cannot see, also reads as 404: then set {ENV_TOKEN}{block}."
+        )
+    return None
+
+
+def _with_retries(step: str, fn: Callable[[], Any], *, attempts: int, backoff_s: float, repo_id: str, block: str | None) -> Any:
+    import tenacity
+
+    log = _logger()
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception()
+        log.warning(
+            "Hub %s for %s failed (%s: %s); retry %d/%d in %.1f s",
+            step, repo_id, type(exc).__name__, _short(exc), state.attempt_number, attempts - 1, state.next_action.sleep,
+        )
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(attempts),
+        wait=tenacity.wait_exponential(multiplier=backoff_s, min=backoff_s, max=32 * backoff_s),
+        retry=tenacity.retry_if_exception(_is_transient),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    try:
+        return retrying(fn)
+    except Exception as exc:
+        if (explained := _explain(exc, repo_id, block)) is not None:
+            raise explained from exc
+        if _is_transient(exc):
+            raise UploadError(f"Hub {step} for {repo_id} still failing after {attempts} attempts: {_short(exc)}") from exc
+        raise
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _hub_timeouts(seconds: float) -> Iterator[None]:
+    """huggingface_hub's shared client waits forever by default; bound it so a hung Hub is a retried timeout."""
+    import httpx
+    from huggingface_hub import set_client_factory
+    from huggingface_hub.utils._http import default_client_factory
+
+    def factory() -> httpx.Client:
+        client = default_client_factory()
+        client.timeout = httpx.Timeout(seconds, connect=min(seconds, 30.0))
+        return client
+
+    set_client_factory(factory)
+    try:
+        yield
+    finally:
+        set_client_factory(default_client_factory)
+
+
+def _sync_repo(api, repo_id: str, files: list[PlannedFile], *, private: bool, message: str, description: str) -> dict:
+    """One attempt: create the repo if missing, diff against its tree, commit what changed (or nothing)."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, RepoFile
+
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    head = api.repo_info(repo_id).sha
+    remote = {e.path: e for e in api.list_repo_tree(repo_id, recursive=True, revision=head) if isinstance(e, RepoFile)}
+
+    def unchanged(f: PlannedFile) -> bool:
+        entry = remote.get(f.path_in_repo)
+        if entry is None or entry.size != f.size:
+            return False
+        if entry.lfs is not None:
+            return entry.lfs.sha256 == f.sha256
+        return entry.blob_id == f.git_blob_id()
+
+    changed = [f for f in files if not unchanged(f)]
+    wanted = {f.path_in_repo for f in files}
+    stale = sorted(p for p in remote if p not in wanted and p.endswith(STALE_SUFFIXES))
+    if not changed and not stale:
+        return {"commit": head, "new_commit": False, "uploaded": [], "deleted": []}
+
+    ops: list = []
+    for f in changed:
+        op = CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=f.content())
+        op.upload_info.sha256 = bytes.fromhex(f.sha256)  # already hashed for the diff: don't read GBs twice
+        ops.append(op)
+    ops += [CommitOperationDelete(path_in_repo=p) for p in stale]
+    info = api.create_commit(
+        repo_id, ops, commit_message=message, commit_description=description, parent_commit=head
+    )
+    return {
+        "commit": info.oid,
+        "new_commit": info.oid != head,
+        "uploaded": [f.path_in_repo for f in changed],
+        "deleted": stale,
+    }
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+def _report(title: str, lead: str, files: list[PlannedFile], refs: dict[str, str], cards: dict[str, str],
+            status: dict[tuple[str, str], str] | None = None) -> str:
+    total = sum(f.size for f in files)
+    lines = [f"# {title}", "", lead, "", "| repo | file | size | status |", "| --- | --- | --- | --- |"]
+    for f in files:
+        state = (status or {}).get((f.repo_id, f.path_in_repo), "would upload")
+        lines.append(f"| `{f.repo_id}` | `{f.path_in_repo}` | {_human(f.size)} | {state} |")
+    lines += ["", f"{len(files)} files, {_human(total)} in all.", ""]
+    if refs:
+        lines += ["Ollama pulls:", ""] + [f"- `ollama run {ref}`" for ref in refs.values()] + [""]
+    for repo, text in cards.items():
+        lines += [f"<details><summary>Model card of <code>{repo}</code> (README.md)</summary>", "", "````markdown", text, "````", "", "</details>", ""]
+    return "\n".join(lines)
+
+
+def _publish_report(run_dir: Path, key: str, markdown: str, description: str) -> Path:
+    path = atomic_write_text(run_dir / "upload" / "report.md", markdown)
+    if _in_prefect_run():
+        from prefect.artifacts import create_markdown_artifact
+
+        create_markdown_artifact(key=key, markdown=markdown, description=description)
+    return path
+
+
+def upload(
+    final_hf: str | Path,
+    gguf_files: dict[str, str] | None,
+    run_dir: str | Path,
+    hf_repo: str | None = None,
+    publish: PublishParams | None = None,
+    *,
+    dry_run: bool = False,
+    backoff_s: float = 2.0,
+) -> dict:
+    """Upload `final_hf` and `gguf_files` ({type: path}) with a model card; see the module docstring.
+
+    Returns `repo`, `gguf_repo`, `commit`, `gguf_commit`, `new_commit`, `dry_run`, `url`, `gguf_url`,
+    `ollama_refs` ({type: "hf.co/org/repo:Q8_0"}, empty on a dry run), `files`, `private`, `reason`
+    (why it was a dry run) and `report` (the markdown report's path).
+    """
+    publish = publish or PublishParams()
+    final_hf, run_dir, gguf_files = Path(final_hf).resolve(), Path(run_dir).resolve(), dict(gguf_files or {})
+    if problems := _check_inputs(final_hf, gguf_files):
+        raise UploadError("Cannot upload: " + "; ".join(problems) + ".")
+    log = _logger()
+
+    repo_id, repo_origin = resolve_repo(hf_repo)
+    token, token_origin = resolve_token(publish.hf_token_block)
+    reasons = [r for r, missing in ((repo_origin, repo_id is None), (token_origin, token is None)) if missing]
+    if dry_run:
+        reasons.insert(0, "dry run requested")
+
+    files, names, refs, cards = plan_upload(final_hf, gguf_files, run_dir, repo_id or PLACEHOLDER_REPO, publish)
+    card_dir = run_dir / "upload"
+    for repo, text in cards.items():
+        atomic_write_text(card_dir / ("README.md" if repo == (repo_id or PLACEHOLDER_REPO) else "README.gguf.md"), text)
+    gguf_repo = next((f.repo_id for f in files if f.path_in_repo in names.values()), repo_id)
+    result: dict[str, Any] = {
+        "repo": repo_id,
+        "gguf_repo": gguf_repo if repo_id else None,
+        "private": publish.hf_private,
+        "files": [{"repo": f.repo_id, "path": f.path_in_repo, "size": f.size} for f in files],
+    }
+
+    if reasons:
+        reason = "; ".join(reasons)
+        log.warning(
+            "Hub upload SKIPPED (dry run): %s. Nothing was uploaded; the report lists the %d files that would be. "
+            "Set %s and %s/%s (or hf_repo) to upload.", reason, len(files), ENV_TOKEN, ENV_ORG, ENV_REPO,
+        )
+        lead = f"**Nothing was uploaded**: {reason}. Set `{ENV_TOKEN}` and `{ENV_ORG}`/`{ENV_REPO}` (or the `hf_repo` parameter) to upload."
+        report = _publish_report(run_dir, "titlegen-upload-dry-run", _report("Hub upload skipped (dry run)", lead, files, refs, cards),
+                                 "What the Hub upload would have uploaded")
+        result.update(dry_run=True, commit=None, gguf_commit=None, new_commit=False, url=None, gguf_url=None,
+                      ollama_refs={}, planned_ollama_refs=refs if repo_id else {}, reason=reason, report=str(report))
+        atomic_write_json(card_dir / "upload.json", result)
+        return result
+
+    from huggingface_hub import HfApi
+    from huggingface_hub import constants as hf_constants
+
+    endpoint = (os.environ.get("HF_ENDPOINT") or hf_constants.ENDPOINT).rstrip("/")
+    api = HfApi(endpoint=endpoint, token=token)
+    log.info("Uploading run %s to %s (token from %s)", run_dir.name, repo_id, token_origin)
+    kinds = ", ".join(QUANT_TAGS[k] for k in names)
+    outcomes: dict[str, dict] = {}
+    with _hub_timeouts(publish.hf_timeout_s):
+        for repo in dict.fromkeys(f.repo_id for f in files):
+            repo_files = [f for f in files if f.repo_id == repo]
+            what = "model, card" if repo == repo_id else "GGUF, card"
+            if repo == repo_id and gguf_repo == repo_id and names:
+                what = f"model, GGUF ({kinds}), card"
+            elif repo != repo_id:
+                what = f"GGUF ({kinds}), Ollama template, card"
+            message = f"titlegen run {run_dir.name}: {what}"
+            description = f"Uploaded by titlegen from run `{run_dir.name}` ({len(repo_files)} files)."
+            outcomes[repo] = _with_retries(
+                "upload",
+                lambda repo=repo, repo_files=repo_files, message=message, description=description: _sync_repo(
+                    api, repo, repo_files, private=publish.hf_private, message=message, description=description
+                ),
+                attempts=publish.upload_attempts, backoff_s=backoff_s, repo_id=repo, block=publish.hf_token_block,
+            )
+            out = outcomes[repo]
+            if out["new_commit"]:
+                log.info("%s: commit %s (%d files uploaded, %d stale deleted)", repo, out["commit"][:12], len(out["uploaded"]), len(out["deleted"]))
+            else:
+                log.info("%s: unchanged, no new commit (head %s)", repo, (out["commit"] or "")[:12])
+
+    status = {}
+    for repo, out in outcomes.items():
+        for f in files:
+            if f.repo_id == repo:
+                status[(repo, f.path_in_repo)] = "uploaded" if f.path_in_repo in out["uploaded"] else "unchanged"
+    main, gg = outcomes[repo_id], outcomes.get(gguf_repo, outcomes[repo_id])
+    result.update(
+        dry_run=False,
+        commit=main["commit"],
+        gguf_commit=gg["commit"] if names else None,
+        new_commit=any(o["new_commit"] for o in outcomes.values()),
+        url=f"{endpoint}/{repo_id}",
+        gguf_url=f"{endpoint}/{gguf_repo}" if names else None,
+        ollama_refs=refs,
+        deleted=sorted({p for o in outcomes.values() for p in o["deleted"]}),
+        reason=None,
+    )
+    lead = (
+        f"Run `{run_dir.name}` → [`{repo_id}`]({result['url']}) at `{main['commit']}`"
+        + (f"; GGUF in [`{gguf_repo}`]({result['gguf_url']})" if gguf_repo != repo_id and names else "")
+        + (". New commit." if result["new_commit"] else ". Unchanged: no new commit.")
+    )
+    result["report"] = str(_publish_report(run_dir, "titlegen-upload", _report("Hub upload", lead, files, refs, cards, status),
+                                           "Files, repos and Ollama refs of the Hub upload"))
+    atomic_write_json(card_dir / "upload.json", result)
+    return result
+
+
+@task(name="upload", task_run_name="upload")
+def upload_task(
+    final_hf: str, gguf_files: dict[str, str], run_dir: str, hf_repo: str | None, publish: PublishParams
+) -> dict:
+    """Publish the merged model, its GGUFs and the card; retries live inside (tenacity), per Hub step."""
+    return upload(final_hf, gguf_files, run_dir, hf_repo, publish)
+
+
+def _newest_final_hf(output_root: Path) -> Path | None:
+    done = [p for p in output_root.glob("*/final-hf") if (p / ".complete").exists()]
+    return max(done, key=lambda p: (p / ".complete").stat().st_mtime) if done else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m titlegen.tasks.upload",
+        description="Upload an existing final-hf (and its GGUFs) to the Hugging Face Hub with a model card. "
+        f"Token: ${ENV_TOKEN}. Repo: --repo, else ${ENV_ORG}/${ENV_REPO}. Without either: a dry run.",
+    )
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--final-hf", type=Path, help="The merged model folder (outputs/<run>/final-hf).")
+    src.add_argument("--run", default=os.environ.get("TITLEGEN_RUN") or None, help="Run name: <output-root>/<run>/final-hf ($TITLEGEN_RUN).")
+    parser.add_argument("--output-root", type=Path, default=Path("outputs"), help="Where runs live (default: outputs); "
+                        "with neither --final-hf nor --run the newest complete final-hf there is uploaded.")
+    parser.add_argument("--gguf-dir", type=Path, help="Folder of *.gguf (default: <run>/gguf when present; names must contain q8_0/f16/bf16).")
+    parser.add_argument("--no-gguf", action="store_true", help="Upload final-hf only.")
+    parser.add_argument("--repo", help="Hub repo org/name (default: $HF_ORG/$HF_REPO, else the run's hf_repo).")
+    vis = parser.add_mutually_exclusive_group()
+    vis.add_argument("--private", dest="private", action="store_true", default=None, help="Create the repo private.")
+    vis.add_argument("--public", dest="private", action="store_false", help="Create the repo public.")
+    parser.add_argument("--companion", action="store_true", default=None, help="GGUFs to <repo>-GGUF instead of the same repo.")
+    parser.add_argument("--dry-run", action="store_true", help="Only report what would be uploaded.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    if args.final_hf:
+        final_hf = args.final_hf
+    elif args.run:
+        final_hf = args.output_root / args.run / "final-hf"
+    else:
+        final_hf = _newest_final_hf(args.output_root)
+        if final_hf is None:
+            parser.error(f"no complete final-hf under {args.output_root}/*/: pass --final-hf or --run")
+    run_dir = final_hf.resolve().parent
+
+    # The run's own parameters are the defaults; flags override them.
+    recorded = json.loads((run_dir / "params.json").read_text()) if (run_dir / "params.json").is_file() else {}
+    publish = PublishParams(**(recorded.get("publish") or {}))
+    updates = {k: v for k, v in (("hf_private", args.private), ("gguf_companion_repo", args.companion)) if v is not None}
+    publish = publish.model_copy(update=updates)
+    hf_repo = args.repo or (None if (os.environ.get(ENV_REPO)) else recorded.get("hf_repo"))
+
+    gguf_dir = args.gguf_dir or (run_dir / "gguf")
+    try:
+        gguf = {} if args.no_gguf or not gguf_dir.is_dir() else gguf_files_in(gguf_dir)
+        result = upload(final_hf, gguf, run_dir, hf_repo, publish, dry_run=args.dry_run)
+    except UploadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    if result["dry_run"] and not args.dry_run:
+        print(f"\nNOT UPLOADED: {result['reason']}. Report: {result['report']}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -80,6 +80,12 @@ class TrainParams(Section):
     max_seq_length: int | None = Field(None, ge=64, description="Prompt+title tokens; longer prompts are cut from the article's end. None = preset.")
     seed: int = Field(3407, description="Training seed.")
     eval_every_epoch: bool = Field(True, description="Validation loss each epoch; the best epoch's adapter is kept.")
+    engine: Literal["auto", "unsloth", "transformers"] = Field(
+        "auto", description="`auto` = Unsloth on CUDA, plain transformers + PEFT on CPU; `transformers` forces the plain path (the benchmark's baseline)."
+    )
+    gradient_checkpointing: bool = Field(True, description="Recompute activations in the backward pass (Unsloth's variant under Unsloth): less memory, some speed.")
+    checkpoint_steps: int = Field(50, ge=1, description="Save a resumable checkpoint every this many optimizer steps (the last 2 are kept).")
+    logging_steps: int = Field(5, ge=1, description="Log the training loss every this many optimizer steps.")
 
 
 class EvalParams(Section):
@@ -90,6 +96,10 @@ class EvalParams(Section):
     bootstrap_samples: int = Field(1000, ge=100, description="Bootstrap resamples for 95% confidence intervals.")
     seed: int = Field(3407, description="Seed of the bootstrap and of the row subset.")
     run_base_baseline: bool = Field(True, description="Also score the un-tuned base model (costs one more generation pass).")
+    score_validation: bool = Field(True, description="Also title and score the validation split with the candidate (reported, never gated).")
+    max_new_tokens: int | None = Field(None, ge=1, description="Generation budget per title; None = ceil(1.1 * clean.max_title_chars) + 4 (see docs/evaluate.md).")
+    champion_metrics: str | None = Field(None, description="metrics.json of the model now deployed (a previous run's eval/metrics.json); reported, and gated when gate.margin_over_champion is set.")
+    report_samples: int = Field(10, ge=0, description="Test articles shown with reference and predicted titles in the report artifact.")
 
 
 class GateParams(Section):
@@ -101,6 +111,10 @@ class GateParams(Section):
     margin_over_lead: float = Field(0.0, description="Candidate ROUGE-L must be at least Lead's plus this.")
     margin_over_base: float = Field(0.0, description="Candidate ROUGE-L must be at least the base model's plus this.")
     max_check_failure_rate: float = Field(0.1, ge=0, le=1, description="Largest share of predictions failing any headline check.")
+    margin_over_champion: float | None = Field(None, description="Candidate ROUGE-L must be at least the champion's plus this; None = the champion is reported, not gated.")
+    missing_baseline: Literal["fail", "skip"] = Field(
+        "fail", description="A margin rule whose baseline was not measured (base model off, no champion, champion on another test split): `fail` blocks, `skip` passes it with a note."
+    )
 
 
 class PublishParams(Section):
@@ -110,9 +124,26 @@ class PublishParams(Section):
     gguf_types: list[Literal["q8_0", "f16", "bf16"]] = Field(
         default_factory=lambda: ["q8_0", "f16"], description="GGUF files to write: q8_0 is what Ollama pulls; f16/bf16 lets Ollama quantize to q4_K_M."
     )
+    merged_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="dtype of the merged safetensors; `auto` = the base checkpoint's dtype when it is 16-bit, else bfloat16 (fp16 overflows in Gemma 3n)."
+    )
+    max_shard_size: str = Field("2GB", description="Largest safetensors shard in final-hf (transformers' `max_shard_size`).")
+    verify_articles: int = Field(8, ge=1, description="First N validation articles whose greedy titles must agree: adapter model vs final-hf, final-hf vs GGUF.")
+    verify_tie_margin: float = Field(
+        0.5, ge=0, description="A differing title still passes when, at the first differing token, the reference model's top-2 logits were within this margin (a near-tie that rounding can flip)."
+    )
+    verify_gguf: bool = Field(True, description="Generate from each GGUF on the Ollama server (OllamaParams.host/$OLLAMA_HOST); unreachable = reported as skipped.")
+    min_q8_0_agreement: float = Field(
+        0.5, ge=0, le=1, description="Fail when fewer q8_0 titles than this share match final-hf exactly (f16/bf16 must match, near-ties aside)."
+    )
     gguf_companion_repo: bool = Field(
         False, description="Upload GGUFs to `<repo>-GGUF` instead of the same repo."
     )
+    hf_token_block: str = Field(
+        "hf-token", description="Prefect Secret block holding the Hub token, read when $HF_TOKEN is unset."
+    )
+    upload_attempts: int = Field(4, ge=1, description="Tries per Hub step on timeouts, connection errors and 5xx (never on 401/403/404).")
+    hf_timeout_s: float = Field(120.0, gt=0, description="Seconds a Hub request may wait for the server before it counts as a timeout.")
 
 
 class OllamaParams(Section):
@@ -125,6 +156,11 @@ class OllamaParams(Section):
     quantize: str | None = Field(None, description="Quantize at create time, e.g. `q4_K_M` (needs an f16/bf16 source).")
     temperature: float = Field(0.0, ge=0, description="Sampling temperature in the Modelfile.")
     num_ctx: int = Field(2048, ge=256, description="Context length in the Modelfile.")
+    extra_stop: list[str] = Field(
+        default_factory=list, description="Stop strings besides `<end_of_turn>` (one `PARAMETER stop` each; Modelfile strings cannot hold a newline)."
+    )
+    smoke_articles: int = Field(5, ge=1, description="Held-out test articles the candidate must title correctly before promotion.")
+    keep_alive: str = Field("10m", description="`keep_alive` of the smoke and latency requests (keeps the model loaded between them).")
     latency_requests: int = Field(20, ge=1, description="Timed /api/generate requests after warm-up.")
     max_p50_ms: float | None = Field(None, gt=0, description="Latency gate p50; None = preset (500 ms on GPU).")
     max_p95_ms: float | None = Field(None, gt=0, description="Latency gate p95; None = preset (1000 ms on GPU).")

