@@ -123,6 +123,8 @@ def run_case(name: str, devdata: Path, models: Path, work: Path, timeout: int, f
         "train_file": str(devdata / "train.jsonl"),
         "validation_file": str(devdata / "validation.jsonl"),
         "max_validation_rows": None if full_pts else 64,
+        # Steps/s does not depend on how many rows exist beyond those the steps read.
+        "max_train_rows": None if full_pts else steps * batch,
         "output_dir": str(case_dir / "adapter"),
         "checkpoint_dir": str(case_dir / "checkpoints"),
         "max_title_chars": 40,
@@ -135,7 +137,7 @@ def run_case(name: str, devdata: Path, models: Path, work: Path, timeout: int, f
             "quantization": quant, "lora_alpha": 8, "lora_dropout": 0.0, "per_device_batch_size": batch,
             "gradient_accumulation_steps": 1, "warmup_steps": 5, "weight_decay": 0.001, "lr_scheduler": "linear",
             "optimizer": "adamw_8bit", "max_seq_length": 1024, "seed": 3407, "eval_every_epoch": True,
-            "engine": engine, "gradient_checkpointing": True, "checkpoint_steps": 10_000, "logging_steps": 5,
+            "engine": engine, "gradient_checkpointing": True, "checkpoint_steps": 10_000, "logging_steps": 2,
         },
     }
     case_dir.mkdir(parents=True, exist_ok=True)
@@ -145,7 +147,8 @@ def run_case(name: str, devdata: Path, models: Path, work: Path, timeout: int, f
     with open(log, "w") as f:
         try:
             code = subprocess.run([sys.executable, "-m", "titlegen.train_worker", str(case_dir / "config.json")],
-                                  stdout=f, stderr=subprocess.STDOUT, timeout=timeout, cwd=ROOT).returncode
+                                  stdout=f, stderr=subprocess.STDOUT, timeout=timeout, cwd=ROOT,
+                                  env={**os.environ, "TITLEGEN_DUMP_STACKS_EVERY": str(timeout // 2)}).returncode
         except subprocess.TimeoutExpired:
             code = "timeout"
     wall = time.time() - t

@@ -167,22 +167,25 @@ run() {
   return "$rc"
 }
 
-stop() {  # name: kill the process group `start_bg` created, then forget it
-  local name="$1" pid
+stop() {  # name, grace seconds: end the process group `start_bg` created, then forget it
+  local name="$1" grace="$2" pid
   [[ -f "$STATE/$name.pid" ]] || return 0
   pid="$(cat "$STATE/$name.pid")"
-  if kill -0 "$pid" 2>/dev/null; then
+  if kill -0 -- "-$pid" 2>/dev/null; then
     log "stopping $name (process group $pid)"
     kill -TERM -- "-$pid" 2>/dev/null || true
-    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    # Wait until every process of the group is gone, so a flow run can finish its cleanup.
+    for _ in $(seq 1 $((grace * 4))); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.25; done
     kill -KILL -- "-$pid" 2>/dev/null || true
   fi
   rm -f "$STATE/$name.pid"
 }
 
 down() {
-  stop worker
-  stop server
+  # A running flow gets SIGTERM too (it is in the worker's group); Prefect turns that into an
+  # exception, so its `finally` blocks stop any training child (titlegen/subproc.py waits 30 s).
+  stop worker 40
+  stop server 15
 }
 
 status() {

@@ -63,11 +63,11 @@ _HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CJK = _HAN + r"\u3000-\u303f\uff01-\uff60\u2026\u2014"  # ideographs + CJK and full-width punctuation
 _OPEN, _CLOSE = r"[（(〔【\[]", r"[）)〕】\]]"
 _INNER = r"[^（()）〔〕【】\[\]\n]"
-_SLASH = r"\s?[/╱]\s?"
+_SLASH = r"\s?[/／╱]\s?"
 
 _TAG_RE = re.compile(r"</?[A-Za-z][^<>\n]{0,200}>")
 _SCRIPT_RE = re.compile(r"window\.location\.href\s*=\s*\"[^\"]*\";?")
-_URL_RE = re.compile(r"(?:https?://|www\.)[A-Za-z0-9\-._~:/?#\[\]@!$&'*+,;=%]+")
+_URL_RE = re.compile(r"(?:https?://|www\.)[A-Za-z0-9\-._~:/?#\[\]@!$&'*+,;=%]*")
 _EMPTY_BRACKETS_RE = re.compile(r"[（(〔【\[]\s*[）)〕】\]]")
 
 _BYLINE_RES = [
@@ -79,7 +79,7 @@ _CREDIT_WORDS = r"翻攝|攝影|資料照片?|示意圖|截圖|擷圖|(?:截|擷
 _BRACKET_CREDIT_RES = [
     re.compile(rf"{_OPEN}\s?(?:圖|照片?|相片|影片){_SLASH}{_INNER}{{0,40}}?{_CLOSE}"),
     re.compile(rf"{_OPEN}{_INNER}{{0,30}}?(?:{_CREDIT_WORDS}){_INNER}{{0,30}}?{_CLOSE}"),
-    re.compile(rf"{_OPEN}[{_HAN}]{{2,4}}攝{_CLOSE}"),
+    re.compile(rf"{_OPEN}(?:記者)?[{_HAN}]{{2,4}}攝{_CLOSE}"),
 ]
 # Unbracketed credits; a caption (one whitespace-free chunk of at most 80 characters right
 # before the credit) goes with them, since captions describe a photo that is not there.
@@ -94,7 +94,7 @@ _CREDIT = (
 )
 _CREDIT_RE = re.compile(_CREDIT, re.M)
 # Cheap test first: most articles have no credit, and the full pattern is slow to scan.
-_CREDIT_HINT_RE = re.compile(r"攝|圖\s?[/╱]|圖擷自|資料照|中央社|示意圖|截圖|擷圖|取自")
+_CREDIT_HINT_RE = re.compile(r"攝|圖\s?[/／╱]|圖擷自|資料照|中央社|示意圖|截圖|擷圖|取自")
 _CAPTION_MAX = 80
 # Site footers: everything from the first of these on is dropped. Plain strings (str.find is far
 # faster than one big alternation); `_TAIL_CHECKS` narrows the ambiguous ones.
@@ -401,7 +401,7 @@ def _raw_fingerprint(inputs: dict) -> str | None:
         stamp=_stamp,
     ),
 )
-def clean_task(raw_path: str, columns: ColumnMap, clean: CleanParams, out_dir: str | Path) -> dict:
+def clean_task(raw_path: str, columns: ColumnMap, clean_params: CleanParams, out_dir: str | Path) -> dict:
     """Prefect task around `clean`; publishes the counts as the table artifact `clean-counts`.
 
     Cached on the inputs, this module's source and the raw file's sha256, while the outputs exist.
@@ -409,7 +409,7 @@ def clean_task(raw_path: str, columns: ColumnMap, clean: CleanParams, out_dir: s
     from prefect.artifacts import create_table_artifact
 
     clear_stamp(_stamp({"out_dir": out_dir}))
-    result = clean(raw_path, columns, clean, out_dir)
+    result = clean(raw_path, columns, clean_params, out_dir)
     rows_in = result["rows"] + sum(result["counts"][r] for r in DROP_REASONS)
     create_table_artifact(
         key="clean-counts",

@@ -67,6 +67,8 @@ def load_local(path: Path) -> tuple[Any, dict]:
     import datasets
 
     fmt, files = local_files(path)
+    if _row_count_hint(fmt, files) == 0:
+        raise ValueError(f"{path} has no rows; point `dataset` at a non-empty dataset.")
     try:
         ds = datasets.load_dataset(fmt, data_files=[str(f) for f in files], split="train")
     except Exception as exc:  # pyarrow/datasets parse errors come in many types
@@ -78,6 +80,21 @@ def load_local(path: Path) -> tuple[Any, dict]:
         "files": {str(f.resolve()): file_sha256(f) for f in files},
     }
     return ds, provenance
+
+
+def _row_count_hint(fmt: str, files: list[Path]) -> int | None:
+    """Rows in the files when cheap to know (parquet footers, empty files); None otherwise.
+    `datasets` fails obscurely on a 0-row parquet file, so this is checked first."""
+    if all(f.stat().st_size == 0 for f in files):
+        return 0
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        except Exception:  # not parquet after all: let `datasets` report it
+            return None
+    return None
 
 
 def hub_commit(dataset: str, revision: str) -> str | None:
@@ -113,6 +130,7 @@ def load_hub(dataset: str, revision: str | None) -> tuple[Any, dict]:
 def classify_hub_error(dataset: str, revision: str, exc: Exception) -> Exception:
     """Turn a Hub/datasets failure into a clear error; `TransientNetworkError` only when a retry may help."""
     import httpx
+    from datasets.exceptions import DatasetNotFoundError
     from huggingface_hub import errors
 
     chain = [exc]
@@ -125,7 +143,7 @@ def classify_hub_error(dataset: str, revision: str, exc: Exception) -> Exception
     for e in chain:
         if isinstance(e, errors.RevisionNotFoundError):
             return ValueError(f"Revision {revision!r} of {dataset} does not exist on the Hub; fix `dataset_revision`.")
-        if isinstance(e, (errors.RepositoryNotFoundError, getattr(__import__("datasets").exceptions, "DatasetNotFoundError", ()))):
+        if isinstance(e, (errors.RepositoryNotFoundError, DatasetNotFoundError)):
             return ValueError(f"Dataset {dataset!r} was not found on the Hub (or is private: set HF_TOKEN); check `dataset`.")
     offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE")
     why = "offline mode (HF_HUB_OFFLINE) is on and it is not in the local cache" if offline else "the Hub could not be reached"

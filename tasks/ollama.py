@@ -499,3 +499,36 @@ def ollama_create_task(
 ) -> dict:
     """Create, smoke-test, latency-gate and promote the Ollama model (artifacts: Modelfile, smoke, latency)."""
     return ollama_create(gguf_files, hub, split_dir, run_dir, model_name, max_title_chars, min_title_chars, ollama, publish=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m titlegen.tasks.ollama`: the stage outside the flow (the compose `tools` service)."""
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m titlegen.tasks.ollama", description=main.__doc__)
+    parser.add_argument("--run-dir", required=True, help="Run folder; the Modelfile and reports go to <run-dir>/ollama/.")
+    parser.add_argument("--gguf", help="GGUF to serve (default: FROM hf.co when --params sets from_hub).")
+    parser.add_argument("--split-dir", help="Folder with test.jsonl (default: <run-dir>/split).")
+    parser.add_argument("--model", default="titlegen", help="Ollama model name; serving tag <name>:latest.")
+    parser.add_argument("--max-title-chars", type=int, default=40)
+    parser.add_argument("--min-title-chars", type=int, default=6)
+    parser.add_argument("--hub", default="{}", help="The upload stage's result as JSON (repo, gguf_repo, ollama_refs, dry_run).")
+    parser.add_argument("--params", default="{}", help='OllamaParams as JSON, e.g. \'{"max_p50_ms": 5000, "use_cli": true}\'.')
+    args = parser.parse_args(argv)
+    params = OllamaParams(**json.loads(args.params))
+    gguf_files = {params.gguf_type: args.gguf} if args.gguf else {}
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        report = ollama_create(gguf_files, json.loads(args.hub) or None, args.split_dir or str(Path(args.run_dir) / "split"),
+                               args.run_dir, args.model, args.max_title_chars, args.min_title_chars, params)
+    except (DeployBlocked, OllamaUnreachable, OllamaError, ValueError, FileNotFoundError) as err:
+        print(f"ollama-create failed: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,9 +1,128 @@
-"""split stage (placeholder: being built)."""
+"""split: a deterministic, seeded train / validation / test split with no near copies across splits.
+
+Policy:
+- Articles whose bodies are similar (character 5-gram Jaccard >= `split.near_duplicate_threshold`,
+  0.5 by default, well below cleaning's drop threshold) form one group, and a group never spans
+  two splits, so no test article has a near copy in training.
+- Groups are ordered by their smallest row id (a content hash, so the order does not depend on
+  the file's row order) and shuffled with `random.Random(seed)`; test is filled first, then
+  validation, each with whole groups up to its size; everything else trains.
+- Sizes: each evaluation split gets `max(min_eval_rows, round(fraction * rows))` rows. On the
+  1,400-row PTS dataset that is 140 test and 140 validation rows. A dataset too small to give both
+  evaluation splits `min_eval_rows` and still keep at least as many training rows is an error,
+  as is any split that would end up empty.
+
+Output: the folder `out_dir` (written whole, atomically) with `train.jsonl`, `validation.jsonl`,
+`test.jsonl` and `manifest.json` (sizes, seed, params, groups, sha256 of each file and of the input).
+"""
+
+import random
+from pathlib import Path
 
 from prefect import task
 
+from titlegen.caching import STAMP_SUFFIX, StageCache, clear_stamp, record_cache_key
+from titlegen.params import SplitParams
+from titlegen.runs import atomic_dir, atomic_write_json, file_sha256, read_jsonl, write_jsonl
 
-@task
-def split_task(*args, **kwargs) -> dict:
-    """Contract: (clean_path: str, split, out_dir) -> dict: keys dir (train/validation/test JSONL + manifest.json), sizes."""
-    raise NotImplementedError("split stage not built yet")
+SPLITS = ("train", "validation", "test")
+MANIFEST = "manifest.json"
+
+
+def target_sizes(n: int, params: SplitParams) -> dict[str, int]:
+    """Rows wanted per split; raises when `n` cannot give a usable split."""
+    test = max(params.min_eval_rows, round(params.test_fraction * n))
+    validation = max(params.min_eval_rows, round(params.validation_fraction * n))
+    train = n - test - validation
+    if train < test + validation or train < 1:
+        raise ValueError(
+            f"{n} clean rows are too few to split: validation and test need {validation} and {test} rows "
+            f"(split.min_eval_rows={params.min_eval_rows}) and training must keep at least as many. "
+            "Use a larger dataset, or lower split.min_eval_rows."
+        )
+    return {"train": train, "validation": validation, "test": test}
+
+
+def group_rows(rows: list[dict], threshold: float) -> list[list[int]]:
+    """Row indices grouped by near-duplicate content, in a row-order-independent order."""
+    from titlegen.neardup import groups, near_duplicate_pairs
+
+    labels = groups(len(rows), near_duplicate_pairs([r["input"] for r in rows], threshold))
+    members: dict[int, list[int]] = {}
+    for index, label in enumerate(labels):
+        members.setdefault(label, []).append(index)
+    return sorted(members.values(), key=lambda g: min(rows[i]["id"] for i in g))
+
+
+def assign(groups: list[list[int]], sizes: dict[str, int], seed: int) -> dict[str, list[int]]:
+    """Shuffle the groups with `seed`; fill test, then validation, with whole groups; the rest train."""
+    order = list(groups)
+    random.Random(seed).shuffle(order)
+    chosen: dict[str, list[int]] = {name: [] for name in SPLITS}
+    for group in order:
+        for name in ("test", "validation"):
+            if len(chosen[name]) + len(group) <= sizes[name]:
+                chosen[name].extend(group)
+                break
+        else:
+            chosen["train"].extend(group)
+    return chosen
+
+
+def split(clean_path: str | Path, split_params: SplitParams, out_dir: str | Path) -> dict:
+    """Split the clean JSONL into `out_dir`; returns `dir` and `sizes` (rows per split)."""
+    rows = read_jsonl(clean_path)
+    sizes = target_sizes(len(rows), split_params)
+    grouped = group_rows(rows, split_params.near_duplicate_threshold)
+    chosen = assign(grouped, sizes, split_params.seed)
+    actual = {name: len(chosen[name]) for name in SPLITS}
+    short = [f"{name} has {actual[name]}" for name in ("validation", "test") if actual[name] < min(split_params.min_eval_rows, sizes[name])]
+    if short or not all(actual.values()):
+        raise ValueError(
+            f"Splitting {len(rows)} rows left a split too small ({', '.join(short) or actual}): near-duplicate "
+            f"groups (split.near_duplicate_threshold={split_params.near_duplicate_threshold}) are too large. "
+            "Raise split.near_duplicate_threshold or use a larger, more varied dataset."
+        )
+    with atomic_dir(out_dir) as tmp:
+        hashes = {}
+        for name in SPLITS:
+            # Keep the clean file's row order inside each split: stable and easy to diff.
+            path = write_jsonl(tmp / f"{name}.jsonl", [rows[i] for i in sorted(chosen[name])])
+            hashes[name] = file_sha256(path)
+        atomic_write_json(tmp / MANIFEST, {
+            "sizes": actual,
+            "seed": split_params.seed,
+            "params": split_params.model_dump(),
+            "groups": len(grouped),
+            "rows_in_multi_row_groups": sum(len(g) for g in grouped if len(g) > 1),
+            "input": {"path": str(Path(clean_path).resolve()), "sha256": file_sha256(clean_path)},
+            "sha256": hashes,
+        })
+    return {"dir": str(Path(out_dir)), "sizes": actual}
+
+
+def _stamp(inputs: dict) -> Path:
+    return Path(inputs["out_dir"]) / f".split{STAMP_SUFFIX}"
+
+
+def _clean_fingerprint(inputs: dict) -> str | None:
+    path = Path(inputs["clean_path"])
+    return file_sha256(path) if path.is_file() else None
+
+
+@task(
+    name="split",
+    cache_policy=StageCache(
+        code_of=__name__,
+        fingerprint=_clean_fingerprint,
+        outputs=lambda inputs: [Path(inputs["out_dir"]) / f"{name}.jsonl" for name in SPLITS] + [Path(inputs["out_dir"]) / MANIFEST],
+        stamp=_stamp,
+    ),
+)
+def split_task(clean_path: str, split_params: SplitParams, out_dir: str | Path) -> dict:
+    """Prefect task around `split`; cached on the inputs, this module's source and the clean
+    file's sha256 while the split files exist."""
+    clear_stamp(_stamp({"out_dir": out_dir}))
+    result = split(clean_path, split_params, out_dir)
+    record_cache_key(_stamp({"out_dir": out_dir}))
+    return result

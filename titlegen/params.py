@@ -61,6 +61,9 @@ class SplitParams(Section):
         20, ge=1, description="Validation and test each get at least this many rows; a dataset too small for that is an error."
     )
     seed: int = Field(3407, description="Seed of the split; the same data and seed give the same split.")
+    near_duplicate_threshold: float = Field(
+        0.5, gt=0, le=1, description="Articles at least this similar (Jaccard of character 5-gram sets) are grouped and kept in one split, so no near copy of a test article is trained on."
+    )
 
 
 class TrainParams(Section):

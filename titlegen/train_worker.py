@@ -39,9 +39,12 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 LANGUAGE_TARGET_REGEX = r"^(?!.*(vision|audio)).*\.(" + "|".join(LORA_TARGETS) + r")$"
 
 
+_T0 = time.time()
+
+
 def emit(event: str, **fields: Any) -> None:
-    """One machine-readable progress line for the parent process."""
-    print(PROGRESS_PREFIX + json.dumps({"event": event, **fields}, default=str), flush=True)
+    """One machine-readable progress line for the parent process (`t`: seconds since the worker started)."""
+    print(PROGRESS_PREFIX + json.dumps({"event": event, "t": round(time.time() - _T0, 1), **fields}, default=str), flush=True)
 
 
 def parse_progress(line: str) -> dict | None:
@@ -73,37 +76,58 @@ def field_names(row: dict, config: dict) -> tuple[str, str]:
     raise SystemExit(f"split rows need keys input/target or content/title; found {sorted(row)}")
 
 
-def fit_content(tokenizer, content: str, title: str, max_title_chars: int, max_len: int) -> str:
-    """The article, cut from its end so prompt + title + `<end_of_turn>` fit `max_len` tokens.
+def _ids(encoded) -> list[int]:
+    """Token ids from `apply_chat_template(tokenize=True)`, which returns a list or a BatchEncoding."""
+    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
 
-    TRL would otherwise truncate from the right and cut the title, the only part with loss.
+
+def tokenize_example(tokenizer, content: str, title: str, max_title_chars: int) -> dict:
+    """`input_ids` + `completion_mask` of one row, exactly as TRL builds them for prompt-completion data.
+
+    The prompt is rendered with `add_generation_prompt=True` (what evaluation and Ollama feed the
+    model); the completion is what follows it in the full conversation: the title, `<end_of_turn>`
+    and the template's newline. Only completion tokens carry loss.
     """
     from titlegen.prompt import completion_messages, prompt_messages
 
-    def length(text: str) -> int:
-        ids = tokenizer.apply_chat_template(prompt_messages(text, max_title_chars) + completion_messages(title), tokenize=True)
-        return len(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+    prompt = prompt_messages(content, max_title_chars)
+    prompt_ids = _ids(tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True))
+    full_ids = _ids(tokenizer.apply_chat_template(prompt + completion_messages(title), tokenize=True))
+    if full_ids[: len(prompt_ids)] != prompt_ids:
+        raise SystemExit("the chat template renders the prompt differently alone and before the title; fix prompt_templates/")
+    return {"input_ids": full_ids, "completion_mask": [0] * len(prompt_ids) + [1] * (len(full_ids) - len(prompt_ids))}
 
-    if length(content) <= max_len:
-        return content
-    overhead = length("")
-    budget = max_len - overhead
+
+def fit_content(tokenizer, content: str, title: str, max_title_chars: int, max_len: int) -> dict:
+    """The tokenized row, its article cut from the end so prompt + title + `<end_of_turn>` fit `max_len`.
+
+    TRL would otherwise truncate from the right and cut the title, the only part with loss.
+    """
+    row = tokenize_example(tokenizer, content, title, max_title_chars)
+    if len(row["input_ids"]) <= max_len:
+        return row
+    budget = max_len - len(tokenize_example(tokenizer, "", title, max_title_chars)["input_ids"])
     if budget < 16:
         raise SystemExit(f"max_seq_length={max_len} leaves {budget} tokens for the article; raise train.max_seq_length.")
     ids = tokenizer(content, add_special_tokens=False)["input_ids"]
     while budget > 0:
-        cut = tokenizer.decode(ids[:budget]).rstrip("\ufffd")
-        if length(cut) <= max_len:
-            return cut
+        row = tokenize_example(tokenizer, tokenizer.decode(ids[:budget]).rstrip("\ufffd"), title, max_title_chars)
+        if len(row["input_ids"]) <= max_len:
+            return row
         budget -= 4
     raise SystemExit("could not fit an article into max_seq_length")
 
 
 def build_dataset(path: str, tokenizer, config: dict, limit: int | None = None):
-    """A `datasets.Dataset` of conversational prompt-completion rows from a split JSONL file."""
+    """A tokenized `datasets.Dataset` (`input_ids`, `completion_mask`) from a split JSONL file.
+
+    Tokenizing here (one process, a few ms a row) rather than in TRL keeps the article cut at
+    the prompt's end and avoids the multi-process tokenization Unsloth switches on, which took
+    minutes on the GPU machine. TRL treats a dataset with `input_ids` as already processed and
+    builds the labels from `completion_mask` (`completion_only_loss=True`).
+    """
     from datasets import Dataset
 
-    from titlegen.prompt import completion_messages, prompt_messages
     from titlegen.runs import read_jsonl
 
     rows = read_jsonl(path)[:limit] if limit else read_jsonl(path)
@@ -112,11 +136,7 @@ def build_dataset(path: str, tokenizer, config: dict, limit: int | None = None):
     in_key, out_key = field_names(rows[0], config)
     n = config["max_title_chars"]
     max_len = config["train"]["max_seq_length"]
-    data = []
-    for r in rows:
-        content = fit_content(tokenizer, r[in_key], r[out_key], n, max_len)
-        data.append({"prompt": prompt_messages(content, n), "completion": completion_messages(r[out_key])})
-    return Dataset.from_list(data)
+    return Dataset.from_list([fit_content(tokenizer, r[in_key], r[out_key], n, max_len) for r in rows])
 
 
 def load_model(config: dict, engine: str, cuda: bool):
@@ -363,7 +383,7 @@ def train(config: dict) -> dict:
     load_seconds = time.time() - t_load
     trainer = build_trainer(config, model, tokenizer, cuda, engine, config.get("max_train_rows"))
     stats = label_stats(trainer, tokenizer)
-    emit("labels", **stats)
+    emit("labels", load_seconds=round(load_seconds, 1), **stats)
 
     resume = last_checkpoint(config["checkpoint_dir"])
     if resume:
@@ -434,6 +454,10 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m titlegen.train_worker CONFIG.json", file=sys.stderr)
         return 2
     config = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    if os.environ.get("TITLEGEN_DUMP_STACKS_EVERY"):
+        import faulthandler  # diagnosing a stall: all threads' stacks to stderr every N seconds
+
+        faulthandler.dump_traceback_later(float(os.environ["TITLEGEN_DUMP_STACKS_EVERY"]), repeat=True)
     train(config)
     return 0
 

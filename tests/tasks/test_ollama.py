@@ -422,3 +422,13 @@ def test_real_promotion_then_rollback(ollama_host, gemma270m_gguf, real_split, t
     assert report["create_via"] == "cli" and report["digest"] != v1["digest"]
     assert tags().get("titlegen-test:latest") == v1["digest"]
     assert "titlegen-test:candidate" not in tags()
+
+
+def test_cli_runs_the_stage(fake_ollama, gguf, split_dir, tmp_path, capsys):
+    code = stage.main(["--run-dir", str(tmp_path), "--gguf", str(gguf), "--split-dir", str(split_dir), "--model", "tg",
+                       "--max-title-chars", "20", "--min-title-chars", "4",
+                       "--params", json.dumps({"host": fake_ollama.url, "smoke_articles": 1, "latency_requests": 1})])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "tg:latest"
+    assert stage.main(["--run-dir", str(tmp_path), "--gguf", str(tmp_path / "absent.gguf"), "--split-dir", str(split_dir)]) == 1
+    assert "does not exist" in capsys.readouterr().err

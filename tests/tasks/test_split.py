@@ -1,0 +1,108 @@
+"""split: determinism, no near copies across splits, size policy, bad input; then the real data."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import shared_data
+from titlegen.neardup import near_duplicate_pairs
+from titlegen.params import CleanParams, ColumnMap, SplitParams
+from titlegen.runs import fingerprint, file_sha256, read_jsonl, write_jsonl
+from titlegen.tasks.split import SPLITS, split, target_sizes
+
+PLACES = ["台北", "新北", "桃園", "台中", "台南", "高雄", "基隆", "新竹", "嘉義", "屏東", "宜蘭", "花蓮", "台東", "澎湖", "金門", "馬祖"]
+EVENTS = ["豪雨", "停電", "地震", "火警", "車禍", "淹水", "寒流", "乾旱", "罷工", "選舉", "演唱會", "馬拉松", "燈會", "展覽", "球賽", "市集"]
+
+
+def _article(i: int) -> str:
+    place, event = PLACES[i % 16], EVENTS[(i // 16) % 16]
+    return f"{place}{event}第{i}報：{place}市政府{i * 37 % 1000}號公告指出，{event}影響{i % 9 + 1}個行政區，{i * 13 % 97}名民眾受影響，相關單位持續處理。"
+
+
+def _clean_file(tmp_path: Path, n: int, copies_of: tuple[int, ...] = ()) -> Path:
+    rows = [{"id": fingerprint(_article(i), 16), "input": _article(i), "target": f"{PLACES[i % 16]}新聞{i}"} for i in range(n)]
+    for k, i in enumerate(copies_of):  # near copies: one phrase changed
+        text = _article(i).replace("相關單位持續處理", "相關單位仍在處理")
+        rows.append({"id": fingerprint(text, 16), "input": text, "target": f"近似{k}"})
+    return write_jsonl(tmp_path / "clean.jsonl", rows)
+
+
+def test_sizes_policy_for_1400_rows():
+    assert target_sizes(1400, SplitParams()) == {"train": 1120, "validation": 140, "test": 140}
+    assert target_sizes(100, SplitParams()) == {"train": 60, "validation": 20, "test": 20}  # min_eval_rows wins
+    with pytest.raises(ValueError, match="too few to split.*min_eval_rows"):
+        target_sizes(70, SplitParams())
+
+
+def test_deterministic_and_seeded(tmp_path):
+    src = _clean_file(tmp_path, 300)
+    a = split(src, SplitParams(), tmp_path / "a")
+    b = split(src, SplitParams(), tmp_path / "b")
+    c = split(src, SplitParams(seed=1), tmp_path / "c")
+    for name in SPLITS:
+        assert (tmp_path / "a" / f"{name}.jsonl").read_bytes() == (tmp_path / "b" / f"{name}.jsonl").read_bytes()
+    assert (tmp_path / "a" / "test.jsonl").read_bytes() != (tmp_path / "c" / "test.jsonl").read_bytes()
+    assert a["sizes"] == {"train": 240, "validation": 30, "test": 30}
+
+
+def test_row_order_does_not_change_the_split(tmp_path):
+    src = _clean_file(tmp_path, 200)
+    rows = read_jsonl(src)
+    shuffled = write_jsonl(tmp_path / "shuffled.jsonl", rows[::-1])
+    split(src, SplitParams(), tmp_path / "a")
+    split(shuffled, SplitParams(), tmp_path / "b")
+    for name in SPLITS:
+        ids_a = {r["id"] for r in read_jsonl(tmp_path / "a" / f"{name}.jsonl")}
+        ids_b = {r["id"] for r in read_jsonl(tmp_path / "b" / f"{name}.jsonl")}
+        assert ids_a == ids_b
+
+
+def test_no_near_duplicates_across_splits(tmp_path):
+    src = _clean_file(tmp_path, 200, copies_of=tuple(range(0, 200, 4)))
+    split(src, SplitParams(), tmp_path / "out")
+    where = {}
+    for name in SPLITS:
+        for r in read_jsonl(tmp_path / "out" / f"{name}.jsonl"):
+            where[r["input"]] = name
+    texts = list(where)
+    pairs = near_duplicate_pairs(texts, 0.5)
+    assert len(pairs) >= 50  # the copies are there...
+    assert all(where[texts[i]] == where[texts[j]] for i, j, _ in pairs)  # ...and never split apart
+
+
+def test_manifest(tmp_path):
+    src = _clean_file(tmp_path, 120)
+    out = split(src, SplitParams(), tmp_path / "out")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["sizes"] == out["sizes"] and manifest["seed"] == 3407
+    assert manifest["input"]["sha256"] == file_sha256(src)
+    for name in SPLITS:
+        assert manifest["sha256"][name] == file_sha256(tmp_path / "out" / f"{name}.jsonl")
+    assert (tmp_path / "out" / ".complete").exists()
+
+
+def test_split_that_would_leave_a_split_empty_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="too few to split"):
+        split(_clean_file(tmp_path, 3), SplitParams(min_eval_rows=1, validation_fraction=0.1, test_fraction=0.1), tmp_path / "out")
+    # Every article a near copy of one: a single group, so test and validation stay empty.
+    base = _article(0)
+    rows = [{"id": f"{k:04d}", "input": base + "。" * (k % 5) + str(k % 2), "target": f"標題{k}"} for k in range(100)]
+    same = write_jsonl(tmp_path / "same.jsonl", rows)
+    with pytest.raises(ValueError, match="left a split too small.*near_duplicate_threshold"):
+        split(same, SplitParams(), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["zh-tw-news-2017", "president-news"])
+def test_real_stand_in_end_to_end(tmp_path, name):
+    from titlegen.tasks.clean import clean
+    from titlegen.tasks.ingest import ingest
+
+    raw = ingest(str(shared_data(name)), None, ColumnMap(), tmp_path / "data")
+    cleaned = clean(raw["path"], ColumnMap(), CleanParams(), tmp_path / "data")
+    out = split(cleaned["path"], SplitParams(), tmp_path / "split")
+    assert sum(out["sizes"].values()) == cleaned["rows"]
+    assert min(out["sizes"]["validation"], out["sizes"]["test"]) >= round(0.1 * cleaned["rows"]) - 5
+    ids = [r["id"] for s in SPLITS for r in read_jsonl(tmp_path / "split" / f"{s}.jsonl")]
+    assert len(ids) == len(set(ids))
