@@ -133,6 +133,7 @@ def titlegen(
         run_dir=str(run),
         max_title_chars=params.clean.max_title_chars,
         publish=params.publish,
+        ollama_host=params.ollama.host,
     )
     uploaded = upload_task(
         final_hf=merged["final_hf"],

@@ -23,6 +23,7 @@ import logging
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from prefect import task
@@ -94,14 +95,15 @@ def worker_config(
     train: TrainParams, device: str = "auto",
 ) -> dict:
     """The JSON the worker reads (documented in docs/finetune.md)."""
-    split_dir = Path(split_dir)
+    # Absolute paths: the worker runs with the checkpoint folder as its working directory.
+    split_dir = Path(split_dir).resolve()
     validation = split_dir / "validation.jsonl"
     return {
         "base_model_dir": base_model_dir,
         "train_file": str(split_dir / "train.jsonl"),
         "validation_file": str(validation) if validation.exists() else None,
-        "output_dir": str(output_dir),
-        "checkpoint_dir": str(checkpoint_dir),
+        "output_dir": str(Path(output_dir).resolve()),
+        "checkpoint_dir": str(Path(checkpoint_dir).resolve()),
         "max_title_chars": max_title_chars,
         "epochs": epochs,
         "max_steps": max_steps,
@@ -149,8 +151,9 @@ def loss_curve_png(log_history: list[dict], title: str) -> bytes:
 class _Progress:
     """Turns the worker's progress lines into a Prefect progress artifact (when inside a run)."""
 
-    def __init__(self, key: str):
+    def __init__(self, key: str, on_event=None):
         self.key = key
+        self.on_event = on_event
         self.artifact_id = None
         self.last = -1.0
         self.events: list[dict] = []
@@ -160,6 +163,8 @@ class _Progress:
         if record is None:
             return
         self.events.append(record)
+        if self.on_event is not None:
+            self.on_event(record)
         if not _in_prefect_run():
             return
         from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -188,8 +193,13 @@ def finetune(
     max_title_chars: int,
     train: TrainParams,
     device: str = "auto",
+    on_event: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Train a LoRA adapter; returns `adapter_dir`, `base_model_dir`, `training_json` (paths as str)."""
+    """Train a LoRA adapter; returns `adapter_dir`, `base_model_dir`, `training_json` (paths as str).
+
+    `device`: `auto`, `cuda` or `cpu`. `on_event` receives each progress record of the worker
+    (an exception raised there stops and kills the worker, as a cancelled task does).
+    """
     logger = _logger()
     # Fail on a bad base_model before touching any data.
     base_model_dir = resolve_base_model(base_model)
@@ -199,7 +209,7 @@ def finetune(
     train = _fill_defaults(train, cuda)
     if epochs is None:
         epochs = 3.0 if cuda else 1.0
-    run = Path(run_dir)
+    run = Path(run_dir).resolve()
     name = slug(base_model)
     adapter_dir = run / f"{name}-lora"
     hashes = data_hashes(split_dir)
@@ -236,10 +246,11 @@ def finetune(
         "Fine-tuning %s (%s) on %s: epochs=%s max_steps=%s lr=%s rank=%s, checkpoints in %s",
         base_model, base_model_dir, split_dir, epochs, max_steps, learning_rate, lora_rank, checkpoint_dir,
     )
-    progress = _Progress(key=f"finetune-{slug(run.name).lower()}"[:60].replace(".", "-").replace("_", "-"))
+    progress = _Progress(key=f"finetune-{slug(run.name).lower()}"[:60].replace(".", "-").replace("_", "-"), on_event=on_event)
     started = time.time()
     env = {"UNSLOTH_FORCE_CPU": "1"} if device == "cpu" else None
-    run_logged(python_module("titlegen.train_worker", str(config_path)), logger, env=env, on_line=progress)
+    # cwd = the checkpoint folder: Unsloth writes its compiled modules to ./unsloth_compiled_cache.
+    run_logged(python_module("titlegen.train_worker", str(config_path)), logger, env=env, on_line=progress, cwd=str(checkpoint_dir))
     wall = time.time() - started
 
     worker = json.loads((staging / "worker_result.json").read_text(encoding="utf-8"))

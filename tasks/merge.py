@@ -282,6 +282,14 @@ def _worker(spec_path: str) -> int:
 # ---------------------------------------------------------------- orchestration
 
 
+def _readable(folder: Path) -> None:
+    """mkdtemp makes 0700 folders; final-hf and gguf/ are read by other users (containers, the upload CLI)."""
+    folder.chmod(0o755)
+    for p in folder.iterdir():
+        if p.is_file():
+            p.chmod(0o644)
+
+
 def _files_report(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
 
@@ -312,6 +320,7 @@ def _write_final_hf(spec: dict, final: Path, run: Path, logger) -> dict:
         report["files"] = _files_report(tmp)
         atomic_write_json(tmp / "export.json", {k: v for k, v in report.items() if k != "final_hf_titles"})
         atomic_write_json(tmp / "verification-titles.json", report["final_hf_titles"])
+        _readable(tmp)
     return report
 
 
@@ -373,6 +382,7 @@ def merge(
                 gmeta["convert_s"][gguf_type] = round(gguf_lib.convert(final, tmp / name, gguf_type, logger), 2)
                 gmeta["files"][gguf_type] = {"name": name, "bytes": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)}
             atomic_write_json(tmp / "export.json", gmeta)
+            _readable(tmp)
     gguf_files = {t: str(gguf_dir / f["name"]) for t, f in gmeta["files"].items()}
 
     vpath = gguf_dir / "verification.json"
@@ -393,9 +403,11 @@ def merge(
         atomic_write_json(vpath, gver)
     if gver["status"] == "failed":
         bad = {t: e for t, e in gver["types"].items() if e.get("status") == "failed"}
-        first = next(iter(bad.values()))["mismatches"][:1]
+        entry = next(iter(bad.values()))
+        why = entry.get("tokenization_differs") or entry["mismatches"][:1]
         raise MergeVerificationError(
-            f"GGUF verification failed for {', '.join(bad)} on {gver['server']}: {first}. Details in {vpath}."
+            f"GGUF verification failed for {', '.join(bad)} on {gver['server']}: "
+            f"{entry['equal']}/{entry['n']} titles equal final-hf; {why}. Details in {vpath}."
         )
     return {
         "final_hf": str(final),

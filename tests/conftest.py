@@ -56,15 +56,11 @@ def gemma_tokenizer_dir(gemma270m_gguf) -> Path:
     """A saved Gemma tokenizer (from the 270M GGUF) with titlegen's chat template set."""
 
     def build(tmp: Path) -> None:
-        from transformers import AutoTokenizer
+        from titlegen.models import gguf_tokenizer
 
-        from titlegen.prompt import chat_template
+        gguf_tokenizer(gemma270m_gguf).save_pretrained(tmp)
 
-        tok = AutoTokenizer.from_pretrained(str(gemma270m_gguf.parent), gguf_file=gemma270m_gguf.name)
-        tok.chat_template = chat_template()
-        tok.save_pretrained(tmp)
-
-    return _build_once(ASSETS / "gemma-tokenizer", build)
+    return _build_once(ASSETS / "gemma-tokenizer-v3", build)
 
 
 def _tiny(kind: str, tokenizer_dir: Path, target: Path) -> Path:
@@ -104,13 +100,13 @@ def _tiny(kind: str, tokenizer_dir: Path, target: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_gemma3_dir(gemma_tokenizer_dir) -> Path:
     """A randomly initialised 2-layer Gemma 3 text model with the real tokenizer (HF folder)."""
-    return _tiny("gemma3", gemma_tokenizer_dir, ASSETS / "tiny-gemma3")
+    return _tiny("gemma3", gemma_tokenizer_dir, ASSETS / "tiny-gemma3-v3")
 
 
 @pytest.fixture(scope="session")
 def tiny_gemma3n_dir(gemma_tokenizer_dir) -> Path:
     """A randomly initialised 4-layer Gemma 3n text model (2 KV-shared layers) with the real tokenizer."""
-    return _tiny("gemma3n", gemma_tokenizer_dir, ASSETS / "tiny-gemma3n")
+    return _tiny("gemma3n", gemma_tokenizer_dir, ASSETS / "tiny-gemma3n-v3")
 
 
 @pytest.fixture(scope="session")

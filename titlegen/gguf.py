@@ -363,12 +363,13 @@ class Ollama:
         if r.status_code != 200:
             raise RuntimeError(f"Ollama create failed ({r.status_code}): {r.text[:500]}")
 
-    def generate(self, name: str, prompt: str, options: dict) -> str:
+    def generate(self, name: str, prompt: str, options: dict) -> tuple[str, int]:
         body = {"model": name, "prompt": prompt, "raw": True, "stream": False, "keep_alive": "30s", "options": options}
         r = self.http.post("/api/generate", json=body)
         if r.status_code != 200:
             raise RuntimeError(f"Ollama generate failed ({r.status_code}): {r.text[:500]}")
-        return r.json().get("response", "")
+        body = r.json()
+        return body.get("response", ""), int(body.get("prompt_eval_count") or 0)
 
     def delete(self, name: str) -> None:
         self.http.request("DELETE", "/api/delete", json={"name": name, "model": name})
@@ -432,7 +433,8 @@ def verify_gguf_files(
                     logger.warning("GGUF %s verification skipped: %s", gguf_type, entry["reason"])
                     continue
                 raise
-            texts = [client.generate(name, r["gguf_prompt"], options) for r in references]
+            outputs = [client.generate(name, r["gguf_prompt"], options) for r in references]
+            texts = [text for text, _ in outputs]
         finally:
             try:
                 client.delete(name)
@@ -440,6 +442,16 @@ def verify_gguf_files(
                 pass
         entry["seconds"] = round(time.perf_counter() - start, 2)
         entry.update(_compare(gguf_type, references, texts, tie_margin))
+        # The first request of a freshly created model has no prompt cache, so its count is the whole
+        # prompt: a different count means llama.cpp tokenizes the prompt differently from final-hf.
+        entry["prompt_tokens"] = {"final_hf": references[0]["prompt_tokens"], "gguf": outputs[0][1]}
+        if outputs[0][1] and outputs[0][1] != references[0]["prompt_tokens"]:
+            entry["tokenization_differs"] = (
+                f"llama.cpp reads article 0's prompt as {outputs[0][1]} tokens, final-hf's tokenizer as "
+                f"{references[0]['prompt_tokens']}: the HF tokenizer and the GGUF vocabulary disagree, so titles cannot match"
+            )
+            for row in entry["mismatches"]:
+                row["reason"] = entry["tokenization_differs"]
         exact = gguf_type in EXACT_TYPES
         if exact:
             entry["status"] = "passed" if entry["unexplained"] == 0 else "failed"

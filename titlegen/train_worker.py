@@ -454,10 +454,6 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m titlegen.train_worker CONFIG.json", file=sys.stderr)
         return 2
     config = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-    if os.environ.get("TITLEGEN_DUMP_STACKS_EVERY"):
-        import faulthandler  # diagnosing a stall: all threads' stacks to stderr every N seconds
-
-        faulthandler.dump_traceback_later(float(os.environ["TITLEGEN_DUMP_STACKS_EVERY"]), repeat=True)
     train(config)
     return 0
 

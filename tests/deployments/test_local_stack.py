@@ -81,7 +81,7 @@ def test_invalid_parameter_is_rejected_when_the_run_is_created(stack):
 
 
 def test_full_run_is_blocked_by_the_gate_with_its_artifacts(stack, tiny_gemma3_dir, tmp_path):
-    env, api_url, _ = stack
+    env, api_url, state = stack
     dataset = shared_data("zh-tw-news-2017")
     params = {
         "dataset": str(dataset),
@@ -94,7 +94,9 @@ def test_full_run_is_blocked_by_the_gate_with_its_artifacts(stack, tiny_gemma3_d
         "evaluation": {"max_eval_rows": 8, "batch_size": 8, "bootstrap_samples": 100, "run_base_baseline": False},
     }
     result = _sh(env, "run", "--params", json.dumps(params), "--watch-timeout", "1500", timeout=1800)
-    out = result.stdout + result.stderr
+    # The flow run's own log goes to the worker's output: show its end when something is off.
+    worker_log = (state / "worker.log").read_text(errors="replace")[-6000:]
+    out = result.stdout + result.stderr + "\n--- worker.log (end) ---\n" + worker_log
     # --watch exits 1 on a failed state: GateBlocked is a Failed state by design.
     assert result.returncode == 1, out
     assert "GateBlocked" in out, out

@@ -63,12 +63,6 @@ def test_turn_markers_are_single_control_tokens(served):
 
 
 @pytest.mark.ollama
-@pytest.mark.xfail(
-    strict=False,
-    reason="The Gemma tokenizer extracted from the 270M GGUF (tests/conftest.py gemma_tokenizer_dir) does not "
-    "register <start_of_turn>/<end_of_turn> as special tokens, so it splits them into characters; llama.cpp "
-    "treats them as single control tokens. Reported to the lead.",
-)
 def test_hf_tokenizer_matches_ollama_tokens(served, gemma_tokenizer_dir):
     from transformers import AutoTokenizer
 

