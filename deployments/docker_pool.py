@@ -40,6 +40,8 @@ def pool_env(values: dict[str, str | None]) -> dict[str, str]:
     for name, value in values.items():
         if value is None or value == "":
             continue  # an unset line in .env (`HF_TOKEN=`) stays unset in the container
+        if name.startswith("PREFECT_"):
+            continue  # the Docker worker gives each container the API URL it can reach
         env[name] = "{{ prefect.blocks.secret.%s }}" % secret_block_name(name) if is_secret(name) else value
     return env
 

@@ -140,8 +140,16 @@ start_worker() {
   # loaded into the worker only, so secrets never become deployment settings or parameters.
   (
     if [[ -f .env ]]; then
-      log "worker environment includes .env"
-      set -a; source ./.env; set +a
+      log "worker environment includes .env (except PREFECT_*: the stack sets those)"
+      # Parsed by python-dotenv, not sourced: values such as JSON are not shell syntax.
+      eval "$("$VENV/bin/python" - <<'EOF'
+import shlex
+from dotenv import dotenv_values
+for key, value in dotenv_values(".env").items():
+    if value is not None and not key.startswith("PREFECT_"):
+        print(f"export {key}={shlex.quote(value)}")
+EOF
+)"
     fi
     # One flow run at a time on this machine; the worker polls often so a run starts quickly.
     PREFECT_WORKER_QUERY_SECONDS=2 start_bg worker "$VENV/bin/prefect" worker start --pool "$POOL" --type process --limit 1
@@ -163,7 +171,7 @@ run() {
   log "running $DEPLOYMENT $*  (watch it at $PREFECT_UI_URL/runs; stop the stack with: make down)"
   local rc=0
   prefect deployment run "$DEPLOYMENT" --watch "$@" || rc=$?
-  log "prefect deployment run exited with $rc (1 = the run failed, was blocked by the gate, or was rejected); outputs under $ROOT/outputs/, UI $PREFECT_UI_URL"
+  log "prefect deployment run exited with $rc (1 = the run failed, was blocked by the gate, or was rejected); run folders are under output_root (default $ROOT/outputs/); UI $PREFECT_UI_URL"
   return "$rc"
 }
 
@@ -175,7 +183,14 @@ stop() {  # name, grace seconds: end the process group `start_bg` created, then 
     log "stopping $name (process group $pid)"
     kill -TERM -- "-$pid" 2>/dev/null || true
     # Wait until every process of the group is gone, so a flow run can finish its cleanup.
-    for _ in $(seq 1 $((grace * 4))); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.25; done
+    local i
+    for i in $(seq 1 $((grace * 4))); do
+      kill -0 -- "-$pid" 2>/dev/null || break
+      # Prefect's worker turns SIGTERM into an interrupt and shuts down gracefully, but after it has
+      # run a flow that shutdown can hang; a second interrupt makes it exit at once.
+      [[ $i -eq 20 ]] && kill -INT "$pid" 2>/dev/null
+      sleep 0.25
+    done
     kill -KILL -- "-$pid" 2>/dev/null || true
   fi
   rm -f "$STATE/$name.pid"

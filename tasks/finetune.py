@@ -38,7 +38,8 @@ from titlegen.subproc import python_module, run_logged
 from titlegen.train_worker import PROGRESS_PREFIX, parse_progress
 
 SPLITS = ("train", "validation")
-WORKER_FILES = ("train_worker.py", "models.py", "prompt.py")
+# models.py is left out: converted base folders carry their own version in their path.
+WORKER_FILES = ("train_worker.py", "prompt.py")
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:

@@ -17,7 +17,8 @@ def docker_pool():
 
 
 def test_secrets_become_block_references(docker_pool):
-    env = docker_pool.pool_env({"HF_TOKEN": "hf_abc", "WANDB_API_KEY": "k", "HF_ORG": "me", "HF_REPO": "", "OLLAMA_HOST": None})
+    env = docker_pool.pool_env({"HF_TOKEN": "hf_abc", "WANDB_API_KEY": "k", "HF_ORG": "me", "HF_REPO": "", "OLLAMA_HOST": None,
+                                "PREFECT_API_URL": "http://127.0.0.1:4200/api"})
     assert env == {
         "HF_TOKEN": "{{ prefect.blocks.secret.titlegen-hf-token }}",
         "WANDB_API_KEY": "{{ prefect.blocks.secret.titlegen-wandb-api-key }}",

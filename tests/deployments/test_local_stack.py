@@ -91,7 +91,12 @@ def test_full_run_is_blocked_by_the_gate_with_its_artifacts(stack, tiny_gemma3_d
         "epochs": 1,
         "output_root": str(tmp_path / "outputs"),
         "run_name": "stack-test",
-        "evaluation": {"max_eval_rows": 8, "batch_size": 8, "bootstrap_samples": 100, "run_base_baseline": False},
+        # Whole sections (a nested override replaces the section): no validation-loss pass and no
+        # validation titles, 8 test rows. The 262k-token vocabulary makes even the tiny model's
+        # validation loss over ~240 rows take minutes on 2 cores.
+        "train": {"eval_every_epoch": False},
+        "evaluation": {"max_eval_rows": 8, "batch_size": 8, "bootstrap_samples": 100,
+                       "run_base_baseline": False, "score_validation": False},
     }
     result = _sh(env, "run", "--params", json.dumps(params), "--watch-timeout", "1500", timeout=1800)
     # The flow run's own log goes to the worker's output: show its end when something is off.
