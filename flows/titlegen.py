@@ -28,6 +28,7 @@ from titlegen.params import (
     TitlegenParams,
     TrainParams,
 )
+from titlegen.models import check_base_model
 from titlegen.runs import atomic_write_json, default_run_name, run_dir
 from titlegen.tasks.clean import clean_task
 from titlegen.tasks.evaluate import evaluate_task, gate_task
@@ -81,6 +82,8 @@ def titlegen(
     """
     logger = get_run_logger()
     params = TitlegenParams(**{k: v for k, v in locals().items() if k in _FIELDS}).resolve()
+    # An unknown model id or path fails now, before any data is loaded.
+    check_base_model(params.base_model)
     name = params.run_name or default_run_name(
         params.base_model,
         params.dataset,

@@ -29,9 +29,11 @@ def modelfile_template_path() -> Path:
 
 
 def num_predict_for(max_title_chars: int) -> int:
-    """Token budget of one title: CJK text is about a token a character; twice that is headroom
-    for rare characters split into byte tokens, yet a model that never stops is still cut early."""
-    return 2 * max_title_chars
+    """Token budget of one title: the same bound evaluation generates with, so a title that passed
+    the gate is never cut short by Ollama (see `titlegen.generate.max_new_tokens_for`)."""
+    from titlegen.generate import max_new_tokens_for
+
+    return max_new_tokens_for(max_title_chars)
 
 
 def check_source(source: str | Path) -> str:

@@ -99,7 +99,7 @@ class EvalParams(Section):
     bootstrap_samples: int = Field(1000, ge=100, description="Bootstrap resamples for 95% confidence intervals.")
     seed: int = Field(3407, description="Seed of the bootstrap and of the row subset.")
     run_base_baseline: bool = Field(True, description="Also score the un-tuned base model (costs one more generation pass).")
-    score_validation: bool = Field(True, description="Also title and score the validation split with the candidate (reported, never gated).")
+    score_validation: bool | None = Field(None, description="Also title and score the validation split with the candidate (reported, never gated); None = preset (on GPU only).")
     max_new_tokens: int | None = Field(None, ge=1, description="Generation budget per title; None = ceil(1.1 * clean.max_title_chars) + 4 (see docs/evaluate.md).")
     champion_metrics: str | None = Field(None, description="metrics.json of the model now deployed (a previous run's eval/metrics.json); reported, and gated when gate.margin_over_champion is set.")
     report_samples: int = Field(10, ge=0, description="Test articles shown with reference and predicted titles in the report artifact.")
@@ -233,7 +233,7 @@ PRESETS: dict[str, dict] = {
         "top": {"base_model": GPU_BASE_MODEL, "epochs": 3.0},
         "sections": {
             "train": {"per_device_batch_size": 4, "gradient_accumulation_steps": 1, "max_seq_length": 1024, "optimizer": "adamw_8bit"},
-            "evaluation": {"batch_size": 64},
+            "evaluation": {"batch_size": 64, "score_validation": True},
             "ollama": {"max_p50_ms": 500.0, "max_p95_ms": 1000.0},
         },
     },
@@ -241,7 +241,7 @@ PRESETS: dict[str, dict] = {
         "top": {"base_model": CPU_BASE_MODEL, "epochs": 1.0, "max_steps": 40},
         "sections": {
             "train": {"per_device_batch_size": 2, "gradient_accumulation_steps": 1, "max_seq_length": 512, "optimizer": "adamw_torch"},
-            "evaluation": {"batch_size": 8, "max_eval_rows": 40},
+            "evaluation": {"batch_size": 8, "max_eval_rows": 30, "score_validation": False},
             "ollama": {"max_p50_ms": 5000.0, "max_p95_ms": 10000.0},
         },
     },
