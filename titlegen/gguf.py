@@ -416,7 +416,9 @@ def verify_gguf_files(
         logger.warning("GGUF verification skipped: %s", reason)
         return {"status": "skipped", "reason": reason, "server": url, "types": {}}
     num_ctx = max(2048, -(-(max(r["prompt_tokens"] for r in references) + max_new_tokens + 16) // 256) * 256)
-    options = {"temperature": 0, "top_k": 1, "seed": 0, "num_predict": max_new_tokens, "num_ctx": num_ctx, "stop": stop}
+    # repeat_penalty 1 = off: llama.cpp applies its default 1.1 even at temperature 0, which
+    # changes greedy output at the first repeated token.
+    options = {"temperature": 0, "top_k": 1, "repeat_penalty": 1.0, "seed": 0, "num_predict": max_new_tokens, "num_ctx": num_ctx, "stop": stop}
     results: dict[str, Any] = {}
     for gguf_type, path in gguf_files.items():
         name = f"{name_stem}-verify-{gguf_type}".lower()
