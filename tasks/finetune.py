@@ -111,6 +111,7 @@ def worker_config(
         "learning_rate": learning_rate,
         "lora_rank": lora_rank,
         "train": train.model_dump(mode="json"),
+        "max_validation_rows": train.max_validation_rows,
         "device": device,
     }
 
