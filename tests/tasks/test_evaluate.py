@@ -1,7 +1,6 @@
 """evaluate-gate: gate decisions, generation on tiny models, the stage end to end, and GateBlocked in a flow."""
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -233,7 +232,7 @@ def test_load_rows_subset_and_field_names(split_dir, tmp_path):
 def test_evaluate_end_to_end_then_reuse(tiny_gemma3_dir, tiny_adapter, split_dir, tmp_path):
     from titlegen.tasks.evaluate import evaluate
 
-    params = EvalParams(batch_size=4, bootstrap_samples=100, max_new_tokens=6)
+    params = EvalParams(batch_size=4, bootstrap_samples=100, max_new_tokens=6, score_validation=True)
     run = tmp_path / "run"
     out = evaluate(str(tiny_adapter), str(tiny_gemma3_dir), str(split_dir), str(run), 20, 4, params)
     metrics = json.loads(Path(out["metrics_path"]).read_text(encoding="utf-8"))
@@ -255,9 +254,8 @@ def test_evaluate_end_to_end_then_reuse(tiny_gemma3_dir, tiny_adapter, split_dir
     assert "## 5 test articles" in report_markdown(metrics, d, preds)
 
     mtime = (run / "eval" / "generate.json").stat().st_mtime
-    t0 = time.perf_counter()
     again = evaluate(str(tiny_adapter), str(tiny_gemma3_dir), str(split_dir), str(run), 20, 4, params)
-    assert time.perf_counter() - t0 < 5 and again == out  # reused: no generation
+    assert again == out  # reused: no generation (generate.json untouched, below)
     assert (run / "eval" / "generate.json").stat().st_mtime == mtime
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from titlegen.modelfile import num_predict_for
 from titlegen.params import OllamaParams
 from titlegen.prompt import ollama_template
 from titlegen.runs import write_jsonl
@@ -245,7 +246,7 @@ def test_current_rest_create_request_shape(fake_ollama, gguf, split_dir, tmp_pat
         "stream": False,
         "files": {"model.gguf": digest},
         "template": ollama_template(20),
-        "parameters": {"stop": ["<end_of_turn>"], "temperature": 0, "num_ctx": 2048, "num_predict": 40},
+        "parameters": {"stop": ["<end_of_turn>"], "temperature": 0, "repeat_penalty": 1, "num_ctx": 2048, "num_predict": num_predict_for(20)},
     }
     generate = fake_ollama.bodies("POST", "/api/generate")
     assert len(generate) == 2 + 1 + 3  # smoke, warm-up, timed
