@@ -140,7 +140,7 @@ class PublishParams(Section):
     )
     verify_gguf: bool = Field(True, description="Generate from each GGUF on the Ollama server (OllamaParams.host/$OLLAMA_HOST); unreachable = reported as skipped.")
     min_q8_0_agreement: float = Field(
-        0.5, ge=0, le=1, description="Fail when fewer q8_0 titles than this share match final-hf exactly (f16/bf16 must match, near-ties aside)."
+        0.5, ge=0, le=1, description="Fail when fewer q8_0 titles than this share match final-hf exactly or up to a near-tie (f16/bf16 must match, near-ties aside)."
     )
     gguf_companion_repo: bool = Field(
         False, description="Upload GGUFs to `<repo>-GGUF` instead of the same repo."
