@@ -389,7 +389,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 repo = "{{ repo_id }}"
 tokenizer = AutoTokenizer.from_pretrained(repo)
-model = AutoModelForCausalLM.from_pretrained(repo, torch_dtype="auto", device_map="auto")
+model = AutoModelForCausalLM.from_pretrained(repo, dtype="auto", device_map="auto")
 
 article = "..."  # the news article body
 prompt = '''{{ instruction_py }}'''.format(content=article)
