@@ -41,8 +41,8 @@ from typing import Any
 from prefect import task
 
 from titlegen.params import CleanParams, ColumnMap
-from titlegen.caching import STAMP_SUFFIX, StageCache, clear_stamp, record_cache_key
-from titlegen.runs import atomic_write_json, file_sha256, fingerprint, write_jsonl
+from titlegen.caching import STAMP_SUFFIX, StageCache, clear_stamp, file_input_sha256, record_cache_key
+from titlegen.runs import atomic_write_json, fingerprint, write_jsonl
 
 CLEAN_FILE = "clean.jsonl"
 REPORT_FILE = "clean_report.json"
@@ -387,16 +387,11 @@ def _stamp(inputs: dict) -> Path:
     return Path(inputs["out_dir"]) / f".clean{STAMP_SUFFIX}"
 
 
-def _raw_fingerprint(inputs: dict) -> str | None:
-    raw = Path(inputs["raw_path"])
-    return file_sha256(raw) if raw.is_file() else None
-
-
 @task(
     name="clean",
     cache_policy=StageCache(
         code_of=__name__,
-        fingerprint=_raw_fingerprint,
+        fingerprint=file_input_sha256("raw_path"),
         outputs=lambda inputs: [Path(inputs["out_dir"]) / CLEAN_FILE, Path(inputs["out_dir"]) / REPORT_FILE],
         stamp=_stamp,
     ),

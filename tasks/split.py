@@ -21,7 +21,7 @@ from pathlib import Path
 
 from prefect import task
 
-from titlegen.caching import STAMP_SUFFIX, StageCache, clear_stamp, record_cache_key
+from titlegen.caching import STAMP_SUFFIX, StageCache, clear_stamp, file_input_sha256, record_cache_key
 from titlegen.params import SplitParams
 from titlegen.runs import atomic_dir, atomic_write_json, file_sha256, read_jsonl, write_jsonl
 
@@ -105,16 +105,11 @@ def _stamp(inputs: dict) -> Path:
     return Path(inputs["out_dir"]) / f".split{STAMP_SUFFIX}"
 
 
-def _clean_fingerprint(inputs: dict) -> str | None:
-    path = Path(inputs["clean_path"])
-    return file_sha256(path) if path.is_file() else None
-
-
 @task(
     name="split",
     cache_policy=StageCache(
         code_of=__name__,
-        fingerprint=_clean_fingerprint,
+        fingerprint=file_input_sha256("clean_path"),
         outputs=lambda inputs: [Path(inputs["out_dir"]) / f"{name}.jsonl" for name in SPLITS] + [Path(inputs["out_dir"]) / MANIFEST],
         stamp=_stamp,
     ),

@@ -26,6 +26,8 @@ from typing import Any
 
 from prefect.cache_policies import INPUTS, CachePolicy
 
+from titlegen.runs import file_sha256
+
 STAMP_SUFFIX = ".cachekey"
 
 
@@ -59,6 +61,17 @@ class StageCache(CachePolicy):
         if recorded and recorded.startswith(base + "-") and all(Path(p).exists() for p in self.outputs(inputs)):
             return recorded
         return f"{base}-{uuid.uuid4().hex[:12]}"
+
+
+def file_input_sha256(argument: str) -> Callable[[dict[str, Any]], str | None]:
+    """A `StageCache.fingerprint` for a stage whose input is one file named by the call argument
+    `argument`: its sha256, so a changed file at the same path is a cache miss (None if absent)."""
+
+    def fingerprint(inputs: dict[str, Any]) -> str | None:
+        path = Path(inputs[argument])
+        return file_sha256(path) if path.is_file() else None
+
+    return fingerprint
 
 
 def read_stamp(path: Path) -> str | None:
