@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -113,10 +114,25 @@ def make_models(devdata: str, out: str) -> None:
         print(f"{name}: {n / 1e9:.2f} B parameters, built and saved in {time.time() - t:.0f} s", flush=True)
 
 
-def run_case(name: str, devdata: Path, models: Path, work: Path, timeout: int, full_pts: bool) -> dict:
-    from titlegen.train_worker import parse_progress
+# Case-name suffixes: Unsloth switches read from the environment at import time.
+VARIANTS = {
+    "": {},
+    "noflex": {"UNSLOTH_ENABLE_FLEX_ATTENTION": "0"},
+    "nocompile": {"UNSLOTH_COMPILE_DISABLE": "1", "UNSLOTH_ENABLE_FLEX_ATTENTION": "0"},
+}
 
-    model, engine, quant, batch, steps = CASES[name]
+
+def split_case(name: str) -> tuple[str, str]:
+    base, _, variant = name.partition("+")
+    if base not in CASES or variant not in VARIANTS:
+        raise SystemExit(f"unknown case {name!r}; cases: {', '.join(CASES)}; suffixes: +{', +'.join(v for v in VARIANTS if v)}")
+    return base, variant
+
+
+def start_case(name: str, devdata: Path, models: Path, work: Path, full_pts: bool):
+    """Write the worker config of one case and start its process; returns (process, log file, row)."""
+    base, variant = split_case(name)
+    model, engine, quant, batch, steps = CASES[base]
     case_dir = work / name
     config = {
         "base_model_dir": str(models / model),
@@ -137,36 +153,63 @@ def run_case(name: str, devdata: Path, models: Path, work: Path, timeout: int, f
             "quantization": quant, "lora_alpha": 8, "lora_dropout": 0.0, "per_device_batch_size": batch,
             "gradient_accumulation_steps": 1, "warmup_steps": 5, "weight_decay": 0.001, "lr_scheduler": "linear",
             "optimizer": "adamw_8bit", "max_seq_length": 1024, "seed": 3407, "eval_every_epoch": True,
-            "engine": engine, "gradient_checkpointing": True, "checkpoint_steps": 10_000, "logging_steps": 2,
+            "engine": engine, "gradient_checkpointing": True, "checkpoint_steps": 10_000, "logging_steps": 1,
         },
     }
-    case_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(case_dir, ignore_errors=True)
+    case_dir.mkdir(parents=True)
     (case_dir / "config.json").write_text(json.dumps(config))
-    t = time.time()
+    env = {**os.environ, **VARIANTS[variant]}
+    if engine == "unsloth":
+        env["TORCH_LOGS"] = "recompiles"  # one log line per torch.compile recompilation, counted below
     log = case_dir / "log.txt"
-    with open(log, "w") as f:
-        try:
-            code = subprocess.run([sys.executable, "-m", "titlegen.train_worker", str(case_dir / "config.json")],
-                                  stdout=f, stderr=subprocess.STDOUT, timeout=timeout, cwd=ROOT).returncode
-        except subprocess.TimeoutExpired:
-            code = "timeout"
-    wall = time.time() - t
-    result_file = case_dir / "adapter" / "worker_result.json"
+    proc = subprocess.Popen([sys.executable, "-m", "titlegen.train_worker", str(case_dir / "config.json")],
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     row = {"case": name, "model": model, "engine": engine, "quantization": quant, "batch": batch,
-           "max_seq_length": 1024, "exit": code, "process_wall_s": round(wall, 1)}
+           "max_seq_length": 1024, "variant_env": VARIANTS[variant]}
+    return proc, case_dir, row
+
+
+def finish_case(proc, case_dir: Path, row: dict, started: float, timeout: float) -> dict:
+    """Wait for a case (killing it at `timeout` s after `started`) and read its result."""
+    from titlegen.train_worker import parse_progress
+
+    try:
+        code = proc.wait(timeout=max(1.0, started + timeout - time.time()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        code = "timeout"
+    row.update({"exit": code, "process_wall_s": round(time.time() - started, 1)})
+    log = case_dir / "log.txt"
+    text = log.read_text(errors="replace")
+    row["recompile_log_lines"] = text.count("Recompiling function")
+    result_file = case_dir / "adapter" / "worker_result.json"
     if result_file.exists():
         r = json.loads(result_file.read_text())
         row.update({k: r.get(k) for k in (
             "device", "global_step", "steady_tokens_per_second", "steady_steps_per_second", "peak_gpu_gib",
             "first_train_loss", "final_train_loss", "final_eval_loss", "tokens_seen", "train_seconds", "eval_seconds",
-            "load_seconds", "label_stats")})
+            "load_seconds", "label_stats", "first_step_seconds", "step_seconds")})
         row["libraries"] = r.get("libraries")
     else:
-        lines = log.read_text(errors="replace").splitlines()
+        lines = text.splitlines()
         row["error_tail"] = lines[-15:]
         events = [e for e in map(parse_progress, lines) if e]
         row["last_event"] = events[-1] if events else None
+        steps = [e for e in events if e.get("event") == "log"]
+        row["steps_logged"] = len(steps)
+        start = next((e for e in events if e.get("event") == "start"), None)
+        if steps and start:
+            row["first_step_seconds"] = round(steps[0]["t"] - start["t"], 1)
+            row["step_log_t"] = [e["t"] for e in steps][:60]
     return row
+
+
+def run_case(name: str, devdata: Path, models: Path, work: Path, timeout: int, full_pts: bool) -> dict:
+    started = time.time()
+    proc, case_dir, row = start_case(name, devdata, models, work, full_pts)
+    return finish_case(proc, case_dir, row, started, timeout)
 
 
 def pts_estimate(row: dict) -> dict | None:
@@ -199,6 +242,9 @@ def main() -> None:
     r.add_argument("--work", default="/tmp/titlegen-bench")
     r.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_throughput.json"))
     r.add_argument("--full-pts", action="store_true", help="run the whole 1,120 x 3 fine-tune instead of --steps")
+    r.add_argument("--concurrent", action="store_true",
+                   help="start all cases at once (a quick diagnosis of which variants step at all; their "
+                        "throughputs share the GPU and are not comparable, and rows say so)")
     args = ap.parse_args()
     if args.cmd == "prepare":
         return prepare(args.data_dir, args.out)
@@ -211,20 +257,27 @@ def main() -> None:
     # Merge with earlier calls' rows (one GPU call cannot hold every case), newest wins per case;
     # written after every case so a call cut off at its time limit still returns what it measured.
     merged = {r["case"]: r for r in previous.get("rows", [])}
-    for name in args.cases.split(","):
-        row = run_case(name, Path(args.devdata), Path(args.models), Path(args.work), args.timeout, args.full_pts)
-        if name.startswith("e4b") and "4bit" in name:
+    names = args.cases.split(",")
+    for name in names:
+        split_case(name)
+    if args.concurrent:
+        started = time.time()
+        running = [start_case(n, Path(args.devdata), Path(args.models), Path(args.work), args.full_pts) for n in names]
+        done = [{**finish_case(*r, started, args.timeout), "concurrent_with": len(names) - 1} for r in running]
+    for name in names:
+        row = done.pop(0) if args.concurrent else run_case(name, Path(args.devdata), Path(args.models), Path(args.work), args.timeout, args.full_pts)
+        if name.startswith("e4b") and "4bit" in name and not args.concurrent:
             row["pts_finetune_estimate"] = None if args.full_pts else pts_estimate(row)
             row["full_pts_run"] = args.full_pts
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k not in ("libraries", "label_stats")}), flush=True)
-        merged[name] = {**row, "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        merged[name + ("@concurrent" if args.concurrent else "")] = {**row, "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"description": DESCRIPTION, "rows": list(merged.values())}, indent=1, ensure_ascii=False))
-    print(f"\n{'case':26} {'card':22} {'tok/s':>8} {'step/s':>7} {'peak GiB':>8} {'loss':>12}")
+    print(f"\n{'case':34} {'card':22} {'1st step s':>10} {'tok/s':>8} {'step/s':>7} {'peak GiB':>8} {'loss':>12}")
     for r in rows:
         loss = f"{r.get('first_train_loss') or 0:.2f}->{r.get('final_train_loss') or 0:.2f}"
-        print(f"{r['case']:26} {str(r.get('device'))[:22]:22} {r.get('steady_tokens_per_second') or 0:>8.0f} "
+        print(f"{r['case']:34} {str(r.get('device'))[:22]:22} {r.get('first_step_seconds') or 0:>10.1f} {r.get('steady_tokens_per_second') or 0:>8.0f} "
               f"{r.get('steady_steps_per_second') or 0:>7.2f} {r.get('peak_gpu_gib') or 0:>8.2f} {loss:>12}  exit={r['exit']}")
     for r in rows:
         if r.get("pts_finetune_estimate"):

@@ -92,6 +92,13 @@ class TrainParams(Section):
     gradient_checkpointing: bool = Field(True, description="Recompute activations in the backward pass (Unsloth's variant under Unsloth): less memory, some speed.")
     checkpoint_steps: int = Field(50, ge=1, description="Save a resumable checkpoint every this many optimizer steps (the last 2 are kept).")
     logging_steps: int = Field(5, ge=1, description="Log the training loss every this many optimizer steps.")
+    augmentation: Literal["none", "lead"] = Field(
+        "none", description="`lead` adds a second view of every training article: only its first `lead_chars` characters (cut at a sentence end), titled the same. Doubles the training rows; validation and test are untouched."
+    )
+    lead_chars: int = Field(200, ge=40, description="Length of the lead-only view that `augmentation='lead'` adds.")
+    unsloth_compile: bool = Field(
+        True, description="Let Unsloth torch.compile the model (flex attention, fused blocks); False sets UNSLOTH_COMPILE_DISABLE=1 and UNSLOTH_ENABLE_FLEX_ATTENTION=0 in the training process (see docs/finetune.md for the measured trade-off)."
+    )
 
 
 class EvalParams(Section):

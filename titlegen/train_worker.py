@@ -118,7 +118,7 @@ def fit_content(tokenizer, content: str, title: str, max_title_chars: int, max_l
     raise SystemExit("could not fit an article into max_seq_length")
 
 
-def build_dataset(path: str, tokenizer, config: dict, limit: int | None = None):
+def build_dataset(path: str, tokenizer, config: dict, limit: int | None = None, augment: bool = False):
     """A tokenized `datasets.Dataset` (`input_ids`, `completion_mask`) from a split JSONL file.
 
     Tokenizing here (one process, a few ms a row) rather than in TRL keeps the article cut at
@@ -136,7 +136,19 @@ def build_dataset(path: str, tokenizer, config: dict, limit: int | None = None):
     in_key, out_key = field_names(rows[0], config)
     n = config["max_title_chars"]
     max_len = config["train"]["max_seq_length"]
-    return Dataset.from_list([fit_content(tokenizer, r[in_key], r[out_key], n, max_len) for r in rows])
+    pairs = [(r[in_key], r[out_key]) for r in rows]
+    if augment and config["train"].get("augmentation", "none") == "lead":
+        lead_chars = config["train"].get("lead_chars", 200)
+        pairs += [(lead_view(content, lead_chars), title) for content, title in pairs]
+    return Dataset.from_list([fit_content(tokenizer, content, title, n, max_len) for content, title in pairs])
+
+
+def lead_view(content: str, chars: int) -> str:
+    """The article's first `chars` characters, cut after the last sentence end inside them (if any)."""
+    head = content[:chars]
+    ends = [head.rfind(mark) for mark in "。！？!?"]
+    cut = max(ends)
+    return head[: cut + 1] if cut >= chars // 3 else head
 
 
 def load_model(config: dict, engine: str, cuda: bool):
@@ -200,11 +212,13 @@ def make_callback(config: dict):
     class Progress(TrainerCallback):
         # (step, seconds, tokens) at the end of each optimizer step, for steady-state throughput.
         marks: list[tuple[int, float, int]] = []
+        began: float = 0.0
 
         def on_step_end(self, args, state, control, **kw):
             self.marks.append((state.global_step, time.perf_counter(), int(state.num_input_tokens_seen or 0)))
 
         def on_train_begin(self, args, state, control, **kw):
+            self.began = time.perf_counter()
             emit("start", max_steps=state.max_steps, epochs=args.num_train_epochs, global_step=state.global_step)
 
         def on_log(self, args, state, control, logs=None, **kw):
@@ -262,7 +276,7 @@ def build_trainer(config: dict, model, tokenizer, cuda: bool, engine: str, train
     from trl import SFTConfig, SFTTrainer
 
     t = config["train"]
-    train_ds = build_dataset(config["train_file"], tokenizer, config, train_limit)
+    train_ds = build_dataset(config["train_file"], tokenizer, config, train_limit, augment=True)
     eval_ds = None
     if t.get("eval_every_epoch", True) and config.get("validation_file"):
         eval_ds = build_dataset(config["validation_file"], tokenizer, config, config.get("max_validation_rows"))
@@ -366,6 +380,10 @@ def train(config: dict) -> dict:
         raise SystemExit("device='cuda' but no CUDA device is visible")
     engine = choose_engine(config, cuda)
     if engine == "unsloth":
+        if not config["train"].get("unsloth_compile", True):
+            # Read by Unsloth at import time; an explicit environment setting wins.
+            os.environ.setdefault("UNSLOTH_COMPILE_DISABLE", "1")
+            os.environ.setdefault("UNSLOTH_ENABLE_FLEX_ATTENTION", "0")
         import unsloth  # noqa: F401  (patches transformers/trl/peft on import)
     import torch
 
@@ -394,6 +412,7 @@ def train(config: dict) -> dict:
     result = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.time() - t_train
     state = trainer.state
+    progress = next(c for c in trainer.callback_handler.callbacks if hasattr(c, "marks"))
     evals = [h for h in state.log_history if "eval_loss" in h]
     if trainer.eval_dataset is not None and (not evals or evals[-1]["step"] != state.global_step):
         trainer.evaluate()  # max_steps stopped mid-epoch: still score the final weights
@@ -438,7 +457,11 @@ def train(config: dict) -> dict:
         "wall_seconds": round(time.time() - t0, 2),
         "load_seconds": round(load_seconds, 1),
         "eval_seconds": evals[-1].get("eval_runtime") if evals else None,
-        **steady_rate(next(c for c in trainer.callback_handler.callbacks if hasattr(c, "marks")).marks),
+        **steady_rate(progress.marks),
+        # The first optimizer step includes Unsloth's torch.compile; later steps show recompiles.
+        "first_step_seconds": round(progress.marks[0][1] - progress.began, 2) if progress.marks else None,
+        "step_seconds": [round(b[1] - a[1], 3) for a, b in zip(progress.marks, progress.marks[1:])][:60],
+        "unsloth_env": {k: v for k, v in os.environ.items() if k.startswith(("UNSLOTH_", "TORCH_LOGS"))},
         "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None,
         "label_stats": stats,
         "libraries": library_versions(),

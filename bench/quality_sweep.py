@@ -1,0 +1,167 @@
+"""Quality sweep: fine-tune Gemma 3 270M on the full training split, score every config on the
+validation and test splits next to Lead and the un-tuned base model, pick by validation ROUGE-L.
+
+Every config runs the flow's own stage functions (`finetune`, then `evaluate`) in its own process,
+so the numbers are what `titlegen/full` would produce with those parameters. Configs share the GPU
+(Gemma 3 270M at batch 8 uses ~1.5 GiB), so their wall times are not throughput figures.
+
+    # here: the split the flow would make (ingest -> clean -> split, default parameters)
+    python bench/quality_sweep.py prepare ../shared/data/zh-tw-news-2017 .cache/carry/quality-split
+    # on the GPU machine (the 270M GGUF from the PyPI package travels with the call)
+    python3 bench/quality_sweep.py run .cache/carry/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf \\
+        --configs all --out bench/results/quality_sweep.json
+"""
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# name: (epochs, learning rate, LoRA rank, augmentation)
+CONFIGS = {
+    "e2-lr2e-4-r8": (2, 2e-4, 8, "none"),
+    "e2-lr5e-4-r16": (2, 5e-4, 16, "none"),
+    "e3-lr5e-4-r16": (3, 5e-4, 16, "none"),
+    "e2-lr1e-3-r32": (2, 1e-3, 32, "none"),
+    "e2-lr5e-4-r16-lead": (2, 5e-4, 16, "lead"),
+}
+
+
+def prepare(data: str, out: str) -> None:
+    from titlegen.params import TitlegenParams
+    from titlegen.tasks.clean import clean
+    from titlegen.tasks.ingest import ingest
+    from titlegen.tasks.split import split
+
+    p = TitlegenParams(dataset=data)
+    work = Path(out).with_name(Path(out).name + ".work")
+    raw = ingest(p.dataset, p.dataset_revision, p.columns, work)
+    cleaned = clean(raw["path"], p.columns, p.clean, work)
+    result = split(cleaned["path"], p.split, out)
+    print(json.dumps(result))
+
+
+def run_one(name: str, split_dir: str, base_model: str, work: str, unsloth_compile: bool) -> dict:
+    """Fine-tune and evaluate one config in this process (called in a child per config)."""
+    from titlegen.params import EvalParams, TitlegenParams, TrainParams
+    from titlegen.tasks.evaluate import evaluate
+    from titlegen.tasks.finetune import finetune
+
+    epochs, lr, rank, augmentation = CONFIGS[name]
+    p = TitlegenParams(preset="gpu").resolve(cuda=True)
+    train = TrainParams(**{**p.train.model_dump(), "augmentation": augmentation, "unsloth_compile": unsloth_compile,
+                           "per_device_batch_size": 8, "logging_steps": 10, "checkpoint_steps": 10_000})
+    run_dir = Path(work) / name
+    t = time.time()
+    trained = finetune(split_dir=split_dir, run_dir=str(run_dir), base_model=base_model, epochs=epochs, max_steps=None,
+                       learning_rate=lr, lora_rank=rank, max_title_chars=p.clean.max_title_chars, train=train, device="cuda")
+    train_s = time.time() - t
+    t = time.time()
+    evaluation = EvalParams(**{**p.evaluation.model_dump(), "batch_size": 64, "score_validation": True})
+    scored = evaluate(trained["adapter_dir"], trained["base_model_dir"], split_dir, str(run_dir),
+                      p.clean.max_title_chars, p.clean.min_title_chars, evaluation)
+    training = json.loads(Path(trained["training_json"]).read_text())
+    return {"config": name, "epochs": epochs, "learning_rate": lr, "lora_rank": rank, "augmentation": augmentation,
+            "train_wall_s": round(train_s, 1), "eval_wall_s": round(time.time() - t, 1),
+            "adapter_dir": trained["adapter_dir"], "metrics_path": scored["metrics_path"],
+            "training": {k: training.get(k) for k in ("engine", "device", "global_step", "best_eval_loss", "kept_adapter",
+                                                      "train_rows", "first_step_seconds", "train_seconds")},
+            "metrics": json.loads(Path(scored["metrics_path"]).read_text())}
+
+
+def headline(row: dict) -> dict:
+    """Validation and test ROUGE-L of the candidate, the baselines, and the paired difference to Lead."""
+    m = row["metrics"]
+    d = m["differences"]["lead"]["rouge_l"]
+    return {
+        "config": row["config"],
+        "val_rouge_l": round((m.get("validation") or {}).get("rouge_l") or 0, 4),
+        "test_rouge_l": round(m["candidate"]["rouge_l"], 4),
+        "test_ci": [round(x, 4) for x in m["candidate"]["ci"]["rouge_l"]],
+        "lead": round(m["baselines"]["lead"]["rouge_l"], 4),
+        "base": round(m["baselines"].get("base", {}).get("rouge_l", float("nan")), 4),
+        "minus_lead": round(d["diff"], 4),
+        "minus_lead_ci": [round(x, 4) for x in d["ci"]],
+        "checks_any": m["candidate"]["checks"]["any"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("data")
+    p.add_argument("out")
+    one = sub.add_parser("one")
+    for a in ("name", "split", "base_model", "work", "result"):
+        one.add_argument(a)
+    one.add_argument("--unsloth-compile", choices=["on", "off"], default="on")
+    r = sub.add_parser("run")
+    r.add_argument("split")
+    r.add_argument("base_model")
+    r.add_argument("--configs", default="all")
+    r.add_argument("--work", default="/tmp/quality-sweep")
+    r.add_argument("--timeout", type=int, default=900, help="seconds for all configs together")
+    r.add_argument("--unsloth-compile", choices=["on", "off"], default="on")
+    r.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality_sweep.json"))
+    args = ap.parse_args()
+    if args.cmd == "prepare":
+        return prepare(args.data, args.out)
+    if args.cmd == "one":
+        row = run_one(args.name, args.split, args.base_model, args.work, args.unsloth_compile == "on")
+        Path(args.result).write_text(json.dumps(row, ensure_ascii=False, indent=1))
+        return
+
+    names = list(CONFIGS) if args.configs == "all" else args.configs.split(",")
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    # Resolve (convert) the GGUF once before the configs start, so they do not race on the cache.
+    from titlegen.models import resolve_base_model
+
+    resolve_base_model(args.base_model)
+    started = time.time()
+    procs = {}
+    for n in names:
+        log = open(work / f"{n}.log", "w")
+        procs[n] = subprocess.Popen(
+            [sys.executable, __file__, "one", n, args.split, args.base_model, str(work), str(work / f"{n}.json"),
+             "--unsloth-compile", args.unsloth_compile], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    rows = []
+    for n, proc in procs.items():
+        try:
+            code = proc.wait(timeout=max(1.0, started + args.timeout - time.time()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = "timeout"
+        result = work / f"{n}.json"
+        if result.exists():
+            rows.append({**json.loads(result.read_text()), "exit": code})
+        else:
+            tail = (work / f"{n}.log").read_text(errors="replace").splitlines()[-20:]
+            rows.append({"config": n, "exit": code, "error_tail": tail})
+    device = next((r["training"]["device"] for r in rows if r.get("training")), None)
+    doc = {"description": __doc__.split("\n\n")[0], "card": device, "concurrent_configs": len(names),
+           "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           "wall_s": round(time.time() - started, 1), "rows": rows}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, ensure_ascii=False, indent=1))
+    scored = [r for r in rows if "metrics" in r]
+    for r in rows:
+        print(json.dumps(headline(r) if "metrics" in r else r, ensure_ascii=False))
+    if scored:
+        best = max(scored, key=lambda r: (r["metrics"].get("validation") or {}).get("rouge_l") or 0)
+        doc["chosen_by_validation"] = best["config"]
+        out.write_text(json.dumps(doc, ensure_ascii=False, indent=1))
+        print(f"chosen by validation ROUGE-L: {best['config']} (adapter {best['adapter_dir']})")
+
+
+if __name__ == "__main__":
+    main()
