@@ -154,6 +154,8 @@ def start_case(name: str, devdata: Path, models: Path, work: Path, full_pts: boo
             "gradient_accumulation_steps": 1, "warmup_steps": 5, "weight_decay": 0.001, "lr_scheduler": "linear",
             "optimizer": "adamw_8bit", "max_seq_length": 1024, "seed": 3407, "eval_every_epoch": True,
             "engine": engine, "gradient_checkpointing": True, "checkpoint_steps": 10_000, "logging_steps": 1,
+            # Unsloth's own default (compile on); the +noflex / +nocompile suffixes switch it off via the environment.
+            "unsloth_compile": True,
         },
     }
     shutil.rmtree(case_dir, ignore_errors=True)

@@ -19,6 +19,10 @@
 #   TITLEGEN_STATE    pid files and logs (.prefect-home/stack)
 #   PREFECT_HOME      Prefect's home: database, results, profiles (.prefect-home)
 #   TITLEGEN_SKIP_SETUP=1  use TITLEGEN_VENV as it is (no venv creation or pip install)
+#   TITLEGEN_OLLAMA=start  also start a local Ollama server for ollama-create (on OLLAMA_HOST,
+#                     default 127.0.0.1:11434, models in .cache/ollama-models): `ollama` from PATH,
+#                     else the CPU build that ../shared/tools/ollama-cpu/setup.sh installs. An
+#                     Ollama already answering there is used as it is. `down` stops only one it started.
 #
 # Processes are started with setsid, so each is the leader of its own process group; `down` kills
 # exactly those groups (the server with its children, the worker with its flow runs), by pid.
@@ -156,9 +160,47 @@ EOF
   )
 }
 
+ollama_url() { local h="${OLLAMA_HOST:-127.0.0.1:11434}"; [[ "$h" == http* ]] || h="http://$h"; echo "$h"; }
+
+ollama_up() { "$VENV/bin/python" - "$(ollama_url)" <<'EOF' 2>/dev/null
+import sys, httpx
+sys.exit(0 if httpx.get(sys.argv[1] + "/api/version", timeout=2).status_code == 200 else 1)
+EOF
+}
+
+start_ollama() {
+  [[ "${TITLEGEN_OLLAMA:-off}" == start ]] || return 0
+  if ollama_up; then
+    log "Ollama already answers at $(ollama_url)"
+    return
+  fi
+  local hostport="${OLLAMA_HOST:-127.0.0.1:11434}" cmd
+  hostport="${hostport#http://}"
+  if command -v ollama >/dev/null 2>&1; then
+    cmd="exec ollama serve"
+  elif [[ -f "$ROOT/../shared/tools/ollama-cpu/setup.sh" ]]; then
+    local env_sh
+    env_sh="$(bash "$ROOT/../shared/tools/ollama-cpu/setup.sh" "$ROOT/.cache/ollama-cpu" | tail -n 1)"
+    cmd="source '$env_sh' && exec ollama serve"
+  else
+    log "TITLEGEN_OLLAMA=start: no 'ollama' on PATH and no ../shared/tools/ollama-cpu; install Ollama (https://ollama.com/download) or set OLLAMA_HOST to a running server"
+    exit 1
+  fi
+  log "starting Ollama on $hostport (models in $ROOT/.cache/ollama-models, log $STATE/ollama.log)"
+  mkdir -p "$ROOT/.cache/ollama-models"
+  OLLAMA_HOST="$hostport" OLLAMA_MODELS="$ROOT/.cache/ollama-models" start_bg ollama bash -c "$cmd"
+  for _ in $(seq 1 60); do
+    ollama_up && { log "Ollama ready at $(ollama_url)"; return; }
+    alive ollama || break
+    sleep 0.5
+  done
+  log "Ollama did not start; last lines of $STATE/ollama.log:"; tail -n 20 "$STATE/ollama.log" >&2; exit 1
+}
+
 up() {
   setup
   mkdir -p "$STATE"
+  start_ollama
   start_server
   create_pool
   deploy
@@ -201,11 +243,12 @@ down() {
   # exception, so its `finally` blocks stop any training child (titlegen/subproc.py waits 30 s).
   stop worker 40
   stop server 15
+  stop ollama 10
 }
 
 status() {
   local name
-  for name in server worker; do
+  for name in server worker ollama; do
     if alive "$name"; then echo "$name: running (pid $(cat "$STATE/$name.pid"))"; else echo "$name: stopped"; fi
   done
   if healthy; then echo "UI: $PREFECT_UI_URL"; fi
@@ -237,5 +280,5 @@ case "$cmd" in
   down) down ;;
   status) status ;;
   test) run_tests "$@" ;;
-  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

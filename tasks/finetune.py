@@ -221,6 +221,8 @@ def finetune(
         "max_title_chars": max_title_chars, "train": train.model_dump(mode="json"), "code": code_version(),
         "cuda": cuda,
     }
+    if train.adapter_dir:
+        identity["adopted_adapter_sha256"] = file_sha256(check_adapter(train.adapter_dir, base_model_dir) / ADAPTER_WEIGHTS)
     config_hash = fingerprint(identity, 16)
     result = {"adapter_dir": str(adapter_dir), "base_model_dir": base_model_dir, "training_json": str(adapter_dir / "training.json")}
 
@@ -229,6 +231,10 @@ def finetune(
         if done.get("config_hash") == config_hash:
             logger.info("Adapter %s already trained with the same data and parameters (hash %s): reusing it.", adapter_dir, config_hash)
             return result
+
+    if train.adapter_dir:
+        adopt_adapter(Path(train.adapter_dir), adapter_dir, base_model, base_model_dir, config_hash, max_title_chars, logger)
+        return result
 
     ckpt_root = run / "checkpoints"
     checkpoint_dir = ckpt_root / f"{name}-{config_hash}"
@@ -325,6 +331,79 @@ def finetune(
             description="Train and validation loss of the fine-tune",
         )
     return result
+
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
+
+
+def _hidden_size(base_model_dir: str) -> int | None:
+    """The text model's hidden size from a local base model's config.json (None for a Hub id)."""
+    config = Path(base_model_dir) / "config.json"
+    if not config.exists():
+        return None
+    data = json.loads(config.read_text(encoding="utf-8"))
+    return (data.get("text_config") or data).get("hidden_size")
+
+
+def check_adapter(adapter: str | Path, base_model_dir: str) -> Path:
+    """The adapter folder, after checking it is a PEFT LoRA adapter whose shapes fit the base model."""
+    from safetensors import safe_open
+
+    folder = Path(adapter).expanduser().resolve()
+    missing = [f for f in ("adapter_config.json", ADAPTER_WEIGHTS) if not (folder / f).is_file()]
+    if missing:
+        raise ValueError(
+            f"train.adapter_dir={adapter!r} is not a LoRA adapter folder (missing {', '.join(missing)}); "
+            "pass the `<model>-lora/` folder of a finished run, or unset train.adapter_dir to train."
+        )
+    hidden = _hidden_size(base_model_dir)
+    with safe_open(str(folder / ADAPTER_WEIGHTS), framework="numpy") as f:
+        for key in f.keys():
+            if ".lora_A." in key and key.split(".lora_A.")[0].endswith(("q_proj", "gate_proj")):
+                fan_in = f.get_slice(key).get_shape()[1]
+                if hidden is not None and fan_in != hidden:
+                    raise ValueError(
+                        f"train.adapter_dir={adapter!r} was trained for a model of hidden size {fan_in}, but the base "
+                        f"model {base_model_dir} has hidden size {hidden}; set base_model to the model it was trained on."
+                    )
+                break
+    return folder
+
+
+def adopt_adapter(source: Path, adapter_dir: Path, base_model: str, base_model_dir: str, config_hash: str,
+                  max_title_chars: int, logger) -> None:
+    """Copy a trained adapter into the run's adapter folder (same contract as a trained one)."""
+    source = check_adapter(source, base_model_dir)
+    original = json.loads((source / "training.json").read_text(encoding="utf-8")) if (source / "training.json").exists() else {}
+    training = {
+        **original,
+        "config_hash": config_hash,
+        "adopted": {
+            "from": str(source), "adapter_sha256": file_sha256(source / ADAPTER_WEIGHTS),
+            "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "original_base_model": (original.get("parameters") or {}).get("base_model"),
+        },
+    }
+    training["parameters"] = {**(original.get("parameters") or {}), "base_model": base_model, "base_model_dir": base_model_dir}
+    with atomic_dir(adapter_dir) as tmp:
+        for f in source.iterdir():
+            if f.is_file() and f.name not in (".complete", "training.json"):
+                shutil.copy2(f, tmp / f.name)
+        # The base model's tokenizer where the adapter folder travelled without one.
+        for name in TOKENIZER_FILES:
+            if not (tmp / name).exists() and (Path(base_model_dir) / name).exists():
+                shutil.copy2(Path(base_model_dir) / name, tmp / name)
+        (tmp / "prompt_template.txt").write_text(
+            instruction_template().replace("{max_title_chars}", str(max_title_chars)) + "\n", encoding="utf-8"
+        )
+        (tmp / "ollama_template.txt").write_text(ollama_template(max_title_chars), encoding="utf-8")
+        (tmp / "chat_template.jinja").write_text(chat_template(), encoding="utf-8")
+        atomic_write_json(tmp / "training.json", training)
+    logger.info(
+        "Using the trained adapter %s (trained on %s, %s steps, best validation loss %s) instead of training; copied to %s",
+        source, original.get("device", "unknown device"), original.get("global_step"), original.get("best_eval_loss"), adapter_dir,
+    )
 
 
 def adapter_ready(run_dir: str, base_model: str) -> bool:

@@ -380,7 +380,7 @@ def train(config: dict) -> dict:
         raise SystemExit("device='cuda' but no CUDA device is visible")
     engine = choose_engine(config, cuda)
     if engine == "unsloth":
-        if not config["train"].get("unsloth_compile", True):
+        if not config["train"].get("unsloth_compile", False):
             # Read by Unsloth at import time; an explicit environment setting wins.
             os.environ.setdefault("UNSLOTH_COMPILE_DISABLE", "1")
             os.environ.setdefault("UNSLOTH_ENABLE_FLEX_ATTENTION", "0")

@@ -150,6 +150,44 @@ def test_tiny_gemma3n_trains(tiny_gemma3n_dir, split_dir, tmp_path):
     assert cfg["r"] == 8
 
 
+def test_trained_adapter_is_adopted_instead_of_training(tiny_gemma3_dir, split_dir, tmp_path):
+    """train.adapter_dir: no worker runs; the run's adapter folder holds the same weights and provenance."""
+    trained = _run(split_dir, tmp_path / "gpu-box", tiny_gemma3_dir, max_steps=2)
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for f in Path(trained["adapter_dir"]).iterdir():
+        if f.name != "tokenizer.json":  # travelled without the (large) tokenizer: the base model's is used
+            (shipped / f.name).write_bytes(f.read_bytes())
+
+    events = []
+    from titlegen.tasks.finetune import finetune
+
+    out = finetune(split_dir=str(split_dir), run_dir=str(tmp_path / "run"), base_model=str(tiny_gemma3_dir), epochs=1.0,
+                   max_steps=None, learning_rate=1e-4, lora_rank=4, max_title_chars=40,
+                   train=_train(adapter_dir=str(shipped)), device="cpu", on_event=events.append)
+    assert not events  # nothing trained
+    adapter = Path(out["adapter_dir"])
+    assert (adapter / ".complete").exists() and (adapter / "tokenizer.json").exists()
+    before, after = _adapter_tensors(trained["adapter_dir"]), _adapter_tensors(adapter)
+    assert before.keys() == after.keys() and all((before[k] == after[k]).all() for k in before)
+    rec = json.loads(Path(out["training_json"]).read_text())
+    assert rec["adopted"]["from"] == str(shipped.resolve()) and rec["global_step"] == 2
+    assert rec["parameters"]["base_model"] == str(tiny_gemma3_dir)
+
+    # An adapter of another width is refused with the fix, before anything is written.
+    from titlegen.tasks.finetune import check_adapter
+
+    wider = tmp_path / "wider-base"
+    wider.mkdir()
+    (wider / "config.json").write_text(json.dumps({"text_config": {"hidden_size": 2048}}))
+    with pytest.raises(ValueError, match="hidden size 64, but the base model .* has hidden size 2048; set base_model"):
+        check_adapter(shipped, str(wider))
+    with pytest.raises(ValueError, match="not a LoRA adapter folder"):
+        finetune(split_dir=str(split_dir), run_dir=str(tmp_path / "other"), base_model=str(tiny_gemma3_dir), epochs=1.0,
+                 max_steps=None, learning_rate=1e-4, lora_rank=4, max_title_chars=40,
+                 train=_train(adapter_dir=str(tmp_path)), device="cpu")
+
+
 def test_bad_base_model_fails_before_reading_data(tmp_path):
     from titlegen.models import BaseModelError
 
