@@ -1,0 +1,35 @@
+"""Training data of the worker: the lead-only augmentation (`train.augmentation='lead'`)."""
+
+from titlegen.runs import write_jsonl
+from titlegen.train_worker import build_dataset, lead_view
+
+ARTICLE = "行政院今天通過明年度總預算案，總歲出創新高。社福與國防經費增幅最大，將送立法院審議。" * 4
+
+
+def test_lead_view_cuts_at_the_last_sentence_end_inside_the_limit():
+    assert lead_view(ARTICLE, 40) == "行政院今天通過明年度總預算案，總歲出創新高。"
+    # No sentence end in the window (or only a very early one): the plain character cut.
+    assert lead_view("一二三四五六七八九十" * 10, 25) == ("一二三四五六七八九十" * 10)[:25]
+    assert lead_view("短。" + "長" * 100, 60) == ("短。" + "長" * 100)[:60]
+
+
+def test_lead_augmentation_doubles_training_rows_only(gemma_tokenizer_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gemma_tokenizer_dir)
+    rows = [{"content": ARTICLE, "title": "總預算案創新高"}, {"content": ARTICLE[::-1], "title": "另一則標題測試"}]
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    config = {"max_title_chars": 40, "train": {"max_seq_length": 512, "augmentation": "lead", "lead_chars": 40}}
+
+    plain = build_dataset(str(tmp_path / "train.jsonl"), tokenizer, config)
+    augmented = build_dataset(str(tmp_path / "train.jsonl"), tokenizer, config, augment=True)
+    assert len(plain) == 2 and len(augmented) == 4
+    assert augmented[0]["input_ids"] == plain[0]["input_ids"]
+    # The added rows are shorter prompts with the same title tokens carrying the loss.
+    lead_row, full_row = augmented[2], augmented[0]
+    assert len(lead_row["input_ids"]) < len(full_row["input_ids"])
+    title = [t for t, m in zip(full_row["input_ids"], full_row["completion_mask"]) if m]
+    assert [t for t, m in zip(lead_row["input_ids"], lead_row["completion_mask"]) if m] == title
+
+    config["train"]["augmentation"] = "none"
+    assert len(build_dataset(str(tmp_path / "train.jsonl"), tokenizer, config, augment=True)) == 2
