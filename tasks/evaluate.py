@@ -335,11 +335,12 @@ def metrics_table(metrics: dict, decision: dict) -> list[dict]:
             lo, hi = cand.get("ci", {}).get(m, [None, None])
             cand_s = f"{_fmt(cand.get(m))} [{_fmt(lo)}, {_fmt(hi)}]"
             per = {k: (_fmt(b.get(m)) if b else "—") for k, b in bl.items()}
+        # Verdict and requirement first: the Prefect UI cuts wide tables off on the right.
         rows.append({
-            "rule": c["rule"], "candidate [95% CI]": cand_s, "Lead": per.get("lead", "—"),
-            "base model": per.get("base", "—"), "champion": per.get("champion", "—"),
+            "rule": c["rule"], "result": c["status"].upper(),
             "required": ("—" if c["required"] is None else f"{'≥' if c['kind'] == 'min' else '≤'} {c['required']:.4f}"),
-            "result": c["status"].upper(),
+            "candidate [95% CI]": cand_s, "Lead": per.get("lead", "—"),
+            "base model": per.get("base", "—"), "champion": per.get("champion", "—"),
         })
     return rows
 

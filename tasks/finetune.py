@@ -315,22 +315,28 @@ def finetune(
         adapter_dir, training["global_step"], training["final_train_loss"], training["best_eval_loss"],
         training["tokens_seen"], wall,
     )
-    if _in_prefect_run():
-        from prefect.artifacts import create_markdown_artifact
-
-        uri = "data:image/png;base64," + base64.b64encode(png).decode()
-        create_markdown_artifact(
-            key="finetune-loss-curve",
-            markdown=(
-                f"# Fine-tuning loss: `{name}`\n\n![loss curve]({uri})\n\n"
-                f"| | |\n|---|---|\n| steps | {training['global_step']} |\n"
-                f"| final train loss | {training['final_train_loss']} |\n| best validation loss | {training['best_eval_loss']} |\n"
-                f"| tokens seen | {training['tokens_seen']} |\n| wall time | {wall:.0f} s |\n| device | {training['device']} |\n\n"
-                f"Adapter: `{adapter_dir}` (PNG: `{adapter_dir / 'loss_curve.png'}`)"
-            ),
-            description="Train and validation loss of the fine-tune",
-        )
+    publish_loss_curve(name, adapter_dir, training, png, f"{wall:.0f} s")
     return result
+
+
+def publish_loss_curve(name: str, adapter_dir: Path, training: dict, png: bytes, wall: str, note: str = "") -> None:
+    """The `finetune-loss-curve` markdown artifact (PNG inline as a data URI), inside a Prefect run only."""
+    if not _in_prefect_run():
+        return
+    from prefect.artifacts import create_markdown_artifact
+
+    uri = "data:image/png;base64," + base64.b64encode(png).decode()
+    create_markdown_artifact(
+        key="finetune-loss-curve",
+        markdown=(
+            f"# Fine-tuning loss: `{name}`\n\n{note}![loss curve]({uri})\n\n"
+            f"| | |\n|---|---|\n| steps | {training.get('global_step')} |\n"
+            f"| final train loss | {training.get('final_train_loss')} |\n| best validation loss | {training.get('best_eval_loss')} |\n"
+            f"| tokens seen | {training.get('tokens_seen')} |\n| wall time | {wall} |\n| device | {training.get('device')} |\n\n"
+            f"Adapter: `{adapter_dir}` (PNG: `{adapter_dir / 'loss_curve.png'}`)"
+        ),
+        description="Train and validation loss of the fine-tune",
+    )
 
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -400,6 +406,14 @@ def adopt_adapter(source: Path, adapter_dir: Path, base_model: str, base_model_d
         (tmp / "ollama_template.txt").write_text(ollama_template(max_title_chars), encoding="utf-8")
         (tmp / "chat_template.jinja").write_text(chat_template(), encoding="utf-8")
         atomic_write_json(tmp / "training.json", training)
+    png_path = adapter_dir / "loss_curve.png"
+    if not png_path.exists() and (adapter_dir / "log_history.json").exists():
+        png_path.write_bytes(loss_curve_png(json.loads((adapter_dir / "log_history.json").read_text(encoding="utf-8")), adapter_dir.name))
+    if png_path.exists():
+        publish_loss_curve(
+            adapter_dir.name, adapter_dir, training, png_path.read_bytes(), f"{original.get('train_seconds', '?')} s (training elsewhere)",
+            note=f"Adopted adapter, trained on {original.get('device', 'another machine')} (`train.adapter_dir={source}`).\n\n",
+        )
     logger.info(
         "Using the trained adapter %s (trained on %s, %s steps, best validation loss %s) instead of training; copied to %s",
         source, original.get("device", "unknown device"), original.get("global_step"), original.get("best_eval_loss"), adapter_dir,
