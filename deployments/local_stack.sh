@@ -156,7 +156,8 @@ EOF
 )"
     fi
     # One flow run at a time on this machine; the worker polls often so a run starts quickly.
-    PREFECT_WORKER_QUERY_SECONDS=2 start_bg worker "$VENV/bin/prefect" worker start --pool "$POOL" --type process --limit 1
+    # Flow runs send a heartbeat every 60 s; deployments/zombie_automation.py crashes silent ones.
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY=60 PREFECT_WORKER_QUERY_SECONDS=2 start_bg worker "$VENV/bin/prefect" worker start --pool "$POOL" --type process --limit 1
   )
 }
 
@@ -203,6 +204,8 @@ up() {
   start_ollama
   start_server
   create_pool
+  # A run whose process dies with its machine would otherwise stay `Running` in the UI forever.
+  "$VENV/bin/python" deployments/zombie_automation.py | sed 's/^/[titlegen] /' >&2
   deploy
   start_worker
   log "Prefect UI: $PREFECT_UI_URL  (runs: $PREFECT_UI_URL/runs)"
@@ -217,23 +220,39 @@ run() {
   return "$rc"
 }
 
+descendants() {  # pid: the pids of every process below it, found by parent pid (never by name)
+  local child
+  for child in $(pgrep -P "$1" 2>/dev/null); do
+    echo "$child"
+    descendants "$child"
+  done
+}
+
+groups_alive() { local g; for g in "$@"; do kill -0 -- "-$g" 2>/dev/null && return 0; done; return 1; }
+
 stop() {  # name, grace seconds: end the process group `start_bg` created, then forget it
   local name="$1" grace="$2" pid
   [[ -f "$STATE/$name.pid" ]] || return 0
   pid="$(cat "$STATE/$name.pid")"
   if kill -0 -- "-$pid" 2>/dev/null; then
     log "stopping $name (process group $pid)"
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    # Wait until every process of the group is gone, so a flow run can finish its cleanup.
+    # Prefect starts each flow run in a session of its own, and titlegen its training process too:
+    # those groups (led by a descendant of this process) are stopped with it.
+    local groups=("$pid") d
+    for d in $(descendants "$pid"); do
+      [[ "$(ps -o pgid= -p "$d" 2>/dev/null | tr -d ' ')" == "$d" ]] && groups+=("$d")
+    done
+    for d in "${groups[@]}"; do kill -TERM -- "-$d" 2>/dev/null || true; done
+    # Wait until every process of those groups is gone, so a flow run can finish its cleanup.
     local i
     for i in $(seq 1 $((grace * 4))); do
-      kill -0 -- "-$pid" 2>/dev/null || break
+      groups_alive "${groups[@]}" || break
       # Prefect's worker turns SIGTERM into an interrupt and shuts down gracefully, but after it has
       # run a flow that shutdown can hang; a second interrupt makes it exit at once.
       [[ $i -eq 20 ]] && kill -INT "$pid" 2>/dev/null
       sleep 0.25
     done
-    kill -KILL -- "-$pid" 2>/dev/null || true
+    for d in "${groups[@]}"; do kill -KILL -- "-$d" 2>/dev/null || true; done
   fi
   rm -f "$STATE/$name.pid"
 }

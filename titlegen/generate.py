@@ -181,7 +181,8 @@ def generate_titles(
     device = next(model.parameters()).device
     results: list[dict | None] = [None] * len(prompts)
     done = 0
-    for start in range(0, len(order), batch_size):
+    start = 0
+    while start < len(order):
         chunk = order[start : start + batch_size]
         width = max(len(prompts[i]) for i in chunk)
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)
@@ -189,8 +190,19 @@ def generate_titles(
         for row, i in enumerate(chunk):  # left padding: the prompt ends where generation starts
             ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
             mask[row, width - len(prompts[i]) :] = 1
-        with torch.inference_mode():
-            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
+        try:
+            with torch.inference_mode():
+                out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
+        except torch.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+            # Retry the same chunk with half the batch (down to 1) instead of failing the stage.
+            batch_size = max(1, batch_size // 2)
+            print(f"WARNING: out of GPU memory; generation batch size lowered to {batch_size} "
+                  "(set evaluation.batch_size to that to skip this retry)", flush=True)
+            del ids, mask
+            torch.cuda.empty_cache()
+            continue
         for row, i in enumerate(chunk):
             new = out[row, width:].tolist()
             stop_at = next((k for k, t in enumerate(new) if t in stops), None)
@@ -203,6 +215,7 @@ def generate_titles(
                 "prompt_tokens": len(prompts[i]),
                 "new_tokens": len(kept) + (stop_at is not None),
             }
+        start += len(chunk)
         done += len(chunk)
         if progress:
             progress(done, len(order))

@@ -246,7 +246,7 @@ PRESETS: dict[str, dict] = {
         "top": {"base_model": GPU_BASE_MODEL, "epochs": 3.0},
         "sections": {
             "train": {"per_device_batch_size": 4, "gradient_accumulation_steps": 1, "max_seq_length": 1024, "optimizer": "adamw_8bit"},
-            "evaluation": {"batch_size": 64, "score_validation": True},
+            "evaluation": {"batch_size": 128, "score_validation": True},
             "ollama": {"max_p50_ms": 500.0, "max_p95_ms": 1000.0},
         },
     },

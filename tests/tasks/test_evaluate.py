@@ -165,6 +165,34 @@ def test_generation_batched_left_padded_equals_one_by_one(fixture, request):
     assert max_new_tokens_for(40) == 52
 
 
+def test_generation_halves_the_batch_on_out_of_memory(tiny_gemma3_dir, capsys):
+    """A GPU out-of-memory error in a batch retries it smaller instead of failing the stage."""
+    import torch
+
+    from titlegen.generate import generate_titles, load_model
+
+    model, tok = load_model(str(tiny_gemma3_dir), device="cpu")
+    contents = [a for a, _ in ARTICLES[:4]]
+    reference = generate_titles(model, tok, contents, 12, batch_size=1, max_new_tokens=4)
+    real, sizes = model.generate, []
+
+    def small_memory(**kw):
+        sizes.append(kw["input_ids"].shape[0])
+        if kw["input_ids"].shape[0] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(**kw)
+
+    model.generate = small_memory
+    out = generate_titles(model, tok, contents, 12, batch_size=4, max_new_tokens=4)
+    assert sizes[:3] == [4, 2, 1] and len(sizes) == 3 + 3  # then the remaining rows one by one
+    assert [o["prediction"] for o in out] == [r["prediction"] for r in reference]
+    assert "batch size lowered to 2" in capsys.readouterr().out
+
+    model.generate = lambda **kw: (_ for _ in ()).throw(torch.OutOfMemoryError("even one row"))
+    with pytest.raises(torch.OutOfMemoryError):
+        generate_titles(model, tok, contents[:1], 12, batch_size=1, max_new_tokens=4)
+
+
 def test_generation_stops_at_end_of_turn_and_strips_it(tiny_gemma3_dir):
     """Force the tiny model to emit `<end_of_turn>` second: the prediction is the text before it."""
     import torch
