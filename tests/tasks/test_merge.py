@@ -237,16 +237,18 @@ def sensitive_gemma3n_dir(gemma_tokenizer_dir, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # 20 layers x 262k-vocabulary generation, twice: ~40-70 s on 2 cores
 def test_random_gemma3n_titles_decided_by_rounding_pass_on_tensors(sensitive_gemma3n_dir, split_dir, tmp_path):
     """The H100 E4B finding at small scale: final-hf's greedy titles differ from the adapter model's beyond
     a near-tie, yet nothing was lost: every tensor is right, and final-hf's token lies within the adapter
     model's own float32-vs-bf16 rounding noise. Such titles pass as `rounding-sensitive`."""
     adapter = make_adapter(sensitive_gemma3n_dir, tmp_path / "adapter")
     run = tmp_path / "run"
-    result = merge(str(adapter), str(sensitive_gemma3n_dir), str(split_dir), str(run), MAX_TITLE_CHARS, PUBLISH)
+    publish = PUBLISH.model_copy(update={"verify_articles": 2})
+    result = merge(str(adapter), str(sensitive_gemma3n_dir), str(split_dir), str(run), MAX_TITLE_CHARS, publish)
     v = result["verification"]
     assert v["passed"] and v["mismatches"] == 0
-    assert v["rounding_sensitive"] >= 2  # the strict rule alone would have failed the stage
+    assert v["rounding_sensitive"] >= 1  # the strict rule alone would have failed the stage (2/2 here)
     assert v["tensors"]["identical"]
     assert v["merge_tensors"]["ok"] and v["merge_tensors"]["lora_weights_changed"] == v["merge_tensors"]["lora_weights"]
     rows = json.loads((run / "merge-verification.json").read_text())["articles"]
@@ -257,27 +259,28 @@ def test_random_gemma3n_titles_decided_by_rounding_pass_on_tensors(sensitive_gem
             assert row["adapter_model"] != row["final_hf"]
 
 
-def test_lora_left_out_of_the_merge_fails_even_when_titles_cannot_tell(sensitive_gemma3n_dir, split_dir, tmp_path, monkeypatch):
-    """A LoRA that the merge drops (here: one projection's adapter zeroed inside merge_and_unload) fails the stage,
-    on a model whose titles are decided by rounding: the tensor check does not depend on the logits."""
+def test_lora_left_out_of_the_merge_fails_on_tensors(tiny_gemma3n_dir, split_dir, tmp_path, monkeypatch):
+    """A LoRA that the merge drops (here: one projection's adapter zeroed inside merge_and_unload) fails the stage
+    on the tensor check, which does not depend on the logits, so it holds for random weights too."""
     import torch
     from peft.tuners.lora import LoraModel
 
     original = LoraModel.merge_and_unload
 
     def lossy(self, *args, **kwargs):
-        for b in self.model.model.layers[3].mlp.down_proj.lora_B.values():
+        for b in self.model.model.layers[1].mlp.down_proj.lora_B.values():
             torch.nn.init.zeros_(b.weight)
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(LoraModel, "merge_and_unload", lossy)
-    adapter = make_adapter(sensitive_gemma3n_dir, tmp_path / "adapter")
+    adapter = make_adapter(tiny_gemma3n_dir, tmp_path / "adapter")
     run = tmp_path / "run"
     with pytest.raises(MergeVerificationError, match="did not fold the adapter in"):
-        merge(str(adapter), str(sensitive_gemma3n_dir), str(split_dir), str(run), MAX_TITLE_CHARS, PUBLISH)
+        merge(str(adapter), str(tiny_gemma3n_dir), str(split_dir), str(run), MAX_TITLE_CHARS, PUBLISH)
     assert not (run / "final-hf").exists()
     check = json.loads((run / "merge-verification.json").read_text())["merge_tensors"]
-    assert check["lora_not_merged"] == ["model.layers.3.mlp.down_proj.weight"]
+    assert check["lora_not_merged"] == ["model.layers.1.mlp.down_proj.weight"]
+    assert check["lora_weights_changed"] == check["lora_weights"] - 1
 
 
 class _OneStepModel:
