@@ -79,7 +79,7 @@ def main() -> None:
     from titlegen.generate import generate_titles, load_tokenizer, max_new_tokens_for
     from titlegen.runs import atomic_write_json, read_jsonl
 
-    contents = [r["content"][:1200] for r in read_jsonl(args.articles_file)][: args.articles]
+    contents = [(r.get("content") or r["input"])[:1200] for r in read_jsonl(args.articles_file)][: args.articles]
     tokenizer = load_tokenizer(args.tokenizer)
     budget = max_new_tokens_for(MAX_TITLE_CHARS)
     card = torch.cuda.get_device_name(0) if args.device == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"

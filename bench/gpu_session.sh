@@ -134,7 +134,7 @@ print("adapter", best["adapter_dir"])
 EOF
     # 4. Merge + GGUF export of E4B, then 5. evaluation throughput, each alone on the GPU.
   log "merge export e4b"
-  python3 bench/merge_export.py --model e4b --converter-pythonpath /tmp/gguf-conv --work /tmp/merge-e4b --out $R/merge_export.json \
+  python3 bench/merge_export.py --model e4b --converter-pythonpath /tmp/gguf-conv --work /tmp/merge-e4b --tokenizer $D/tokenizer --out $R/merge_export.json \
     2>&1 | tail -10 | tee -a $R/queue.log
   log "eval throughput"
   python3 bench/eval_throughput.py --device cuda --models 270m-random,e4b-random --articles 500 --batch-sizes 32,64,128 \

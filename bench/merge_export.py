@@ -41,7 +41,7 @@ def _wrapper(pythonpath: str) -> None:
     os.environ["TITLEGEN_GGUF_CONVERTER"] = str(d / "convert-hf-to-gguf")
 
 
-def _base(model: str, work: Path) -> Path:
+def _base(model: str, work: Path, tokenizer: str) -> Path:
     if model == "gemma3-270m":
         from titlegen.models import resolve_base_model
 
@@ -55,8 +55,7 @@ def _base(model: str, work: Path) -> Path:
     m.generation_config.eos_token_id = [1, 106]
     out = work / "e4b-base"
     m.save_pretrained(out)
-    tok_dir = ROOT / ".cache" / "test-assets" / "gemma-tokenizer"
-    AutoTokenizer.from_pretrained(str(tok_dir)).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tokenizer).save_pretrained(out)
     del m
     return out
 
@@ -90,6 +89,8 @@ def main() -> int:
     ap.add_argument("--ollama-host", default=None, help="verify the GGUFs there (default: skipped unless $OLLAMA_HOST)")
     ap.add_argument("--converter-pythonpath", default=None)
     ap.add_argument("--work", default=None)
+    ap.add_argument("--tokenizer", default=str(ROOT / ".cache" / "test-assets" / "gemma-tokenizer-v3"),
+                    help="Gemma tokenizer folder saved into the random E4B (on the GPU machine: /tmp/devdata/tokenizer)")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     if args.converter_pythonpath:
@@ -102,7 +103,7 @@ def main() -> int:
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-merge-"))
     t = time.perf_counter()
-    base = _base(args.model, work)
+    base = _base(args.model, work, args.tokenizer)
     adapter = _adapter(base, work / "adapter")
     prep_s = time.perf_counter() - t
     split = work / "split"
