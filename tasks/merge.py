@@ -196,30 +196,37 @@ def _compare_tensors(expected: dict[str, str], found: dict[str, str]) -> dict:
     }
 
 
-def _lora_modules(peft_model) -> dict[str, bool]:
-    """Names (as in the merged model) of the LoRA-wrapped modules -> whether their adapter changes the weight (a B != 0)."""
+def _lora_modules(peft_model, save_dtype) -> dict[str, int]:
+    """LoRA-wrapped modules (names as in the merged model) -> how many elements of their weight the merge should
+    change once rounded to `save_dtype` (W + ΔW in float32, from PEFT's own ΔW). A young adapter's ΔW can round away."""
+    import torch
     from peft.tuners.lora import LoraLayer
 
-    return {
-        name: any(bool(p.count_nonzero()) for n, p in module.named_parameters() if "lora_B" in n or "lora_embedding_B" in n)
-        for name, module in peft_model.base_model.model.named_modules() if isinstance(module, LoraLayer)
-    }
+    out = {}
+    with torch.no_grad():
+        for name, module in peft_model.base_model.model.named_modules():
+            if isinstance(module, LoraLayer):
+                w = module.get_base_layer().weight
+                delta = sum(module.get_delta_weight(a).float() for a in module.active_adapters if a in module.scaling)
+                out[name] = int(((w.float() + delta).to(save_dtype) != w.to(save_dtype)).sum())
+    return out
 
 
-def _check_merge(base: dict[str, str], merged: dict[str, str], lora: dict[str, bool]) -> dict:
-    """The merged model vs the base it came from, tensor by tensor: same names; every LoRA-wrapped weight whose adapter
-    is non-zero changed; everything else (biases, norms, embeddings, AltUp/laurel/per-layer-input modules, vision
-    and audio towers) bit-identical to the base. Catches a LoRA that merge_and_unload left out or a tensor it touched."""
+def _check_merge(base: dict[str, str], merged: dict[str, str], lora: dict[str, int], min_changed: int = 16) -> dict:
+    """The merged model vs the base it came from, tensor by tensor: same names; every LoRA-wrapped weight that the
+    merge should visibly change (>= `min_changed` elements after rounding) changed; everything else (biases, norms,
+    embeddings, AltUp/laurel/per-layer-input modules, vision and audio towers) bit-identical to the base.
+    Catches a LoRA that merge_and_unload left out, or a tensor it touched that it should not have."""
     base = {k.replace(".base_layer.", "."): v for k, v in base.items() if ".lora_" not in k}
     targeted = {f"{m}.weight" for m in lora}
-    changing = {f"{m}.weight" for m, nonzero in lora.items() if nonzero}
+    changing = {f"{m}.weight" for m, n in lora.items() if n >= min_changed}
     missing = sorted(set(base) - set(merged))
     unexpected = sorted(set(merged) - set(base))
     unchanged = sorted(k for k in changing & set(merged) if merged[k] == base.get(k))
     altered = sorted(k for k in (set(base) & set(merged)) - targeted if merged[k] != base[k])
     return {
         "ok": not (missing or unexpected or unchanged or altered), "tensors": len(merged), "lora_weights": len(targeted),
-        "lora_weights_changed": len(changing) - len(unchanged),
+        "lora_weights_expected_to_change": len(changing), "lora_weights_changed": len(changing) - len(unchanged),
         "missing": missing[:20], "unexpected": unexpected[:20], "lora_not_merged": unchanged[:20], "altered_without_lora": altered[:20],
     }
 
@@ -341,7 +348,7 @@ def build_final_hf(spec: dict) -> dict:
     timings["reference_generate_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    lora = _lora_modules(model)
+    lora = _lora_modules(model, save_dtype)
     base_tensors = _tensor_digests(model.base_model.model, save_dtype)
     merged = model.merge_and_unload().to(dtype=save_dtype)
     merged.config.dtype = save_dtype
@@ -464,8 +471,8 @@ def _write_final_hf(spec: dict, final: Path, run: Path, logger) -> dict:
         check = verification.get("merge_tensors", {"ok": True})
         if not check["ok"]:
             raise MergeVerificationError(
-                f"The merge did not fold the adapter in as expected: {check['lora_weights_changed']}/{check['lora_weights']} "
-                f"LoRA-wrapped weights changed; not merged: {check['lora_not_merged'][:3]}, changed without a LoRA: "
+                f"The merge did not fold the adapter in as expected: {check['lora_weights_changed']}/"
+                f"{check['lora_weights_expected_to_change']} LoRA-wrapped weights changed; not merged: {check['lora_not_merged'][:3]}, changed without a LoRA: "
                 f"{check['altered_without_lora'][:3]}, missing: {check['missing'][:3]}, unexpected: {check['unexpected'][:3]}. "
                 f"Details in {run / 'merge-verification.json'}; no final-hf was written."
             )
