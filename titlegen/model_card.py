@@ -301,7 +301,9 @@ def _export_rows(export: Any, gguf_check: Any) -> list[tuple[str, Any]]:
         if isinstance(v, dict) and "passed" in v:
             rows.append(("final-hf = adapter model (greedy titles)",
                          f"{'passed' if v['passed'] else 'FAILED'}: {v.get('equal', '?')}/{v.get('n', '?')} equal, "
-                         f"{v.get('near_ties', 0)} near-ties, {v.get('mismatches', 0)} mismatches"))
+                         f"{v.get('near_ties', 0)} near-ties, {v.get('rounding_sensitive', 0)} rounding-sensitive, "
+                         f"{v.get('mismatches', 0)} mismatches"
+                         + ("; tensors bit-identical to the merged model" if (v.get("tensors") or {}).get("identical") else "")))
         if not rows:
             rows = _scalars(export, limit=12)
     if isinstance(gguf_check, dict) and gguf_check.get("status"):

@@ -425,7 +425,7 @@ def test_upload_creates_repo_with_files_card_and_one_commit(hub, tmp_path, monke
         "| train.max_seq_length | `512` |", "(137 articles)",
         "| **this model** | 0.4124 [0.3871, 0.4390] | 0.2124 [0.1871, 0.2390] | 0.3124 [0.2871, 0.3390] | 0.3624 [0.3371, 0.3890] | 2.0% |",
         "| Lead baseline (first sentence) |", "| base model, not fine-tuned |", "+0.1622 [+0.1301, +0.1950]",
-        "| final-hf = adapter model (greedy titles) | `passed: 7/8 equal, 1 near-ties, 0 mismatches` |",
+        "| final-hf = adapter model (greedy titles) | `passed: 7/8 equal, 1 near-ties, 0 rounding-sensitive, 0 mismatches` |",
         "| GGUF Q8_0 titles equal to final-hf | `6/8` |", "寫出一則精簡", "AutoModelForCausalLM",
         f"ollama run hf.co/{REPO}:Q8_0", "id_ed25519.pub", "Text only", "(text only)",
     ):
