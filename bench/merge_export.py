@@ -60,7 +60,13 @@ def _base(model: str, work: Path, tokenizer: str) -> Path:
     return out
 
 
-def _adapter(base: Path, out: Path) -> Path:
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def random_adapter(base: Path, out: Path, device: str = "cpu", save_tokenizer: bool = True) -> Path:
+    """A LoRA adapter of r=8 on the language model's projections with lora_B ~ N(0, 0.01) (a visible change)."""
+    import gc
+
     import torch
     import transformers
     from peft import LoraConfig, get_peft_model
@@ -68,16 +74,18 @@ def _adapter(base: Path, out: Path) -> Path:
 
     torch.manual_seed(0)
     arch = AutoConfig.from_pretrained(base).architectures[0]
-    model = getattr(transformers, arch).from_pretrained(base, dtype=torch.bfloat16)
-    targets = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)" if "Conditional" in arch else \
-        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    model = getattr(transformers, arch).from_pretrained(base, dtype=torch.bfloat16).to(device)
+    targets = r".*language_model.*\.(" + "|".join(TARGETS) + ")" if "Conditional" in arch else TARGETS
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=8, target_modules=targets))
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "lora_B" in n:
                 p.normal_(0, 0.01)
     model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(base).save_pretrained(out)
+    if save_tokenizer:
+        AutoTokenizer.from_pretrained(base).save_pretrained(out)
+    del model
+    gc.collect()
     return out
 
 
@@ -104,7 +112,7 @@ def main() -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-merge-"))
     t = time.perf_counter()
     base = _base(args.model, work, args.tokenizer)
-    adapter = _adapter(base, work / "adapter")
+    adapter = random_adapter(base, work / "adapter")
     prep_s = time.perf_counter() - t
     split = work / "split"
     split.mkdir(parents=True, exist_ok=True)

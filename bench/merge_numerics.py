@@ -35,7 +35,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "merge_numerics.json"
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+sys.path.insert(0, str(ROOT / "bench"))
+from merge_export import random_adapter  # noqa: E402  (the adapter the E4B benchmark used)
 
 
 def reduced_config(hidden: int, layers: int, vocab: int, sparsity: float):
@@ -99,28 +100,6 @@ def make_base(kind: str, out: Path, args) -> Path:
         from transformers import Gemma3nForCausalLM
 
         model = Gemma3nForCausalLM(reduced_config(args.hidden, args.layers, args.vocab, 0.95)).to(torch.bfloat16)
-    model.save_pretrained(out)
-    del model
-    gc.collect()
-    return out
-
-
-def make_adapter(base: Path, out: Path, device: str) -> Path:
-    """As bench/merge_export.py: r=8 on the language model's projections, lora_B ~ N(0, 0.01)."""
-    import torch
-    import transformers
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoConfig
-
-    torch.manual_seed(0)
-    arch = AutoConfig.from_pretrained(base).architectures[0]
-    model = getattr(transformers, arch).from_pretrained(base, dtype=torch.bfloat16).to(device)
-    targets = r".*language_model.*\.(" + "|".join(TARGETS) + ")" if "Conditional" in arch else TARGETS
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=8, target_modules=targets))
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.01)
     model.save_pretrained(out)
     del model
     gc.collect()
@@ -209,7 +188,7 @@ def run(kind: str, args) -> dict:
     work = Path(args.work or tempfile.mkdtemp(prefix="merge-numerics-"))
     t0 = time.perf_counter()
     base = make_base(kind, work / "base", args)
-    adapter = make_adapter(base, work / "adapter", device)
+    adapter = random_adapter(base, work / "adapter", device, save_tokenizer=False)
     config = AutoConfig.from_pretrained(base)
     cls = getattr(transformers, config.architectures[0])
     text = config.get_text_config()
