@@ -82,11 +82,14 @@ prefect() { "$VENV/bin/prefect" "$@"; }
 
 alive() { [[ -f "$STATE/$1.pid" ]] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
 
-healthy() { "$VENV/bin/python" - "$PREFECT_API_URL" <<'EOF' 2>/dev/null
+answers() {  # URL: whether it answers 200 within 2 s
+  "$VENV/bin/python" - "$1" <<'EOF' 2>/dev/null
 import sys, httpx
-sys.exit(0 if httpx.get(sys.argv[1] + "/health", timeout=2).status_code == 200 else 1)
+sys.exit(0 if httpx.get(sys.argv[1], timeout=2).status_code == 200 else 1)
 EOF
 }
+
+healthy() { answers "$PREFECT_API_URL/health"; }
 
 start_bg() {  # name, command...: start detached in its own process group, record the pid
   local name="$1"; shift
@@ -163,11 +166,7 @@ EOF
 
 ollama_url() { local h="${OLLAMA_HOST:-127.0.0.1:11434}"; [[ "$h" == http* ]] || h="http://$h"; echo "$h"; }
 
-ollama_up() { "$VENV/bin/python" - "$(ollama_url)" <<'EOF' 2>/dev/null
-import sys, httpx
-sys.exit(0 if httpx.get(sys.argv[1] + "/api/version", timeout=2).status_code == 200 else 1)
-EOF
-}
+ollama_up() { answers "$(ollama_url)/api/version"; }
 
 start_ollama() {
   [[ "${TITLEGEN_OLLAMA:-off}" == start ]] || return 0

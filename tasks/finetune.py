@@ -222,7 +222,8 @@ def finetune(
         "cuda": cuda,
     }
     if train.adapter_dir:
-        identity["adopted_adapter_sha256"] = file_sha256(check_adapter(train.adapter_dir, base_model_dir) / ADAPTER_WEIGHTS)
+        adopted = check_adapter(train.adapter_dir, base_model_dir)
+        identity["adopted_adapter_sha256"] = file_sha256(adopted / ADAPTER_WEIGHTS)
     config_hash = fingerprint(identity, 16)
     result = {"adapter_dir": str(adapter_dir), "base_model_dir": base_model_dir, "training_json": str(adapter_dir / "training.json")}
 
@@ -233,7 +234,8 @@ def finetune(
             return result
 
     if train.adapter_dir:
-        adopt_adapter(Path(train.adapter_dir), adapter_dir, base_model, base_model_dir, config_hash, max_title_chars, logger)
+        adopt_adapter(adopted, identity["adopted_adapter_sha256"], adapter_dir, base_model, base_model_dir, config_hash,
+                      max_title_chars, logger)
         return result
 
     ckpt_root = run / "checkpoints"
@@ -300,11 +302,7 @@ def finetune(
         for f in staging.iterdir():
             if f.name != "worker_result.json":
                 shutil.copy2(f, tmp / f.name)
-        (tmp / "prompt_template.txt").write_text(
-            instruction_template().replace("{max_title_chars}", str(max_title_chars)) + "\n", encoding="utf-8"
-        )
-        (tmp / "ollama_template.txt").write_text(ollama_template(max_title_chars), encoding="utf-8")
-        (tmp / "chat_template.jinja").write_text(chat_template(), encoding="utf-8")
+        write_templates(tmp, max_title_chars)
         (tmp / "loss_curve.png").write_bytes(png)
         atomic_write_json(tmp / "training.json", training)
     shutil.rmtree(staging, ignore_errors=True)
@@ -317,6 +315,15 @@ def finetune(
     )
     publish_loss_curve(name, adapter_dir, training, png, f"{wall:.0f} s")
     return result
+
+
+def write_templates(folder: Path, max_title_chars: int) -> None:
+    """The prompt, Ollama and chat templates of this run, rendered from prompt_templates/ into the adapter folder."""
+    (folder / "prompt_template.txt").write_text(
+        instruction_template().replace("{max_title_chars}", str(max_title_chars)) + "\n", encoding="utf-8"
+    )
+    (folder / "ollama_template.txt").write_text(ollama_template(max_title_chars), encoding="utf-8")
+    (folder / "chat_template.jinja").write_text(chat_template(), encoding="utf-8")
 
 
 def publish_loss_curve(name: str, adapter_dir: Path, training: dict, png: bytes, wall: str, note: str = "") -> None:
@@ -377,16 +384,15 @@ def check_adapter(adapter: str | Path, base_model_dir: str) -> Path:
     return folder
 
 
-def adopt_adapter(source: Path, adapter_dir: Path, base_model: str, base_model_dir: str, config_hash: str,
+def adopt_adapter(source: Path, sha256: str, adapter_dir: Path, base_model: str, base_model_dir: str, config_hash: str,
                   max_title_chars: int, logger) -> None:
-    """Copy a trained adapter into the run's adapter folder (same contract as a trained one)."""
-    source = check_adapter(source, base_model_dir)
+    """Copy a trained adapter (already passed by `check_adapter`) into the run's adapter folder (same contract as a trained one)."""
     original = json.loads((source / "training.json").read_text(encoding="utf-8")) if (source / "training.json").exists() else {}
     training = {
         **original,
         "config_hash": config_hash,
         "adopted": {
-            "from": str(source), "adapter_sha256": file_sha256(source / ADAPTER_WEIGHTS),
+            "from": str(source), "adapter_sha256": sha256,
             "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "original_base_model": (original.get("parameters") or {}).get("base_model"),
         },
@@ -400,11 +406,7 @@ def adopt_adapter(source: Path, adapter_dir: Path, base_model: str, base_model_d
         for name in TOKENIZER_FILES:
             if not (tmp / name).exists() and (Path(base_model_dir) / name).exists():
                 shutil.copy2(Path(base_model_dir) / name, tmp / name)
-        (tmp / "prompt_template.txt").write_text(
-            instruction_template().replace("{max_title_chars}", str(max_title_chars)) + "\n", encoding="utf-8"
-        )
-        (tmp / "ollama_template.txt").write_text(ollama_template(max_title_chars), encoding="utf-8")
-        (tmp / "chat_template.jinja").write_text(chat_template(), encoding="utf-8")
+        write_templates(tmp, max_title_chars)
         atomic_write_json(tmp / "training.json", training)
     png_path = adapter_dir / "loss_curve.png"
     if not png_path.exists() and (adapter_dir / "log_history.json").exists():
