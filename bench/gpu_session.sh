@@ -8,7 +8,7 @@
 # waits and copies the results to $OUT. Every stage writes into /tmp/gpu-results as it finishes,
 # so a lease that ends early still returns what was measured.
 #
-#   bash bench/gpu_session.sh boot          # carry .site .cache/carry/boot
+#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (all) or queue-finish
 #   bash bench/gpu_session.sh install       # carry .whl
 #   bash bench/gpu_session.sh part N        # carry .cache/carry/gguf-N
 #   bash bench/gpu_session.sh collect SECS  # waits up to SECS, then copies results to $OUT
@@ -50,7 +50,7 @@ boot)
   mkdir -p /tmp/gguf-conv && tar xzf .cache/carry/boot/gguf-conv.tgz -C /tmp/gguf-conv
   for f in bench/results/*.json; do cp "$f" $R/; done
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee $R/gpu.txt
-  cd $REPO && setsid nohup bash bench/gpu_session.sh queue > $R/queue.out 2>&1 < /dev/null &
+  cd $REPO && setsid nohup bash bench/gpu_session.sh "${2:-queue}" > $R/queue.out 2>&1 < /dev/null &
   sleep 5; cat $R/queue.log
   ;;
 install)
@@ -103,6 +103,40 @@ print(best if best is not None else "+nocompile")
 EOF
 )
   bash bench/gpu_session.sh queue-from "$V"
+  ;;
+queue-finish)  # batch-8 probe, one whole PTS-sized E4B fine-tune, lead augmentation, E4B merge + GGUF
+  D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
+  log "queue-finish start on $(head -2 $R/gpu.txt | tail -1)"
+  python3 bench/train_throughput.py models $D $M 2>&1 | tail -3 | tee -a $R/queue.log
+  # 1. Batch 8 (QLoRA, 16-bit, 16-bit without gradient checkpointing), one case at a time.
+  P=e4b-unsloth-4bit-b8+nocompile,e4b-unsloth-16bit-b8+nocompile,e4b-unsloth-16bit-b8-nogc+nocompile
+  log "batch-8 probe"
+  python3 bench/train_throughput.py run $D $M --timeout 150 --out $R/train_throughput.json --cases $P \
+    2>&1 | tail -7 | tee -a $R/queue.log
+  # 2. The whole PTS-sized fine-tune: QLoRA (the preset's default) if it projects within 9.5 min, else the fastest.
+  FULL=$(P=$P python3 - <<'EOF'
+import json, os
+rows = {r["case"]: r for r in json.load(open("/tmp/gpu-results/train_throughput.json"))["rows"]}
+est = {c: (rows.get(c, {}).get("pts_finetune_estimate") or {}).get("total_min") for c in os.environ["P"].split(",")}
+est = {c: m for c, m in est.items() if m}
+q = "e4b-unsloth-4bit-b8+nocompile"
+print(q if est.get(q, 99) <= 9.5 or not est else min(est, key=est.get))
+EOF
+)
+  log "full PTS-sized fine-tune: $FULL"
+  python3 bench/train_throughput.py run $D $M --full-pts --timeout 900 --out $R/train_full_pts.json --cases $FULL \
+    2>&1 | tail -4 | tee -a $R/queue.log
+  # 3. Lead augmentation against its twin (quality, not timing) beside 4. the E4B merge + GGUF export.
+  for _ in $(seq 120); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
+  log "lead augmentation sweep + merge export e4b"
+  python3 bench/quality_sweep.py run $B/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf --unsloth-compile off \
+    --configs e2-lr5e-4-r16,e2-lr5e-4-r16-lead --timeout 560 --out $R/quality_lead.json > $R/quality_lead.out 2>&1 &
+  QS=$!
+  python3 bench/merge_export.py --model e4b --converter-pythonpath /tmp/gguf-conv --work /tmp/merge-e4b --tokenizer $D/tokenizer \
+    --out $R/merge_export.json 2>&1 | tail -10 | tee -a $R/queue.log
+  wait $QS; tail -4 $R/quality_lead.out | tee -a $R/queue.log
+  log "queue done"
+  touch $R/queue.done
   ;;
 queue-from)  # the queue after the diagnosis, for a chosen variant ("", +noflex or +nocompile)
   D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot V=$2

@@ -132,7 +132,7 @@ def main() -> int:
         "prepare_base_and_adapter_s": round(prep_s, 1),
         "final_hf_bytes": sum(v for k, v in meta["files"].items() if k.endswith(".safetensors")),
         "gguf_bytes": {t: f["bytes"] for t, f in gmeta["files"].items()},
-        "verification": {k: result["verification"][k] for k in ("passed", "n", "equal", "near_ties", "max_first_token_abs_logit_diff")},
+        "verification": {k: result["verification"].get(k) for k in ("passed", "n", "equal", "near_ties", "rounding_sensitive", "mismatches", "max_first_token_abs_logit_diff", "tensors", "merge_tensors")},
         "gguf_verification": result["gguf_verification"]["status"],
         "kv_shared_tensors": meta["kv_shared_tensors"],
         "command": "python " + " ".join(sys.argv),

@@ -76,6 +76,24 @@ def run_one(name: str, split_dir: str, base_model: str, work: str, unsloth_compi
             "metrics": json.loads(Path(scored["metrics_path"]).read_text())}
 
 
+def versus_twin(rows: list[dict]) -> None:
+    """Paired test ROUGE-L difference of each `<config>-lead` row to its `<config>` twin (same test articles)."""
+    from titlegen.runs import read_jsonl
+    from titlegen.metrics import paired_difference, score_examples
+
+    by_name = {r["config"]: r for r in rows if "metrics" in r}
+    for name, row in by_name.items():
+        twin = by_name.get(name.removesuffix("-lead")) if name.endswith("-lead") else None
+        if twin is None:
+            continue
+        a, b = (read_jsonl(Path(r["metrics_path"]).parent / "predictions.test.jsonl") for r in (row, twin))
+        if [x["id"] for x in a] != [x["id"] for x in b]:
+            raise ValueError(f"{name} and {twin['config']} were scored on different test articles")
+        per = [score_examples([x["prediction"] for x in p], [x["reference"] for x in p]) for p in (a, b)]
+        d = paired_difference(*per)["rouge_l"]
+        row["minus_twin"] = {"twin": twin["config"], "rouge_l": round(d["diff"], 4), "ci": [round(x, 4) for x in d["ci"]]}
+
+
 def headline(row: dict) -> dict:
     """Validation and test ROUGE-L of the candidate, the baselines, and the paired difference to Lead."""
     m = row["metrics"]
@@ -90,6 +108,7 @@ def headline(row: dict) -> dict:
         "minus_lead": round(d["diff"], 4),
         "minus_lead_ci": [round(x, 4) for x in d["ci"]],
         "checks_any": m["candidate"]["checks"]["any"],
+        **({"minus_twin": row["minus_twin"]} if "minus_twin" in row else {}),
     }
 
 
@@ -146,6 +165,7 @@ def main() -> None:
         else:
             tail = (work / f"{n}.log").read_text(errors="replace").splitlines()[-20:]
             rows.append({"config": n, "exit": code, "error_tail": tail})
+    versus_twin(rows)
     device = next((r["training"]["device"] for r in rows if r.get("training")), None)
     doc = {"description": __doc__.split("\n\n")[0], "card": device, "concurrent_configs": len(names),
            "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
