@@ -79,9 +79,10 @@ collect)
   end=$((SECONDS + ${2:-0}))
   while [ $SECONDS -lt $end ] && [ ! -e $R/queue.done ]; do sleep 10; done
   tail -40 $R/queue.log
-  cp $R/*.json $R/*.txt $R/*.log "$OUT"/ 2>/dev/null
+  # One archive: a call brings back only a few files.
+  tar czf "$OUT"/results.tgz -C $R --exclude adapter.tgz . && cp $R/queue.log "$OUT"/
   [ -e $R/adapter.tgz ] && cp $R/adapter.tgz "$OUT"/
-  ls "$OUT"
+  ls -l "$OUT"
   ;;
 queue)
   D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot

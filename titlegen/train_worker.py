@@ -409,7 +409,10 @@ def train(config: dict) -> dict:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t_train = time.time()
-    result = trainer.train(resume_from_checkpoint=resume)
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    except torch.OutOfMemoryError as e:
+        raise SystemExit(out_of_memory_advice(config, torch.cuda.get_device_properties(0).total_memory)) from e
     train_seconds = time.time() - t_train
     state = trainer.state
     progress = next(c for c in trainer.callback_handler.callbacks if hasattr(c, "marks"))
@@ -469,6 +472,23 @@ def train(config: dict) -> dict:
     (out / "worker_result.json").write_text(json.dumps(record, indent=2, ensure_ascii=False))
     emit("done", **{k: record[k] for k in ("global_step", "final_train_loss", "best_eval_loss", "tokens_seen", "wall_seconds")})
     return record
+
+
+def out_of_memory_advice(config: dict, total_bytes: int) -> str:
+    """What to change when training ran out of GPU memory (the checkpoints written so far are kept)."""
+    t = config["train"]
+    batch, accumulation = t["per_device_batch_size"], t["gradient_accumulation_steps"]
+    fixes = []
+    if batch > 1:
+        fixes.append(f"train.per_device_batch_size={batch // 2} with train.gradient_accumulation_steps={accumulation * 2} "
+                     "(same effective batch)")
+    if t["quantization"] == "16bit":
+        fixes.append("train.quantization='4bit' (QLoRA)")
+    if not t.get("gradient_checkpointing", True):
+        fixes.append("train.gradient_checkpointing=true")
+    fixes.append(f"a shorter train.max_seq_length (now {t['max_seq_length']})")
+    return (f"CUDA out of memory while training at per_device_batch_size={batch}, quantization={t['quantization']} on a "
+            f"{total_bytes / 2**30:.0f} GiB GPU. Re-run with " + ", or ".join(fixes) + "; the run resumes from its last checkpoint.")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
-"""Training data of the worker: the lead-only augmentation (`train.augmentation='lead'`)."""
+"""The training worker: the lead-only augmentation (`train.augmentation='lead'`), the out-of-memory advice."""
 
 from titlegen.runs import write_jsonl
-from titlegen.train_worker import build_dataset, lead_view
+from titlegen.train_worker import build_dataset, lead_view, out_of_memory_advice
 
 ARTICLE = "行政院今天通過明年度總預算案，總歲出創新高。社福與國防經費增幅最大，將送立法院審議。" * 4
 
@@ -33,3 +33,17 @@ def test_lead_augmentation_doubles_training_rows_only(gemma_tokenizer_dir, tmp_p
 
     config["train"]["augmentation"] = "none"
     assert len(build_dataset(str(tmp_path / "train.jsonl"), tokenizer, config, augment=True)) == 2
+
+
+def test_out_of_memory_advice_names_the_parameters_to_change():
+    train = {"per_device_batch_size": 8, "gradient_accumulation_steps": 1, "quantization": "16bit",
+             "gradient_checkpointing": False, "max_seq_length": 1024}
+    advice = out_of_memory_advice({"train": train}, 80 * 2**30)
+    assert "per_device_batch_size=8, quantization=16bit on a 80 GiB GPU" in advice
+    for fix in ("train.per_device_batch_size=4 with train.gradient_accumulation_steps=2", "train.quantization='4bit'",
+                "train.gradient_checkpointing=true", "train.max_seq_length (now 1024)", "resumes from its last checkpoint"):
+        assert fix in advice
+    # Already at the smallest settings: only what is left to change.
+    small = out_of_memory_advice({"train": {**train, "per_device_batch_size": 1, "quantization": "4bit", "gradient_checkpointing": True}}, 16 * 2**30)
+    assert "per_device_batch_size=" not in small.split("Re-run with")[1] and "4bit'" not in small
+    assert "max_seq_length" in small
