@@ -8,7 +8,7 @@
 # waits and copies the results to $OUT. Every stage writes into /tmp/gpu-results as it finishes,
 # so a lease that ends early still returns what was measured.
 #
-#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (all) or queue-finish
+#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (all), queue-finish or queue-rest
 #   bash bench/gpu_session.sh install       # carry .whl
 #   bash bench/gpu_session.sh part N        # carry .cache/carry/gguf-N
 #   bash bench/gpu_session.sh collect SECS  # waits up to SECS, then copies results to $OUT
@@ -136,6 +136,22 @@ EOF
   python3 bench/merge_export.py --model e4b --converter-pythonpath /tmp/gguf-conv --work /tmp/merge-e4b --tokenizer $D/tokenizer \
     --out $R/merge_export.json 2>&1 | tail -10 | tee -a $R/queue.log
   wait $QS; tail -4 $R/quality_lead.out | tee -a $R/queue.log
+  log "queue done"
+  touch $R/queue.done
+  ;;
+queue-rest)  # what queue-finish left: the E4B merge + GGUF alone (disk: ~55 GB), then lead augmentation vs its twin
+  D=/tmp/devdata B=.cache/carry/boot
+  log "queue-rest start on $(head -2 $R/gpu.txt | tail -1); $(df -h /tmp | tail -1)"
+  python3 bench/merge_export.py --model e4b --converter-pythonpath /tmp/gguf-conv --work /tmp/merge-e4b --tokenizer $D/tokenizer \
+    --out $R/merge_export.json > $R/merge_export.out 2>&1
+  tail -4 $R/merge_export.out | tee -a $R/queue.log
+  rm -rf /tmp/merge-e4b
+  for _ in $(seq 120); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
+  # The lead config trains on twice the rows (~2x the twin's 400 s when they share the GPU).
+  log "lead augmentation sweep"
+  python3 bench/quality_sweep.py run $B/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf --unsloth-compile off \
+    --configs e2-lr5e-4-r16,e2-lr5e-4-r16-lead --timeout 1200 --out $R/quality_lead.json > $R/quality_lead.out 2>&1
+  tail -4 $R/quality_lead.out | tee -a $R/queue.log
   log "queue done"
   touch $R/queue.done
   ;;

@@ -49,6 +49,10 @@ class MergeVerificationError(RuntimeError):
     """final-hf or a GGUF does not reproduce the adapter model's titles; the message says where."""
 
 
+class NotEnoughDiskSpace(OSError):
+    """The run folder's disk cannot hold final-hf and the GGUF files; the message says what to change."""
+
+
 # ---------------------------------------------------------------- inputs
 
 
@@ -81,6 +85,64 @@ def source_fingerprint(adapter_dir: str | Path, base_model_dir: str, publish: Pu
         "adapter": files, "base": str(base_model_dir), "dtype": publish.merged_dtype,
         "shard": publish.max_shard_size, "chat_template": hashlib.sha256(chat_template().encode()).hexdigest(),
     }, 16)
+
+
+# Bytes per parameter of what merge writes: final-hf in its dtype, and each GGUF type (Q8_0 stores
+# 32 int8 weights plus one fp16 scale per block). Measured on Gemma 3 270M: final-hf 536 MB,
+# F16 543 MB, Q8_0 292 MB (bench/results/merge_export.json).
+BYTES_PER_PARAM = {"bfloat16": 2.0, "float16": 2.0, "float32": 4.0, "f16": 2.0, "bf16": 2.0, "f32": 4.0, "q8_0": 34 / 32}
+_SAFETENSORS_DTYPE_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def checkpoint_parameters(folder: str | Path) -> tuple[int, str | None]:
+    """(parameter count, widest floating dtype) of a folder's *.safetensors, read from their headers only."""
+    count, dtypes = 0, set()
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+        for name, info in header.items():
+            if name != "__metadata__":
+                n = 1
+                for d in info["shape"]:
+                    n *= d
+                count += n
+                dtypes.add(info["dtype"])
+    widest = next((d for d in ("F32", "BF16", "F16") if d in dtypes), None)
+    return count, widest
+
+
+def disk_needed(base_model_dir: str | Path, publish: PublishParams, final_hf: bool, gguf: bool) -> dict[str, int]:
+    """Bytes that merge is about to write, per output (`final-hf`, `gguf/<type>`); {} when the base size is unknown.
+
+    An upper bound: the base's vision and audio towers count although Gemma 3n's GGUF leaves them out."""
+    params, stored = checkpoint_parameters(base_model_dir)
+    if not params:
+        return {}
+    if publish.merged_dtype != "auto":
+        dtype = publish.merged_dtype
+    else:  # as _resolve_dtype: the base's own 16-bit dtype, else bfloat16
+        dtype = {"F16": "float16", "BF16": "bfloat16"}.get(stored or "", "bfloat16")
+    out = {"final-hf": int(params * BYTES_PER_PARAM[dtype])} if final_hf else {}
+    if gguf:
+        out |= {f"gguf/{t}": int(params * BYTES_PER_PARAM[t]) for t in publish.gguf_types}
+    return out
+
+
+def check_disk_space(run: Path, needed: dict[str, int]) -> None:
+    """Fail before any work when the run folder's disk cannot take `needed` (a full disk otherwise stops the GGUF conversion minutes in)."""
+    if not needed:
+        return
+    probe = next(p for p in (run, *run.parents) if p.exists())
+    free = shutil.disk_usage(probe).free
+    total = sum(needed.values())
+    types = [k.split("/", 1)[1] for k in needed if k.startswith("gguf/")]
+    if total > free:
+        parts = ", ".join(f"{k} ~{v / 1e9:.1f} GB" for k, v in needed.items())
+        raise NotEnoughDiskSpace(
+            f"merge needs about {total / 1e9:.1f} GB free on the disk of {run} ({parts}) but {free / 1e9:.1f} GB is free. "
+            "Free space there, set output_root to a larger disk, or export fewer GGUF types "
+            f"(publish.gguf_types; this run converts {types})."
+        )
 
 
 def _build_spec(adapter_dir, base_model_dir, out_dir, articles, max_title_chars, publish, source) -> dict:
@@ -534,6 +596,12 @@ def merge(
 
     meta = _reusable(final, source)
     reused_final = meta is not None
+    gguf_dir = run / "gguf"
+    stem = f"titlegen-{slug(str(base_model_dir))}"
+    gguf_source = fingerprint({"final_hf": source, "types": sorted(publish.gguf_types), "converter": gguf_lib.CONVERTER_REQUIREMENT}, 16)
+    gmeta = _reusable(gguf_dir, gguf_source)
+    reused_gguf = gmeta is not None
+    check_disk_space(run, disk_needed(base_model_dir, publish, final_hf=not reused_final, gguf=not reused_gguf))
     if reused_final:
         logger.info("final-hf for this adapter is complete at %s: reusing it", final)
     else:
@@ -549,11 +617,6 @@ def merge(
                 "tensors alone. A trained adapter's titles do not do that.", v["rounding_sensitive"], v["n"])
     references = json.loads((final / "verification-titles.json").read_text())
 
-    gguf_dir = run / "gguf"
-    stem = f"titlegen-{slug(str(base_model_dir))}"
-    gguf_source = fingerprint({"final_hf": source, "types": sorted(publish.gguf_types), "converter": gguf_lib.CONVERTER_REQUIREMENT}, 16)
-    gmeta = _reusable(gguf_dir, gguf_source)
-    reused_gguf = gmeta is not None
     if not reused_gguf:
         gmeta = {"source_fingerprint": gguf_source, "converter": gguf_lib.CONVERTER_REQUIREMENT, "files": {}, "convert_s": {}}
         with atomic_dir(gguf_dir) as tmp:

@@ -88,6 +88,11 @@ def test_merge_gemma3_layout_verification_and_reuse(tiny_gemma3_dir, gemma3_adap
     assert not torch.equal(merged[key].float(), base[key].to(torch.bfloat16).float())
     assert torch.allclose(merged[key].float(), expected, atol=2e-2, rtol=1e-2)
 
+    # The disk pre-check's estimate of final-hf is the size written (tied embeddings saved once: within 2 %).
+    written = sum(f.stat().st_size for f in final.glob("*.safetensors"))
+    estimate = merge_mod.disk_needed(tiny_gemma3_dir, PUBLISH, final_hf=True, gguf=False)["final-hf"]
+    assert abs(estimate - written) / written < 0.02, (estimate, written)
+
     # GGUF verification that did not run says so: skipped, never passed.
     assert result["gguf_verification"]["status"] == "skipped"
     assert json.loads((run / "gguf" / "verification.json").read_text())["status"] == "skipped"
@@ -191,6 +196,28 @@ def test_bad_inputs_name_the_fix(tiny_gemma3_dir, gemma3_adapter, tmp_path):
         merge(str(gemma3_adapter), str(tiny_gemma3_dir), str(tmp_path), str(tmp_path / "run"), MAX_TITLE_CHARS, PUBLISH)
     with pytest.raises(FileNotFoundError, match="PEFT save_pretrained folder"):
         merge(str(tmp_path), str(tiny_gemma3_dir), str(tmp_path), str(tmp_path / "run"), MAX_TITLE_CHARS, PUBLISH)
+
+
+def test_checkpoint_parameters_read_from_headers(tiny_gemma3_dir):
+    params, dtype = merge_mod.checkpoint_parameters(tiny_gemma3_dir)
+    assert params == sum(t.numel() for t in _tensors(tiny_gemma3_dir).values())
+    assert dtype in {"F32", "BF16", "F16"}
+    assert merge_mod.checkpoint_parameters(tiny_gemma3_dir / "nowhere") == (0, None)
+
+
+def test_too_small_a_disk_fails_before_anything_is_written(tiny_gemma3_dir, gemma3_adapter, split_dir, tmp_path, monkeypatch):
+    import collections
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(merge_mod.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    publish = PUBLISH.model_copy(update={"gguf_types": ["q8_0", "f16"]})
+    run = tmp_path / "run"
+    with pytest.raises(merge_mod.NotEnoughDiskSpace) as e:
+        merge(str(gemma3_adapter), str(tiny_gemma3_dir), str(split_dir), str(run), MAX_TITLE_CHARS, publish)
+    message = str(e.value)
+    for part in ("final-hf ~", "gguf/q8_0 ~", "gguf/f16 ~", "0.0 GB is free", "output_root", "publish.gguf_types", "['q8_0', 'f16']"):
+        assert part in message, part
+    assert not run.exists() or not any(run.iterdir())
 
 
 def test_missing_converter_names_the_fix(tmp_path, monkeypatch):
