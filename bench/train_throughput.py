@@ -49,7 +49,7 @@ CASES = {
     "e4b-unsloth-16bit": ("gemma3n-e4b", "unsloth", "16bit", 4, 20),
     "e4b-transformers-16bit": ("gemma3n-e4b", "transformers", "16bit", 4, 20),
     "e4b-transformers-4bit": ("gemma3n-e4b", "transformers", "4bit", 4, 20),
-    # Batch 8: the preset's batch 4 projects past the 10-minute goal for a PTS-sized fine-tune.
+    # Batch 8 (the GPU preset): batch 4 projected past the 10-minute goal for a PTS-sized fine-tune.
     "e4b-unsloth-4bit-b8": ("gemma3n-e4b", "unsloth", "4bit", 8, 16),
     "e4b-unsloth-16bit-b8": ("gemma3n-e4b", "unsloth", "16bit", 8, 16),
     "e4b-unsloth-16bit-b8-nogc": ("gemma3n-e4b", "unsloth", "16bit", 8, 16, {"gradient_checkpointing": False}),

@@ -245,7 +245,7 @@ PRESETS: dict[str, dict] = {
     "gpu": {
         "top": {"base_model": GPU_BASE_MODEL, "epochs": 3.0},
         "sections": {
-            # Batch 8: E4B QLoRA at 14.1 GiB peak, 3,060 tokens/s on an H100 against 2,265 at batch 4
+            # Batch 8: E4B QLoRA at 14.1 GiB peak, 3,060 tokens/s on an H100 (2,265 at batch 4, an earlier run)
             # (bench/results/train_throughput.json); 16 GB cards: per_device_batch_size=4 (11.6 GiB).
             "train": {"per_device_batch_size": 8, "gradient_accumulation_steps": 1, "max_seq_length": 1024, "optimizer": "adamw_8bit"},
             "evaluation": {"batch_size": 128, "score_validation": True},
