@@ -29,7 +29,7 @@ from pathlib import Path
 from prefect import task
 from prefect.context import FlowRunContext, TaskRunContext
 
-from titlegen.models import resolve_base_model
+from titlegen.models import TOKENIZER_FILES, resolve_base_model
 from titlegen.params import TrainParams
 from titlegen.paths import project_root, prompt_templates_dir
 from titlegen.prompt import chat_template, instruction_template, ollama_template
@@ -347,7 +347,6 @@ def publish_loss_curve(name: str, adapter_dir: Path, training: dict, png: bytes,
 
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
 
 
 def _hidden_size(base_model_dir: str) -> int | None:

@@ -26,6 +26,7 @@ import gc
 import hashlib
 import json
 import logging
+import math
 import shutil
 import sys
 import time
@@ -42,7 +43,6 @@ from titlegen.runs import atomic_dir, atomic_write_json, file_sha256, fingerprin
 from titlegen.subproc import python_module, run_logged
 
 log = logging.getLogger(__name__)
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json")
 
 
 class MergeVerificationError(RuntimeError):
@@ -91,22 +91,19 @@ def source_fingerprint(adapter_dir: str | Path, base_model_dir: str, publish: Pu
 # 32 int8 weights plus one fp16 scale per block). Measured on Gemma 3 270M: final-hf 536 MB,
 # F16 543 MB, Q8_0 292 MB (bench/results/merge_export.json).
 BYTES_PER_PARAM = {"bfloat16": 2.0, "float16": 2.0, "float32": 4.0, "f16": 2.0, "bf16": 2.0, "f32": 4.0, "q8_0": 34 / 32}
-_SAFETENSORS_DTYPE_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
 def checkpoint_parameters(folder: str | Path) -> tuple[int, str | None]:
     """(parameter count, widest floating dtype) of a folder's *.safetensors, read from their headers only."""
+    from safetensors import safe_open
+
     count, dtypes = 0, set()
     for f in sorted(Path(folder).glob("*.safetensors")):
-        with open(f, "rb") as fh:
-            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
-        for name, info in header.items():
-            if name != "__metadata__":
-                n = 1
-                for d in info["shape"]:
-                    n *= d
-                count += n
-                dtypes.add(info["dtype"])
+        with safe_open(str(f), framework="numpy") as st:
+            for key in st.keys():
+                tensor = st.get_slice(key)
+                count += math.prod(tensor.get_shape())
+                dtypes.add(tensor.get_dtype())
     widest = next((d for d in ("F32", "BF16", "F16") if d in dtypes), None)
     return count, widest
 
@@ -135,8 +132,8 @@ def check_disk_space(run: Path, needed: dict[str, int]) -> None:
     probe = next(p for p in (run, *run.parents) if p.exists())
     free = shutil.disk_usage(probe).free
     total = sum(needed.values())
-    types = [k.split("/", 1)[1] for k in needed if k.startswith("gguf/")]
     if total > free:
+        types = [k.split("/", 1)[1] for k in needed if k.startswith("gguf/")]
         parts = ", ".join(f"{k} ~{v / 1e9:.1f} GB" for k, v in needed.items())
         raise NotEnoughDiskSpace(
             f"merge needs about {total / 1e9:.1f} GB free on the disk of {run} ({parts}) but {free / 1e9:.1f} GB is free. "

