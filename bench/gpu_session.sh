@@ -147,10 +147,10 @@ queue-rest)  # what queue-finish left: the E4B merge + GGUF alone (disk: ~55 GB)
   tail -4 $R/merge_export.out | tee -a $R/queue.log
   rm -rf /tmp/merge-e4b
   for _ in $(seq 120); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
-  # The lead config trains on twice the rows (~2x the twin's 400 s when they share the GPU).
+  # e1-...-lead: one epoch over twice the rows = the twin's steps (~400 s each when they share the GPU).
   log "lead augmentation sweep"
   python3 bench/quality_sweep.py run $B/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf --unsloth-compile off \
-    --configs e2-lr5e-4-r16,e2-lr5e-4-r16-lead --timeout 1200 --out $R/quality_lead.json > $R/quality_lead.out 2>&1
+    --configs e2-lr5e-4-r16,e1-lr5e-4-r16-lead --timeout 900 --out $R/quality_lead.json > $R/quality_lead.out 2>&1
   tail -4 $R/quality_lead.out | tee -a $R/queue.log
   log "queue done"
   touch $R/queue.done

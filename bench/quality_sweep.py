@@ -24,14 +24,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# name: (epochs, learning rate, LoRA rank, augmentation)
+# name: (epochs, learning rate, LoRA rank, augmentation). `-lead` rows are compared with the twin in TWINS:
+# e2-...-lead adds the lead view on top of the twin's epochs (twice its steps); e1-...-lead trains as many
+# steps as e2-lr5e-4-r16 (one epoch over twice the rows), so it isolates the data from the compute.
 CONFIGS = {
     "e2-lr2e-4-r8": (2, 2e-4, 8, "none"),
     "e2-lr5e-4-r16": (2, 5e-4, 16, "none"),
     "e3-lr5e-4-r16": (3, 5e-4, 16, "none"),
     "e2-lr1e-3-r32": (2, 1e-3, 32, "none"),
     "e2-lr5e-4-r16-lead": (2, 5e-4, 16, "lead"),
+    "e1-lr5e-4-r16-lead": (1, 5e-4, 16, "lead"),
 }
+TWINS = {"e2-lr5e-4-r16-lead": "e2-lr5e-4-r16", "e1-lr5e-4-r16-lead": "e2-lr5e-4-r16"}
 
 
 def prepare(data: str, out: str) -> None:
@@ -77,13 +81,13 @@ def run_one(name: str, split_dir: str, base_model: str, work: str, unsloth_compi
 
 
 def versus_twin(rows: list[dict]) -> None:
-    """Paired test ROUGE-L difference of each `<config>-lead` row to its `<config>` twin (same test articles)."""
+    """Paired test ROUGE-L difference of each augmented row to its twin in TWINS (same test articles)."""
     from titlegen.runs import read_jsonl
     from titlegen.metrics import paired_difference, score_examples
 
     by_name = {r["config"]: r for r in rows if "metrics" in r}
     for name, row in by_name.items():
-        twin = by_name.get(name.removesuffix("-lead")) if name.endswith("-lead") else None
+        twin = by_name.get(TWINS.get(name, ""))
         if twin is None:
             continue
         a, b = (read_jsonl(Path(r["metrics_path"]).parent / "predictions.test.jsonl") for r in (row, twin))
