@@ -142,11 +142,13 @@ EOF
 queue-rest)  # what queue-finish left: the E4B merge + GGUF alone (disk: ~55 GB), then lead augmentation vs its twin
   D=/tmp/devdata B=.cache/carry/boot
   log "queue-rest start on $(head -2 $R/gpu.txt | tail -1); $(df -h /tmp | tail -1)"
+  # merge_export imports titlegen (pydantic): it waits for `install`.
+  for _ in $(seq 120); do [ -e /tmp/ready.install ] && break; sleep 5; done
   python3 bench/merge_export.py --model e4b --converter-pythonpath /tmp/gguf-conv --work /tmp/merge-e4b --tokenizer $D/tokenizer \
     --out $R/merge_export.json > $R/merge_export.out 2>&1
   tail -4 $R/merge_export.out | tee -a $R/queue.log
   rm -rf /tmp/merge-e4b
-  for _ in $(seq 120); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
+  for _ in $(seq 120); do [ -e /tmp/ready.gguf ] && break; sleep 5; done
   # e1-...-lead: one epoch over twice the rows = the twin's steps (~400 s each when they share the GPU).
   log "lead augmentation sweep"
   python3 bench/quality_sweep.py run $B/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf --unsloth-compile off \
