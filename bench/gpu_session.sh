@@ -8,7 +8,7 @@
 # waits and copies the results to $OUT. Every stage writes into /tmp/gpu-results as it finishes,
 # so a lease that ends early still returns what was measured.
 #
-#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (all), queue-finish or queue-rest
+#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (all), queue-finish, queue-rest or queue-epochs
 #   bash bench/gpu_session.sh install       # carry .whl
 #   bash bench/gpu_session.sh part N        # carry .cache/carry/gguf-N
 #   bash bench/gpu_session.sh collect SECS  # waits up to SECS, then copies results to $OUT
@@ -154,6 +154,16 @@ queue-rest)  # what queue-finish left: the E4B merge + GGUF alone (disk: ~55 GB)
   python3 bench/quality_sweep.py run $B/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf --unsloth-compile off \
     --configs e2-lr5e-4-r16,e1-lr5e-4-r16-lead --timeout 900 --out $R/quality_lead.json > $R/quality_lead.out 2>&1
   tail -4 $R/quality_lead.out | tee -a $R/queue.log
+  log "queue done"
+  touch $R/queue.done
+  ;;
+queue-epochs)  # the two tuning configs the first lease could not finish: 3 epochs, and lr 1e-3 with r 32
+  B=.cache/carry/boot
+  log "queue-epochs start on $(head -2 $R/gpu.txt | tail -1)"
+  for _ in $(seq 120); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
+  python3 bench/quality_sweep.py run $B/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf --unsloth-compile off \
+    --configs e3-lr5e-4-r16,e2-lr1e-3-r32 --timeout 600 --out $R/quality_epochs.json > $R/quality_epochs.out 2>&1
+  tail -4 $R/quality_epochs.out | tee -a $R/queue.log
   log "queue done"
   touch $R/queue.done
   ;;
