@@ -278,13 +278,14 @@ def main() -> int:
 
     import torch
 
+    from titlegen.runs import atomic_write_json
+
     report = run(args.model, args)
     key = f"{args.model}" + (f"-h{args.hidden}-l{args.layers}" if args.model != "e4b" else "") + f"@{'cuda' if args.model == 'e4b' else 'cpu'}"
     out = Path(args.out)
     existing = json.loads(out.read_text()) if out.exists() else {}
     existing[key] = report
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(existing, indent=1) + "\n")
+    atomic_write_json(out, existing)
     print(key, json.dumps(report["config"]))
     print(f"{'comparison (max |Δlogit| first token)':72} {'sparsity on':>12} {'off':>10}  argmax equal on/off")
     for k, v in report["summary"].items():

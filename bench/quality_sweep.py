@@ -24,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from titlegen.runs import atomic_write_json  # noqa: E402  (light: no torch)
+
 # name: (epochs, learning rate, LoRA rank, augmentation). `-lead` rows are compared with the twin in TWINS:
 # e2-...-lead adds the lead view on top of the twin's epochs (twice its steps); e1-...-lead trains as many
 # steps as e2-lr5e-4-r16 (one epoch over twice the rows), so it isolates the data from the compute.
@@ -139,7 +141,7 @@ def main() -> None:
         return prepare(args.data, args.out)
     if args.cmd == "one":
         row = run_one(args.name, args.split, args.base_model, args.work, args.unsloth_compile == "on")
-        Path(args.result).write_text(json.dumps(row, ensure_ascii=False, indent=1))
+        atomic_write_json(args.result, row)
         return
 
     names = list(CONFIGS) if args.configs == "all" else args.configs.split(",")
@@ -174,16 +176,14 @@ def main() -> None:
     doc = {"description": __doc__.split("\n\n")[0], "card": device, "concurrent_configs": len(names),
            "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "wall_s": round(time.time() - started, 1), "rows": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, ensure_ascii=False, indent=1))
     scored = [r for r in rows if "metrics" in r]
+    best = max(scored, key=lambda r: (r["metrics"].get("validation") or {}).get("rouge_l") or 0) if scored else None
+    if best:
+        doc["chosen_by_validation"] = best["config"]
+    atomic_write_json(args.out, doc)
     for r in rows:
         print(json.dumps(headline(r) if "metrics" in r else r, ensure_ascii=False))
-    if scored:
-        best = max(scored, key=lambda r: (r["metrics"].get("validation") or {}).get("rouge_l") or 0)
-        doc["chosen_by_validation"] = best["config"]
-        out.write_text(json.dumps(doc, ensure_ascii=False, indent=1))
+    if best:
         print(f"chosen by validation ROUGE-L: {best['config']} (adapter {best['adapter_dir']})")
 
 

@@ -56,10 +56,12 @@ def main() -> None:
     print(f"{'stage':14} {'state':12} {'seconds':>8}")
     for r in record["stages"]:
         print(f"{r['stage']:14} {r['state']:12} {r['seconds'] if r['seconds'] is not None else '-':>8}")
+    from titlegen.runs import atomic_write_json
+
     out = Path(args.out)
     data = json.loads(out.read_text()) if out.exists() else {}
     data[record["flow_run"]] = record
-    out.write_text(json.dumps(data, indent=1, ensure_ascii=False, default=str))
+    atomic_write_json(out, data)
 
 
 if __name__ == "__main__":

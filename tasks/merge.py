@@ -115,10 +115,7 @@ def disk_needed(base_model_dir: str | Path, publish: PublishParams, final_hf: bo
     params, stored = checkpoint_parameters(base_model_dir)
     if not params:
         return {}
-    if publish.merged_dtype != "auto":
-        dtype = publish.merged_dtype
-    else:  # as _resolve_dtype: the base's own 16-bit dtype, else bfloat16
-        dtype = {"F16": "float16", "BF16": "bfloat16"}.get(stored or "", "bfloat16")
+    dtype = merged_dtype_name(publish.merged_dtype, {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}.get(stored or ""))
     out = {"final-hf": int(params * BYTES_PER_PARAM[dtype])} if final_hf else {}
     if gguf:
         out |= {f"gguf/{t}": int(params * BYTES_PER_PARAM[t]) for t in publish.gguf_types}
@@ -347,16 +344,19 @@ def _precision_probe(load_adapter_model, tokenizer, prompts, reference, results,
     return _summarize(comparison)
 
 
+def merged_dtype_name(setting: str, base_dtype: str | None) -> str:
+    """`publish.merged_dtype` resolved: an explicit dtype as set; `auto` keeps the base's own 16-bit dtype, else bfloat16."""
+    if setting != "auto":
+        return setting
+    return base_dtype if base_dtype in ("bfloat16", "float16") else "bfloat16"
+
+
 def _resolve_dtype(name: str, config) -> "Any":
     import torch
 
-    if name != "auto":
-        return getattr(torch, name)
     text = getattr(config, "text_config", None) or config
     current = getattr(text, "dtype", None) or getattr(config, "dtype", None)
-    if isinstance(current, str):
-        current = getattr(torch, current, None)
-    return current if current in (torch.bfloat16, torch.float16) else torch.bfloat16
+    return getattr(torch, merged_dtype_name(name, str(current).removeprefix("torch.") if current else None))
 
 
 def build_final_hf(spec: dict) -> dict:
