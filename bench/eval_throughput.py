@@ -45,15 +45,18 @@ def build_model(name: str, device: str, config_dir: str | None):
 
         config = AutoConfig.from_pretrained(config_dir)  # the 270M's own config.json
         config.dtype = dtype
+        config._attn_implementation = "sdpa"  # what titlegen.generate.load_base asks for on CUDA
         with torch.device(device):
             model = Gemma3ForCausalLM(config).to(dtype)
         label = "Gemma 3 270M architecture (random weights)"
     elif name == "e4b-random":
         from transformers import Gemma3nConfig, Gemma3nForConditionalGeneration
 
+        config = Gemma3nConfig()
+        config._attn_implementation = "sdpa"
         with torch.device(device):
             torch.set_default_dtype(dtype)
-            model = Gemma3nForConditionalGeneration(Gemma3nConfig())
+            model = Gemma3nForConditionalGeneration(config)
             torch.set_default_dtype(torch.float32)
         label = "Gemma 3n E4B architecture, Gemma3nConfig() (random weights)"
     else:
@@ -62,12 +65,42 @@ def build_model(name: str, device: str, config_dir: str | None):
     return model.eval(), label
 
 
+# Stage variants timed on the same model: (label, batch size or None = from free memory, cache).
+VARIANTS = {
+    "b128-dynamic": (128, "dynamic"),
+    "auto-dynamic": (None, "dynamic"),
+    "auto-static": (None, "static"),
+}
+
+
+def reference_titles(model, tokenizer, contents: list[str], batch: int, budget: int) -> int:
+    """A minimal plain-transformers loop: the same prompts, left-padded in input order, `model.generate`
+    with `max_new_tokens=min_new_tokens=budget` (every row decodes the whole budget), default cache."""
+    import torch
+
+    from titlegen.generate import encode_prompts
+
+    prompts = encode_prompts(tokenizer, contents, MAX_TITLE_CHARS)
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id
+    for start in range(0, len(prompts), batch):
+        chunk = prompts[start : start + batch]
+        width = max(map(len, chunk))
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
+        with torch.inference_mode():
+            model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=budget, min_new_tokens=budget,
+                           do_sample=False, pad_token_id=pad)
+    return len(prompts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--models", default="270m", help="comma list of 270m, 270m-random, e4b-random")
     ap.add_argument("--articles", type=int, default=8)
-    ap.add_argument("--batch-sizes", default="1,8")
+    ap.add_argument("--variants", default="b128-dynamic,auto-dynamic,auto-static", help=f"stage variants: {', '.join(VARIANTS)}")
+    ap.add_argument("--reference-batch", type=int, default=128, help="batch of the plain generate() reference (0 = skip it)")
     ap.add_argument("--articles-file", default=str(ROOT / ".cache" / "eval-gpu" / "articles.jsonl"))
     ap.add_argument("--tokenizer", default=str(ROOT / ".cache" / "eval-gpu" / "gemma-tokenizer-bpe"))
     ap.add_argument("--config-dir", default=str(ROOT / ".cache" / "eval-gpu" / "gemma3-270m-config"), help="config.json of the 270M for 270m-random")
@@ -82,48 +115,66 @@ def main() -> None:
     contents = [(r.get("content") or r["input"])[:1200] for r in read_jsonl(args.articles_file)][: args.articles]
     tokenizer = load_tokenizer(args.tokenizer)
     budget = max_new_tokens_for(MAX_TITLE_CHARS)
-    card = torch.cuda.get_device_name(0) if args.device == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    cuda = args.device == "cuda"
+    card = torch.cuda.get_device_name(0) if cuda else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     results = json.loads(Path(args.results).read_text()) if Path(args.results).exists() else {}
+    measured_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+    def timed(fn) -> tuple[float, float | None]:
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - t, (round(torch.cuda.max_memory_allocated() / 2**30, 1) if cuda else None)
+
     for name in args.models.split(","):
         t0 = time.perf_counter()
         model, label = build_model(name, args.device, args.config_dir)
         build_s = time.perf_counter() - t0
         generate_titles(model, tokenizer, contents[:2], MAX_TITLE_CHARS, 2, 4)  # warm-up (kernels, allocator)
+        common = {"model": label, "device": card, "measured_at": measured_at, "max_new_tokens": budget,
+                  "dtype": "bfloat16" if cuda else "float32", "model_build_s": round(build_s, 1), "torch": torch.__version__,
+                  "command": "python " + " ".join(sys.argv), "articles": len(contents)}
         rows = []
-        for bs in [int(b) for b in args.batch_sizes.split(",")]:
-            if args.device == "cuda":
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            t1 = time.perf_counter()
-            out = generate_titles(model, tokenizer, contents, MAX_TITLE_CHARS, bs, budget)
-            if args.device == "cuda":
-                torch.cuda.synchronize()
-            s = time.perf_counter() - t1
+        for variant in args.variants.split(","):
+            batch, cache = VARIANTS[variant]
+            out: list = []
+            # First pass: compiles (static cache) and sizes; the second is the steady figure.
+            first_s, _ = timed(lambda: out.extend(generate_titles(model, tokenizer, contents, MAX_TITLE_CHARS, batch, budget, cache=cache)))
+            out.clear()
+            s, peak = timed(lambda: out.extend(generate_titles(model, tokenizer, contents, MAX_TITLE_CHARS, batch, budget, cache=cache)))
             row = {
-                "batch_size": bs, "titles": len(out), "seconds": round(s, 2), "titles_per_s": round(len(out) / s, 2),
+                "variant": variant, "batch_size": batch or "auto", "cache": cache, "titles": len(out), "seconds": round(s, 2),
+                "first_pass_seconds": round(first_s, 2), "titles_per_s": round(len(out) / s, 2),
                 "mean_prompt_tokens": round(sum(o["prompt_tokens"] for o in out) / len(out), 1),
                 "mean_new_tokens": round(sum(o["new_tokens"] for o in out) / len(out), 1),
                 "stopped_share": round(sum(o["stopped"] for o in out) / len(out), 3),
-                "seconds_per_500_titles": round(500 * s / len(out), 1),
+                "seconds_per_500_titles": round(500 * s / len(out), 1), "peak_gib": peak,
             }
-            if args.device == "cuda":
-                row["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
             rows.append(row)
-            print(f"{args.device} {name} batch {bs}: {row}", flush=True)
-            results[f"{args.device}/{name}"] = {
-                "model": label, "device": card, "date": dt.date.today().isoformat(), "max_new_tokens": budget,
-                "dtype": "bfloat16" if args.device == "cuda" else "float32", "model_build_s": round(build_s, 1),
-                "torch": torch.__version__, "command": "python " + " ".join(sys.argv), "rows": rows,
-            }
+            print(f"{args.device} {name} {variant}: {row}", flush=True)
+            results[f"{args.device}/{name}"] = {**common, "rows": rows}
             atomic_write_json(args.results, results)  # after every row, so a cut-off run keeps what it measured
+        if args.reference_batch:
+            n = len(contents)
+            reference_titles(model, tokenizer, contents[: args.reference_batch], args.reference_batch, 4)  # warm-up
+            s, peak = timed(lambda: reference_titles(model, tokenizer, contents, args.reference_batch, budget))
+            ref = {"variant": "plain generate() loop", "batch_size": args.reference_batch, "titles": n, "seconds": round(s, 2),
+                   "titles_per_s": round(n / s, 2), "seconds_per_500_titles": round(500 * s / n, 1), "peak_gib": peak}
+            print(f"{args.device} {name} reference: {ref}", flush=True)
+            results[f"{args.device}/{name}/reference"] = {**common, "rows": [ref]}
+            atomic_write_json(args.results, results)
         del model
-        if args.device == "cuda":
+        if cuda:
             torch.cuda.empty_cache()
-    print(f"\n| device | model | batch | titles/s | s per 500 titles | prompt tok | new tok | peak GiB |\n|---|---|---|---|---|---|---|---|")
+    print("\n| device | model | variant | batch | titles/s | s per 500 titles | first pass s | peak GiB | measured |\n|---|---|---|---|---|---|---|---|---|")
     for key, r in results.items():
         for row in r["rows"]:
-            print(f"| {r['device']} | {key.split('/')[1]} | {row['batch_size']} | {row['titles_per_s']} | {row['seconds_per_500_titles']} | "
-                  f"{row['mean_prompt_tokens']} | {row['mean_new_tokens']} | {row.get('peak_gib', '—')} |")
+            print(f"| {r['device']} | {key.split('/', 1)[1]} | {row.get('variant', '')} | {row['batch_size']} | {row['titles_per_s']} | "
+                  f"{row['seconds_per_500_titles']} | {row.get('first_pass_seconds', '—')} | {row.get('peak_gib', '—')} | {r.get('measured_at', r.get('date'))} |")
 
 
 if __name__ == "__main__":

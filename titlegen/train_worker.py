@@ -208,13 +208,25 @@ def make_callback(config: dict):
     from transformers import TrainerCallback
 
     best_dir = Path(config["checkpoint_dir"]) / BEST_DIR
+    profile_steps = profile_window()
 
     class Progress(TrainerCallback):
         # (step, seconds, tokens) at the end of each optimizer step, for steady-state throughput.
         marks: list[tuple[int, float, int]] = []
         began: float = 0.0
 
+        profiler = None
+
+        def on_step_begin(self, args, state, control, **kw):
+            if profile_steps and state.global_step == profile_steps[0] and self.profiler is None:
+                self.profiler = start_profiler()
+
         def on_step_end(self, args, state, control, **kw):
+            if self.profiler:
+                if state.global_step >= profile_steps[1]:
+                    write_profile(self.profiler, Path(config["checkpoint_dir"]) / "profile.txt")
+                    self.profiler = False  # once
+                return  # profiled steps are slower: kept out of the throughput marks
             self.marks.append((state.global_step, time.perf_counter(), int(state.num_input_tokens_seen or 0)))
 
         def on_train_begin(self, args, state, control, **kw):
@@ -248,6 +260,39 @@ def make_callback(config: dict):
                 os.replace(tmp, best_dir)
 
     return Progress()
+
+
+def profile_window() -> tuple[int, int] | None:
+    """`TITLEGEN_PROFILE_STEPS=A:B` profiles optimizer steps A+1..B (torch.profiler) into checkpoint_dir/profile.txt."""
+    spec = os.environ.get("TITLEGEN_PROFILE_STEPS")
+    if not spec:
+        return None
+    first, _, last = spec.partition(":")
+    return int(first), int(last)
+
+
+def start_profiler():
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    prof = profile(activities=activities, record_shapes=False)
+    prof.__enter__()
+    return prof
+
+
+def write_profile(prof, path: Path) -> None:
+    """The top operators by device time and by host time, as text (evidence of where a step's time goes)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    prof.__exit__(None, None, None)
+    table = prof.key_averages()
+    sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    text = table.table(sort_by=sort, row_limit=30) + "\n\n" + table.table(sort_by="self_cpu_time_total", row_limit=20)
+    path.write_text(text)
+    emit("profile", path=str(path))
 
 
 def trainer_class():
@@ -311,6 +356,11 @@ def build_trainer(config: dict, model, tokenizer, cuda: bool, engine: str, train
         dataset_num_proc=None,
         include_num_input_tokens_seen="non_padding",
         use_cpu=not cuda,
+        # Batches of similar lengths (the longest first, so an out-of-memory error shows at once),
+        # padded to a multiple of `pad_to_multiple_of` on CUDA: little padding, few distinct shapes
+        # for the compiled kernels (docs/finetune.md "Speed").
+        train_sampling_strategy="group_by_length" if t.get("group_by_length", True) else "random",
+        pad_to_multiple_of=(t.get("pad_to_multiple_of") or None) if cuda else None,
     )
     trainer = trainer_class()(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
@@ -380,19 +430,21 @@ def train(config: dict) -> dict:
         raise SystemExit("device='cuda' but no CUDA device is visible")
     engine = choose_engine(config, cuda)
     if engine == "unsloth":
-        if not config["train"].get("unsloth_compile", False):
-            # Read by Unsloth at import time; an explicit environment setting wins.
+        # Read by Unsloth at import time; an explicit environment setting wins. Flex attention is off:
+        # it compiles its kernels once per sequence length, so real (varying) batches kept it
+        # compiling for minutes (docs/finetune.md "Speed"); the rest of Unsloth's compiled path stays on.
+        os.environ.setdefault("UNSLOTH_ENABLE_FLEX_ATTENTION", "0")
+        if not config["train"].get("unsloth_compile", True):
             os.environ.setdefault("UNSLOTH_COMPILE_DISABLE", "1")
-            os.environ.setdefault("UNSLOTH_ENABLE_FLEX_ATTENTION", "0")
         import unsloth  # noqa: F401  (patches transformers/trl/peft on import)
     import torch
 
     if not cuda:
         torch.set_num_threads(max(1, os.cpu_count() or 1))
         print(
-            "WARNING: no CUDA GPU: training on CPU with plain transformers + PEFT in float32. Expect about "
-            "3 s per step for Gemma 3 270M at batch 2 on 2 cores (FACTS), i.e. ~2 min for the CPU preset's "
-            "40 steps; Gemma 3n E4B on CPU would take days and ~32 GB of RAM. Use a GPU for real runs.",
+            "WARNING: no CUDA GPU: training on CPU with plain transformers + PEFT in float32. Gemma 3 270M "
+            "takes about 10-20 s per step at batch 2 on 2 cores; Gemma 3n E4B on CPU would take days and "
+            "~32 GB of RAM. Use a GPU for real runs.",
             flush=True,
         )
     torch.manual_seed(config["train"]["seed"])
