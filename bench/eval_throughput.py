@@ -142,10 +142,17 @@ def main() -> None:
         for variant in args.variants.split(","):
             batch, cache = VARIANTS[variant]
             out: list = []
-            # First pass: compiles (static cache) and sizes; the second is the steady figure.
-            first_s, _ = timed(lambda: out.extend(generate_titles(model, tokenizer, contents, MAX_TITLE_CHARS, batch, budget, cache=cache)))
-            out.clear()
-            s, peak = timed(lambda: out.extend(generate_titles(model, tokenizer, contents, MAX_TITLE_CHARS, batch, budget, cache=cache)))
+            try:
+                # First pass: compiles (static cache) and sizes; the second is the steady figure.
+                first_s, _ = timed(lambda: out.extend(generate_titles(model, tokenizer, contents, MAX_TITLE_CHARS, batch, budget, cache=cache)))
+                out.clear()
+                s, peak = timed(lambda: out.extend(generate_titles(model, tokenizer, contents, MAX_TITLE_CHARS, batch, budget, cache=cache)))
+            except Exception as e:  # a variant that fails (e.g. compilation) is recorded, the others still run
+                rows.append({"variant": variant, "batch_size": batch or "auto", "cache": cache, "error": f"{type(e).__name__}: {str(e)[:400]}"})
+                print(f"{args.device} {name} {variant}: FAILED {rows[-1]['error']}", flush=True)
+                if cuda:
+                    torch.cuda.empty_cache()
+                continue
             row = {
                 "variant": variant, "batch_size": batch or "auto", "cache": cache, "titles": len(out), "seconds": round(s, 2),
                 "first_pass_seconds": round(first_s, 2), "titles_per_s": round(len(out) / s, 2),
@@ -173,6 +180,8 @@ def main() -> None:
     print("\n| device | model | variant | batch | titles/s | s per 500 titles | first pass s | peak GiB | measured |\n|---|---|---|---|---|---|---|---|---|")
     for key, r in results.items():
         for row in r["rows"]:
+            if "error" in row or "titles_per_s" not in row:
+                continue
             print(f"| {r['device']} | {key.split('/', 1)[1]} | {row.get('variant', '')} | {row['batch_size']} | {row['titles_per_s']} | "
                   f"{row['seconds_per_500_titles']} | {row.get('first_pass_seconds', '—')} | {row.get('peak_gib', '—')} | {r.get('measured_at', r.get('date'))} |")
 

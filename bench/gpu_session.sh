@@ -99,9 +99,11 @@ queue)  # training speed (#13), evaluation speed (#14), then quality with decodi
     2>&1 | tail -3 | tee -a $R/queue.log
   # 3. Evaluation: the stage's variants and a plain generate() loop, 500 real articles, full budget.
   log "eval throughput"
-  python3 bench/eval_throughput.py --device cuda --models 270m-random,e4b-random --articles 500 \
-    --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer --results $R/eval_throughput.json \
-    2>&1 | grep -v "^cuda" | tail -14 | tee -a $R/queue.log
+  for m in 270m-random e4b-random; do
+    timeout 330 python3 bench/eval_throughput.py --device cuda --models $m --articles 500 \
+      --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer --results $R/eval_throughput.json \
+      > $R/eval_$m.out 2>&1; grep -E "^cuda" $R/eval_$m.out | cut -c1-220 | tee -a $R/queue.log
+  done
   # 4. Quality (real 270M weights: needs `install` and the five `part`s) beside the old-path profiles.
   for _ in $(seq 60); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
   log "quality: chosen config, decoding rules; profiles of the old and new stage"
