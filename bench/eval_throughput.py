@@ -138,6 +138,15 @@ def main() -> None:
         common = {"model": label, "device": card, "measured_at": measured_at, "max_new_tokens": budget,
                   "dtype": "bfloat16" if cuda else "float32", "model_build_s": round(build_s, 1), "torch": torch.__version__,
                   "command": "python " + " ".join(sys.argv), "articles": len(contents)}
+        if args.reference_batch:
+            n = len(contents)
+            reference_titles(model, tokenizer, contents[: args.reference_batch], args.reference_batch, 4)  # warm-up
+            s, peak = timed(lambda: reference_titles(model, tokenizer, contents, args.reference_batch, budget))
+            ref = {"variant": "plain generate() loop", "batch_size": args.reference_batch, "titles": n, "seconds": round(s, 2),
+                   "titles_per_s": round(n / s, 2), "seconds_per_500_titles": round(500 * s / n, 1), "peak_gib": peak}
+            print(f"{args.device} {name} reference: {ref}", flush=True)
+            results[f"{args.device}/{name}/reference"] = {**common, "rows": [ref]}
+            atomic_write_json(args.results, results)
         rows = []
         for variant in args.variants.split(","):
             batch, cache = VARIANTS[variant]
@@ -165,15 +174,6 @@ def main() -> None:
             print(f"{args.device} {name} {variant}: {row}", flush=True)
             results[f"{args.device}/{name}"] = {**common, "rows": rows}
             atomic_write_json(args.results, results)  # after every row, so a cut-off run keeps what it measured
-        if args.reference_batch:
-            n = len(contents)
-            reference_titles(model, tokenizer, contents[: args.reference_batch], args.reference_batch, 4)  # warm-up
-            s, peak = timed(lambda: reference_titles(model, tokenizer, contents, args.reference_batch, budget))
-            ref = {"variant": "plain generate() loop", "batch_size": args.reference_batch, "titles": n, "seconds": round(s, 2),
-                   "titles_per_s": round(n / s, 2), "seconds_per_500_titles": round(500 * s / n, 1), "peak_gib": peak}
-            print(f"{args.device} {name} reference: {ref}", flush=True)
-            results[f"{args.device}/{name}/reference"] = {**common, "rows": [ref]}
-            atomic_write_json(args.results, results)
         del model
         if cuda:
             torch.cuda.empty_cache()
