@@ -84,6 +84,31 @@ collect)
   tar czf "$OUT"/results.tgz -C $R . && cp $R/queue.log "$OUT"/
   ls -l "$OUT"
   ;;
+restart)  # stop the queue, take this call's copy of bench/ and titlegen/, run queue $2
+  pkill -f "gpu_session.sh queue"; pkill -f train_throughput.py; pkill -f titlegen.train_worker; sleep 3
+  cp bench/*.sh bench/*.py $REPO/bench/; cp titlegen/*.py $REPO/titlegen/
+  cd $REPO && setsid nohup bash bench/gpu_session.sh "${2:-queue}" >> $R/queue.out 2>&1 < /dev/null &
+  sleep 2; tail -3 $R/queue.log
+  ;;
+queue2)  # after Unsloth's compile of E4B gave no step in 240 s: E4B without compilation, 270M with it
+  D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
+  log "queue2: train throughput"
+  python3 bench/train_throughput.py run $D $M --timeout 300 --out $R/train_throughput.json \
+    --cases 270m-stage-16bit-b8,e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8+nocompile+profile,e4b-stage-4bit-b8-old+profile \
+    2>&1 | tail -7 | tee -a $R/queue.log
+  log "eval throughput"
+  for m in 270m-random e4b-random; do
+    timeout 330 python3 bench/eval_throughput.py --device cuda --models $m --articles 500 \
+      --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer --results $R/eval_throughput.json \
+      > $R/eval_$m.out 2>&1; grep -E "^cuda" $R/eval_$m.out | cut -c1-220 | tee -a $R/queue.log
+  done
+  log "quality: chosen config, decoding rules"
+  python3 bench/quality_sweep.py run $B/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf --configs e2-lr5e-4-r16 \
+    --repeat-penalties 1.1,1.2,1.3 --timeout 500 --out $R/quality_sweep.json > $R/quality_sweep.out 2>&1
+  tail -6 $R/quality_sweep.out | tee -a $R/queue.log
+  log "queue done"
+  touch $R/queue.done
+  ;;
 queue)  # training speed (#13), evaluation speed (#14), then quality with decoding rules; in order of priority
   D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
   log "queue start on $(head -2 $R/gpu.txt | tail -1)"

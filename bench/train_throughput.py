@@ -112,7 +112,8 @@ def raw_loop(model_dir: str, four_bit: bool, batch: int, seq: int, steps: int, o
 
 
 def run_raw_case(name: str, models: Path, work: Path, timeout: int) -> dict:
-    model, four_bit, batch, seq, steps = RAW_CASES[name]
+    base, _, variant = name.partition("+")
+    model, four_bit, batch, seq, steps = RAW_CASES[base]
     out = work / f"{name}.json"
     out.unlink(missing_ok=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -120,10 +121,11 @@ def run_raw_case(name: str, models: Path, work: Path, timeout: int) -> dict:
     log = work / f"{name}.log"
     cmd = [sys.executable, __file__, "raw-case", str(models / model), str(int(four_bit)), str(batch), str(seq), str(steps), str(out)]
     try:
-        code = subprocess.run(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT, timeout=timeout).returncode
+        code = subprocess.run(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT, timeout=timeout,
+                              env={**os.environ, **variant_env(variant)}).returncode
     except subprocess.TimeoutExpired:
         code = "timeout"
-    row = {"case": name, "model": model, "engine": "unsloth (raw loop)", "quantization": "4bit" if four_bit else "16bit",
+    row = {"case": name, "model": model, "engine": "unsloth (raw loop)", "variant_env": variant_env(variant), "quantization": "4bit" if four_bit else "16bit",
            "batch": batch, "max_seq_length": seq, "exit": code, "process_wall_s": round(time.time() - started, 1)}
     if out.exists():
         row.update(json.loads(out.read_text()))
@@ -204,11 +206,20 @@ VARIANTS = {
 }
 
 
+def variant_env(variant: str) -> dict:
+    """The environment of a `+a+b` suffix chain (each suffix a VARIANTS key)."""
+    env: dict = {}
+    for v in filter(None, variant.split("+")):
+        env.update(VARIANTS[v])
+    return env
+
+
 def split_case(name: str) -> tuple[str, str]:
     base, _, variant = name.partition("+")
-    if base in RAW_CASES and not variant:
+    known = all(v in VARIANTS for v in variant.split("+") if v)
+    if base in RAW_CASES and known:
         return base, variant
-    if base not in CASES or variant not in VARIANTS:
+    if base not in CASES or not known:
         raise SystemExit(f"unknown case {name!r}; cases: {', '.join(CASES)}; suffixes: +{', +'.join(v for v in VARIANTS if v)}")
     return base, variant
 
@@ -229,7 +240,7 @@ def start_case(name: str, devdata: Path, models: Path, work: Path, full_pts: boo
         "checkpoint_dir": str(case_dir / "checkpoints"),
         "max_title_chars": 40,
         "epochs": PTS_EPOCHS,
-        "max_steps": None if full_pts else steps + (3 if variant == "profile" else 0),
+        "max_steps": None if full_pts else steps + (3 if "profile" in variant.split("+") else 0),
         "learning_rate": 2e-4,
         "lora_rank": 8,
         "device": "cuda",
@@ -244,8 +255,8 @@ def start_case(name: str, devdata: Path, models: Path, work: Path, full_pts: boo
     shutil.rmtree(case_dir, ignore_errors=True)
     case_dir.mkdir(parents=True)
     (case_dir / "config.json").write_text(json.dumps(config))
-    env = {**os.environ, **VARIANTS[variant]}
-    if variant == "profile":
+    env = {**os.environ, **variant_env(variant)}
+    if "profile" in variant.split("+"):
         env["TITLEGEN_PROFILE_STEPS"] = f"{steps}:{steps + 3}"
     if engine == "unsloth":
         env["TORCH_LOGS"] = "recompiles"  # one log line per torch.compile recompilation, counted below
@@ -253,7 +264,7 @@ def start_case(name: str, devdata: Path, models: Path, work: Path, full_pts: boo
     proc = subprocess.Popen([sys.executable, "-m", "titlegen.train_worker", str(case_dir / "config.json")],
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     row = {"case": name, "model": model, "engine": engine, "quantization": quant, "batch": batch,
-           "max_seq_length": 1024, "variant_env": VARIANTS[variant],
+           "max_seq_length": 1024, "variant_env": variant_env(variant),
            "train_overrides": extra[0] if extra else {}}
     return proc, case_dir, row
 
@@ -298,7 +309,7 @@ def finish_case(proc, case_dir: Path, row: dict, started: float, timeout: float)
 
 
 def run_case(name: str, devdata: Path, models: Path, work: Path, timeout: int, full_pts: bool) -> dict:
-    if name in RAW_CASES:
+    if name.partition("+")[0] in RAW_CASES:
         return run_raw_case(name, models, work, timeout)
     started = time.time()
     proc, case_dir, row = start_case(name, devdata, models, work, full_pts)
@@ -364,11 +375,12 @@ def main() -> None:
         done = [{**finish_case(*r, started, args.timeout), "concurrent_with": len(names) - 1} for r in running]
     for name in names:
         row = done.pop(0) if args.concurrent else run_case(name, Path(args.devdata), Path(args.models), Path(args.work), args.timeout, args.full_pts)
-        if name.startswith("e4b") and name in CASES and not args.concurrent:
+        if name.startswith("e4b") and name.partition("+")[0] in CASES and not args.concurrent:
             row["pts_finetune_estimate"] = None if args.full_pts else pts_estimate(row)
             row["full_pts_run"] = args.full_pts
-        raw = next((r for r in rows if r["case"] in RAW_CASES and r["model"] == row["model"] and r.get("steady_tokens_per_second")), None)
-        if raw and row.get("steady_tokens_per_second") and name not in RAW_CASES:
+        raw = next((r for r in rows if r["case"].partition("+")[0] in RAW_CASES and r["model"] == row["model"]
+                    and r.get("steady_tokens_per_second")), None)
+        if raw and row.get("steady_tokens_per_second") and name.partition("+")[0] not in RAW_CASES:
             # Only against a raw loop measured in this same invocation (same card, same lease).
             row["ratio_to_raw"] = round(row["steady_tokens_per_second"] / raw["steady_tokens_per_second"], 3)
             row["raw_case"] = raw["case"]
