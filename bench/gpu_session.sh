@@ -109,6 +109,21 @@ queue2)  # after Unsloth's compile of E4B gave no step in 240 s: E4B without com
   log "queue done"
   touch $R/queue.done
   ;;
+queue3)  # what the first lease had left: evaluation speed, then quality
+  D=/tmp/devdata B=.cache/carry/boot
+  log "queue3: eval throughput"
+  for m in 270m-random e4b-random; do
+    timeout 300 python3 bench/eval_throughput.py --device cuda --models $m --articles 500 --variants auto-dynamic,auto-static \
+      --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer --results $R/eval_throughput.json \
+      > $R/eval_$m.out 2>&1; grep -E "^cuda" $R/eval_$m.out | cut -c1-300 | tee -a $R/queue.log
+  done
+  log "quality: chosen config, decoding rules"
+  python3 bench/quality_sweep.py run $B/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf --configs e2-lr5e-4-r16 \
+    --repeat-penalties 1.1,1.2,1.3 --timeout 600 --out $R/quality_sweep.json > $R/quality_sweep.out 2>&1
+  tail -6 $R/quality_sweep.out | tee -a $R/queue.log
+  log "queue done"
+  touch $R/queue.done
+  ;;
 queue)  # training speed (#13), evaluation speed (#14), then quality with decoding rules; in order of priority
   D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
   log "queue start on $(head -2 $R/gpu.txt | tail -1)"
