@@ -124,6 +124,15 @@ queue3)  # what the first lease had left: evaluation speed, then quality
   log "queue done"
   touch $R/queue.done
   ;;
+queue4)  # the rest of the first lease: SDPA attention in the stage (after the eager profile)
+  D=/tmp/devdata M=/tmp/gpumodels
+  log "queue4: sdpa stage cases"
+  python3 bench/train_throughput.py run $D $M --timeout 200 --out $R/train_throughput.json \
+    --cases e4b-stage-4bit-b8-sdpa,270m-stage-16bit-b8-sdpa+profile 2>&1 | tail -4 | tee -a $R/queue.log
+  cp /tmp/titlegen-bench/*/checkpoints/profile.txt $R/ 2>/dev/null
+  log "queue done"
+  touch $R/queue.done
+  ;;
 queue)  # training speed (#13), evaluation speed (#14), then quality with decoding rules; in order of priority
   D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
   log "queue start on $(head -2 $R/gpu.txt | tail -1)"

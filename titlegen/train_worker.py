@@ -163,9 +163,10 @@ def load_model(config: dict, engine: str, cuda: bool):
     if engine == "unsloth":
         from unsloth import FastModel
 
+        extra = {"attn_implementation": t["attn_implementation"]} if t.get("attn_implementation") else {}
         model, tokenizer = FastModel.from_pretrained(
             model_name=base, max_seq_length=t["max_seq_length"], load_in_4bit=four_bit,
-            load_in_16bit=not four_bit, full_finetuning=False, dtype=None, random_state=t["seed"],
+            load_in_16bit=not four_bit, full_finetuning=False, dtype=None, random_state=t["seed"], **extra,
         )
         model = FastModel.get_peft_model(
             model, finetune_vision_layers=False, finetune_language_layers=True,
