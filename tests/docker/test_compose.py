@@ -168,3 +168,10 @@ def test_prefect_server_opened_with_a_password_requires_it_of_every_client(tmp_p
     services = _config("tools", PREFECT_SERVER_API_AUTH_STRING="admin:pw")["services"]
     for name in ("prefect-worker", "tools"):
         assert services[name]["environment"]["PREFECT_API_AUTH_STRING"] == "admin:pw", name
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_the_project_is_installed_editable(dockerfile):
+    """In /app the source folder titlegen/ shadows a plain install, which lacks titlegen.tasks there."""
+    installs = [line for line in dockerfile.read_text().splitlines() if re.match(r"RUN pip install .*(\s\.$|\.\[)", line)]
+    assert installs and all(" -e " in line for line in installs), installs
