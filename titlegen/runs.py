@@ -5,15 +5,25 @@ A run folder `<output_root>/<run_name>/` holds every stage's output:
 `<model>-lora/` (adapter), `eval/`, `final-hf/`, `gguf/`, `ollama/`.
 Nothing is ever half-written: files and folders are written under a temporary name beside the
 target and renamed into place, and a folder counts as complete only when its marker file exists.
+
+A run folder is a plain name under a safe `output_root` (`check_run_name`, `check_output_root`,
+`run_dir`), and one flow run at a time works in it: `lock_run_folder` takes an exclusive `fcntl`
+lock on `<run>/.titlegen.lock` when the flow starts, recording the holder (pid, host, flow run id).
 """
 
 import contextlib
+import contextvars
+import fcntl
+import functools
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -102,11 +112,171 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         raise
 
 
+RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+# Folders of the operating system that a run must never write into (or replace folders of).
+SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/sbin", "/sys", "/usr")
+
+
+def check_run_name(name: str) -> str:
+    """`name` if it is one plain folder name; ValueError with the rule otherwise (no `/`, `..`, line breaks)."""
+    if not re.fullmatch(RUN_NAME_PATTERN.strip("^$"), name):
+        raise ValueError(
+            f"{name!r} is not a plain folder name: use 1-100 letters, digits, `.`, `_` or `-`, starting with a "
+            "letter or digit (no `/`, `..`, spaces or line breaks), e.g. `gemma-news-v2`"
+        )
+    return name
+
+
+def check_output_root(output_root: str) -> str:
+    """`output_root` unless it resolves to `/`, a system folder, or the home folder itself or above."""
+    resolved = Path(output_root).resolve()
+    fix = "use a folder of its own, such as `outputs` (the default) or `/data/titlegen-runs`"
+    if resolved == Path(resolved.anchor):
+        raise ValueError(f"{output_root!r} resolves to the filesystem root; {fix}")
+    for system in SYSTEM_DIRS:
+        if resolved == Path(system) or Path(system) in resolved.parents:
+            raise ValueError(f"{output_root!r} resolves to {resolved}, inside the system folder {system}; {fix}")
+    home = Path.home().resolve()
+    if resolved == home or resolved in home.parents:
+        raise ValueError(f"{output_root!r} resolves to {resolved}, the home folder or above it; {fix}")
+    return output_root
+
+
+def run_dir_problem(output_root: str | Path, run_name: str) -> str | None:
+    """Why `<output_root>/<run_name>` is not a safe run folder (a link leading elsewhere), or None."""
+    root = Path(output_root).resolve()
+    target = (root / run_name).resolve()
+    if target.parent != root:
+        return (f"run folder {root / run_name} resolves to {target}, outside output_root {root} (a symbolic link?): "
+                "remove the link or choose another run_name")
+    return None
+
+
 def run_dir(output_root: str | Path, run_name: str) -> Path:
+    """`<output_root>/<run_name>`, absolute, after the checks above (ValueError naming the fix)."""
+    check_output_root(str(output_root))
+    check_run_name(run_name)
+    if problem := run_dir_problem(output_root, run_name):
+        raise ValueError(problem)
     return Path(output_root).resolve() / run_name
 
 
 def default_run_name(base_model: str, dataset: str, identity: Any) -> str:
     """`<model>-<dataset>-<hash>`: the same model, data and training inputs give the same folder,
-    so re-running after a crash resumes there instead of starting over."""
-    return f"{slug(base_model)}-{slug(dataset)}-{fingerprint(identity, 8)}"
+    so re-running after a crash resumes there instead of starting over. Always a valid run name."""
+    name = f"{slug(base_model)[:40]}-{slug(dataset)[:40]}-{fingerprint(identity, 8)}"
+    return name.lstrip("_.-")
+
+
+# --- One flow run per run folder ------------------------------------------------------------
+
+LOCK_FILE = ".titlegen.lock"
+log = logging.getLogger(__name__)
+
+
+class RunFolderBusy(RuntimeError):
+    """Another live process holds the lock of this run folder."""
+
+
+def _holder_text(holder: dict) -> str:
+    if not holder:
+        return "another process (no holder recorded)"
+    run = f"flow run {holder['flow_run_id']}, " if holder.get("flow_run_id") else ""
+    return f"{run}pid {holder.get('pid')} on host {holder.get('host')} (since {holder.get('since')})"
+
+
+def _read_holder(fd: int) -> dict:
+    try:
+        return json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def _warn(message: str) -> None:
+    """A warning in the flow run's log (the Prefect UI) when there is one, else in this module's log."""
+    try:
+        from prefect.exceptions import MissingContextError
+        from prefect.logging import get_run_logger
+
+        get_run_logger().warning(message)
+    except (ImportError, MissingContextError):
+        log.warning(message)
+
+
+def _flow_run_id() -> str | None:
+    try:
+        from prefect.context import FlowRunContext
+    except ImportError:
+        return None
+    ctx = FlowRunContext.get()
+    return str(ctx.flow_run.id) if ctx and ctx.flow_run else None
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held until `release()` or the holder's death (the kernel
+    drops an `fcntl` lock with the last open descriptor, so a killed run never blocks the next)."""
+
+    def __init__(self, folder: Path, fd: int, holder: dict, previous: dict):
+        self.folder, self.fd, self.holder = folder, fd, holder
+        self.previous = previous  # the record of a holder that died without releasing: taken over
+
+    def release(self) -> None:
+        if self.fd < 0:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(self.fd, 0)  # a clean release leaves no holder behind
+        os.close(self.fd)  # closing drops the lock
+        self.fd = -1
+
+
+_HELD: contextvars.ContextVar[list[RunLock] | None] = contextvars.ContextVar("titlegen_run_locks", default=None)
+
+
+def acquire_run_lock(folder: str | Path, flow_run_id: str | None = None) -> RunLock:
+    """Lock `folder` for this process or fail at once with `RunFolderBusy` naming the holder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _read_holder(fd)
+        os.close(fd)
+        raise RunFolderBusy(
+            f"run folder {folder} is in use by {_holder_text(holder)}. Wait for that run to end (or cancel it), "
+            "or give this run another run_name or output_root."
+        ) from None
+    previous = _read_holder(fd)
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "flow_run_id": flow_run_id,
+              "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+    if previous:
+        _warn(f"Took over the lock of run folder {folder} from {_holder_text(previous)}, which is gone.")
+    return RunLock(folder, fd, holder, previous)
+
+
+def lock_run_folder(folder: str | Path) -> RunLock:
+    """Lock `folder` for the rest of the calling flow; the enclosing `@releases_run_locks` releases it."""
+    held = _HELD.get()
+    if held is None:
+        raise RuntimeError("lock_run_folder() must be called inside a function decorated with @releases_run_locks")
+    lock = acquire_run_lock(folder, _flow_run_id())
+    held.append(lock)
+    return lock
+
+
+def releases_run_locks(fn):
+    """Decorator: every lock that `lock_run_folder` takes during a call is released when the call ends."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        token = _HELD.set([])
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            for lock in reversed(_HELD.get() or []):
+                lock.release()
+            _HELD.reset(token)
+
+    return wrapper

