@@ -23,7 +23,6 @@ task's Prefect retries (only for that error) try again.
 
 import logging
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -35,6 +34,7 @@ from prefect import task
 from titlegen.modelfile import ModelfileValues, check_source, render_modelfile
 from titlegen.ollama_checks import latency_problems, latency_table, measure_latency, smoke_test
 from titlegen.ollama_client import OllamaClient, OllamaError, OllamaUnreachable, create_form, create_request, retry_on_unreachable
+from titlegen.ollama_names import validate_model_name
 from titlegen.params import OllamaParams
 from titlegen.runs import atomic_write_json, atomic_write_text, read_jsonl
 
@@ -59,9 +59,7 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
 
 def serving_and_candidate(model_name: str) -> tuple[str, str]:
     """`titlegen` -> (`titlegen:latest`, `titlegen:candidate`); `t:prod` -> (`t:prod`, `t:prod-candidate`)."""
-    if not re.fullmatch(r"[A-Za-z0-9][\w.\-/]*(:[\w.\-]+)?", model_name):
-        raise ValueError(f"ollama_model {model_name!r} is not a valid Ollama model name (letters, digits, . _ - /, optional :tag).")
-    name, _, tag = model_name.partition(":")
+    name, _, tag = validate_model_name(model_name).partition(":")
     tag = tag or "latest"
     return f"{name}:{tag}", f"{name}:{'candidate' if tag == 'latest' else tag + '-candidate'}"
 

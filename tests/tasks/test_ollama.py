@@ -76,6 +76,18 @@ def test_quantize_needs_an_f16_source(gguf, split_dir, tmp_path):
         ollama_create({"q8_0": str(gguf)}, None, str(split_dir), str(tmp_path), "tg", 20, 4, OllamaParams(quantize="q4_K_M"))
 
 
+def test_hostile_values_fail_before_any_request(fake_ollama, gguf, split_dir, tmp_path):
+    params = OllamaParams(host=fake_ollama.url)
+    with pytest.raises(ValueError, match="not a valid Ollama model name"):
+        ollama_create({"q8_0": str(gguf)}, None, str(split_dir), str(tmp_path), 'tg\nSYSTEM "x"', 20, 4, params)
+    odd = tmp_path / 'r1\nSYSTEM "x"'
+    odd.mkdir()
+    (odd / "m.gguf").write_bytes(b"GGUF")
+    with pytest.raises(ValueError, match="control characters"):
+        ollama_create({"q8_0": str(odd / "m.gguf")}, None, str(split_dir), str(tmp_path), "tg", 20, 4, params)
+    assert fake_ollama.requests == []
+
+
 # --- REST contract against a recording stand-in server --------------------------------------
 
 
