@@ -3,11 +3,13 @@
     python -m titlegen.tasks.ollama --run-dir outputs/<run> --gguf <file>.gguf   # see titlegen.ollama_cli
 
 The stage renders `serving/ollama/Modelfile.template` (see `titlegen.modelfile`) into
-`<run>/ollama/Modelfile`, creates the model on the server at `OLLAMA_HOST` under a candidate tag
-(`<name>:candidate`), asks it to title held-out test articles (the smoke test), times it (warm-up,
+`<run>/ollama/Modelfile`, creates the model on the server at `OLLAMA_HOST` under this run's own
+candidate tag (`<name>:candidate-<run>`, see `titlegen.ollama_names`), asks it to title held-out test articles (the smoke test), times it (warm-up,
 then `latency_requests` requests with `keep_alive`; both in `titlegen.ollama_checks`), and only
-when both pass copies it to the serving tag (`<name>:latest`, or the tag `ollama_model` names). A
-candidate that fails anything is deleted and the serving tag keeps whatever model it held before.
+when both pass promotes it to the serving tag (`<name>:latest`, or the tag `ollama_model` names;
+`titlegen.ollama_promote`: the served model is kept and put back if the serving tag does not end up
+holding the tested digest). A candidate that fails anything is deleted and the serving tag keeps
+whatever model it held before; a run deletes no tag but its own.
 
 Create paths, chosen by `OllamaParams.use_cli` and the server's `/api/version`, all through
 `titlegen.ollama_client.OllamaClient` except the CLI:
@@ -34,7 +36,8 @@ from prefect import task
 from titlegen.modelfile import ModelfileValues, check_source, render_modelfile
 from titlegen.ollama_checks import latency_problems, latency_table, measure_latency, smoke_test
 from titlegen.ollama_client import OllamaClient, OllamaError, OllamaUnreachable, create_form, create_request, retry_on_unreachable
-from titlegen.ollama_names import validate_model_name
+from titlegen.ollama_names import run_tags
+from titlegen.ollama_promote import promote
 from titlegen.params import OllamaParams
 from titlegen.runs import atomic_write_json, atomic_write_text, read_jsonl
 
@@ -55,13 +58,6 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
         return get_run_logger()
     except MissingContextError:
         return logging.getLogger(__name__)
-
-
-def serving_and_candidate(model_name: str) -> tuple[str, str]:
-    """`titlegen` -> (`titlegen:latest`, `titlegen:candidate`); `t:prod` -> (`t:prod`, `t:prod-candidate`)."""
-    name, _, tag = validate_model_name(model_name).partition(":")
-    tag = tag or "latest"
-    return f"{name}:{tag}", f"{name}:{'candidate' if tag == 'latest' else tag + '-candidate'}"
 
 
 def create_with_cli(model: str, modelfile_path: Path, base_url: str, quantize: str | None) -> None:
@@ -130,6 +126,7 @@ def ollama_create(
     min_title_chars: int,
     ollama: OllamaParams,
     publish: bool = False,
+    run_id: str | None = None,
 ) -> dict:
     """Create, smoke-test, time and promote the model; see the module docstring.
 
@@ -137,10 +134,13 @@ def ollama_create(
     was created. Raises `DeployBlocked` (candidate deleted, serving unchanged) when the smoke test
     or latency gate fails, `OllamaUnreachable` when the server does not answer.
     `publish` adds Prefect artifacts (the task sets it; plain calls need no Prefect API).
+    `run_id` names this run's candidate and rollback tags (the task passes the flow run id, so a
+    retry reuses its own tags); None picks a random one.
     """
     log = _logger()
     out = Path(run_dir) / "ollama"
-    serving, candidate = serving_and_candidate(model_name)
+    tags = run_tags(model_name, run_id)
+    serving, candidate = tags.serving, tags.candidate
     max_p50 = ollama.max_p50_ms or DEFAULT_MAX_P50_MS
     max_p95 = ollama.max_p95_ms or DEFAULT_MAX_P95_MS
     articles = load_articles(split_dir)
@@ -179,7 +179,7 @@ def ollama_create(
             raise OllamaError(f"Ollama reported success but {candidate} is not listed by /api/tags.")
 
         report: dict[str, Any] = {
-            "model": serving, "candidate": candidate, "host": api.base, "server_version": version,
+            "model": serving, "candidate": candidate, "rollback": tags.rollback, "host": api.base, "server_version": version,
             "create_via": via, "create_s": create_s, "source": source, "source_note": source_note,
             "modelfile": str(modelfile_path), "digest": candidate_digest, "previous_digest": previous,
             "quantize": ollama.quantize, "promoted": False,
@@ -212,13 +212,11 @@ def ollama_create(
                     "On CPU, relax ollama.max_p50_ms / ollama.max_p95_ms."
                 )
 
-            api.copy(candidate, serving)
-            if api.digests().get(serving) != candidate_digest:
-                raise OllamaError(f"Copying {candidate} to {serving} did not take: the digests differ.")
+            report.update(promote(api, tags, candidate_digest))
             report["promoted"] = True
             log.info("Promoted %s -> %s (digest %s)", candidate, serving, candidate_digest[:12])
         finally:
-            # The candidate tag is an alias of the served manifest once promoted, and garbage when not.
+            # This run's candidate only: an alias of the served manifest once promoted, garbage when not.
             try:
                 api.delete(candidate)
             except (OllamaError, OllamaUnreachable) as err:
@@ -239,7 +237,10 @@ def ollama_create_task(
     ollama: OllamaParams,
 ) -> dict:
     """Create, smoke-test, latency-gate and promote the Ollama model (artifacts: Modelfile, smoke, latency)."""
-    return ollama_create(gguf_files, hub, split_dir, run_dir, model_name, max_title_chars, min_title_chars, ollama, publish=True)
+    from prefect.runtime import flow_run
+
+    return ollama_create(gguf_files, hub, split_dir, run_dir, model_name, max_title_chars, min_title_chars, ollama,
+                         publish=True, run_id=flow_run.id)
 
 
 if __name__ == "__main__":

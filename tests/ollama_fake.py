@@ -77,6 +77,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._reply(404, {"error": f"model '{body['model']}' not found"})
             return self._reply(200, {"modelfile": "", "details": {}})
         if self.path == "/api/copy":
+            if body["source"] not in srv.models:
+                return self._reply(404, {"error": f"model '{body['source']}' not found"})
             srv.models[body["destination"]] = srv.models[body["source"]]
             return self._reply(200)
         if self.path == "/api/delete":

@@ -13,7 +13,10 @@ the copy of the previously served model kept during promotion is `<tag>-rollback
 `<run>` is a short id of the run, so two runs never share a candidate.
 """
 
+import hashlib
 import re
+import uuid
+from dataclasses import dataclass
 
 MAX_PART = 80  # Ollama's limit for a namespace, model or tag
 RUN_ID_CHARS = 12
@@ -53,3 +56,30 @@ def validate_model_name(name: str) -> str:
     if problems:
         raise ValueError(f"ollama_model {name!r} is not a valid Ollama model name: {'; '.join(problems)}. {HOW}")
     return name
+
+
+@dataclass(frozen=True)
+class RunTags:
+    """The tags one deployment touches: it creates and deletes `candidate` and `rollback`, and
+    promotes into `serving`."""
+
+    serving: str
+    candidate: str
+    rollback: str
+    run_id: str
+
+
+def run_id_for(run: str | None = None) -> str:
+    """A short id for a deployment's tags: stable for a given `run` (e.g. the Prefect flow run id, so a
+    retried task reuses its own tags), random without one."""
+    return hashlib.sha256((run or uuid.uuid4().hex).encode()).hexdigest()[:RUN_ID_CHARS]
+
+
+def run_tags(model_name: str, run: str | None = None) -> RunTags:
+    """`titlegen` -> serving `titlegen:latest`, candidate `titlegen:candidate-<id>`, rollback
+    `titlegen:rollback-<id>`; `t:prod` -> `t:prod`, `t:prod-candidate-<id>`, `t:prod-rollback-<id>`."""
+    name, _, tag = validate_model_name(model_name).partition(":")
+    tag = tag or "latest"
+    run_id = run_id_for(run)
+    role = (lambda r: f"{name}:{r}-{run_id}") if tag == "latest" else (lambda r: f"{name}:{tag}-{r}-{run_id}")
+    return RunTags(serving=f"{name}:{tag}", candidate=role("candidate"), rollback=role("rollback"), run_id=run_id)

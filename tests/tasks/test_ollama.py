@@ -15,7 +15,8 @@ from titlegen.prompt import ollama_template
 from titlegen.runs import write_jsonl
 from titlegen.ollama_client import OllamaClient, OllamaUnreachable
 from titlegen.tasks import ollama as stage
-from titlegen.tasks.ollama import DeployBlocked, choose_source, load_articles, ollama_create, serving_and_candidate
+from titlegen.ollama_names import run_tags
+from titlegen.tasks.ollama import DeployBlocked, choose_source, load_articles, ollama_create
 from tests.ollama_fake import GOOD_ANSWER, fake_ollama  # noqa: F401  (fixture)
 
 ARTICLES = [
@@ -41,13 +42,6 @@ def gguf(tmp_path) -> Path:
 
 
 # --- pure functions -------------------------------------------------------------------------
-
-
-def test_serving_and_candidate_tags():
-    assert serving_and_candidate("titlegen") == ("titlegen:latest", "titlegen:candidate")
-    assert serving_and_candidate("acme/tg:prod") == ("acme/tg:prod", "acme/tg:prod-candidate")
-    with pytest.raises(ValueError, match="not a valid Ollama model name"):
-        serving_and_candidate("bad name")
 
 
 def test_choose_source(gguf):
@@ -91,10 +85,13 @@ def test_hostile_values_fail_before_any_request(fake_ollama, gguf, split_dir, tm
 # --- REST contract against a recording stand-in server --------------------------------------
 
 
+TAGS = run_tags("tg", "run-1")  # tg:latest, tg:candidate-<id>, tg:rollback-<id>
+
+
 def _run(fake, gguf, split_dir, run_dir, **params):
     defaults = {"host": fake.url, "smoke_articles": 2, "latency_requests": 3}
     return ollama_create({"q8_0": str(gguf), "f16": str(gguf)}, None, str(split_dir), str(run_dir), "tg", 20, 4,
-                         OllamaParams(**{**defaults, **params}))
+                         OllamaParams(**{**defaults, **params}), run_id="run-1")
 
 
 def test_current_rest_create_request_shape(fake_ollama, gguf, split_dir, tmp_path):
@@ -103,7 +100,7 @@ def test_current_rest_create_request_shape(fake_ollama, gguf, split_dir, tmp_pat
     assert [m for m, p, _ in fake_ollama.requests if p.startswith("/api/blobs/")] == ["HEAD", "POST"]
     (create,) = fake_ollama.bodies("POST", "/api/create")
     assert create == {
-        "model": "tg:candidate",
+        "model": TAGS.candidate,
         "stream": False,
         "files": {"model.gguf": digest},
         "template": ollama_template(20),
@@ -111,9 +108,9 @@ def test_current_rest_create_request_shape(fake_ollama, gguf, split_dir, tmp_pat
     }
     generate = fake_ollama.bodies("POST", "/api/generate")
     assert len(generate) == 2 + 1 + 3  # smoke, warm-up, timed
-    assert generate[0] == {"model": "tg:candidate", "prompt": ARTICLES[0]["input"], "stream": False, "keep_alive": "10m"}
-    assert fake_ollama.bodies("POST", "/api/copy") == [{"source": "tg:candidate", "destination": "tg:latest"}]
-    assert fake_ollama.bodies("DELETE", "/api/delete") == [{"model": "tg:candidate"}]
+    assert generate[0] == {"model": TAGS.candidate, "prompt": ARTICLES[0]["input"], "stream": False, "keep_alive": "10m"}
+    assert fake_ollama.bodies("POST", "/api/copy") == [{"source": TAGS.candidate, "destination": "tg:latest"}]  # nothing to keep
+    assert fake_ollama.bodies("DELETE", "/api/delete") == [{"model": TAGS.candidate}]
     assert set(fake_ollama.models) == {"tg:latest"}
     assert report["promoted"] and report["create_via"] == "rest-current" and report["model"] == "tg:latest"
     assert report["smoke"] == {"passed": True, "articles": 2, "failed": 0}
@@ -146,7 +143,7 @@ def test_current_rest_create_from_hub_reference(fake_ollama, gguf, split_dir, tm
 def test_legacy_rest_create_request_shape(fake_ollama, gguf, split_dir, tmp_path):
     report = _run(fake_ollama, gguf, split_dir, tmp_path)
     (create,) = fake_ollama.bodies("POST", "/api/create")
-    assert set(create) == {"name", "modelfile", "stream"} and create["name"] == "tg:candidate"
+    assert set(create) == {"name", "modelfile", "stream"} and create["name"] == TAGS.candidate
     digest = "sha256:" + hashlib.sha256(gguf.read_bytes()).hexdigest()
     saved = (tmp_path / "ollama" / "Modelfile").read_text()
     assert create["modelfile"] == saved.replace(f"FROM {gguf.resolve()}", f"FROM @{digest}")
@@ -268,7 +265,7 @@ def test_real_promotion_then_rollback(ollama_host, gemma270m_gguf, real_split, t
                        "titlegen-test", 60, 1, relaxed)
     assert v1["promoted"] and v1["create_via"] == "rest-legacy"
     assert tags().get("titlegen-test:latest") == v1["digest"]
-    assert "titlegen-test:candidate" not in tags()
+    assert not [t for t in tags() if t.startswith("titlegen-test:") and t != "titlegen-test:latest"]
     assert v1["latency"]["requests"] == 2 and v1["latency"]["tokens_per_s"]["p50"] > 0
     assert v1["latency"]["wall_ms"]["p50"] >= v1["latency"]["total_ms"]["p50"] * 0.9
 
@@ -280,4 +277,4 @@ def test_real_promotion_then_rollback(ollama_host, gemma270m_gguf, real_split, t
     report = json.loads((tmp_path / "v2" / "ollama" / "deploy.json").read_text())
     assert report["create_via"] == "cli" and report["digest"] != v1["digest"]
     assert tags().get("titlegen-test:latest") == v1["digest"]
-    assert "titlegen-test:candidate" not in tags()
+    assert not [t for t in tags() if t.startswith("titlegen-test:") and t != "titlegen-test:latest"]
