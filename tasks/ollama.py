@@ -4,12 +4,13 @@
 
 The stage renders `serving/ollama/Modelfile.template` (see `titlegen.modelfile`) into
 `<run>/ollama/Modelfile`, creates the model on the server at `OLLAMA_HOST` under this run's own
-candidate tag (`<name>:candidate-<run>`, see `titlegen.ollama_names`), asks it to title held-out test articles (the smoke test), times it (warm-up,
-then `latency_requests` requests with `keep_alive`; both in `titlegen.ollama_checks`), and only
-when both pass promotes it to the serving tag (`<name>:latest`, or the tag `ollama_model` names;
-`titlegen.ollama_promote`: the served model is kept and put back if the serving tag does not end up
-holding the tested digest). A candidate that fails anything is deleted and the serving tag keeps
-whatever model it held before; a run deletes no tag but its own.
+candidate tag (`<name>:candidate-<run>`, see `titlegen.ollama_names`), asks it to title held-out
+test articles (the smoke test), times it (warm-up, then `latency_requests` requests with
+`keep_alive`; both in `titlegen.ollama_checks`), and only when both pass promotes it to the
+serving tag (`<name>:latest`, or the tag `ollama_model` names; `titlegen.ollama_promote`: the served
+model is kept and put back if the serving tag does not end up holding the tested digest). A
+candidate that fails anything is deleted and the serving tag keeps whatever model it held before;
+a run deletes no tag but its own.
 
 Create paths, chosen by `OllamaParams.use_cli` and the server's `/api/version`, all through
 `titlegen.ollama_client.OllamaClient` except the CLI:
