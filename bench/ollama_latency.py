@@ -64,7 +64,8 @@ def articles(folder: Path, n: int, max_chars: int, seed: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     from titlegen.modelfile import ModelfileValues, render_modelfile
-    from titlegen.tasks.ollama import CURRENT_CREATE_SINCE, OllamaAPI, create_request, measure_latency, parse_version
+    from titlegen.ollama_checks import measure_latency
+    from titlegen.ollama_client import OllamaClient, create_form, create_request
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default=None, help="Ollama server (default: $OLLAMA_HOST or 127.0.0.1:11434).")
@@ -81,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
 
     gguf = args.gguf or default_gguf()
     load_before = [round(x, 2) for x in __import__("os").getloadavg()]
-    api = OllamaAPI(args.host)
-    version = api.wait((1.0, 2.0))
-    form = "current" if parse_version(version) >= CURRENT_CREATE_SINCE else "legacy"
+    api = OllamaClient(args.host)
+    version = api.version()
+    form = create_form(version)
     modelfile = render_modelfile(ModelfileValues(source=str(gguf), max_title_chars=args.max_title_chars))
     api.create(create_request(form, MODEL, modelfile, api.push_blob(gguf), None))
     prompts = articles(args.data, args.requests, args.max_content_chars, args.seed)

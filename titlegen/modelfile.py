@@ -8,7 +8,10 @@ the prompt the model was trained and evaluated on.
 
 Rendering refuses anything that would make Ollama quietly do something else: a variable left
 unresolved, a `FROM` path that does not exist (Ollama would try to pull a model of that name),
-`hf://` references (rejected by Ollama), and a template containing the Modelfile's `\"\"\"` quote.
+`hf://` references (rejected by Ollama), a template containing the Modelfile's `\"\"\"` quote, and a
+control character or line break in any value (a line break would start a new directive: a run
+folder whose name holds a newline and then `SYSTEM "..."` must not add one); only the TEMPLATE's own
+newlines are kept.
 """
 
 import re
@@ -22,6 +25,17 @@ from titlegen.prompt import END_OF_TURN, ollama_template
 TEMPLATE_FILE = "Modelfile.template"
 # hf.co/<org>/<repo>:<quant>; the quant tag is required so the file Ollama pulls is explicit.
 HF_REF = re.compile(r"^(hf\.co|huggingface\.co)/[\w.-]+/[\w.-]+:[\w.-]+$")
+# C0/C1 control characters (line breaks included) and Unicode line/paragraph separators.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def refuse_control(what: str, value: str, allow: str = "") -> str:
+    """`value` unchanged, or ValueError when it holds a control character or line break not in `allow`."""
+    bad = sorted({c for c in CONTROL.findall(value) if c not in allow})
+    if bad:
+        raise ValueError(f"{what} {value[:80]!r} holds control characters {bad}: a Modelfile value must be one line "
+                         "of printable text (rename the file or folder, or fix the parameter).")
+    return value
 
 
 def modelfile_template_path() -> Path:
@@ -39,7 +53,7 @@ def num_predict_for(max_title_chars: int) -> int:
 def check_source(source: str | Path) -> str:
     """The `FROM` value for `source`: an `hf.co/...:<quant>` reference or an existing local path
     (made absolute, since Ollama resolves a relative path against the Modelfile's folder)."""
-    text = str(source).strip()
+    text = refuse_control("Modelfile FROM", str(source).strip())
     if not text:
         raise ValueError("Modelfile FROM is empty: pass a GGUF path or hf.co/<org>/<repo>:<quant>.")
     if text.startswith("hf://"):
@@ -75,8 +89,8 @@ class ModelfileValues:
         for stop in self.extra_stop:
             if not stop or any(c in stop for c in '"\n\\'):
                 raise ValueError(f"extra_stop {stop!r}: a Modelfile stop must be non-empty and hold no quote, backslash or newline.")
-            stops.append(f'PARAMETER stop "{stop}"')
-        return {
+            stops.append(f'PARAMETER stop "{refuse_control("extra_stop", stop)}"')
+        variables = {
             "FROM": check_source(self.source),
             "TEMPLATE": template,
             "EXTRA_STOP": "\n".join(stops),
@@ -84,6 +98,10 @@ class ModelfileValues:
             "NUM_CTX": str(self.num_ctx),
             "NUM_PREDICT": str(num_predict_for(self.max_title_chars)),
         }
+        for key, value in variables.items():
+            # TEMPLATE is multi-line by design (inside triple quotes); EXTRA_STOP joins one checked line per stop.
+            refuse_control(key, value, allow="\n" if key in ("TEMPLATE", "EXTRA_STOP") else "")
+        return variables
 
 
 def render_modelfile(values: ModelfileValues, template_text: str | None = None) -> str:

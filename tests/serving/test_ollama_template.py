@@ -6,7 +6,7 @@ import pytest
 
 from titlegen.modelfile import ModelfileValues, render_modelfile
 from titlegen.prompt import generation_prompt
-from titlegen.tasks.ollama import CURRENT_CREATE_SINCE, OllamaAPI, create_request, parse_version
+from titlegen.ollama_client import OllamaClient, create_form, create_request
 
 ARTICLE = "臺北市今天舉行跨年晚會，吸引數萬民眾到場，市府加開捷運班次疏運人潮。"
 MODEL = "titlegen-template-test:latest"
@@ -17,9 +17,9 @@ PLAIN_MODELFILE = 'FROM ${FROM}\nTEMPLATE """{{ .Prompt }}"""\nPARAMETER stop "<
 
 @pytest.fixture(scope="module")
 def served(ollama_host, gemma270m_gguf):
-    api = OllamaAPI(ollama_host)
+    api = OllamaClient(ollama_host)
     values = ModelfileValues(source=str(gemma270m_gguf), max_title_chars=40)
-    form = "current" if parse_version(api.wait((0.5,))) >= CURRENT_CREATE_SINCE else "legacy"
+    form = create_form(api.version())
     digest = api.push_blob(Path(gemma270m_gguf))
     api.create(create_request(form, MODEL, render_modelfile(values), digest, None))
     api.create(create_request(form, PLAIN, render_modelfile(values, template_text=PLAIN_MODELFILE), digest, None))
@@ -29,9 +29,8 @@ def served(ollama_host, gemma270m_gguf):
     api.close()
 
 
-def _generate(api: OllamaAPI, prompt: str, model: str = MODEL, raw: bool = False) -> dict:
-    body = {"model": model, "prompt": prompt, "raw": raw, "stream": False, "options": {"num_predict": 2}}
-    return api.call("POST", "/api/generate", json=body).json()
+def _generate(api: OllamaClient, prompt: str, model: str = MODEL, raw: bool = False) -> dict:
+    return api.generate(model, prompt, raw=raw, options={"num_predict": 2})
 
 
 def _prompt_ids(answer: dict) -> list[int]:

@@ -1,11 +1,9 @@
-"""ollama-create: pure checks, the REST contract (a local HTTP server stands in for Ollama's
+"""ollama-create: source choice, the REST contract (`tests/ollama_fake.py` stands in for Ollama's
 transport and records every request), and the real Ollama 0.5.4 CPU server (`ollama` marker)."""
 
 import hashlib
 import json
 import os
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -15,21 +13,11 @@ from titlegen.modelfile import num_predict_for
 from titlegen.params import OllamaParams
 from titlegen.prompt import ollama_template
 from titlegen.runs import write_jsonl
+from titlegen.ollama_client import OllamaClient, OllamaUnreachable
 from titlegen.tasks import ollama as stage
-from titlegen.tasks.ollama import (
-    DeployBlocked,
-    OllamaUnreachable,
-    choose_source,
-    create_request,
-    latency_problems,
-    load_articles,
-    ollama_create,
-    parse_version,
-    resolve_host,
-    serving_and_candidate,
-    summarize_latency,
-    title_problems,
-)
+from titlegen.ollama_names import run_tags
+from titlegen.tasks.ollama import DeployBlocked, choose_source, load_articles, ollama_create
+from tests.ollama_fake import GOOD_ANSWER, fake_ollama  # noqa: F401  (fixture)
 
 ARTICLES = [
     {"input": "行政院今天通過明年度總預算案，總額約二兆九千億元，將送立法院審議。", "target": "政院通過明年度總預算"},
@@ -54,61 +42,6 @@ def gguf(tmp_path) -> Path:
 
 
 # --- pure functions -------------------------------------------------------------------------
-
-
-def test_serving_and_candidate_tags():
-    assert serving_and_candidate("titlegen") == ("titlegen:latest", "titlegen:candidate")
-    assert serving_and_candidate("acme/tg:prod") == ("acme/tg:prod", "acme/tg:prod-candidate")
-    with pytest.raises(ValueError, match="not a valid Ollama model name"):
-        serving_and_candidate("bad name")
-
-
-def test_parse_version_handles_vendor_suffixes():
-    assert parse_version("0.5.4-ipexllm-20250407") == (0, 5, 4)
-    assert parse_version("0.12.3") >= stage.CURRENT_CREATE_SINCE
-    assert parse_version("0.5.4") < stage.CURRENT_CREATE_SINCE
-
-
-def test_resolve_host_forms(monkeypatch):
-    monkeypatch.delenv("OLLAMA_HOST", raising=False)
-    assert resolve_host(None) == ("http://127.0.0.1:11434", "the default (OLLAMA_HOST unset)")
-    monkeypatch.setenv("OLLAMA_HOST", "10.0.0.5:11500")
-    assert resolve_host(None) == ("http://10.0.0.5:11500", "OLLAMA_HOST")
-    assert resolve_host("ollama")[0] == "http://ollama:11434"
-    assert resolve_host(":9")[0] == "http://127.0.0.1:9"
-    assert resolve_host("https://gpu.example")[0] == "https://gpu.example:443"
-
-
-@pytest.mark.parametrize(
-    ("answer", "problem"),
-    [
-        ({"response": "政院通過明年度總預算", "done_reason": "stop"}, None),
-        ({"response": "  ", "done_reason": "stop"}, "empty title"),
-        ({"response": "政院通過明年度總預算", "done_reason": "length"}, "done_reason 'length'"),
-        ({"response": "短", "done_reason": "stop"}, "outside [4, 20]"),
-        ({"response": "政院通過明年度總預算案並送交立法院審議中", "done_reason": "stop"}, None),
-        ({"response": "政院通過明年度總預算案並送交立法院審議中了", "done_reason": "stop"}, "21 characters"),
-        ({"response": "政院通過預算<end_of_turn>", "done_reason": "stop"}, "template residue"),
-        ({"response": "新聞內容：政院通過預算", "done_reason": "stop"}, "template residue"),
-    ],
-)
-def test_title_problems(answer, problem):
-    problems = title_problems(answer, min_title_chars=4, max_title_chars=20)
-    if problem is None:
-        assert problems == []
-    else:
-        assert any(problem in p for p in problems), problems
-
-
-def test_latency_summary_and_gate():
-    requests = [{"wall_ms": float(ms), "eval_tokens": 10, "tokens_per_s": 100.0} for ms in range(100, 1100, 10)]
-    summary = summarize_latency(requests)
-    assert summary["requests"] == 100
-    assert summary["wall_ms"]["p50"] == pytest.approx(595.0)
-    assert summary["wall_ms"]["p95"] == pytest.approx(1040.5)
-    assert summary["tokens_per_s"]["mean"] == 100.0
-    assert latency_problems(summary, 500, 1000) == ["p50 595 ms > 500 ms", "p95 1040 ms > 1000 ms"]
-    assert latency_problems(summary, 595, 1040.5) == []  # equal to the limit passes
 
 
 def test_choose_source(gguf):
@@ -137,103 +70,28 @@ def test_quantize_needs_an_f16_source(gguf, split_dir, tmp_path):
         ollama_create({"q8_0": str(gguf)}, None, str(split_dir), str(tmp_path), "tg", 20, 4, OllamaParams(quantize="q4_K_M"))
 
 
+def test_hostile_values_fail_before_any_request(fake_ollama, gguf, split_dir, tmp_path):
+    params = OllamaParams(host=fake_ollama.url)
+    with pytest.raises(ValueError, match="not a valid Ollama model name"):
+        ollama_create({"q8_0": str(gguf)}, None, str(split_dir), str(tmp_path), 'tg\nSYSTEM "x"', 20, 4, params)
+    odd = tmp_path / 'r1\nSYSTEM "x"'
+    odd.mkdir()
+    (odd / "m.gguf").write_bytes(b"GGUF")
+    with pytest.raises(ValueError, match="control characters"):
+        ollama_create({"q8_0": str(odd / "m.gguf")}, None, str(split_dir), str(tmp_path), "tg", 20, 4, params)
+    assert fake_ollama.requests == []
+
+
 # --- REST contract against a recording stand-in server --------------------------------------
 
 
-class FakeOllama(ThreadingHTTPServer):
-    """Speaks the Ollama endpoints the stage uses; records each request's method, path and JSON."""
-
-    def __init__(self, version: str, answer: dict):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.version, self.answer = version, answer
-        self.requests: list[tuple[str, str, object]] = []
-        self.blobs: set[str] = set()
-        self.models: dict[str, str] = {}
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
-
-    def bodies(self, method: str, path: str) -> list:
-        return [body for m, p, body in self.requests if m == method and p == path]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: FakeOllama
-
-    def log_message(self, *args):  # keep pytest output clean
-        pass
-
-    def _read(self) -> bytes:
-        if self.headers.get("Transfer-Encoding") == "chunked":
-            data = b""
-            while size := int(self.rfile.readline().strip(), 16):
-                data += self.rfile.read(size)
-                self.rfile.readline()
-            self.rfile.readline()
-            return data
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-    def _reply(self, code: int, body: dict | None = None) -> None:
-        data = json.dumps(body).encode() if body is not None else b""
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def _handle(self) -> None:
-        srv, raw = self.server, self._read()
-        body = json.loads(raw) if raw and not self.path.startswith("/api/blobs/") else None
-        srv.requests.append((self.command, self.path, body))
-        if self.path == "/api/version":
-            return self._reply(200, {"version": srv.version})
-        if self.path.startswith("/api/blobs/"):
-            digest = self.path.rsplit("/", 1)[1]
-            if self.command == "HEAD":
-                return self._reply(200 if digest in srv.blobs else 404)
-            assert digest == "sha256:" + hashlib.sha256(raw).hexdigest()
-            srv.blobs.add(digest)
-            return self._reply(201)
-        if self.path == "/api/create":
-            name = body.get("model") or body.get("name")
-            srv.models[name] = hashlib.sha256(raw).hexdigest()
-            return self._reply(200, {"status": "success"})
-        if self.path == "/api/tags":
-            return self._reply(200, {"models": [{"name": n, "digest": d} for n, d in srv.models.items()]})
-        if self.path == "/api/generate":
-            return self._reply(200, {"model": body["model"], "done": True, **srv.answer})
-        if self.path == "/api/copy":
-            srv.models[body["destination"]] = srv.models[body["source"]]
-            return self._reply(200)
-        if self.path == "/api/delete":
-            srv.models.pop(body["model"], None)
-            return self._reply(200)
-        return self._reply(404, {"error": f"no route {self.path}"})
-
-    do_GET = do_POST = do_HEAD = do_DELETE = _handle
-
-
-GOOD_ANSWER = {
-    "response": "政院通過明年度總預算", "done_reason": "stop", "total_duration": 120_000_000,
-    "load_duration": 1_000_000, "prompt_eval_count": 80, "prompt_eval_duration": 60_000_000,
-    "eval_count": 12, "eval_duration": 50_000_000,
-}
-
-
-@pytest.fixture
-def fake_ollama(request):
-    version, answer = getattr(request, "param", ("0.9.6", GOOD_ANSWER))
-    server = FakeOllama(version, answer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+TAGS = run_tags("tg", "run-1")  # tg:latest, tg:candidate-<id>, tg:rollback-<id>
 
 
 def _run(fake, gguf, split_dir, run_dir, **params):
     defaults = {"host": fake.url, "smoke_articles": 2, "latency_requests": 3}
     return ollama_create({"q8_0": str(gguf), "f16": str(gguf)}, None, str(split_dir), str(run_dir), "tg", 20, 4,
-                         OllamaParams(**{**defaults, **params}))
+                         OllamaParams(**{**defaults, **params}), run_id="run-1")
 
 
 def test_current_rest_create_request_shape(fake_ollama, gguf, split_dir, tmp_path):
@@ -242,7 +100,7 @@ def test_current_rest_create_request_shape(fake_ollama, gguf, split_dir, tmp_pat
     assert [m for m, p, _ in fake_ollama.requests if p.startswith("/api/blobs/")] == ["HEAD", "POST"]
     (create,) = fake_ollama.bodies("POST", "/api/create")
     assert create == {
-        "model": "tg:candidate",
+        "model": TAGS.candidate,
         "stream": False,
         "files": {"model.gguf": digest},
         "template": ollama_template(20),
@@ -250,9 +108,9 @@ def test_current_rest_create_request_shape(fake_ollama, gguf, split_dir, tmp_pat
     }
     generate = fake_ollama.bodies("POST", "/api/generate")
     assert len(generate) == 2 + 1 + 3  # smoke, warm-up, timed
-    assert generate[0] == {"model": "tg:candidate", "prompt": ARTICLES[0]["input"], "stream": False, "keep_alive": "10m"}
-    assert fake_ollama.bodies("POST", "/api/copy") == [{"source": "tg:candidate", "destination": "tg:latest"}]
-    assert fake_ollama.bodies("DELETE", "/api/delete") == [{"model": "tg:candidate"}]
+    assert generate[0] == {"model": TAGS.candidate, "prompt": ARTICLES[0]["input"], "stream": False, "keep_alive": "10m"}
+    assert fake_ollama.bodies("POST", "/api/copy") == [{"source": TAGS.candidate, "destination": "tg:latest"}]  # nothing to keep
+    assert fake_ollama.bodies("DELETE", "/api/delete") == [{"model": TAGS.candidate}]
     assert set(fake_ollama.models) == {"tg:latest"}
     assert report["promoted"] and report["create_via"] == "rest-current" and report["model"] == "tg:latest"
     assert report["smoke"] == {"passed": True, "articles": 2, "failed": 0}
@@ -285,16 +143,11 @@ def test_current_rest_create_from_hub_reference(fake_ollama, gguf, split_dir, tm
 def test_legacy_rest_create_request_shape(fake_ollama, gguf, split_dir, tmp_path):
     report = _run(fake_ollama, gguf, split_dir, tmp_path)
     (create,) = fake_ollama.bodies("POST", "/api/create")
-    assert set(create) == {"name", "modelfile", "stream"} and create["name"] == "tg:candidate"
+    assert set(create) == {"name", "modelfile", "stream"} and create["name"] == TAGS.candidate
     digest = "sha256:" + hashlib.sha256(gguf.read_bytes()).hexdigest()
     saved = (tmp_path / "ollama" / "Modelfile").read_text()
     assert create["modelfile"] == saved.replace(f"FROM {gguf.resolve()}", f"FROM @{digest}")
     assert report["create_via"] == "rest-legacy"
-
-
-def test_create_request_rejects_unknown_form():
-    with pytest.raises(ValueError, match="expected 'current' or 'legacy'"):
-        create_request("v2", "m", 'FROM /x\nPARAMETER stop "<end_of_turn>"\n', None, None)
 
 
 def test_latency_gate_failure_keeps_serving_model(fake_ollama, gguf, split_dir, tmp_path):
@@ -330,10 +183,13 @@ def _closed_port() -> str:
 
 
 def test_unreachable_host_names_ollama_host(gguf, split_dir, tmp_path, monkeypatch):
+    """One attempt per call: retrying is the task's job (Prefect retries), not a loop in the stage."""
     monkeypatch.setenv("OLLAMA_HOST", _closed_port())
-    with pytest.raises(OllamaUnreachable, match=r"taken from OLLAMA_HOST\) after 3 attempt\(s\).*set OLLAMA_HOST"):
-        ollama_create({"q8_0": str(gguf)}, None, str(split_dir), str(tmp_path), "tg", 20, 4, OllamaParams(),
-                      connect_delays=(0.01, 0.02))
+    attempts = []
+    monkeypatch.setattr(OllamaClient, "version", _counting(OllamaClient.version, attempts))
+    with pytest.raises(OllamaUnreachable, match=r"taken from OLLAMA_HOST\): .*set OLLAMA_HOST"):
+        ollama_create({"q8_0": str(gguf)}, None, str(split_dir), str(tmp_path), "tg", 20, 4, OllamaParams())
+    assert len(attempts) == 1
 
 
 @pytest.mark.slow  # starts a Prefect test server (15-40 s here)
@@ -342,9 +198,8 @@ def test_unreachable_task_fails_after_retries_naming_ollama_host(gguf, split_dir
     from prefect.testing.utilities import prefect_test_harness
 
     monkeypatch.setenv("OLLAMA_HOST", _closed_port())
-    monkeypatch.setattr(stage, "CONNECT_DELAYS", (0.01,))
     attempts = []
-    monkeypatch.setattr(stage.OllamaAPI, "wait", _counting(stage.OllamaAPI.wait, attempts))
+    monkeypatch.setattr(OllamaClient, "version", _counting(OllamaClient.version, attempts))
 
     states = []
 
@@ -410,7 +265,7 @@ def test_real_promotion_then_rollback(ollama_host, gemma270m_gguf, real_split, t
                        "titlegen-test", 60, 1, relaxed)
     assert v1["promoted"] and v1["create_via"] == "rest-legacy"
     assert tags().get("titlegen-test:latest") == v1["digest"]
-    assert "titlegen-test:candidate" not in tags()
+    assert not [t for t in tags() if t.startswith("titlegen-test:") and t != "titlegen-test:latest"]
     assert v1["latency"]["requests"] == 2 and v1["latency"]["tokens_per_s"]["p50"] > 0
     assert v1["latency"]["wall_ms"]["p50"] >= v1["latency"]["total_ms"]["p50"] * 0.9
 
@@ -422,14 +277,4 @@ def test_real_promotion_then_rollback(ollama_host, gemma270m_gguf, real_split, t
     report = json.loads((tmp_path / "v2" / "ollama" / "deploy.json").read_text())
     assert report["create_via"] == "cli" and report["digest"] != v1["digest"]
     assert tags().get("titlegen-test:latest") == v1["digest"]
-    assert "titlegen-test:candidate" not in tags()
-
-
-def test_cli_runs_the_stage(fake_ollama, gguf, split_dir, tmp_path, capsys):
-    code = stage.main(["--run-dir", str(tmp_path), "--gguf", str(gguf), "--split-dir", str(split_dir), "--model", "tg",
-                       "--max-title-chars", "20", "--min-title-chars", "4",
-                       "--params", json.dumps({"host": fake_ollama.url, "smoke_articles": 1, "latency_requests": 1})])
-    assert code == 0
-    assert json.loads(capsys.readouterr().out)["model"] == "tg:latest"
-    assert stage.main(["--run-dir", str(tmp_path), "--gguf", str(tmp_path / "absent.gguf"), "--split-dir", str(split_dir)]) == 1
-    assert "does not exist" in capsys.readouterr().err
+    assert not [t for t in tags() if t.startswith("titlegen-test:") and t != "titlegen-test:latest"]
