@@ -25,6 +25,7 @@ heavy part runs in a child process so its GPU memory is freed when it ends:
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from titlegen.disk import NotEnoughDiskSpace, check_disk_space, disk_needed
 from titlegen.gguf_export import export_gguf, gguf_fingerprint, readable, reusable, verify_export
+from titlegen.leftovers import stage_lock, sweep
 from titlegen.merge_checks import MergeVerificationError, raise_on_failure
 from titlegen.merge_worker import build_final_hf
 from titlegen.params import PublishParams
@@ -41,6 +43,10 @@ from titlegen.runs import atomic_dir, atomic_write_json, file_sha256, fingerprin
 from titlegen.subproc import python_module, run_logged
 
 log = logging.getLogger(__name__)
+
+# What a killed merge leaves in the run folder (temporary final-hf / gguf folders of `atomic_dir`, the
+# worker's spec and result files, half-written records), removed at the next start (titlegen.leftovers).
+LEFTOVERS = (".final-hf.*.tmp", ".final-hf.old", ".gguf.*.tmp", ".gguf.old", ".merge-spec.*.json", ".merge-verification.json.*.tmp")
 
 __all__ = ["MergeVerificationError", "NotEnoughDiskSpace", "merge", "merge_task"]
 
@@ -100,10 +106,16 @@ def _write_final_hf(spec: dict, final: Path, run: Path, logger) -> dict:
     with atomic_dir(final) as tmp:
         spec = {**spec, "out_dir": str(tmp)}
         if torch.cuda.is_available():
-            spec_path = run / ".merge-spec.json"
-            atomic_write_json(spec_path, spec)
-            run_logged(python_module("titlegen.merge_worker", str(spec_path)), logger)
-            report = json.loads(spec_path.with_suffix(".result.json").read_text())
+            # Named after this process and the temporary folder, so two processes never share one.
+            spec_path = run / f".merge-spec.{os.getpid()}.{tmp.name.strip('.')}.json"
+            result_path = spec_path.with_suffix(".result.json")
+            try:
+                atomic_write_json(spec_path, spec)
+                run_logged(python_module("titlegen.merge_worker", str(spec_path)), logger)
+                report = json.loads(result_path.read_text())
+            finally:
+                spec_path.unlink(missing_ok=True)
+                result_path.unlink(missing_ok=True)
             if "error" in report:
                 raise MergeVerificationError(report["error"])
         else:
@@ -136,6 +148,14 @@ def merge(
     publish = publish or PublishParams()
     logger = logger or log
     run = Path(run_dir)
+    with stage_lock(run, "merge"):
+        sweep(run, LEFTOVERS, logger)
+        sweep(run / "gguf", (".*.tmp",), logger)
+        return _merge(run, adapter_dir, base_model_dir, split_dir, max_title_chars, publish, ollama_host, logger)
+
+
+def _merge(run: Path, adapter_dir: str, base_model_dir: str, split_dir: str, max_title_chars: int, publish: PublishParams,
+           ollama_host: str | None, logger) -> dict[str, Any]:
     final = run / "final-hf"
     source = source_fingerprint(adapter_dir, base_model_dir, publish)
     articles = verification_articles(split_dir, publish.verify_articles)

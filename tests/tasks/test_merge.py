@@ -303,3 +303,120 @@ def test_lora_left_out_of_the_merge_fails_on_tensors(tiny_gemma3n_dir, split_dir
     check = json.loads((run / "merge-verification.json").read_text())["merge_tensors"]
     assert check["lora_not_merged"] == ["model.layers.1.mlp.down_proj.weight"]
     assert check["lora_weights_changed"] == check["lora_weights_expected_to_change"] - 1
+
+
+# ---------------------------------------------------------------- crash leftovers: a SIGKILL mid-export
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie waiting for its new parent to reap it counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _wait_for(condition, seconds: float, what: str) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up after {seconds} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def _fake_export_run(tmp_path: Path) -> dict:
+    """A run whose final-hf is complete (so merge reuses it and goes straight to the GGUF export), and a fake
+    converter that writes part of its GGUF, records its pid and environment, and hangs while $FAKE_HANG is set."""
+    import sys
+
+    from titlegen.tasks.merge import source_fingerprint
+
+    adapter, base, split, run = tmp_path / "adapter", tmp_path / "base", tmp_path / "split", tmp_path / "run"
+    for d in (adapter, base, split, run / "final-hf"):
+        d.mkdir(parents=True)
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    (adapter / "adapter_config.json").write_text("{}")
+    (split / "validation.jsonl").write_text(json.dumps({"input": ARTICLES[0]}, ensure_ascii=False) + "\n")
+    publish = PublishParams(verify_articles=1, gguf_types=["f16"], verify_gguf=False)
+    final = run / "final-hf"
+    (final / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (final / "export.json").write_text(json.dumps({"source_fingerprint": source_fingerprint(adapter, str(base), publish),
+                                                   "verification": {"passed": True, "n": 1}}))
+    (final / "verification-titles.json").write_text("[]")
+    (final / ".complete").write_text("ok\n")
+    converter = tmp_path / "convert-hf-to-gguf"
+    converter.write_text(f"""#!{sys.executable}
+import json, os, sys, time
+out = sys.argv[sys.argv.index("--outfile") + 1]
+with open(out, "wb") as f:
+    f.write(b"GGUF" + bytes(100_000))
+    f.flush()
+    with open(os.environ["FAKE_RECORD"] + ".tmp", "w") as r:
+        json.dump({{"pid": os.getpid(), "hf_token": os.environ.get("HF_TOKEN"), "legacy": os.environ.get("HUGGING_FACE_HUB_TOKEN")}}, r)
+    os.replace(os.environ["FAKE_RECORD"] + ".tmp", os.environ["FAKE_RECORD"])
+    while os.environ.get("FAKE_HANG"):
+        time.sleep(0.2)
+""")
+    converter.chmod(0o755)
+    env = {"TITLEGEN_GGUF_CONVERTER": str(converter), "FAKE_RECORD": str(tmp_path / "converter.json")}
+    return {"adapter": adapter, "base": base, "split": split, "run": run, "publish": publish, "env": env,
+            "record": tmp_path / "converter.json"}
+
+
+def test_sigkill_mid_export_kills_the_converter_and_the_next_start_sweeps_the_leftovers(tmp_path, monkeypatch):
+    """A real parent process runs merge, the converter is mid-GGUF, the parent gets SIGKILL: the converter dies
+    with it (PR_SET_PDEATHSIG), the temporary gguf folder stays behind, and the next merge removes it. The converter
+    never saw the Hub token."""
+    import signal
+    import subprocess
+    import sys
+
+    fake = _fake_export_run(tmp_path)
+    run = fake["run"]
+    code = (
+        "from titlegen.params import PublishParams\nfrom titlegen.tasks.merge import merge\n"
+        f"merge({str(fake['adapter'])!r}, {str(fake['base'])!r}, {str(fake['split'])!r}, {str(run)!r}, 6, "
+        f"PublishParams.model_validate_json({fake['publish'].model_dump_json()!r}))\n"
+    )
+    env = {**os.environ, **fake["env"], "FAKE_HANG": "1", "HF_TOKEN": "hf_secretNEVERinCHILD", "HUGGING_FACE_HUB_TOKEN": "hf_legacy"}
+    parent = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    child: dict = {}
+    try:
+        _wait_for(lambda: fake["record"].exists() or parent.poll() is not None, 300, "the converter to start")
+        assert parent.poll() is None, parent.stdout.read()
+        child = json.loads(fake["record"].read_text())
+        assert _alive(child["pid"])
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        _wait_for(lambda: not _alive(child["pid"]), 30, f"converter {child['pid']} to die with its parent")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if child and _alive(child["pid"]):  # the failure this test is about: do not leave the orphan running
+            os.kill(child["pid"], signal.SIGKILL)
+    assert child["hf_token"] is None and child["legacy"] is None  # the converter does not upload: no Hub token
+    left = sorted(p.name for p in run.iterdir() if p.name.startswith(".gguf."))
+    assert len(left) == 1 and left[0].endswith(".tmp")  # what the kill left: the temporary gguf folder
+    assert any((run / left[0]).glob("*.gguf"))
+    assert not (run / "gguf").exists()
+
+    for k, v in fake["env"].items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("FAKE_HANG", raising=False)
+    result = merge(str(fake["adapter"]), str(fake["base"]), str(fake["split"]), str(run), 6, fake["publish"])
+    assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []  # swept, and the lock released
+    assert (run / "gguf" / ".complete").exists() and Path(result["gguf"]["f16"]).stat().st_size == 100_004
+
+
+def test_a_second_merge_on_the_same_run_folder_fails_fast_naming_the_holder(tmp_path):
+    from titlegen.leftovers import StageBusy, stage_lock
+
+    fake = _fake_export_run(tmp_path)
+    with stage_lock(fake["run"], "merge"):
+        with pytest.raises(StageBusy, match=rf"merge stage is already running on .*process {os.getpid()} holds"):
+            merge(str(fake["adapter"]), str(fake["base"]), str(fake["split"]), str(fake["run"]), 6, fake["publish"])
+    assert not (fake["run"] / ".gguf").exists() and not (fake["run"] / ".merge.lock").exists()
