@@ -10,12 +10,19 @@ the repo root gets the `template` and `params` files the Hub hands to Ollama, so
 renders the training prompt and stops at `<end_of_turn>`. With the companion option the GGUFs,
 `template` and `params` go to `<repo>-GGUF` (its card says `base_model_relation: quantized`).
 
-Idempotent: before committing, each local file's sha256 (LFS files) or git blob id (small files)
-is compared with the repo's tree; an unchanged run makes no commit at all. Weight files in the
-repo that the run no longer has (`*.safetensors`, `*.gguf`, the shard index) are deleted in the
-same commit, so stale shards never linger. Each Hub step is retried with exponential backoff on
-timeouts, connection errors, 408/429 and 5xx; 401/403/404 fail at once with the variable to set.
-Because every retry re-reads the repo first, a commit whose response was lost is not repeated.
+Through huggingface_hub's own commit API (`HfApi.create_commit`): every planned file is an add
+operation, and the library drops those whose content the repo already has (its preupload compares
+sha256 / git oids), uploads only the new LFS objects and makes no commit at all when nothing
+changed. Weight files in the repo that the run no longer has (`*.safetensors`, `*.gguf`, the shard
+index) are deleted in the same commit, so stale shards never linger. One commit per repo, always:
+`upload_folder` would split a large folder into several commits when `hf_xet` is installed.
+Each Hub step is retried with exponential backoff on timeouts, connection errors, 408/429 and
+5xx; 401/403/404 fail at once with the variable to set. Because every retry re-reads the repo
+first, a commit whose response was lost is not repeated.
+
+Visibility is checked, not assumed: with `publish.hf_private` (the default) an existing public repo
+is refused before any file is sent (make it private, or choose `--public` / `hf_private=false`),
+and the result's `private` is the repo's real visibility as the Hub reports it.
 
 The token comes from `$HF_TOKEN` (or a saved `hf auth login`), else from the Prefect Secret block
 `publish.hf_token_block` (`hf-token`). It is passed to `HfApi` only: never logged, returned,
@@ -33,7 +40,6 @@ Outside the flow, for an existing `final-hf` (also what `docker compose --profil
 
 import argparse
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -47,7 +53,7 @@ from prefect import task
 
 from titlegen.hub import ENV_ORG, ENV_REPO, ENV_TOKEN, UploadError, in_prefect_run, logger, resolve_repo, resolve_token, with_retries
 from titlegen.params import PublishParams
-from titlegen.runs import atomic_write_json, atomic_write_text, file_sha256
+from titlegen.runs import atomic_write_json, atomic_write_text
 
 __all__ = ["UploadError", "gguf_files_in", "main", "plan_upload", "resolve_repo", "resolve_token", "upload", "upload_task"]
 
@@ -55,39 +61,30 @@ QUANT_TAGS = {"q8_0": "Q8_0", "bf16": "BF16", "f16": "F16", "f32": "F32"}  # lis
 # Files of the run the Hub repo must not carry: merge's local records (they hold local paths and
 # verification titles), any stray card (ours replaces it) and hidden markers such as `.complete`.
 SKIPPED_NAMES = {"export.json", "verification-titles.json", "README.md"}
-STALE_SUFFIXES = (".safetensors", ".gguf", ".safetensors.index.json")
+# Weight files of an earlier run that this run does not have: deleted in the same commit.
+DELETE_PATTERNS = ["*.safetensors", "*.gguf", "*.safetensors.index.json"]
 PLACEHOLDER_REPO = "<HF_ORG>/<HF_REPO>"
 
 
 
 @dataclass
 class PlannedFile:
-    """One file of the upload: where it goes and where its bytes come from."""
+    """One file of the upload: where it goes and where its bytes come from (a file, or bytes made here)."""
 
     repo_id: str
     path_in_repo: str
     source: Path | None = None
     data: bytes | None = None
-    _sha256: str | None = None
 
     @property
     def size(self) -> int:
         return len(self.data) if self.data is not None else self.source.stat().st_size
 
-    @property
-    def sha256(self) -> str:
-        if self._sha256 is None:
-            self._sha256 = hashlib.sha256(self.data).hexdigest() if self.data is not None else file_sha256(self.source)
-        return self._sha256
+    def operation(self):
+        """The add operation for `create_commit` (it hashes the file once, here)."""
+        from huggingface_hub import CommitOperationAdd
 
-    def git_blob_id(self) -> str:
-        """The git blob id the Hub reports for a non-LFS file (sha1 of `blob <size>\\0<bytes>`)."""
-        content = self.data if self.data is not None else self.source.read_bytes()
-        return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
-
-    def content(self) -> Path | bytes:
-        return self.data if self.data is not None else self.source
-
+        return CommitOperationAdd(path_in_repo=self.path_in_repo, path_or_fileobj=self.data if self.data is not None else self.source)
 
 
 def gguf_files_in(folder: str | Path) -> dict[str, str]:
@@ -171,62 +168,62 @@ def plan_upload(
 
 @contextlib.contextmanager
 def _hub_timeouts(seconds: float) -> Iterator[None]:
-    """huggingface_hub's shared client waits forever by default; bound it so a hung Hub is a retried timeout."""
+    """huggingface_hub's shared client (`get_session()`) waits forever by default: bound its timeout while we
+    upload, so a hung Hub is a retried timeout, and put the previous value back afterwards."""
     import httpx
-    from huggingface_hub import set_client_factory
-    from huggingface_hub.utils import _http
+    from huggingface_hub import get_session
 
-    # Wrap whatever factory is installed (a proxy or CA setup, say) and put it back afterwards.
-    previous = getattr(_http, "_GLOBAL_CLIENT_FACTORY", _http.default_client_factory)
-
-    def factory() -> httpx.Client:
-        client = previous()
-        client.timeout = httpx.Timeout(seconds, connect=min(seconds, 30.0))
-        return client
-
-    set_client_factory(factory)
+    session = get_session()
+    previous = session.timeout
+    session.timeout = httpx.Timeout(seconds, connect=min(seconds, 30.0))
     try:
         yield
     finally:
-        set_client_factory(previous)
+        session.timeout = previous
 
 
-def _sync_repo(api, repo_id: str, files: list[PlannedFile], *, private: bool, message: str, description: str) -> dict:
-    """One attempt: create the repo if missing, diff against its tree, commit what changed (or nothing)."""
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, RepoFile
+def _check_visibility(repo_id: str, private: bool, wanted_private: bool) -> None:
+    """Refuse to send anything meant to be private to a repo that is public."""
+    if wanted_private and not private:
+        raise UploadError(
+            f"{repo_id} already exists and is PUBLIC, but publish.hf_private is true: nothing was uploaded, so nothing "
+            f"meant to be private was published. Either make the repo private first (its Settings page on the Hub, or "
+            f"`HfApi().update_repo_settings({repo_id!r}, private=True)`), or publish there on purpose with "
+            "publish.hf_private=false (CLI: --public)."
+        )
+
+
+def _files_at(api, repo_id: str, revision: str) -> dict[str, str]:
+    """{path: git oid} of the repo's files at `revision` (LFS files: the pointer's oid, which names the content)."""
+    from huggingface_hub import RepoFile
+
+    return {e.path: e.blob_id for e in api.list_repo_tree(repo_id, recursive=True, revision=revision) if isinstance(e, RepoFile)}
+
+
+def _sync_repo(api, repo_id: str, files: list[PlannedFile], adds: list, *, private: bool, message: str, description: str) -> dict:
+    """One attempt: create the repo if missing, check its visibility, commit every file (the library skips unchanged ones)
+    plus the deletion of stale weight files. `adds` are `files`' operations, hashed once for all attempts."""
+    from huggingface_hub import CommitOperationDelete
+    from huggingface_hub.utils import filter_repo_objects
 
     api.create_repo(repo_id, private=private, exist_ok=True)
-    head = api.repo_info(repo_id).sha
-    remote = {e.path: e for e in api.list_repo_tree(repo_id, recursive=True, revision=head) if isinstance(e, RepoFile)}
-
-    def unchanged(f: PlannedFile) -> bool:
-        entry = remote.get(f.path_in_repo)
-        if entry is None or entry.size != f.size:
-            return False
-        if entry.lfs is not None:
-            return entry.lfs.sha256 == f.sha256
-        return entry.blob_id == f.git_blob_id()
-
-    changed = [f for f in files if not unchanged(f)]
+    info = api.repo_info(repo_id)
+    _check_visibility(repo_id, bool(info.private), private)
+    head = info.sha
+    before = _files_at(api, repo_id, head)
     wanted = {f.path_in_repo for f in files}
-    stale = sorted(p for p in remote if p not in wanted and p.endswith(STALE_SUFFIXES))
-    if not changed and not stale:
-        return {"commit": head, "new_commit": False, "uploaded": [], "deleted": []}
-
-    ops: list = []
-    for f in changed:
-        op = CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=f.content())
-        op.upload_info.sha256 = bytes.fromhex(f.sha256)  # already hashed for the diff: don't read GBs twice
-        ops.append(op)
-    ops += [CommitOperationDelete(path_in_repo=p) for p in stale]
-    info = api.create_commit(
-        repo_id, ops, commit_message=message, commit_description=description, parent_commit=head
-    )
+    stale = sorted(p for p in filter_repo_objects(list(before), allow_patterns=DELETE_PATTERNS) if p not in wanted)
+    ops = [*adds, *(CommitOperationDelete(path_in_repo=p) for p in stale)]
+    commit = api.create_commit(repo_id, ops, commit_message=message, commit_description=description, parent_commit=head)
+    if commit.oid == head:
+        return {"commit": head, "new_commit": False, "uploaded": [], "deleted": [], "private": bool(info.private)}
+    after = _files_at(api, repo_id, commit.oid)
     return {
-        "commit": info.oid,
-        "new_commit": info.oid != head,
-        "uploaded": [f.path_in_repo for f in changed],
-        "deleted": stale,
+        "commit": commit.oid,
+        "new_commit": True,
+        "uploaded": [f.path_in_repo for f in files if after.get(f.path_in_repo) != before.get(f.path_in_repo)],
+        "deleted": [p for p in stale if p not in after],
+        "private": bool(info.private),
     }
 
 
@@ -336,10 +333,11 @@ def upload(
                 what = "model, card"
             message = f"titlegen run {run_dir.name}: {what}"
             description = f"Uploaded by titlegen from run `{run_dir.name}` ({len(repo_files)} files)."
+            adds = [f.operation() for f in repo_files]
             outcomes[repo] = with_retries(
                 "upload",
-                lambda repo=repo, repo_files=repo_files, message=message, description=description: _sync_repo(
-                    api, repo, repo_files, private=publish.hf_private, message=message, description=description
+                lambda repo=repo, repo_files=repo_files, adds=adds, message=message, description=description: _sync_repo(
+                    api, repo, repo_files, adds, private=publish.hf_private, message=message, description=description
                 ),
                 attempts=publish.upload_attempts, backoff_s=backoff_s, repo_id=repo, block=publish.hf_token_block,
             )
@@ -356,6 +354,8 @@ def upload(
                 status[(repo, f.path_in_repo)] = "uploaded" if f.path_in_repo in out["uploaded"] else "unchanged"
     main, gg = outcomes[repo_id], outcomes.get(gguf_repo, outcomes[repo_id])
     result.update(
+        private=main["private"],  # what the Hub reports, not what was asked for
+        gguf_private=gg["private"] if names else None,
         dry_run=False,
         commit=main["commit"],
         gguf_commit=gg["commit"] if names else None,
@@ -367,8 +367,9 @@ def upload(
         reason=None,
     )
     lead = (
-        f"Run `{run_dir.name}` → [`{repo_id}`]({result['url']}) at `{main['commit']}`"
-        + (f"; GGUF in [`{gguf_repo}`]({result['gguf_url']})" if gguf_repo != repo_id and names else "")
+        f"Run `{run_dir.name}` → [`{repo_id}`]({result['url']}) ({'private' if main['private'] else 'PUBLIC'}) at `{main['commit']}`"
+        + (f"; GGUF in [`{gguf_repo}`]({result['gguf_url']}) ({'private' if gg['private'] else 'PUBLIC'})"
+           if gguf_repo != repo_id and names else "")
         + (". New commit." if result["new_commit"] else ". Unchanged: no new commit.")
     )
     result["report"] = str(_publish_report(run_dir, "titlegen-upload", _report("Hub upload", lead, files, refs, cards, status),

@@ -441,7 +441,7 @@ def test_upload_creates_repo_with_files_card_and_one_commit(hub, tmp_path, monke
     assert (run["run"] / "upload" / "README.md").read_bytes() == files["README.md"]
 
 
-def test_reupload_of_unchanged_run_makes_no_commit_and_sends_nothing(hub, tmp_path, monkeypatch):
+def test_reupload_of_unchanged_run_makes_no_commit_and_uploads_nothing(hub, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     run = _make_run(tmp_path)
     first = _upload(run)
@@ -450,7 +450,8 @@ def test_reupload_of_unchanged_run_makes_no_commit_and_sends_nothing(hub, tmp_pa
 
     assert second["new_commit"] is False and second["commit"] == first["commit"]
     assert len(hub.repos[REPO]["commits"]) == 2
-    assert hub.count("POST", "/preupload/|/commit/|lfs/objects/batch") == 0 and hub.count("PUT", "") == 0
+    # huggingface_hub's preupload found every file unchanged: no LFS upload, no commit request at all.
+    assert hub.count("POST", "/commit/") == 0 and hub.count("PUT", "") == 0
     assert "Unchanged: no new commit" in (run["run"] / "upload" / "report.md").read_text()
 
 
@@ -471,6 +472,37 @@ def test_changed_run_commits_only_changes_and_removes_stale_shards(hub, tmp_path
     assert files["model-00001-of-00001.safetensors"] == (rerun["final_hf"] / "model-00001-of-00001.safetensors").read_bytes()
     # The unchanged Q8_0 GGUF was neither re-sent nor re-committed.
     assert hub.count("PUT", "") == 1 and result["ollama_refs"] == {"q8_0": f"hf.co/{REPO}:Q8_0"}
+
+
+def test_private_upload_to_an_existing_public_repo_is_refused_before_any_file_is_sent(hub, tmp_path, monkeypatch):
+    """hf_private=True (the default) and a repo someone already made public: nothing may land there (issue #15 item 7)."""
+    from huggingface_hub import HfApi
+
+    from titlegen.tasks.upload import UploadError
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    HfApi(endpoint=hub.base, token=TOKEN).create_repo(REPO, private=False)
+    run = _make_run(tmp_path)
+    hub.requests.clear()
+    with pytest.raises(UploadError, match=r"already exists and is PUBLIC, but publish.hf_private is true: nothing was uploaded"):
+        _upload(run)  # PublishParams() default: hf_private=True
+    assert hub.repos[REPO]["private"] is False and set(hub.files(REPO)) == {".gitattributes"}
+    assert len(hub.repos[REPO]["commits"]) == 1
+    assert hub.count("POST", "/preupload/|/commit/|lfs/objects/batch") == 0 and hub.count("PUT", "") == 0
+    assert hub.count("POST", r"^/api/repos/create$") == 1  # refused at once, not retried
+
+
+def test_result_and_report_state_the_repos_real_visibility(hub, tmp_path, monkeypatch):
+    """hf_private=False to a repo that exists and is private: the upload goes there, and says private, not public."""
+    from huggingface_hub import HfApi
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    HfApi(endpoint=hub.base, token=TOKEN).create_repo(REPO, private=True)
+    run = _make_run(tmp_path)
+    result = _upload(run, publish=PublishParams(hf_private=False, hf_timeout_s=5))
+    assert result["private"] is True and result["gguf_private"] is True and result["new_commit"] is True
+    assert f"[`{REPO}`]({hub.base}/{REPO}) (private)" in Path(result["report"]).read_text()
+    assert json.loads((run["run"] / "upload" / "upload.json").read_text())["private"] is True
 
 
 def test_companion_repo_gets_gguf_template_and_quantized_card(hub, tmp_path, monkeypatch):
