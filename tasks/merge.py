@@ -32,7 +32,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from titlegen.disk import NotEnoughDiskSpace, check_disk_space, disk_needed
+from titlegen.disk import NotEnoughDiskSpace, check_disk_space, disk_needed, local_checkpoint
 from titlegen.gguf_export import export_gguf, gguf_fingerprint, readable, reusable, verify_export
 from titlegen.leftovers import stage_lock, sweep
 from titlegen.merge_checks import MergeVerificationError, raise_on_failure
@@ -85,8 +85,13 @@ def source_fingerprint(adapter_dir: str | Path, base_model_dir: str, publish: Pu
 
 
 def build_spec(adapter_dir, base_model_dir, out_dir, articles, max_title_chars, publish, source) -> dict:
+    """The worker's input (titlegen.merge_worker). `base_model_dir` is the base's local folder where it has one (a Hub
+    id's snapshot in the Hugging Face cache), so the worker, which gets no Hub token, reads even a gated base from
+    disk; `base_model` keeps the name as given, for the records."""
+    local = local_checkpoint(base_model_dir)
     return {
-        "adapter_dir": str(adapter_dir), "base_model_dir": str(base_model_dir), "out_dir": str(out_dir),
+        "adapter_dir": str(adapter_dir), "base_model_dir": str(local or base_model_dir), "base_model": str(base_model_dir),
+        "out_dir": str(out_dir),
         "articles": articles, "max_title_chars": max_title_chars, "max_new_tokens": max_title_chars + 8,
         "merged_dtype": publish.merged_dtype, "max_shard_size": publish.max_shard_size,
         "tie_margin": publish.verify_tie_margin, "source": source,

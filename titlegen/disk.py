@@ -2,9 +2,12 @@
 
 The estimate is parameters x bytes per parameter of each output, with the parameter count read
 from the base checkpoint's safetensors headers (no tensor is loaded). A full disk otherwise stops
-the GGUF conversion minutes in.
+the GGUF conversion minutes in. The base is a local folder or a Hub id (the default GPU run's
+`unsloth/gemma-3n-E4B-it`): a Hub id is read from its snapshot in the Hugging Face cache (where
+training put it), else from the Hub's safetensors metadata (headers only, `get_safetensors_metadata`).
 """
 
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -38,11 +41,44 @@ def checkpoint_parameters(folder: str | Path) -> tuple[int, str | None]:
     return count, widest
 
 
+def local_checkpoint(base_model: str | Path) -> Path | None:
+    """The local folder of `base_model`: the folder itself, or a Hub id's snapshot in the Hugging Face cache; else None."""
+    path = Path(base_model).expanduser()
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(str(base_model), local_files_only=True))
+    except (HFValidationError, LocalEntryNotFoundError):
+        return None
+
+
+def base_parameters(base_model: str | Path) -> tuple[int, str | None]:
+    """(parameter count, widest floating dtype) of the base: local headers, else the Hub's metadata; (0, None) if unknown."""
+    local = local_checkpoint(base_model)
+    if local is not None:
+        return checkpoint_parameters(local)
+    import httpx
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HFValidationError, NotASafetensorsRepoError, SafetensorsParsingError
+
+    try:
+        counts = HfApi().get_safetensors_metadata(str(base_model)).parameter_count
+    except (HFValidationError, NotASafetensorsRepoError, SafetensorsParsingError, httpx.HTTPError, OSError) as e:
+        # offline, not on the Hub, gated without a token, no safetensors: no estimate, and the merge goes on
+        logging.getLogger(__name__).warning("No disk-space estimate: the size of %s is unknown (%s)", base_model, type(e).__name__)
+        return 0, None
+    widest = next((d for d in ("F32", "BF16", "F16") if d in counts), None)
+    return sum(counts.values()), widest
+
+
 def disk_needed(base_model_dir: str | Path, publish: PublishParams, final_hf: bool, gguf: bool) -> dict[str, int]:
     """Bytes that merge is about to write, per output (`final-hf`, `gguf/<type>`); {} when the base size is unknown.
 
     An upper bound: the base's vision and audio towers count although Gemma 3n's GGUF leaves them out."""
-    params, stored = checkpoint_parameters(base_model_dir)
+    params, stored = base_parameters(base_model_dir)
     if not params:
         return {}
     dtype = merged_dtype_name(publish.merged_dtype, {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}.get(stored or ""))

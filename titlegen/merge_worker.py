@@ -5,7 +5,8 @@ on CPU and, on CUDA, in a child so the GPU memory is freed when the child ends:
 
     python -m titlegen.merge_worker SPEC.json    # writes SPEC.result.json (the report, or {"error": ...})
 
-SPEC is what `tasks.merge.build_spec` writes: `adapter_dir`, `base_model_dir`, `out_dir` (a fresh
+SPEC is what `tasks.merge.build_spec` writes: `adapter_dir`, `base_model_dir` (a local folder where
+there is one), `base_model` (the name as given), `out_dir` (a fresh
 temporary folder), `articles`, `max_title_chars`, `max_new_tokens`, `merged_dtype`,
 `max_shard_size`, `tie_margin`, `source`.
 """
@@ -158,7 +159,7 @@ def build_final_hf(spec: dict) -> dict:
     multimodal = any(k in config.to_dict() for k in ("vision_config", "audio_config"))
     report = {
         "source_fingerprint": spec["source"],
-        "base_model": base,
+        "base_model": spec.get("base_model", base),
         "adapter_dir": str(adapter),
         "architecture": arch,
         "dtype": str(save_dtype).removeprefix("torch."),
