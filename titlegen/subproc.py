@@ -100,6 +100,15 @@ def run_logged(
         raise RuntimeError(f"{argv[1] if len(argv) > 1 else argv[0]} exited with code {code}; last output:\n" + "\n".join(tail))
 
 
+def run_captured(argv: Sequence[str], env: dict[str, str] | None = None, timeout: float | None = None,
+                 check: bool = False) -> subprocess.CompletedProcess:
+    """`subprocess.run(argv, capture_output=True, text=True)` under the same rules as `run_logged`: no Hub token
+    in the environment (`env` adds to it) and death with the parent. For short children whose output is parsed
+    rather than logged (`ollama create`, the converter's tokenizer step)."""
+    return subprocess.run(list(argv), env=child_env(env), capture_output=True, text=True, timeout=timeout,
+                          check=check, preexec_fn=die_with_parent())
+
+
 def python_module(module: str, *args: str) -> list[str]:
     """argv that runs `python -m module args...` with this interpreter."""
     return [sys.executable, "-m", module, *args]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from titlegen.subproc import HUB_TOKEN_VARS, child_env, python_module, run_logged
+from titlegen.subproc import HUB_TOKEN_VARS, child_env, python_module, run_captured, run_logged
 
 
 def test_child_env_strips_both_token_variables_and_extra_cannot_add_them_back():
@@ -75,3 +75,10 @@ def test_a_failing_child_raises_with_its_last_lines():
     with pytest.raises(RuntimeError, match=r"exited with code 3; last output:\nboom"):
         run_logged([sys.executable, "-c", "print('boom'); raise SystemExit(3)"], logging.getLogger("t"))
     assert python_module("titlegen.merge_worker", "s.json")[1:] == ["-m", "titlegen.merge_worker", "s.json"]
+
+
+def test_run_captured_applies_the_same_environment_rule(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secretNEVERinCHILD")
+    done = run_captured([sys.executable, "-c", "import os; print(os.environ.get('HF_TOKEN'), os.environ.get('OLLAMA_HOST'))"],
+                        env={"OLLAMA_HOST": "http://127.0.0.1:1"}, check=True)
+    assert done.stdout.split() == ["None", "http://127.0.0.1:1"]
