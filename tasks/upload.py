@@ -51,6 +51,7 @@ from typing import Any
 from prefect import task
 
 from titlegen.hub import ENV_ORG, ENV_REPO, ENV_TOKEN, UploadError, in_prefect_run, logger, resolve_repo, resolve_token, with_retries
+from titlegen.leftovers import stage_lock, sweep
 from titlegen.params import PublishParams
 from titlegen.runs import atomic_write_json, atomic_write_text
 from titlegen.upload_plan import (
@@ -160,7 +161,14 @@ def upload(
     if problems := check_inputs(final_hf, gguf_files):
         raise UploadError("Cannot upload: " + "; ".join(problems) + ".")
     log = logger()
+    # Held while this run's upload runs; what a killed upload left in <run>/upload/ (half-written report, card) goes first.
+    with stage_lock(run_dir, "upload"):
+        sweep(run_dir / "upload", (".*.tmp",), log)
+        return _upload(final_hf, gguf_files, run_dir, hf_repo, publish, dry_run, backoff_s, log)
 
+
+def _upload(final_hf: Path, gguf_files: dict[str, str], run_dir: Path, hf_repo: str | None, publish: PublishParams,
+            dry_run: bool, backoff_s: float, log) -> dict:
     repo_id, repo_origin = resolve_repo(hf_repo)
     token, token_origin = resolve_token(publish.hf_token_block)
     reasons = [r for r, missing in ((repo_origin, repo_id is None), (token_origin, token is None)) if missing]

@@ -594,6 +594,21 @@ def test_without_token_or_repo_it_is_an_explicit_dry_run(hub, tmp_path, monkeypa
     assert "<HF_ORG>/<HF_REPO>" in Path(no_repo["report"]).read_text() and hub.requests == []
 
 
+def test_leftovers_of_a_killed_upload_are_swept_and_a_concurrent_upload_is_refused(hub, tmp_path):
+    from titlegen.leftovers import StageBusy, stage_lock
+
+    run = _make_run(tmp_path)
+    (run["run"] / "upload").mkdir()
+    (run["run"] / "upload" / ".report.md.k1ll3d.tmp").write_text("half a report")  # what a SIGKILL mid-write leaves
+    with stage_lock(run["run"], "upload"):
+        with pytest.raises(StageBusy, match="upload stage is already running"):
+            _upload(run)
+    result = _upload(run)  # no token: a dry run, which still writes the report and the card
+    assert result["dry_run"] is True
+    assert sorted(p.name for p in (run["run"] / "upload").iterdir()) == ["README.md", "report.md", "upload.json"]
+    assert not (run["run"] / ".upload.lock").exists()
+
+
 def test_repo_from_environment(hub, monkeypatch):
     from titlegen.tasks.upload import UploadError, resolve_repo
 
