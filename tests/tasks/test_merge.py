@@ -420,3 +420,18 @@ def test_a_second_merge_on_the_same_run_folder_fails_fast_naming_the_holder(tmp_
         with pytest.raises(StageBusy, match=rf"merge stage is already running on .*process {os.getpid()} holds"):
             merge(str(fake["adapter"]), str(fake["base"]), str(fake["split"]), str(fake["run"]), 6, fake["publish"])
     assert not (fake["run"] / ".gguf").exists() and not (fake["run"] / ".merge.lock").exists()
+
+
+def test_the_cuda_path_runs_the_worker_in_a_child_with_a_private_spec_file(tiny_gemma3_dir, gemma3_adapter, split_dir, tmp_path, monkeypatch):
+    """What CUDA machines run, on CPU: the parent believes CUDA is there and starts `python -m titlegen.merge_worker`
+    (the child, a fresh interpreter, finds no CUDA and merges on CPU). The spec and result files are named per
+    process and removed afterwards; the worker is handed the base's local folder; the records keep the name given."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    run = tmp_path / "run"
+    result = merge(str(gemma3_adapter), str(tiny_gemma3_dir), str(split_dir), str(run), MAX_TITLE_CHARS, PUBLISH)
+    assert result["verification"]["passed"]
+    meta = _check_layout(Path(result["final_hf"]))
+    assert meta["device"] == "cpu" and meta["base_model"] == str(tiny_gemma3_dir)
+    assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []  # no spec, result, lock or temp folder left
