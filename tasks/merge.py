@@ -16,8 +16,10 @@ Then `<run>/gguf/` gets one GGUF per `publish.gguf_types` (see `titlegen.gguf`),
 from on an Ollama server and compared with final-hf's titles; with no server the check is
 reported as `skipped`, in the return value and in `gguf/verification.json`.
 
-A complete final-hf (or gguf/) made from the same adapter, base and settings is reused. On CUDA the
-heavy part runs in a child process so its GPU memory is freed when it ends:
+A complete final-hf (or gguf/) made from the same adapter, base and settings is reused. The stage
+holds `<run>/.merge.lock` while it runs and starts by removing what a killed merge left behind
+(`LEFTOVERS`, see `titlegen.leftovers`). On CUDA the heavy part runs in a child process so its GPU
+memory is freed when it ends (like every child, it gets no Hub token and dies with the stage):
 
     python -m titlegen.merge_worker SPEC.json       # what the task runs; SPEC as in `build_spec`
 """

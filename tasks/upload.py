@@ -153,8 +153,10 @@ def upload(
     """Upload `final_hf` and `gguf_files` ({type: path}) with a model card; see the module docstring.
 
     Returns `repo`, `gguf_repo`, `commit`, `gguf_commit`, `new_commit`, `dry_run`, `url`, `gguf_url`,
-    `ollama_refs` ({type: "hf.co/org/repo:Q8_0"}, empty on a dry run), `files`, `private`, `reason`
-    (why it was a dry run) and `report` (the markdown report's path).
+    `ollama_refs` ({type: "hf.co/org/repo:Q8_0"}, empty on a dry run), `files`, `private` and `gguf_private` (the
+    visibility the Hub reports; on a dry run, the one asked for), `deleted`, `reason` (why it was a dry run) and
+    `report` (the markdown report's path). Holds `<run>/.upload.lock` while it runs (a second upload of the run
+    fails fast) and first removes what a killed upload left in `<run>/upload/`.
     """
     publish = publish or PublishParams()
     final_hf, run_dir, gguf_files = Path(final_hf).resolve(), Path(run_dir).resolve(), dict(gguf_files or {})
