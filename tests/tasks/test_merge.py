@@ -15,7 +15,8 @@ import pytest
 
 from titlegen.params import PublishParams
 from titlegen.prompt import chat_template
-from titlegen.tasks import merge as merge_mod
+from titlegen import disk
+from titlegen import gguf as gguf_lib
 from titlegen.tasks.merge import MergeVerificationError, merge
 
 from .conftest import ARTICLES, make_adapter
@@ -90,7 +91,7 @@ def test_merge_gemma3_layout_verification_and_reuse(tiny_gemma3_dir, gemma3_adap
 
     # The disk pre-check's estimate of final-hf is the size written (tied embeddings saved once: within 2 %).
     written = sum(f.stat().st_size for f in final.glob("*.safetensors"))
-    estimate = merge_mod.disk_needed(tiny_gemma3_dir, PUBLISH, final_hf=True, gguf=False)["final-hf"]
+    estimate = disk.disk_needed(tiny_gemma3_dir, PUBLISH, final_hf=True, gguf=False)["final-hf"]
     assert abs(estimate - written) / written < 0.02, (estimate, written)
 
     # GGUF verification that did not run says so: skipped, never passed.
@@ -158,7 +159,7 @@ def test_crash_mid_write_leaves_no_final_hf(tiny_gemma3_dir, gemma3_adapter, spl
         assert any(Path(folder).glob("*.safetensors"))  # the shards were already on disk
         raise KeyboardInterrupt("simulated crash")
 
-    monkeypatch.setattr(merge_mod.gguf_lib, "restore_kv_shared_tensors", crash)
+    monkeypatch.setattr(gguf_lib, "restore_kv_shared_tensors", crash)
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         merge(str(gemma3_adapter), str(tiny_gemma3_dir), str(split_dir), str(run), MAX_TITLE_CHARS, PUBLISH)
@@ -171,7 +172,7 @@ def test_verification_mismatch_fails_and_writes_nothing(tiny_gemma3_dir, gemma3_
     import torch
     from safetensors.torch import load_file, save_file
 
-    real = merge_mod.gguf_lib.restore_kv_shared_tensors
+    real = gguf_lib.restore_kv_shared_tensors
 
     def corrupt(folder, base):
         for shard in Path(folder).glob("model-*.safetensors"):
@@ -182,7 +183,7 @@ def test_verification_mismatch_fails_and_writes_nothing(tiny_gemma3_dir, gemma3_
                 save_file(t, str(shard), metadata={"format": "pt"})
         return real(folder, base)
 
-    monkeypatch.setattr(merge_mod.gguf_lib, "restore_kv_shared_tensors", corrupt)
+    monkeypatch.setattr(gguf_lib, "restore_kv_shared_tensors", corrupt)
     run = tmp_path / "run"
     with pytest.raises(MergeVerificationError, match="does not reproduce the adapter model"):
         merge(str(gemma3_adapter), str(tiny_gemma3_dir), str(split_dir), str(run), MAX_TITLE_CHARS, PUBLISH)
@@ -198,21 +199,14 @@ def test_bad_inputs_name_the_fix(tiny_gemma3_dir, gemma3_adapter, tmp_path):
         merge(str(tmp_path), str(tiny_gemma3_dir), str(tmp_path), str(tmp_path / "run"), MAX_TITLE_CHARS, PUBLISH)
 
 
-def test_checkpoint_parameters_read_from_headers(tiny_gemma3_dir):
-    params, dtype = merge_mod.checkpoint_parameters(tiny_gemma3_dir)
-    assert params == sum(t.numel() for t in _tensors(tiny_gemma3_dir).values())
-    assert dtype in {"F32", "BF16", "F16"}
-    assert merge_mod.checkpoint_parameters(tiny_gemma3_dir / "nowhere") == (0, None)
-
-
 def test_too_small_a_disk_fails_before_anything_is_written(tiny_gemma3_dir, gemma3_adapter, split_dir, tmp_path, monkeypatch):
     import collections
 
     usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr(merge_mod.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(disk.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
     publish = PUBLISH.model_copy(update={"gguf_types": ["q8_0", "f16"]})
     run = tmp_path / "run"
-    with pytest.raises(merge_mod.NotEnoughDiskSpace) as e:
+    with pytest.raises(disk.NotEnoughDiskSpace) as e:
         merge(str(gemma3_adapter), str(tiny_gemma3_dir), str(split_dir), str(run), MAX_TITLE_CHARS, publish)
     message = str(e.value)
     for part in ("final-hf ~", "gguf/q8_0 ~", "gguf/f16 ~", "0.0 GB is free", "output_root", "publish.gguf_types", "['q8_0', 'f16']"):
@@ -311,67 +305,133 @@ def test_lora_left_out_of_the_merge_fails_on_tensors(tiny_gemma3n_dir, split_dir
     assert check["lora_weights_changed"] == check["lora_weights_expected_to_change"] - 1
 
 
-class _OneStepModel:
-    """Logits = Linear(constant hidden state): exact in float32, rounded under bf16 autocast."""
-
-    def __init__(self, logits):
-        import torch
-
-        self.head = torch.nn.Linear(1, len(logits), bias=False)
-        with torch.no_grad():
-            self.head.weight.copy_(torch.tensor(logits).unsqueeze(1))
-        self.device = torch.device("cpu")
-
-    def to(self, dtype):
-        return self
-
-    def __call__(self, input_ids, logits_to_keep):
-        import torch
-        from types import SimpleNamespace
-
-        return SimpleNamespace(logits=self.head(torch.ones(1, 1, 1)))
+# ---------------------------------------------------------------- crash leftovers: a SIGKILL mid-export
 
 
-@pytest.mark.parametrize(("logits", "expected"), [
-    # peaked (a trained model): final-hf's token 5 lies 4.0 below the top token 3, far beyond bf16 noise
-    ([0.0, 0.0, 0.0, 5.0, 0.0, 1.0], "MISMATCH"),
-    # near-uniform (random weights): token 5 lies 0.0004 below the top, inside bf16's rounding of ~1.0
-    ([1.0, 1.0, 1.0, 1.0012, 1.0, 1.0008], "rounding-sensitive"),
-])
-def test_precision_probe_excuses_only_differences_within_rounding_noise(logits, expected):
-    """A real fine-tune (peaked logits) stays under the strict rule; only a token inside bf16 noise is excused."""
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie waiting for its new parent to reap it counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _wait_for(condition, seconds: float, what: str) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up after {seconds} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def _fake_export_run(tmp_path: Path) -> dict:
+    """A run whose final-hf is complete (so merge reuses it and goes straight to the GGUF export), and a fake
+    converter that writes part of its GGUF, records its pid and environment, and hangs while $FAKE_HANG is set."""
+    import sys
+
+    from titlegen.tasks.merge import source_fingerprint
+
+    adapter, base, split, run = tmp_path / "adapter", tmp_path / "base", tmp_path / "split", tmp_path / "run"
+    for d in (adapter, base, split, run / "final-hf"):
+        d.mkdir(parents=True)
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    (adapter / "adapter_config.json").write_text("{}")
+    (split / "validation.jsonl").write_text(json.dumps({"input": ARTICLES[0]}, ensure_ascii=False) + "\n")
+    publish = PublishParams(verify_articles=1, gguf_types=["f16"], verify_gguf=False)
+    final = run / "final-hf"
+    (final / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (final / "export.json").write_text(json.dumps({"source_fingerprint": source_fingerprint(adapter, str(base), publish),
+                                                   "verification": {"passed": True, "n": 1}}))
+    (final / "verification-titles.json").write_text("[]")
+    (final / ".complete").write_text("ok\n")
+    converter = tmp_path / "convert-hf-to-gguf"
+    converter.write_text(f"""#!{sys.executable}
+import json, os, sys, time
+out = sys.argv[sys.argv.index("--outfile") + 1]
+with open(out, "wb") as f:
+    f.write(b"GGUF" + bytes(100_000))
+    f.flush()
+    with open(os.environ["FAKE_RECORD"] + ".tmp", "w") as r:
+        json.dump({{"pid": os.getpid(), "hf_token": os.environ.get("HF_TOKEN"), "legacy": os.environ.get("HUGGING_FACE_HUB_TOKEN")}}, r)
+    os.replace(os.environ["FAKE_RECORD"] + ".tmp", os.environ["FAKE_RECORD"])
+    while os.environ.get("FAKE_HANG"):
+        time.sleep(0.2)
+""")
+    converter.chmod(0o755)
+    env = {"TITLEGEN_GGUF_CONVERTER": str(converter), "FAKE_RECORD": str(tmp_path / "converter.json")}
+    return {"adapter": adapter, "base": base, "split": split, "run": run, "publish": publish, "env": env,
+            "record": tmp_path / "converter.json"}
+
+
+def test_sigkill_mid_export_kills_the_converter_and_the_next_start_sweeps_the_leftovers(tmp_path, monkeypatch):
+    """A real parent process runs merge, the converter is mid-GGUF, the parent gets SIGKILL: the converter dies
+    with it (PR_SET_PDEATHSIG), the temporary gguf folder stays behind, and the next merge removes it. The converter
+    never saw the Hub token."""
+    import signal
+    import subprocess
+    import sys
+
+    fake = _fake_export_run(tmp_path)
+    run = fake["run"]
+    code = (
+        "from titlegen.params import PublishParams\nfrom titlegen.tasks.merge import merge\n"
+        f"merge({str(fake['adapter'])!r}, {str(fake['base'])!r}, {str(fake['split'])!r}, {str(run)!r}, 6, "
+        f"PublishParams.model_validate_json({fake['publish'].model_dump_json()!r}))\n"
+    )
+    env = {**os.environ, **fake["env"], "FAKE_HANG": "1", "HF_TOKEN": "hf_secretNEVERinCHILD", "HUGGING_FACE_HUB_TOKEN": "hf_legacy"}
+    parent = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    child: dict = {}
+    try:
+        _wait_for(lambda: fake["record"].exists() or parent.poll() is not None, 300, "the converter to start")
+        assert parent.poll() is None, parent.stdout.read()
+        child = json.loads(fake["record"].read_text())
+        assert _alive(child["pid"])
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        _wait_for(lambda: not _alive(child["pid"]), 30, f"converter {child['pid']} to die with its parent")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if child and _alive(child["pid"]):  # the failure this test is about: do not leave the orphan running
+            os.kill(child["pid"], signal.SIGKILL)
+    assert child["hf_token"] is None and child["legacy"] is None  # the converter does not upload: no Hub token
+    left = sorted(p.name for p in run.iterdir() if p.name.startswith(".gguf."))
+    assert len(left) == 1 and left[0].endswith(".tmp")  # what the kill left: the temporary gguf folder
+    assert any((run / left[0]).glob("*.gguf"))
+    assert not (run / "gguf").exists()
+
+    for k, v in fake["env"].items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("FAKE_HANG", raising=False)
+    result = merge(str(fake["adapter"]), str(fake["base"]), str(fake["split"]), str(run), 6, fake["publish"])
+    assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []  # swept, and the lock released
+    assert (run / "gguf" / ".complete").exists() and Path(result["gguf"]["f16"]).stat().st_size == 100_004
+
+
+def test_a_second_merge_on_the_same_run_folder_fails_fast_naming_the_holder(tmp_path):
+    from titlegen.leftovers import StageBusy, stage_lock
+
+    fake = _fake_export_run(tmp_path)
+    with stage_lock(fake["run"], "merge"):
+        with pytest.raises(StageBusy, match=rf"merge stage is already running on .*process {os.getpid()} holds"):
+            merge(str(fake["adapter"]), str(fake["base"]), str(fake["split"]), str(fake["run"]), 6, fake["publish"])
+    assert not (fake["run"] / ".gguf").exists() and not (fake["run"] / ".merge.lock").exists()
+
+
+def test_the_cuda_path_runs_the_worker_in_a_child_with_a_private_spec_file(tiny_gemma3_dir, gemma3_adapter, split_dir, tmp_path, monkeypatch):
+    """What CUDA machines run, on CPU: the parent believes CUDA is there and starts `python -m titlegen.merge_worker`
+    (the child, a fresh interpreter, finds no CUDA and merges on CPU). The spec and result files are named per
+    process and removed afterwards; the worker is handed the base's local folder; the records keep the name given."""
     import torch
 
-    def tokenizer(text, return_tensors, add_special_tokens):
-        return {"input_ids": torch.tensor([[7, 8]])}
-
-    reference = [{"ids": [3, 1]}]
-    results = [{"ids": [5, 1]}]
-    comparison = merge_mod._summarize({"rule": "r", "articles": [
-        {"article": 0, "result": "MISMATCH", "divergence_token": 0, "adapter_model_margin": 0.0}]})
-    out = merge_mod._precision_probe(lambda dtype: _OneStepModel(logits), tokenizer, ["p"], reference, results, comparison, torch.float32)
-    row = out["articles"][0]
-    assert row["result"] == expected
-    assert out["passed"] == (expected != "MISMATCH")
-    assert row["precision_probe"]["dtype"] == "bfloat16"
-
-
-def test_adapter_too_small_to_survive_bf16_is_not_reported_as_unmerged(tiny_gemma3_dir, tmp_path):
-    """A young adapter (B ~ 1e-7: a few steps after B = 0) rounds away in bf16: the merged weights equal the base's,
-    which is what the merge should give, not a LoRA left out."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    adapter = make_adapter(tiny_gemma3_dir, tmp_path / "adapter")
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_gemma3_dir, dtype=torch.float32), str(adapter))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.mul_(2e-6)
-    lora = merge_mod._lora_modules(model, torch.bfloat16)
-    assert len(lora) == 14 and max(lora.values()) < 16
-    base = merge_mod._tensor_digests(model.base_model.model, torch.bfloat16)
-    merged = merge_mod._tensor_digests(model.merge_and_unload(), torch.bfloat16)
-    check = merge_mod._check_merge(base, merged, lora)
-    assert check["ok"] and check["lora_weights"] == 14 and check["lora_weights_expected_to_change"] == 0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    run = tmp_path / "run"
+    result = merge(str(gemma3_adapter), str(tiny_gemma3_dir), str(split_dir), str(run), MAX_TITLE_CHARS, PUBLISH)
+    assert result["verification"]["passed"]
+    meta = _check_layout(Path(result["final_hf"]))
+    assert meta["device"] == "cpu" and meta["base_model"] == str(tiny_gemma3_dir)
+    assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []  # no spec, result, lock or temp folder left

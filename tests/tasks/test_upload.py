@@ -441,7 +441,7 @@ def test_upload_creates_repo_with_files_card_and_one_commit(hub, tmp_path, monke
     assert (run["run"] / "upload" / "README.md").read_bytes() == files["README.md"]
 
 
-def test_reupload_of_unchanged_run_makes_no_commit_and_sends_nothing(hub, tmp_path, monkeypatch):
+def test_reupload_of_unchanged_run_makes_no_commit_and_uploads_nothing(hub, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     run = _make_run(tmp_path)
     first = _upload(run)
@@ -450,7 +450,8 @@ def test_reupload_of_unchanged_run_makes_no_commit_and_sends_nothing(hub, tmp_pa
 
     assert second["new_commit"] is False and second["commit"] == first["commit"]
     assert len(hub.repos[REPO]["commits"]) == 2
-    assert hub.count("POST", "/preupload/|/commit/|lfs/objects/batch") == 0 and hub.count("PUT", "") == 0
+    # huggingface_hub's preupload found every file unchanged: no LFS upload, no commit request at all.
+    assert hub.count("POST", "/commit/") == 0 and hub.count("PUT", "") == 0
     assert "Unchanged: no new commit" in (run["run"] / "upload" / "report.md").read_text()
 
 
@@ -471,6 +472,37 @@ def test_changed_run_commits_only_changes_and_removes_stale_shards(hub, tmp_path
     assert files["model-00001-of-00001.safetensors"] == (rerun["final_hf"] / "model-00001-of-00001.safetensors").read_bytes()
     # The unchanged Q8_0 GGUF was neither re-sent nor re-committed.
     assert hub.count("PUT", "") == 1 and result["ollama_refs"] == {"q8_0": f"hf.co/{REPO}:Q8_0"}
+
+
+def test_private_upload_to_an_existing_public_repo_is_refused_before_any_file_is_sent(hub, tmp_path, monkeypatch):
+    """hf_private=True (the default) and a repo someone already made public: nothing may land there (issue #15 item 7)."""
+    from huggingface_hub import HfApi
+
+    from titlegen.tasks.upload import UploadError
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    HfApi(endpoint=hub.base, token=TOKEN).create_repo(REPO, private=False)
+    run = _make_run(tmp_path)
+    hub.requests.clear()
+    with pytest.raises(UploadError, match=r"already exists and is PUBLIC, but publish.hf_private is true: nothing was uploaded"):
+        _upload(run)  # PublishParams() default: hf_private=True
+    assert hub.repos[REPO]["private"] is False and set(hub.files(REPO)) == {".gitattributes"}
+    assert len(hub.repos[REPO]["commits"]) == 1
+    assert hub.count("POST", "/preupload/|/commit/|lfs/objects/batch") == 0 and hub.count("PUT", "") == 0
+    assert hub.count("POST", r"^/api/repos/create$") == 1  # refused at once, not retried
+
+
+def test_result_and_report_state_the_repos_real_visibility(hub, tmp_path, monkeypatch):
+    """hf_private=False to a repo that exists and is private: the upload goes there, and says private, not public."""
+    from huggingface_hub import HfApi
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    HfApi(endpoint=hub.base, token=TOKEN).create_repo(REPO, private=True)
+    run = _make_run(tmp_path)
+    result = _upload(run, publish=PublishParams(hf_private=False, hf_timeout_s=5))
+    assert result["private"] is True and result["gguf_private"] is True and result["new_commit"] is True
+    assert f"[`{REPO}`]({hub.base}/{REPO}) (private)" in Path(result["report"]).read_text()
+    assert json.loads((run["run"] / "upload" / "upload.json").read_text())["private"] is True
 
 
 def test_companion_repo_gets_gguf_template_and_quantized_card(hub, tmp_path, monkeypatch):
@@ -560,6 +592,21 @@ def test_without_token_or_repo_it_is_an_explicit_dry_run(hub, tmp_path, monkeypa
     no_repo = _upload(run, hf_repo=None)
     assert no_repo["dry_run"] is True and "set the hf_repo parameter" in no_repo["reason"] and "HF_ORG and HF_REPO" in no_repo["reason"]
     assert "<HF_ORG>/<HF_REPO>" in Path(no_repo["report"]).read_text() and hub.requests == []
+
+
+def test_leftovers_of_a_killed_upload_are_swept_and_a_concurrent_upload_is_refused(hub, tmp_path):
+    from titlegen.leftovers import StageBusy, stage_lock
+
+    run = _make_run(tmp_path)
+    (run["run"] / "upload").mkdir()
+    (run["run"] / "upload" / ".report.md.k1ll3d.tmp").write_text("half a report")  # what a SIGKILL mid-write leaves
+    with stage_lock(run["run"], "upload"):
+        with pytest.raises(StageBusy, match="upload stage is already running"):
+            _upload(run)
+    result = _upload(run)  # no token: a dry run, which still writes the report and the card
+    assert result["dry_run"] is True
+    assert sorted(p.name for p in (run["run"] / "upload").iterdir()) == ["README.md", "report.md", "upload.json"]
+    assert not (run["run"] / ".upload.lock").exists()
 
 
 def test_repo_from_environment(hub, monkeypatch):
@@ -678,12 +725,16 @@ def test_in_a_flow_artifacts_logs_and_results_hold_no_token_and_the_secret_block
         assert TOKEN not in text
 
 
-def test_metrics_of_another_layout_still_reach_the_card():
-    """A metrics record not in the evaluation stage's layout: any nesting of values with intervals."""
-    from titlegen.model_card import evaluation_markdown
+def test_metrics_of_another_layout_are_named_in_the_card_not_guessed_at(tmp_path):
+    """The card reads eval/metrics.json by the evaluation stage's keys; a record in another layout is reported as
+    such (no table, no model-index entries) instead of being walked for anything that looks like a score."""
+    from titlegen.model_card import build_model_card, evaluation_markdown, read_run_info
 
-    table = evaluation_markdown({"test": {
-        "finetuned": {"rouge_l": {"mean": 0.31, "ci": [0.28, 0.34]}, "bleu_1": 0.4},
-        "lead": {"rouge_l": {"value": 0.15, "ci_low": 0.13, "ci_high": 0.17}}}})
-    assert "| test / finetuned | 0.3100 [0.2800, 0.3400] | 0.4000 |" in table
-    assert "| test / lead | 0.1500 [0.1300, 0.1700] |  |" in table
+    other = {"test": {"finetuned": {"rouge_l": {"mean": 0.31, "ci": [0.28, 0.34]}, "bleu_1": 0.4}}}
+    assert evaluation_markdown(other) == ""
+    run = _make_run(tmp_path)
+    (run["run"] / "eval" / "metrics.json").write_text(json.dumps(other))
+    card = build_model_card(read_run_info(run["run"], run["final_hf"]), REPO, gguf_repo=None, gguf_files={},
+                            ollama_refs={}, private=False)
+    assert "not in the evaluation stage's layout (it has no `candidate` summary)" in card.text
+    assert "0.31" not in card.text and not card.data.eval_results
