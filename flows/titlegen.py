@@ -169,6 +169,9 @@ def titlegen(
         max_title_chars=params.clean.max_title_chars,
         min_title_chars=params.clean.min_title_chars,
         ollama=params.ollama,
+        # The evaluation's decoding rule, so Ollama serves the titles that passed the gate.
+        repeat_penalty=params.evaluation.repeat_penalty,
+        repeat_last_n=params.evaluation.repeat_last_n,
     )
     return {
         "run_dir": str(run),

@@ -128,6 +128,8 @@ def ollama_create(
     ollama: OllamaParams,
     publish: bool = False,
     run_id: str | None = None,
+    repeat_penalty: float = 1.0,
+    repeat_last_n: int = 64,
 ) -> dict:
     """Create, smoke-test, time and promote the model; see the module docstring.
 
@@ -153,6 +155,7 @@ def ollama_create(
     modelfile = render_modelfile(ModelfileValues(
         source=source, max_title_chars=max_title_chars, temperature=ollama.temperature,
         num_ctx=ollama.num_ctx, extra_stop=tuple(ollama.extra_stop),
+        repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n,
     ))
     modelfile_path = atomic_write_text(out / "Modelfile", modelfile)
     log.info("Modelfile for %s written to %s (FROM %s: %s)", serving, modelfile_path, source, source_note)
@@ -236,12 +239,14 @@ def ollama_create_task(
     max_title_chars: int,
     min_title_chars: int,
     ollama: OllamaParams,
+    repeat_penalty: float = 1.0,
+    repeat_last_n: int = 64,
 ) -> dict:
     """Create, smoke-test, latency-gate and promote the Ollama model (artifacts: Modelfile, smoke, latency)."""
     from prefect.runtime import flow_run
 
     return ollama_create(gguf_files, hub, split_dir, run_dir, model_name, max_title_chars, min_title_chars, ollama,
-                         publish=True, run_id=flow_run.id)
+                         publish=True, run_id=flow_run.id, repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,10 @@ class ModelfileValues:
     temperature: float = 0.0
     num_ctx: int = 2048
     extra_stop: tuple[str, ...] = field(default_factory=tuple)
+    # The evaluation's decoding rule (EvalParams.repeat_penalty / repeat_last_n): llama.cpp's penalty, which
+    # titlegen.generate.LastNRepetitionPenalty reproduces, so Ollama serves the titles that passed the gate.
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
 
     def variables(self) -> dict[str, str]:
         template = ollama_template(self.max_title_chars)
@@ -97,6 +101,8 @@ class ModelfileValues:
             "TEMPERATURE": f"{self.temperature:g}",
             "NUM_CTX": str(self.num_ctx),
             "NUM_PREDICT": str(num_predict_for(self.max_title_chars)),
+            "REPEAT_PENALTY": f"{self.repeat_penalty:g}",
+            "REPEAT_LAST_N": str(int(self.repeat_last_n)),
         }
         for key, value in variables.items():
             # TEMPLATE is multi-line by design (inside triple quotes); EXTRA_STOP joins one checked line per stop.

@@ -175,7 +175,10 @@ class TrainParams(Section):
     )
     lead_chars: int = Field(200, ge=40, description="Length of the lead-only view that `augmentation='lead'` adds.")
     unsloth_compile: bool = Field(
-        True, description="Unsloth's torch.compile path (fused loss and blocks) on CUDA; its flex attention stays off (it recompiles for every sequence length). False sets UNSLOTH_COMPILE_DISABLE=1 in the training process (docs/finetune.md \"Speed\")."
+        False, description="Unsloth's torch.compile path on CUDA (its flex attention stays off either way). Off by default: on an H200 (2026-11-29) the raw E4B QLoRA loop with it compiled for over 240 s without a first step, and the 270M stage ran slower with it (6,190 against 8,270 tokens/s with SDPA and no compile); docs/finetune.md \"Speed\". False sets UNSLOTH_COMPILE_DISABLE=1 in the training process."
+    )
+    attn_implementation: Literal["sdpa", "eager"] | None = Field(
+        "sdpa", description="Attention of the Unsloth engine on CUDA: `sdpa` (cuDNN/flash kernels) or `eager`; None = Unsloth's choice. SDPA trained E4B QLoRA 1.44x faster than eager in the same lease (the eager profile: attention matmuls and softmax ~40% of GPU time)."
     )
     group_by_length: bool = Field(
         True, description="Batch training rows of similar length together (transformers' LengthGroupedSampler, the longest batch first): far less padding."

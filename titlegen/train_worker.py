@@ -435,7 +435,7 @@ def train(config: dict) -> dict:
         # it compiles its kernels once per sequence length, so real (varying) batches kept it
         # compiling for minutes (docs/finetune.md "Speed"); the rest of Unsloth's compiled path stays on.
         os.environ.setdefault("UNSLOTH_ENABLE_FLEX_ATTENTION", "0")
-        if not config["train"].get("unsloth_compile", True):
+        if not config["train"].get("unsloth_compile", False):
             os.environ.setdefault("UNSLOTH_COMPILE_DISABLE", "1")
         import unsloth  # noqa: F401  (patches transformers/trl/peft on import)
     import torch

@@ -38,7 +38,7 @@ def test_parse_reads_back_what_render_wrote(gguf):
     parts = parse_modelfile(render_modelfile(values))
     assert parts.source == str(gguf.resolve())
     assert parts.template == ollama_template(32)
-    assert parts.parameters == {"stop": ["<end_of_turn>", "。"], "temperature": 0.2, "num_ctx": 1024, "repeat_penalty": 1, "num_predict": num_predict_for(32)}
+    assert parts.parameters == {"stop": ["<end_of_turn>", "。"], "temperature": 0.2, "num_ctx": 1024, "repeat_penalty": 1, "repeat_last_n": 64, "num_predict": num_predict_for(32)}
 
 
 def test_ollama_template_builds_the_training_prompt():
@@ -136,3 +136,11 @@ def test_template_keeps_its_newlines_but_nothing_else(gguf, monkeypatch):
     monkeypatch.setattr(modelfile, "ollama_template", lambda n: "<start_of_turn>user\r\n{{ .Prompt }}")
     with pytest.raises(ValueError, match=r"TEMPLATE .* holds control characters \['\\r'\]"):
         render_modelfile(ModelfileValues(source=str(gguf), max_title_chars=40))
+
+
+def test_the_decoding_rule_reaches_the_modelfile(gguf):
+    # EvalParams.repeat_penalty / repeat_last_n: the same llama.cpp rule in evaluation and in Ollama.
+    values = ModelfileValues(source=str(gguf), max_title_chars=40, repeat_penalty=1.2, repeat_last_n=32)
+    parts = parse_modelfile(render_modelfile(values))
+    assert parts.parameters["repeat_penalty"] == 1.2
+    assert parts.parameters["repeat_last_n"] == 32
