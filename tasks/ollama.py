@@ -25,9 +25,7 @@ task's Prefect retries (only for that error) try again.
 """
 
 import logging
-import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ from titlegen.ollama_names import run_tags
 from titlegen.ollama_promote import promote
 from titlegen.params import OllamaParams
 from titlegen.runs import atomic_write_json, atomic_write_text, read_jsonl
+from titlegen.subproc import run_captured
 
 # The brief's serving targets (GPU); OllamaParams.max_p50_ms / max_p95_ms override.
 DEFAULT_MAX_P50_MS = 500.0
@@ -66,7 +65,8 @@ def create_with_cli(model: str, modelfile_path: Path, base_url: str, quantize: s
     if exe is None:
         raise FileNotFoundError("ollama.use_cli is true but no `ollama` executable is on PATH; install Ollama or set use_cli=false (REST).")
     argv = [exe, "create", model, "-f", str(modelfile_path)] + (["--quantize", quantize] if quantize else [])
-    done = subprocess.run(argv, env={**os.environ, "OLLAMA_HOST": base_url}, capture_output=True, text=True, timeout=3600)
+    # No Hub token in the child, and it dies with this process (titlegen.subproc).
+    done = run_captured(argv, env={"OLLAMA_HOST": base_url}, timeout=3600)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip()[-2000:]
         if "could not connect" in tail.lower() or "connection refused" in tail.lower():

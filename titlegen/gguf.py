@@ -11,7 +11,6 @@ The pieces live in their own modules, re-exported here so callers keep one impor
 
 import json
 import logging
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from titlegen.gguf_converter import (
     main,
 )
 from titlegen.gguf_verify import EXACT_TYPES, first_divergence, verify_gguf_files
-from titlegen.subproc import run_logged
+from titlegen.subproc import run_captured, run_logged
 
 __all__ = [
     "CONVERTER_ENV", "CONVERTER_REQUIREMENT", "EXACT_TYPES", "INSTALL_HINT", "KV_SHARED_SHARD", "QUANT_LABEL",
@@ -59,7 +58,7 @@ def staging_for_conversion(final_hf: Path, staging: Path, logger=None) -> Path:
     config = json.loads((final_hf / "config.json").read_text())
     if not (staging / "tokenizer.model").exists() and str(config.get("model_type", "")).startswith("gemma"):
         (logger or log).info("final-hf has no tokenizer.model: rebuilding one from tokenizer.json for the converter")
-        subprocess.run(
+        run_captured(
             [str(converter_python()), spm_program.__file__, str(final_hf / "tokenizer.json"), str(staging / "tokenizer.model")],
             check=True,
         )

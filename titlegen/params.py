@@ -55,23 +55,10 @@ def no_control_chars(value: str) -> str:
 
 
 def check_ollama_model(value: str) -> str:
-    """Ollama's name rules (`[host/][namespace/]model[:tag]`), plus: no tag that the candidate uses."""
-    name, _, tag = value.partition(":")
-    parts = name.split("/")
-    if not re.fullmatch(OLLAMA_NAME_PATTERN.strip("^$"), value) or ".." in value or len(value) > OLLAMA_NAME_MAX:
-        raise ValueError(
-            f"{value!r} is not a valid Ollama model name: use `[namespace/]name[:tag]`, at most {OLLAMA_NAME_MAX} "
-            "characters of letters, digits, `_`, `.` and `-`, each part starting with a letter or digit, no `..` "
-            "(e.g. `titlegen` or `me/titlegen:prod`)"
-        )
-    if len(parts) > 1 and "." in parts[-2]:
-        raise ValueError(f"{value!r}: the namespace {parts[-2]!r} cannot hold `.` (Ollama's rule); drop the dots")
-    if "candidate" in tag.lower():
-        raise ValueError(
-            f"{value!r}: the serving tag {tag!r} collides with the candidate tags that ollama-create gives the model "
-            "under test (`<name>:candidate`, `<tag>-candidate`); choose another tag, e.g. `latest` or `prod`"
-        )
-    return value
+    """Ollama's name rules and titlegen's tag rules: the one check, `titlegen.ollama_names.validate_model_name`."""
+    from titlegen.ollama_names import validate_model_name
+
+    return validate_model_name(value)
 
 
 def check_hf_repo(value: str) -> str:
