@@ -219,7 +219,8 @@ def test_generation_stops_at_end_of_turn_and_strips_it(tiny_gemma3_dir):
 
     def generate(**kw):
         script.start = kw["input_ids"].shape[1]
-        return original(**kw, logits_processor=[script])
+        rules = list(kw.pop("logits_processor", None) or [])  # the stage's own (the decoding rule), then the script
+        return original(**kw, logits_processor=[*rules, script])
 
     model.generate = generate
     out = generate_titles(model, tok, [ARTICLES[0][0], ARTICLES[1][0]], 12, batch_size=2, max_new_tokens=6)
