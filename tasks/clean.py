@@ -40,6 +40,7 @@ from typing import Any
 
 from prefect import task
 
+from titlegen.boilerplate import strip_bylines, strip_photo_credits, strip_tail, strip_title_label
 from titlegen.params import CleanParams, ColumnMap
 from titlegen.caching import STAMP_SUFFIX, StageCache, clear_stamp, file_input_sha256, record_cache_key
 from titlegen.runs import atomic_write_json, fingerprint, write_jsonl
@@ -61,56 +62,11 @@ _NFKC_ASTRAL_RE = re.compile("[\U0001D400-\U0001D7FF\U0001F100-\U0001F1FF\U0002F
 _INVISIBLE_RE = re.compile(r"[\u200b-\u200f\u2028\u2029\u2060-\u2064\ufeff\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CJK = _HAN + r"\u3000-\u303f\uff01-\uff60\u2026\u2014"  # ideographs + CJK and full-width punctuation
-_OPEN, _CLOSE = r"[（(〔【\[]", r"[）)〕】\]]"
-_INNER = r"[^（()）〔〕【】\[\]\n]"
-_SLASH = r"\s?[/／╱]\s?"
 
 _TAG_RE = re.compile(r"</?[A-Za-z][^<>\n]{0,200}>")
 _SCRIPT_RE = re.compile(r"window\.location\.href\s*=\s*\"[^\"]*\";?")
 _URL_RE = re.compile(r"(?:https?://|www\.)[A-Za-z0-9\-._~:/?#\[\]@!$&'*+,;=%]*")
 _EMPTY_BRACKETS_RE = re.compile(r"[（(〔【\[]\s*[）)〕】\]]")
-
-_BYLINE_RES = [
-    re.compile(rf"{_OPEN}{_INNER}{{0,40}}?(?:報導|\d{{1,2}}日\S{{0,4}}?電){_CLOSE}"),
-    re.compile(rf"^\s*中央社記者{_INNER}{{1,20}}?\d{{1,2}}日(?:專|綜合外|外)?電"),
-    re.compile(rf"{_OPEN}\s?更新[:：]{_INNER}{{0,30}}{_CLOSE}"),
-]
-_CREDIT_WORDS = r"翻攝|攝影|資料照片?|示意圖|截圖|擷圖|(?:截|擷|取)自"
-_BRACKET_CREDIT_RES = [
-    re.compile(rf"{_OPEN}\s?(?:圖|照片?|相片|影片){_SLASH}{_INNER}{{0,40}}?{_CLOSE}"),
-    re.compile(rf"{_OPEN}{_INNER}{{0,30}}?(?:{_CREDIT_WORDS}){_INNER}{{0,30}}?{_CLOSE}"),
-    re.compile(rf"{_OPEN}(?:記者)?[{_HAN}]{{2,4}}攝{_CLOSE}"),
-]
-# Unbracketed credits; a caption (one whitespace-free chunk of at most 80 characters right
-# before the credit) goes with them, since captions describe a photo that is not there.
-_CREDIT = (
-    rf"(?:記者|特派員)?[{_HAN}、]{{2,12}}{_SLASH}(?:[{_HAN}]{{0,4}}攝影|翻攝|攝)"
-    rf"|圖{_SLASH}[^。\n]{{0,25}}?(?:提供|資料照片?|翻攝\S{{0,10}}|自攝|攝影?)"
-    rf"|圖{_SLASH}[^\s。，]{{1,20}}"
-    rf"|圖擷自\s?[^\s。，]{{1,20}}"
-    rf"|翻攝自?[^\s。，]{{1,15}}"
-    rf"|(?:聯合報系|本報)資料照片?|(?<=[。\s])資料照片?|(?<=\s)中央社(?=\s|$)"
-    rf"|(?<=。)[{_HAN}]{{2,3}}攝(?![影氏])"
-)
-_CREDIT_RE = re.compile(_CREDIT, re.M)
-# Cheap test first: most articles have no credit, and the full pattern is slow to scan.
-_CREDIT_HINT_RE = re.compile(r"攝|圖\s?[/／╱]|圖擷自|資料照|中央社|示意圖|截圖|擷圖|取自")
-_CAPTION_MAX = 80
-# Site footers: everything from the first of these on is dropped. Plain strings (str.find is far
-# faster than one big alternation); `_TAIL_CHECKS` narrows the ambiguous ones.
-_TAIL_MARKERS = (
-    "【延伸閱讀】", "延伸閱讀：", "延伸閱讀:", "推薦閱讀：", "推薦閱讀:", "相關新聞", "你或許也想看", "》自營商進出明細",
-    "【更多精采內容", "【更多新聞", "新聞送上來！", "APP下載LINE好友", "你對新聞是否有想法不吐不快",
-    "出版時間", "更新時間", "(function", "domready(",
-)
-_TAIL_CHECKS = {
-    # A footer only as a stand-alone word; inside a sentence it is prose.
-    "相關新聞": lambda text, i: (i == 0 or text[i - 1].isspace()) and (i + 4 == len(text) or text[i + 4].isspace()),
-    "出版時間": lambda text, i: bool(re.match(r"[:：]?\s?\d", text[i + 4 : i + 7])),
-    "更新時間": lambda text, i: bool(re.match(r"[:：]?\s?\d", text[i + 4 : i + 7])),
-}
-_MORE_RE = re.compile(r"\.\.more")
-_TITLE_LABEL_RE = re.compile(r"^\s*[【〔\[][^】〕\]]{1,10}[】〕\]]\s*")
 
 _NARROW_TO_WIDE = str.maketrans({",": "，", "!": "！", "?": "？", ";": "；", ":": "："})
 _NARROW_PUNCT_RE = re.compile(r"[,!?;:]")
@@ -157,48 +113,6 @@ def _nfkc_changing_re() -> re.Pattern:
 
 def strip_urls(text: str) -> str:
     return _EMPTY_BRACKETS_RE.sub("", _URL_RE.sub(" ", text))
-
-
-def strip_bylines(text: str) -> str:
-    for pattern in _BYLINE_RES:
-        text = pattern.sub(" ", text)
-    return text
-
-
-def strip_photo_credits(text: str) -> str:
-    if not _CREDIT_HINT_RE.search(text):
-        return text
-    for pattern in _BRACKET_CREDIT_RES:
-        text = pattern.sub(" ", text)
-    pieces, last = [], 0
-    for m in _CREDIT_RE.finditer(text):
-        # The caption: the whitespace-free chunk before the credit, from the last space, newline
-        # or previous credit (captions are often glued together), if short enough to be one.
-        boundary = max(text.rfind(" ", last, m.start()), text.rfind("\n", last, m.start()))
-        cut = boundary + 1 if boundary >= 0 else last
-        if m.start() - cut > _CAPTION_MAX:
-            cut = m.start()
-        pieces += [text[last:cut], " "]
-        last = m.end()
-    pieces.append(text[last:])
-    return "".join(pieces)
-
-
-def strip_tail(text: str) -> str:
-    text = _MORE_RE.sub(" ", text)
-    cut = len(text)
-    for marker in _TAIL_MARKERS:
-        i = text.find(marker, 0, cut)
-        check = _TAIL_CHECKS.get(marker)
-        while i != -1 and check and not check(text, i):
-            i = text.find(marker, i + 1, cut)
-        if i != -1:
-            cut = i
-    return text[:cut]
-
-
-def strip_title_label(title: str) -> str:
-    return _TITLE_LABEL_RE.sub("", title)
 
 
 def unify_punctuation(text: str) -> str:
@@ -387,11 +301,20 @@ def _stamp(inputs: dict) -> Path:
     return Path(inputs["out_dir"]) / f".clean{STAMP_SUFFIX}"
 
 
+def _rules_source_hash() -> str:
+    """The boilerplate rules live in their own module: editing one must re-run cleaning too."""
+    import inspect
+
+    from titlegen import boilerplate
+
+    return fingerprint(inspect.getsource(boilerplate), 16)
+
+
 @task(
     name="clean",
     cache_policy=StageCache(
         code_of=__name__,
-        fingerprint=file_input_sha256("raw_path"),
+        fingerprint=lambda inputs: (file_input_sha256("raw_path")(inputs), _rules_source_hash()),
         outputs=lambda inputs: [Path(inputs["out_dir"]) / CLEAN_FILE, Path(inputs["out_dir"]) / REPORT_FILE],
         stamp=_stamp,
     ),
