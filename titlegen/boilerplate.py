@@ -1,96 +1,173 @@
-"""News boilerplate rules: bylines, photo credits, site footers and title labels.
+"""News boilerplate inside the article: bylines, photo and video credits, and their captions.
 
-Plain functions on text, used by `titlegen.tasks.clean` in its rule order (see its docstring);
-each returns the text with the boilerplate removed and never touches anything else.
+Plain functions on text, used by `titlegen.tasks.clean` in its rule order (see its docstring).
+The rules are written for families, not for one outlet's strings: a byline is any short
+`<name or desk>/<place or kind>報導` at a sentence boundary, a credit any
+`(圖|照片|影片…)(來源|提供|翻攝…)…` phrase. Every rule matches on `fold(text)` (simplified
+boilerplate characters read as Traditional: 摄影 as 攝影), so they are script-agnostic. Footers
+and wire credits live in `titlegen.footers`, title labels in `titlegen.headline`.
 """
 
+import functools
 import re
 
-_HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_OPEN, _CLOSE = r"[（(〔【\[]", r"[）)〕】\]]"
-_INNER = r"[^（()）〔〕【】\[\]\n]"
-_SLASH = r"\s?[/／╱]\s?"
+from titlegen.chinese_script import apply_hinted, fold, sub_folded
 
+HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+OPEN, CLOSE = r"[（(〔【\[]", r"[）)〕】\]]"
+INNER = r"[^（()）〔〕【】\[\]\n]"
+SLASH = r"\s?[/／╱]\s?"
+# Where boilerplate glued to prose can start: the text or a line start, after a sentence end,
+# a space, or a caption marker.
+BOUNDARY = r"(?:^|(?<=[\s。！？」』）▲▼►（(【〔]))"
+_MARKS = r"[▲▼►]*\s?"
+_NAME = rf"[{HAN}·]{{2,4}}"
+_NAMES = rf"{_NAME}(?:\s?[、,，]\s?{_NAME}){{0,3}}"
+
+_SLASH_HINT = r"[/／╱]"
+# (pattern, hint): the pattern runs only on text where the cheap hint is found (speed: most
+# articles have no byline, and a pattern that may start at any character is slow to scan).
 _BYLINE_RES = [
-    re.compile(rf"{_OPEN}{_INNER}{{0,40}}?(?:報導|\d{{1,2}}日\S{{0,4}}?電){_CLOSE}"),
-    re.compile(rf"^\s*中央社記者{_INNER}{{1,20}}?\d{{1,2}}日(?:專|綜合外|外)?電"),
-    re.compile(rf"{_OPEN}\s?更新[:：]{_INNER}{{0,30}}{_CLOSE}"),
+    (re.compile(rf"{OPEN}{INNER}{{0,40}}?(?:報導|\d{{1,2}}日\S{{0,4}}?電){CLOSE}"), re.compile(r"報導|電")),
+    (re.compile(rf"{OPEN}\s?更新[:：]{INNER}{{0,30}}{CLOSE}"), re.compile("更新")),
+    # Agency datelines: 中央社記者王小明台北30日電, 中央社台北30日綜合外電.
+    (re.compile(rf"{BOUNDARY}{_MARKS}中央社(?:記者|特派員)?[{HAN}、]{{0,16}}?\d{{1,2}}日(?:專|綜合外|外)?電", re.M), re.compile("中央社")),
+    # Unbracketed: 記者王小明/台北報導, 國際中心/綜合報導, 記者李大華/採訪報導, 記者 王小明 / 攝影 李大華 台北報導.
+    (re.compile(
+        rf"{BOUNDARY}{_MARKS}(?:(?:實習|特約|駐\S{{1,4}})?記者|特派員|編譯)?\s?{_NAMES}{SLASH}"
+        rf"(?:攝影\s?{_NAMES}\s?)?[{HAN}]{{0,6}}?(?:綜合|採訪|編譯|外電)?報導",
+        re.M,
+    ), re.compile(rf"{_SLASH_HINT}[^\n]{{0,20}}報導")),
+    # With 記者 in front it is a byline wherever it stands: 熱銷記者吳佩樺/台北報導藍光…
+    (re.compile(rf"(?:實習|特約)?記者{_NAMES}{SLASH}[{HAN}]{{0,6}}?(?:綜合|採訪)?報導"), re.compile(rf"記者[^\n]{{2,12}}{_SLASH_HINT}")),
+    (re.compile(rf"{BOUNDARY}{_MARKS}(?:實習|特約)?記者\s?{_NAMES}\s(?:攝影\s?{_NAMES}\s)?[{HAN}]{{2,6}}報導", re.M),
+     re.compile(r"記者[^\n]{0,20}報導")),
+    # Credit lines of a feature: 撰文/王小明, 報導╱周淑萍、莊哲偉, 攝影：朱世閎, 文/王小明 (name then a break).
+    (re.compile(rf"{BOUNDARY}(?:撰文|文字|報導|採訪|採訪整理|整理|編譯)\s?[/／╱:：]\s?{_NAMES}(?=[\s攝圖]|$)", re.M),
+     re.compile(r"(?:撰文|文字|報導|採訪|整理|編譯)\s?[/／╱:：]")),
+    (re.compile(rf"{BOUNDARY}文{SLASH}{_NAMES}(?=\s|$)", re.M), re.compile(rf"文{SLASH}")),
 ]
-_CREDIT_WORDS = r"翻攝|攝影|資料照片?|示意圖|截圖|擷圖|(?:截|擷|取)自"
+
+_CREDIT_WORDS = r"翻攝|攝影|資料照片?|示意圖|截圖|擷圖|(?:截|擷|取)自|來源|提供"
+_MEDIA = r"(?:圖|照|相|影|視|畫面|圖像)[片像頻訊]?"
 _BRACKET_CREDIT_RES = [
-    re.compile(rf"{_OPEN}\s?(?:圖|照片?|相片|影片){_SLASH}{_INNER}{{0,40}}?{_CLOSE}"),
-    re.compile(rf"{_OPEN}{_INNER}{{0,30}}?(?:{_CREDIT_WORDS}){_INNER}{{0,30}}?{_CLOSE}"),
-    re.compile(rf"{_OPEN}(?:記者)?[{_HAN}]{{2,4}}攝{_CLOSE}"),
+    # (圖/…), (圖片/影片來源：…), (照片提供：…), (影片翻攝自…), (畫面來源：…)
+    re.compile(rf"{OPEN}\s?{_MEDIA}(?:\s?[/／、與]\s?{_MEDIA})*\s?(?:來源|提供|出處|翻攝|攝影|取自|擷取自?)?\s?(?:{SLASH}|[:：]){INNER}{{0,60}}?{CLOSE}"),
+    re.compile(rf"{OPEN}{INNER}{{0,30}}?(?:{_CREDIT_WORDS}){INNER}{{0,30}}?{CLOSE}"),
+    re.compile(rf"{OPEN}(?:記者)?[{HAN}]{{2,5}}攝{CLOSE}"),
+    re.compile(rf"{OPEN}圖{INNER}{{0,10}}無關{CLOSE}"),
 ]
-# Unbracketed credits; a caption (one whitespace-free chunk of at most 80 characters right
-# before the credit) goes with them, since captions describe a photo that is not there.
-_CREDIT = (
-    rf"(?:記者|特派員)?[{_HAN}、]{{2,12}}{_SLASH}(?:[{_HAN}]{{0,4}}攝影|翻攝|攝)"
-    rf"|圖{_SLASH}[^。\n]{{0,25}}?(?:提供|資料照片?|翻攝\S{{0,10}}|自攝|攝影?)"
-    rf"|圖{_SLASH}[^\s。，]{{1,20}}"
-    rf"|圖擷自\s?[^\s。，]{{1,20}}"
-    rf"|翻攝自?[^\s。，]{{1,15}}"
-    rf"|(?:聯合報系|本報)資料照片?|(?<=[。\s])資料照片?|(?<=\s)中央社(?=\s|$)"
-    rf"|(?<=。)[{_HAN}]{{2,3}}攝(?![影氏])"
+_CHUNK = r"[^\s。，；\n]"  # a credit's text runs to the next space or sentence break
+# Unbracketed credits, each with a cheap hint: the scan uses only the branches whose hint is in
+# the text (one alternation of every branch tried at every character is slow). The caption
+# right before a credit goes with it (see `strip_photo_credits`).
+_CREDIT_BRANCHES = (
+    (rf"(?:記者|特派員)?[{HAN}、]{{2,12}}{SLASH}(?:[{HAN}]{{0,4}}攝影|翻攝|攝)", r"[/／╱]\s?[^\n]{0,5}攝"),
+    (rf"圖片?{SLASH}[^。\n]{{0,25}}?(?:提供|資料照片?|翻攝{_CHUNK}{{0,40}}|自攝|攝影?)|圖片?{SLASH}{_CHUNK}{{1,40}}", r"圖片?\s?[/／╱]"),
+    (rf"{_MEDIA}(?:\s?[/／、]\s?{_MEDIA})*\s?(?:來源|提供|出處)\s?(?:{SLASH}|[:：])\s?{_CHUNK}{{1,40}}", r"(?:來源|提供|出處)\s?[/／╱:：]"),
+    (rf"(?:圖|影片|照片)?(?:擷|截)(?:取|圖)?自\s?{_CHUNK}{{1,30}}", r"[擷截](?:取|圖)?自"),
+    (rf"翻攝自?\s?{_CHUNK}{{1,40}}", "翻攝"),
+    (rf"(?<![{HAN}])攝影\s?(?:{SLASH}|[:：])\s?{_NAMES}", r"攝影\s?[/／╱:：]"),
+    # 本報系資料照, 中新社資料照片: the agency's name goes with the caption before it.
+    (rf"(?:社|報系|報|網|中心|新聞|通訊|路透|美聯|法新|歐新|中新|新華|共同|美聯)資料照片?(?:{SLASH}(?:記者)?[{HAN}]{{2,4}}攝影?)?"
+     r"|(?<=[。\s」])(?:資料照片?|示意圖)|(?<=[。\s」])翻攝(?=\s|$)", "資料照|示意圖|翻攝"),
+    (r"(?<=\s)中央社(?=\s|$)", "中央社"),
+    # 。王小明攝 / 突發中心攝: a name and 攝 ending the sentence (`及攝錄影`, `拍攝電影` are prose).
+    (rf"(?<=[。\s])[{HAN}]{{2,4}}攝(?![{HAN}])", "攝"),
 )
-_CREDIT_RE = re.compile(_CREDIT, re.M)
-# Cheap test first: most articles have no credit, and the full pattern is slow to scan.
-_CREDIT_HINT_RE = re.compile(r"攝|圖\s?[/／╱]|圖擷自|資料照|中央社|示意圖|截圖|擷圖|取自")
+_CREDIT_HINTS = [re.compile(hint) for _, hint in _CREDIT_BRANCHES]
+_BRACKET_HINT_RE = re.compile(OPEN)
+
+
+@functools.cache
+def _credit_re(branches: tuple[int, ...]) -> re.Pattern:
+    return re.compile("|".join(_CREDIT_BRANCHES[i][0] for i in branches), re.M)
+
+
 _CAPTION_MAX = 80
-# Site footers: everything from the first of these on is dropped. Plain strings (str.find is far
-# faster than one big alternation); `_TAIL_CHECKS` narrows the ambiguous ones.
-_TAIL_MARKERS = (
-    "【延伸閱讀】", "延伸閱讀：", "延伸閱讀:", "推薦閱讀：", "推薦閱讀:", "相關新聞", "你或許也想看", "》自營商進出明細",
-    "【更多精采內容", "【更多新聞", "新聞送上來！", "APP下載LINE好友", "你對新聞是否有想法不吐不快",
-    "出版時間", "更新時間", "(function", "domready(",
-)
-_TAIL_CHECKS = {
-    # A footer only as a stand-alone word; inside a sentence it is prose.
-    "相關新聞": lambda text, i: (i == 0 or text[i - 1].isspace()) and (i + 4 == len(text) or text[i + 4].isspace()),
-    "出版時間": lambda text, i: bool(re.match(r"[:：]?\s?\d", text[i + 4 : i + 7])),
-    "更新時間": lambda text, i: bool(re.match(r"[:：]?\s?\d", text[i + 4 : i + 7])),
-}
-_MORE_RE = re.compile(r"\.\.more")
-_TITLE_LABEL_RE = re.compile(r"^\s*[【〔\[][^】〕\]]{1,10}[】〕\]]\s*")
+# A caption glued to the prose before it: the last sentence before the credit, if it is short and
+# has no comma (prose sentences have them; captions such as `中國海軍航母遼寧艦。` do not), or
+# any short sentence that starts `圖為`.
+_CAPTION_SHORT = 16
+_CAPTION_COMMA_MAX = 30
+_COMMA_RE = re.compile(r"[，,、；：「]")
+_SENTENCE_END_RE = re.compile(r"[。！？]")
+_POSITION_RE = re.compile(r"[（(](?:前排|後排|中|左|右)[一二三四五六七八九\d]?[）)]")
+# Caption markers: ▲ starts a caption that runs to the line end (or a sentence end when glued).
+_MARKER_RE = re.compile(r"[▲▼►]+")  # not △: a section bullet in official texts
 
 
 def strip_bylines(text: str) -> str:
-    for pattern in _BYLINE_RES:
-        text = pattern.sub(" ", text)
-    return text
+    return apply_hinted(_BYLINE_RES, text)
 
 
 def strip_photo_credits(text: str) -> str:
-    if not _CREDIT_HINT_RE.search(text):
-        return text
-    for pattern in _BRACKET_CREDIT_RES:
-        text = pattern.sub(" ", text)
+    folded = fold(text)
+    if _BRACKET_HINT_RE.search(folded):
+        for pattern in _BRACKET_CREDIT_RES:
+            text = sub_folded(pattern, text)
+        folded = fold(text)
+    branches = tuple(i for i, hint in enumerate(_CREDIT_HINTS) if hint.search(folded))
+    if not branches:
+        return strip_caption_markers(text)
     pieces, last = [], 0
-    for m in _CREDIT_RE.finditer(text):
-        # The caption: the whitespace-free chunk before the credit, from the last space, newline
-        # or previous credit (captions are often glued together), if short enough to be one.
-        boundary = max(text.rfind(" ", last, m.start()), text.rfind("\n", last, m.start()))
-        cut = boundary + 1 if boundary >= 0 else last
-        if m.start() - cut > _CAPTION_MAX:
-            cut = m.start()
-        pieces += [text[last:cut], " "]
+    for m in _credit_re(branches).finditer(folded):
+        pieces += [text[last : _caption_start(text, last, m.start())], " "]
         last = m.end()
     pieces.append(text[last:])
+    return strip_caption_markers("".join(pieces))
+
+
+def _caption_start(text: str, floor: int, start: int, again: bool = True) -> int:
+    """Where the caption before a credit at `start` begins (`start` when there is none).
+
+    A caption is one short sentence: the whitespace-free chunk before the credit (from the last
+    space, newline or previous credit: captions are often glued together) when it holds at most
+    one sentence and is short (`_CAPTION_MAX`; `_CAPTION_COMMA_MAX` with a comma and no position
+    such as `（左）`: a longer sentence with commas is prose); else, in text
+    with no spaces, the last sentence when it reads as a caption (see `_is_caption`)."""
+    boundary = max(text.rfind(" ", floor, start), text.rfind("\n", floor, start))
+    cut = boundary + 1 if boundary >= 0 else floor
+    chunk = text[cut:start]
+    if _is_one_sentence(chunk) and len(chunk) <= _CAPTION_MAX and (
+        len(chunk) <= _CAPTION_COMMA_MAX or not _COMMA_RE.search(chunk) or _POSITION_RE.search(chunk)
+    ):
+        return cut
+    body = text[floor:start].rstrip("。 ")
+    begin = floor + max(body.rfind(c) for c in "。！？」\n ") + 1
+    sentence = text[begin:start]
+    if _is_caption(sentence):
+        # `…。中新社資料照`: the agency's name was the sentence; the caption is the one before it.
+        return _caption_start(text, floor, begin, False) if again and "。" not in sentence and begin > floor else begin
+    return start
+
+
+def _is_one_sentence(chunk: str) -> bool:
+    return not _SENTENCE_END_RE.search(chunk.rstrip("。！？"))
+
+
+def _is_caption(sentence: str) -> bool:
+    """A sentence glued to prose reads as a caption when it starts `圖為`, names positions
+    (`（左二）`), or is a short comma-free noun phrase (`中國海軍航母遼寧艦。`)."""
+    if len(sentence) > _CAPTION_MAX:
+        return False
+    return sentence.startswith("圖為") or bool(_POSITION_RE.search(sentence)) or (
+        len(sentence) <= _CAPTION_SHORT and not _COMMA_RE.search(sentence)
+    )
+
+
+def strip_caption_markers(text: str) -> str:
+    """`▲` / `▼` / `►` photo captions: the caption after a marker to the line end when it is short
+    and stands on its own line (or ends the text); otherwise only the marker goes."""
+    if not _MARKER_RE.search(text):
+        return text
+    pieces, last = [], 0
+    for m in _MARKER_RE.finditer(text):
+        end = text.find("\n", m.end())
+        end = len(text) if end == -1 else end
+        own_line = m.start() == 0 or text[m.start() - 1] == "\n" or end == len(text)
+        cut = end if own_line and end - m.end() <= _CAPTION_MAX else m.end()
+        pieces += [text[last : m.start()], " "]
+        last = max(cut, m.end())
+    pieces.append(text[last:])
     return "".join(pieces)
-
-
-def strip_tail(text: str) -> str:
-    text = _MORE_RE.sub(" ", text)
-    cut = len(text)
-    for marker in _TAIL_MARKERS:
-        i = text.find(marker, 0, cut)
-        check = _TAIL_CHECKS.get(marker)
-        while i != -1 and check and not check(text, i):
-            i = text.find(marker, i + 1, cut)
-        if i != -1:
-            cut = i
-    return text[:cut]
-
-
-def strip_title_label(title: str) -> str:
-    return _TITLE_LABEL_RE.sub("", title)
