@@ -32,10 +32,11 @@ _BYLINE_RES = [
     (re.compile(rf"{OPEN}\s?更新[:：]{INNER}{{0,30}}{CLOSE}"), re.compile("更新")),
     # Agency datelines: 中央社記者王小明台北30日電, 中央社台北30日綜合外電.
     (re.compile(rf"{BOUNDARY}{_MARKS}中央社(?:記者|特派員)?[{HAN}、]{{0,16}}?\d{{1,2}}日(?:專|綜合外|外)?電", re.M), re.compile("中央社")),
-    # Unbracketed: 記者王小明/台北報導, 國際中心/綜合報導, 記者李大華/採訪報導, 記者 王小明 / 攝影 李大華 台北報導.
+    # Unbracketed: 記者王小明/台北報導, 國際中心/綜合報導, 記者李大華/採訪報導, 記者 王小明 / 攝影 李大華 台北報導
+    # (not `根據外媒/路透社報導`: a source cited in prose).
     (re.compile(
-        rf"{BOUNDARY}{_MARKS}(?:(?:實習|特約|駐\S{{1,4}})?記者|特派員|編譯)?\s?{_NAMES}{SLASH}"
-        rf"(?:攝影\s?{_NAMES}\s?)?[{HAN}]{{0,6}}?(?:綜合|採訪|編譯|外電)?報導",
+        rf"{BOUNDARY}{_MARKS}(?:(?:實習|特約|駐\S{{1,4}})?記者|特派員|編譯)?\s?(?!根據|據|依據|引述|援引|外媒){_NAMES}{SLASH}"
+        rf"(?:攝影\s?{_NAMES}\s?)?[{HAN}]{{0,6}}?(?<![社媒網])(?:綜合|採訪|編譯|外電)?報導",
         re.M,
     ), re.compile(rf"{_SLASH_HINT}[^\n]{{0,20}}報導")),
     # With 記者 in front it is a byline wherever it stands: 熱銷記者吳佩樺/台北報導藍光…

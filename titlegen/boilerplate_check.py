@@ -26,7 +26,7 @@ _S = r"\s?[/／╱|｜]\s?"
 
 _BODY = {
     "byline": re.compile(
-        rf"(?:記者|记者|特派員|特派员|特約|特约)\s?[{_H}·]{{2,5}}(?:、[{_H}]{{2,4}})*\s?[/／╱\s]\s?[{_H}]{{0,8}}(?:報導|报导|報道|报道)"
+        rf"(?:記者|记者|特派員|特派员|特約|特约)\s?[{_H}·]{{2,5}}(?:、[{_H}]{{2,4}})*\s?[/／╱\s]\s?[{_H}\s]{{0,12}}(?:報導|报导|報道|报道)"
         rf"|[{_H}]{{2,8}}{_S}[{_H}]{{0,6}}(?:綜合|综合|採訪|采访|外電|外电)?(?:報導|报导|報道|报道)"
         rf"|中央社(?:記者|记者)[{_H}、]{{2,12}}\d{{1,2}}日"
         rf"|^\s*(?:編譯|编译|撰文|文|記者|记者){_S}[{_H}]{{2,4}}(?:\s|$)"
@@ -65,11 +65,12 @@ _CLOSE = r"】〕\]）)」』》〉"
 def repeated_headline(title: str, body: str) -> bool:
     """True when the body opens with the title (spacing ignored) followed by a closing bracket or a
     break, not by the rest of a sentence (a title that is the first sentence's subject is prose)."""
-    core = re.sub(r"\s", "", title)
+    core = re.sub(r"\s", "", _TITLE_LABEL.sub("", title))
     if len(core) < 6:
         return False
     pattern = r"\s*".join(map(re.escape, core))
-    return bool(re.match(rf"\s*[{_OPEN}]?\s*{pattern}(?:\s*[{_CLOSE}]|\s|$)", body))
+    label = r"(?:[\u4e00-\u9fff]{1,3}\s?[/／])?"
+    return bool(re.match(rf"\s*[{_OPEN}]?\s*{label}{pattern}(?:\s*[{_CLOSE}]|\s|$)", body))
 
 
 def families_in(title: str, body: str) -> set[str]:

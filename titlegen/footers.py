@@ -39,7 +39,7 @@ def _label(width: int):
 
 _TAIL_CHECKS = {
     # A footer only as a stand-alone word; inside a sentence (`分享相關新聞，並…`) it is prose.
-    "相關新聞": lambda text, i: (i == 0 or text[i - 1] in " \n【《") and bool(_FOOTER_AFTER.match(text, i + 4)),
+    "相關新聞": lambda text, i: (i == 0 or text[i - 1] in " \n【《。！？」") and bool(_FOOTER_AFTER.match(text, i + 4)),
     "延伸閱讀": _label(4),
     "推薦閱讀": _label(4),
     "出版時間": lambda text, i: bool(re.match(r"[:：]?\s?\d", text[i + 4 : i + 7])),

@@ -17,7 +17,7 @@ from titlegen.chinese_script import fold
 
 _LONG_LABELS = r"懶人包|整理包|新聞眼|一分鐘|看影片|短影音|圖輯|即時短評"
 _LEADING_RE = re.compile(
-    rf"^\s*(?:[【〔\[][^】〕\]]{{1,10}}[】〕\]]|(?:[{HAN}]{{1,2}}|{_LONG_LABELS})\s?[/／╱|｜]|(?:快訊|獨家|即時|最新|突發)\s?[:：])\s*"
+    rf"\s*(?:[【〔\[][^】〕\]]{{1,10}}[】〕\]]|(?:[{HAN}]{{1,2}}|{_LONG_LABELS})\s?[/／╱|｜]|(?:快訊|獨家|即時|最新|突發)\s?[:：])\s*"
 )
 _TRAILING_RE = re.compile(
     r"\s?(?:[（(](?:影|圖|多圖|影音|有片|組圖|圖輯|影片|更新|快訊|獨家|直播|動畫|懶人包|視頻|附影片|內有影片)[）)]"
@@ -66,7 +66,7 @@ def strip_repeated_headline(title: str, body: str) -> str:
         return body
     rest = body[i:]
     if rest[:1] and rest[0] in _CLOSERS:
-        return rest[1:]
+        return rest[1:].lstrip()
     if not opened and (not rest or rest[0].isspace()):
-        return rest
+        return rest.lstrip()
     return body
