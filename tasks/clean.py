@@ -62,7 +62,7 @@ from titlegen.runs import atomic_write_json, fingerprint, write_jsonl
 _log = logging.getLogger(__name__)
 CLEAN_FILE = "clean.jsonl"
 REPORT_FILE = "clean_report.json"
-PASSTHROUGH = ("category", "link", "timestamp")
+PASSTHROUGH = ("category", "link", "timestamp", "publisher_split")  # the last: see tasks/ingest.py
 CHANGE_REASONS = (
     "simplified", "html", "unicode", "url", "script", "byline", "photo_credit", "tail", "wire_credit", "title_label",
     "punctuation", "whitespace", "repeated_headline", "truncated",

@@ -108,7 +108,7 @@ def test_unknown_hub_id_offline_fails_fast_and_clearly(tmp_path, monkeypatch, en
 def test_wrong_format(tmp_path):
     bad = tmp_path / "articles.parquet"
     bad.write_text("這不是 parquet 檔案", encoding="utf-8")
-    with pytest.raises(ValueError, match="Could not read .* as parquet"):
+    with pytest.raises(ValueError, match="articles.parquet is not a readable parquet file.*re-export it"):
         ingest(str(bad), None, ColumnMap(), tmp_path / "data")
     other = tmp_path / "articles.txt"
     other.write_text("hello", encoding="utf-8")
