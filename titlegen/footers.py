@@ -23,6 +23,7 @@ _TAIL_MARKERS = (
     "【更多精采內容", "【更多新聞", "新聞送上來！", "APP下載LINE好友", "你對新聞是否有想法不吐不快",
     "出版時間", "更新時間", "(function", "domready(", "想看更多", "更多內容，請上", "詳細新聞內容", "直播請點",
     "點我看", "點此看", "點我下載", "看原文", "原文標題：", "原文連結", "本文章經作者授權", "本文經授權", "推薦報導：",
+    "不用抽 不用搶",
 )
 _LEAD_INS = "【《[〔►▶★☆※"
 _FOOTER_AFTER = re.compile(r"[:：】》\]\s]|$")
@@ -47,7 +48,7 @@ _TAIL_CHECKS = {
 }
 # `更多○○報導`, `看更多○○新聞`, `更多 中時新聞網 報導：` as a label (a colon, bracket or end after it).
 _MORE_NEWS_RE = re.compile(
-    rf"(?:[【《►▶★]\s?|{BOUNDARY})(?:看|點我看)?更多\s?[{HAN}A-Za-z0-9 ]{{0,14}}?(?:報導|新聞|文章|內容|消息|資訊|影音)\s?(?=[:：》】\]]|\s*$)",
+    rf"(?:[【《►▶★]\s?|{BOUNDARY})(?:看|點我看)?更多\s?[{HAN}A-Za-z0-9 ]{{0,14}}?(?:報導|新聞|文章|內容|消息|資訊|影音)\s?(?=[:：》】\]\s]|$)",
     re.M,
 )
 _MORE_RE = re.compile(r"\.\.more")
@@ -67,6 +68,9 @@ _WIRE_RES = [
     (re.compile(r"(?:出版|更新|修改時間|發布時間|發稿時間|最後更新)\s?[:：]\s?\d{1,4}(?:[:：/-]\d{1,2}){0,4}"),
      re.compile("出版|更新|時間")),
     (re.compile(rf"{OPEN}?小編推薦{CLOSE}?[:：]?"), re.compile("小編推薦")),
+    # Reader notes and promotions on their own line: ★三立新聞網提醒您…, ※本文由…授權
+    (re.compile(r"^[★☆※][^\n]{0,120}$", re.M), re.compile("[★☆※]")),
+    (re.compile(r"(?:新聞|消息)來源\s?[:：][^\n。]{1,30}$"), re.compile("來源")),
 ]
 
 _CODE_RUN_RE = re.compile(r"(?:[\x20-\x7e\t\n]|\"[^\"\n]{0,200}\"|'[^'\n]{0,200}')+")
