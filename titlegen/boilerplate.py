@@ -11,7 +11,7 @@ and wire credits live in `titlegen.footers`, title labels in `titlegen.headline`
 import functools
 import re
 
-from titlegen.chinese_script import apply_hinted, fold, sub_folded
+from titlegen.chinese_script import apply_hinted, fold, has, hint, sub_folded
 
 HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 OPEN, CLOSE = r"[（(〔【\[]", r"[）)〕】\]]"
@@ -24,60 +24,59 @@ _MARKS = r"[▲▼►]*\s?"
 _NAME = rf"[{HAN}·]{{2,4}}"
 _NAMES = rf"{_NAME}(?:\s?[、,，]\s?{_NAME}){{0,3}}"
 
-_SLASH_HINT = r"[/／╱]"
+_SLASHES = "/|／|╱"
 # (pattern, hint): the pattern runs only on text where the cheap hint is found (speed: most
 # articles have no byline, and a pattern that may start at any character is slow to scan).
 _BYLINE_RES = [
-    (re.compile(rf"{OPEN}{INNER}{{0,40}}?(?:報導|\d{{1,2}}日\S{{0,4}}?電){CLOSE}"), re.compile(r"報導|電")),
-    (re.compile(rf"{OPEN}\s?更新[:：]{INNER}{{0,30}}{CLOSE}"), re.compile("更新")),
+    (re.compile(rf"{OPEN}{INNER}{{0,40}}?(?:報導|\d{{1,2}}日\S{{0,4}}?電){CLOSE}"), hint("報導|電")),
+    (re.compile(rf"{OPEN}\s?更新[:：]{INNER}{{0,30}}{CLOSE}"), hint("更新")),
     # Agency datelines: 中央社記者王小明台北30日電, 中央社台北30日綜合外電.
-    (re.compile(rf"{BOUNDARY}{_MARKS}中央社(?:記者|特派員)?[{HAN}、]{{0,16}}?\d{{1,2}}日(?:專|綜合外|外)?電", re.M), re.compile("中央社")),
+    (re.compile(rf"{BOUNDARY}{_MARKS}中央社(?:記者|特派員)?[{HAN}、]{{0,16}}?\d{{1,2}}日(?:專|綜合外|外)?電", re.M), hint("中央社")),
     # Unbracketed: 記者王小明/台北報導, 國際中心/綜合報導, 記者李大華/採訪報導, 記者 王小明 / 攝影 李大華 台北報導
     # (not `根據外媒/路透社報導`: a source cited in prose).
     (re.compile(
         rf"{BOUNDARY}{_MARKS}(?:(?:實習|特約|駐\S{{1,4}})?記者|特派員|編譯)?\s?(?!根據|據|依據|引述|援引|外媒){_NAMES}{SLASH}"
         rf"(?:攝影\s?{_NAMES}\s?)?[{HAN}]{{0,6}}?(?<![社媒網])(?:綜合|採訪|編譯|外電)?報導",
         re.M,
-    ), re.compile(rf"{_SLASH_HINT}[^\n]{{0,20}}報導")),
+    ), hint("報導", _SLASHES)),
     # With 記者 in front it is a byline wherever it stands: 熱銷記者吳佩樺/台北報導藍光…
-    (re.compile(rf"(?:實習|特約)?記者{_NAMES}{SLASH}[{HAN}]{{0,6}}?(?:綜合|採訪)?報導"), re.compile(rf"記者[^\n]{{2,12}}{_SLASH_HINT}")),
+    (re.compile(rf"(?:實習|特約)?記者{_NAMES}{SLASH}[{HAN}]{{0,6}}?(?:綜合|採訪)?報導"), hint("記者", "報導", _SLASHES)),
     (re.compile(rf"{BOUNDARY}{_MARKS}(?:實習|特約)?記者\s?{_NAMES}\s(?:攝影\s?{_NAMES}\s)?[{HAN}]{{2,6}}報導", re.M),
-     re.compile(r"記者[^\n]{0,20}報導")),
+     hint("記者", "報導")),
     # Credit lines of a feature: 撰文/王小明, 報導╱周淑萍、莊哲偉, 攝影：朱世閎, 文/王小明 (name then a break).
     (re.compile(rf"{BOUNDARY}(?:撰文|文字|報導|採訪|採訪整理|整理|編譯)\s?[/／╱:：]\s?{_NAMES}(?=[\s攝圖]|$)", re.M),
-     re.compile(r"(?:撰文|文字|報導|採訪|整理|編譯)\s?[/／╱:：]")),
-    (re.compile(rf"{BOUNDARY}文{SLASH}{_NAMES}(?=\s|$)", re.M), re.compile(rf"文{SLASH}")),
+     hint("撰文|文字|報導|採訪|整理|編譯", _SLASHES + "|:|：")),
+    (re.compile(rf"{BOUNDARY}文{SLASH}{_NAMES}(?=\s|$)", re.M), hint("文", _SLASHES)),
 ]
 
 _CREDIT_WORDS = r"翻攝|攝影|資料照片?|示意圖|截圖|擷圖|(?:截|擷|取)自|來源|提供"
 _MEDIA = r"(?:圖|照|相|影|視|畫面|圖像)[片像頻訊]?"
-_BRACKET_CREDIT_RES = [
-    # (圖/…), (圖片/影片來源：…), (照片提供：…), (影片翻攝自…), (畫面來源：…)
-    re.compile(rf"{OPEN}\s?{_MEDIA}(?:\s?[/／、與]\s?{_MEDIA})*\s?(?:來源|提供|出處|翻攝|攝影|取自|擷取自?)?\s?(?:{SLASH}|[:：]){INNER}{{0,60}}?{CLOSE}"),
-    re.compile(rf"{OPEN}{INNER}{{0,30}}?(?:{_CREDIT_WORDS}){INNER}{{0,30}}?{CLOSE}"),
-    re.compile(rf"{OPEN}(?:記者)?[{HAN}]{{2,5}}攝{CLOSE}"),
-    re.compile(rf"{OPEN}圖{INNER}{{0,10}}無關{CLOSE}"),
-]
+# Bracketed credits, one pattern that starts with the bracket (a leading character class lets the
+# regex engine skip ahead, four separate patterns would scan the text four times):
+# (圖/…), (圖片/影片來源：…), (照片提供：…), (影片翻攝自…), (畫面來源：…), (記者王小明攝), (圖與本文無關)
+_BRACKET_CREDIT_RE = re.compile(
+    rf"{OPEN}(?:\s?{_MEDIA}(?:\s?[/／、與]\s?{_MEDIA})*\s?(?:來源|提供|出處|翻攝|攝影|取自|擷取自?)?\s?(?:{SLASH}|[:：]){INNER}{{0,60}}?"
+    rf"|{INNER}{{0,30}}?(?:{_CREDIT_WORDS}){INNER}{{0,30}}?|(?:記者)?[{HAN}]{{2,5}}攝|圖{INNER}{{0,10}}無關){CLOSE}"
+)
 _CHUNK = r"[^\s。，；\n]"  # a credit's text runs to the next space or sentence break
 # Unbracketed credits, each with a cheap hint: the scan uses only the branches whose hint is in
 # the text (one alternation of every branch tried at every character is slow). The caption
 # right before a credit goes with it (see `strip_photo_credits`).
 _CREDIT_BRANCHES = (
-    (rf"(?:記者|特派員)?[{HAN}、]{{2,12}}{SLASH}(?:[{HAN}]{{0,4}}攝影|翻攝|攝)", r"[/／╱]\s?[^\n]{0,5}攝"),
-    (rf"圖片?{SLASH}[^。\n]{{0,25}}?(?:提供|資料照片?|翻攝{_CHUNK}{{0,40}}|自攝|攝影?)|圖片?{SLASH}{_CHUNK}{{1,40}}", r"圖片?\s?[/／╱]"),
-    (rf"{_MEDIA}(?:\s?[/／、]\s?{_MEDIA})*\s?(?:來源|提供|出處)\s?(?:{SLASH}|[:：])\s?{_CHUNK}{{1,40}}", r"(?:來源|提供|出處)\s?[/／╱:：]"),
-    (rf"(?:圖|影片|照片)?(?:擷|截)(?:取|圖)?自\s?{_CHUNK}{{1,30}}", r"[擷截](?:取|圖)?自"),
-    (rf"翻攝自?\s?{_CHUNK}{{1,40}}", "翻攝"),
-    (rf"(?<![{HAN}])攝影\s?(?:{SLASH}|[:：])\s?{_NAMES}", r"攝影\s?[/／╱:：]"),
+    (rf"(?:記者|特派員)?[{HAN}、]{{2,12}}{SLASH}(?:[{HAN}]{{0,4}}攝影|翻攝|攝)", hint("攝", _SLASHES)),
+    (rf"圖片?{SLASH}[^。\n]{{0,25}}?(?:提供|資料照片?|翻攝{_CHUNK}{{0,40}}|自攝|攝影?)|圖片?{SLASH}{_CHUNK}{{1,40}}", hint("圖", _SLASHES)),
+    (rf"{_MEDIA}(?:\s?[/／、]\s?{_MEDIA})*\s?(?:來源|提供|出處)\s?(?:{SLASH}|[:：])\s?{_CHUNK}{{1,40}}", hint("來源|提供|出處")),
+    (rf"(?:圖|影片|照片)?(?:擷|截)(?:取|圖)?自\s?{_CHUNK}{{1,30}}", hint("擷|截")),
+    (rf"翻攝自?\s?{_CHUNK}{{1,40}}", hint("翻攝")),
+    (rf"(?<![{HAN}])攝影\s?(?:{SLASH}|[:：])\s?{_NAMES}", hint("攝影")),
     # 本報系資料照, 中新社資料照片: the agency's name goes with the caption before it.
     (rf"(?:社|報系|報|網|中心|新聞|通訊|路透|美聯|法新|歐新|中新|新華|共同|美聯)資料照片?(?:{SLASH}(?:記者)?[{HAN}]{{2,4}}攝影?)?"
-     r"|(?<=[。\s」])(?:資料照片?|示意圖)|(?<=[。\s」])翻攝(?=\s|$)", "資料照|示意圖|翻攝"),
-    (r"(?<=\s)中央社(?=\s|$)", "中央社"),
+     r"|(?<=[。\s」])(?:資料照片?|示意圖)|(?<=[。\s」])翻攝(?=\s|$)", hint("資料照|示意圖|翻攝")),
+    (r"(?<=\s)中央社(?=\s|$)", hint("中央社")),
     # 。王小明攝 / 突發中心攝: a name and 攝 ending the sentence (`及攝錄影`, `拍攝電影` are prose).
-    (rf"(?<=[。\s])[{HAN}]{{2,4}}攝(?![{HAN}])", "攝"),
+    (rf"(?<=[。\s])[{HAN}]{{2,4}}攝(?![{HAN}])", hint("攝")),
 )
-_CREDIT_HINTS = [re.compile(hint) for _, hint in _CREDIT_BRANCHES]
-_BRACKET_HINT_RE = re.compile(OPEN)
+_BRACKET_HINT = hint("（|(|〔|【|[")
 
 
 @functools.cache
@@ -104,11 +103,10 @@ def strip_bylines(text: str) -> str:
 
 def strip_photo_credits(text: str) -> str:
     folded = fold(text)
-    if _BRACKET_HINT_RE.search(folded):
-        for pattern in _BRACKET_CREDIT_RES:
-            text = sub_folded(pattern, text)
+    if has(folded, _BRACKET_HINT):
+        text = sub_folded(_BRACKET_CREDIT_RE, text)
         folded = fold(text)
-    branches = tuple(i for i, hint in enumerate(_CREDIT_HINTS) if hint.search(folded))
+    branches = tuple(i for i, (_, gate) in enumerate(_CREDIT_BRANCHES) if has(folded, gate))
     if not branches:
         return strip_caption_markers(text)
     pieces, last = [], 0
