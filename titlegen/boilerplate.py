@@ -64,7 +64,8 @@ _CHUNK = r"[^\s。，；\n]"  # a credit's text runs to the next space or senten
 # right before a credit goes with it (see `strip_photo_credits`).
 _CREDIT_BRANCHES = (
     (rf"(?:記者|特派員)?[{HAN}、]{{2,12}}{SLASH}(?:[{HAN}]{{0,4}}攝影|翻攝|攝)", hint("攝", _SLASHES)),
-    (rf"圖片?{SLASH}[^。\n]{{0,25}}?(?:提供|資料照片?|翻攝{_CHUNK}{{0,40}}|自攝|攝影?)|圖片?{SLASH}{_CHUNK}{{1,40}}", hint("圖", _SLASHES)),
+    (rf"(?:圖片?|影片|照片|影音){SLASH}[^。\n]{{0,25}}?(?:提供|資料照片?|翻攝{_CHUNK}{{0,40}}|自攝|攝影?)|(?:圖片?|影片|照片|影音){SLASH}{_CHUNK}{{1,40}}",
+     hint("圖|影片|照片|影音", _SLASHES)),
     (rf"{_MEDIA}(?:\s?[/／、]\s?{_MEDIA})*\s?(?:來源|提供|出處)\s?(?:{SLASH}|[:：])\s?{_CHUNK}{{1,40}}", hint("來源|提供|出處")),
     (rf"(?:圖|影片|照片)?(?:擷|截)(?:取|圖)?自\s?{_CHUNK}{{1,30}}", hint("擷|截")),
     (rf"翻攝自?\s?{_CHUNK}{{1,40}}", hint("翻攝")),
@@ -133,7 +134,7 @@ def _caption_start(text: str, floor: int, start: int, again: bool = True) -> int
     ):
         return cut
     body = text[floor:start].rstrip("。 ")
-    begin = floor + max(body.rfind(c) for c in "。！？」\n ") + 1
+    begin = floor + max(body.rfind(c) for c in "。！？\n ") + 1
     sentence = text[begin:start]
     if _is_caption(sentence):
         # `…。中新社資料照`: the agency's name was the sentence; the caption is the one before it.
@@ -156,15 +157,15 @@ def _is_caption(sentence: str) -> bool:
 
 
 def strip_caption_markers(text: str) -> str:
-    """`▲` / `▼` / `►` photo captions: the caption after a marker to the line end when it is short
-    and stands on its own line (or ends the text); otherwise only the marker goes."""
+    """`▲` / `▼` / `►` photo captions: the caption after a marker to the line end when the marker
+    starts a line and the line is short; otherwise only the marker goes (what follows it may be prose)."""
     if not _MARKER_RE.search(text):
         return text
     pieces, last = [], 0
     for m in _MARKER_RE.finditer(text):
         end = text.find("\n", m.end())
         end = len(text) if end == -1 else end
-        own_line = m.start() == 0 or text[m.start() - 1] == "\n" or end == len(text)
+        own_line = m.start() == 0 or text[m.start() - 1] == "\n"
         cut = end if own_line and end - m.end() <= _CAPTION_MAX else m.end()
         pieces += [text[last : m.start()], " "]
         last = max(cut, m.end())

@@ -59,7 +59,7 @@ _OUTLET = rf"[{HAN}A-Za-z]{{1,10}}(?:新聞網|電子報|新聞台|日報|時報
 _WIRE_RES = [
     # One pattern led by the bracket (a fast scan): (中央社), (中時新聞網), (編輯：王小明)1091230, (完)
     (re.compile(
-        rf"{OPEN}(?:\s?(?:{_WIRES}|{_OUTLET})\s?{CLOSE}"
+        rf"{OPEN}(?:\s?(?:{_WIRES}|{_OUTLET})(?:電|訊)?\s?{CLOSE}"
         rf"|\s?(?:責任)?(?:編輯|譯者|核稿|審校|校對|編譯)[:：][^）)\n]{{0,40}}{CLOSE}\s?\d{{0,8}}|完{CLOSE}\s?\d{{0,8}})"
     ), hint("（|(|〔|【|[")),
     (re.compile(rf"{BOUNDARY}(?:實習|責任|文字|影音|網路)?編輯\s?(?:{SLASH}|[:：])\s?[{HAN}]{{2,3}}(?:[、,，][{HAN}]{{2,3}})*", re.M),

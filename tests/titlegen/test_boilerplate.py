@@ -35,6 +35,7 @@ def test_byline_forms_inside_prose_survive():
 @pytest.mark.parametrize("credit", [
     "圖／翻攝自王小明臉書粉絲專頁與個人微博帳號", "（圖片/影片來源：某某電視台YouTube頻道）", "圖片來源：某網站",
     "（圖／記者林小明攝）", "（照片提供：某某基金會）", "攝影／王小明", "图／翻摄自微博", "（影片翻攝自抖音）", "（摄影：王小明）",
+    "影片／翻攝自YouTube", "▲（圖／達志影像／美聯社）",
 ])
 def test_photo_and_video_credits_of_any_length_removed(credit):
     out = strip_photo_credits(f"{PROSE}{credit} {MORE}")
@@ -71,7 +72,7 @@ def test_footer_words_inside_prose_survive():
     assert strip_tail(text) == text
 
 
-@pytest.mark.parametrize("credit", ["（中央社）", "（中時新聞網）", "（編輯：王小明）1091230", "實習編輯／林小華", "圖文／CTWANT", "圖／", "（完）"])
+@pytest.mark.parametrize("credit", ["（中央社）", "（中央社電）", "（中時新聞網）", "（編輯：王小明）1091230", "實習編輯／林小華", "圖文／CTWANT", "圖／", "（完）"])
 def test_wire_credits_removed(credit):
     out = strip_wire(f"{PROSE}{MORE}{credit}")
     assert out.strip() == PROSE + MORE
