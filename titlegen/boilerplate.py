@@ -49,14 +49,15 @@ _BYLINE_RES = [
     (re.compile(rf"{BOUNDARY}文{SLASH}{_NAMES}(?=\s|$)", re.M), hint("文", _SLASHES)),
 ]
 
-_CREDIT_WORDS = r"翻攝|攝影|資料照片?|示意圖|截圖|擷圖|(?:截|擷|取)自|來源|提供"
+_CREDIT_WORDS = r"翻攝|攝影|資料照片?|示意圖|截圖|擷圖|(?:截|擷|取)自"
 _MEDIA = r"(?:圖|照|相|影|視|畫面|圖像)[片像頻訊]?"
 # Bracketed credits, one pattern that starts with the bracket (a leading character class lets the
 # regex engine skip ahead, four separate patterns would scan the text four times):
-# (圖/…), (圖片/影片來源：…), (照片提供：…), (影片翻攝自…), (畫面來源：…), (記者王小明攝), (圖與本文無關)
+# (圖/…), (圖片/影片來源：…), (照片提供：…), (影片翻攝自…), (畫面來源：…), (記者王小明攝), (民眾提供),
+# (圖與本文無關); not (提供USB轉接配件): prose in brackets
 _BRACKET_CREDIT_RE = re.compile(
     rf"{OPEN}(?:\s?{_MEDIA}(?:\s?[/／、與]\s?{_MEDIA})*\s?(?:來源|提供|出處|翻攝|攝影|取自|擷取自?)?\s?(?:{SLASH}|[:：]){INNER}{{0,60}}?"
-    rf"|{INNER}{{0,30}}?(?:{_CREDIT_WORDS}){INNER}{{0,30}}?|(?:記者)?[{HAN}]{{2,5}}攝|圖{INNER}{{0,10}}無關){CLOSE}"
+    rf"|{INNER}{{0,30}}?(?:{_CREDIT_WORDS}){INNER}{{0,30}}?|{INNER}{{1,20}}?(?:提供|來源)|(?:記者)?[{HAN}]{{2,5}}攝|圖{INNER}{{0,10}}無關){CLOSE}"
 )
 _CHUNK = r"[^\s。，；\n]"  # a credit's text runs to the next space or sentence break
 # Unbracketed credits, each with a cheap hint: the scan uses only the branches whose hint is in

@@ -158,3 +158,9 @@ def test_carry_rates_counts_rows_per_family():
     rates = carry_rates(rows)
     assert rates["rows"] == 4 and rates["any"] == 0.5
     assert rates["per_family"]["title_label"] == 0.25 and rates["per_family"]["wire_footer"] == 0.25
+
+
+def test_bracketed_prose_with_credit_words_survives_and_bracketed_credits_go():
+    prose = "新機將搭載USB 3.0（提供USB Type-C轉接配件），售價不變。"
+    assert strip_photo_credits(prose) == prose
+    assert strip_photo_credits(f"{PROSE}（民眾提供）{MORE}").replace(" ", "") == PROSE + MORE
