@@ -22,7 +22,7 @@ _TAIL_MARKERS = (
     "延伸閱讀", "推薦閱讀", "相關新聞", "相關報導：", "相關閱讀：", "你或許也想看", "你可能也想看", "》自營商進出明細",
     "【更多精采內容", "【更多新聞", "新聞送上來！", "APP下載LINE好友", "你對新聞是否有想法不吐不快",
     "出版時間", "更新時間", "(function", "domready(", "想看更多", "更多內容，請上", "詳細新聞內容", "直播請點",
-    "點我看", "點此看", "點我下載", "看原文", "原文標題：", "原文連結", "本文章經作者授權", "本文經授權", "推薦報導：",
+    "點我看", "點此看", "點我下載", "看原文", "原文標題：", "原文連結", "本文章經作者授權", "本文經", "推薦報導：",
     "不用抽 不用搶",
 )
 _LEAD_INS = "【《[〔►▶★☆※"
@@ -42,6 +42,7 @@ _TAIL_CHECKS = {
     # A footer only as a stand-alone word; inside a sentence (`分享相關新聞，並…`) it is prose.
     "相關新聞": lambda text, i: (i == 0 or text[i - 1] in " \n【《。！？」") and bool(_FOOTER_AFTER.match(text, i + 4)),
     "延伸閱讀": _label(4),
+    "本文經": lambda text, i: "授權" in text[i + 3 : i + 30],  # 本文經《某某》授權轉載
     "推薦閱讀": _label(4),
     "出版時間": lambda text, i: bool(re.match(r"[:：]?\s?\d", text[i + 4 : i + 7])),
     "更新時間": lambda text, i: bool(re.match(r"[:：]?\s?\d", text[i + 4 : i + 7])),
@@ -62,7 +63,7 @@ _WIRE_RES = [
         rf"{OPEN}(?:\s?(?:{_WIRES}|{_OUTLET})(?:電|訊)?\s?{CLOSE}"
         rf"|\s?(?:責任)?(?:編輯|譯者|核稿|審校|校對|編譯)[:：][^）)\n]{{0,40}}{CLOSE}\s?\d{{0,8}}|完{CLOSE}\s?\d{{0,8}})"
     ), hint("（|(|〔|【|[")),
-    (re.compile(rf"{BOUNDARY}(?:實習|責任|文字|影音|網路)?編輯\s?(?:{SLASH}|[:：])\s?[{HAN}]{{2,3}}(?:[、,，][{HAN}]{{2,3}})*", re.M),
+    (re.compile(rf"{BOUNDARY}(?:實習|責任|文字|影音|網路|核稿|值班)?編輯\s?(?:{SLASH}|[:：])\s?[{HAN}]{{2,3}}(?:[、,，][{HAN}]{{2,3}})*", re.M),
      hint("編輯")),
     (re.compile(rf"{BOUNDARY}圖文\s?(?:{SLASH}|[:：])\s?[^\s。，\n（）()]{{1,20}}", re.M), hint("圖文")),
     (re.compile(rf"(?:^|(?<=[。！？\s]))圖片?{SLASH}\s*$"), hint("圖", "/|／|╱")),

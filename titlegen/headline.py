@@ -15,7 +15,7 @@ import re
 from titlegen.boilerplate import HAN
 from titlegen.chinese_script import fold
 
-_LONG_LABELS = r"懶人包|整理包|新聞眼|一分鐘|看影片|短影音|圖輯|即時短評"
+_LONG_LABELS = rf"懶人包|整理包|新聞眼|一分鐘|看影片|短影音|圖輯|即時短評|[{HAN}]{{0,2}}(?:快訊|獨家|直擊|影音|專訪|現場|直播|影片)"
 _LEADING_RE = re.compile(
     rf"\s*(?:[【〔\[][^】〕\]]{{1,10}}[】〕\]]|(?:[{HAN}]{{1,2}}|{_LONG_LABELS})\s?[/／╱|｜]|(?:快訊|獨家|即時|最新|突發)\s?[:：])\s*"
 )

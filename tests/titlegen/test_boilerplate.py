@@ -61,7 +61,7 @@ def test_caption_marker_line_removed_and_section_bullet_kept():
 
 @pytest.mark.parametrize("footer", [
     "延伸閱讀 颱風動態", "【延伸閱讀】颱風動態", "更多東森新聞報導", "更多 中時新聞網 報導：", "詳細新聞內容鎖定某某新聞",
-    "直播請點此", "相關新聞：颱風動態", "延伸阅读：寒流来袭",
+    "直播請點此", "相關新聞：颱風動態", "延伸阅读：寒流来袭", "本文經《某某雜誌》授權轉載",
 ])
 def test_site_footers_cut(footer):
     assert strip_tail(f"{PROSE}{MORE}{footer}").strip() == PROSE + MORE
@@ -72,7 +72,7 @@ def test_footer_words_inside_prose_survive():
     assert strip_tail(text) == text
 
 
-@pytest.mark.parametrize("credit", ["（中央社）", "（中央社電）", "（中時新聞網）", "（編輯：王小明）1091230", "實習編輯／林小華", "圖文／CTWANT", "圖／", "（完）"])
+@pytest.mark.parametrize("credit", ["（中央社）", "（中央社電）", "（中時新聞網）", "（編輯：王小明）1091230", "實習編輯／林小華", "核稿編輯：林小華", "圖文／CTWANT", "圖／", "（完）"])
 def test_wire_credits_removed(credit):
     out = strip_wire(f"{PROSE}{MORE}{credit}")
     assert out.strip() == PROSE + MORE
@@ -98,6 +98,7 @@ def test_script_code_left_after_tag_stripping_removed():
     ("影/颱風逼近 東部嚴防豪雨", "颱風逼近 東部嚴防豪雨"),
     ("圖/寒流來襲 合歡山飄雪", "寒流來襲 合歡山飄雪"),
     ("懶人包/一次看懂年金改革", "一次看懂年金改革"),
+    ("獨家直擊／市府採購案疑點重重", "市府採購案疑點重重"),
     ("颱風逼近 東部嚴防豪雨（影）", "颱風逼近 東部嚴防豪雨"),
     ("颱風逼近 東部嚴防豪雨 | 某某新聞網", "颱風逼近 東部嚴防豪雨"),
     ("柯文哲/我不會參選到底", "柯文哲/我不會參選到底"),  # a speaker, not a label
