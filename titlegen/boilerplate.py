@@ -91,9 +91,7 @@ _CAPTION_MAX = 80
 # has no comma (prose sentences have them; captions such as `中國海軍航母遼寧艦。` do not), or
 # any short sentence that starts `圖為`.
 _CAPTION_SHORT = 16
-_CAPTION_COMMA_MAX = 30
 _COMMA_RE = re.compile(r"[，,、；：「]")
-_SENTENCE_END_RE = re.compile(r"[。！？]")
 _POSITION_RE = re.compile(r"[（(](?:前排|後排|中|左|右)[一二三四五六七八九\d]?[）)]")
 # Caption markers: ▲ starts a caption that runs to the line end (or a sentence end when glued).
 _MARKER_RE = re.compile(r"[▲▼►]+")  # not △: a section bullet in official texts
@@ -122,17 +120,12 @@ def strip_photo_credits(text: str) -> str:
 def _caption_start(text: str, floor: int, start: int, again: bool = True) -> int:
     """Where the caption before a credit at `start` begins (`start` when there is none).
 
-    A caption is one short sentence: the whitespace-free chunk before the credit (from the last
-    space, newline or previous credit: captions are often glued together) when it holds at most
-    one sentence and is short (`_CAPTION_MAX`; `_CAPTION_COMMA_MAX` with a comma and no position
-    such as `（左）`: a longer sentence with commas is prose); else, in text
-    with no spaces, the last sentence when it reads as a caption (see `_is_caption`)."""
+    The caption is the whitespace-free chunk before the credit (from the last space, newline or
+    previous credit: captions are often glued together) when it is at most `_CAPTION_MAX` long;
+    else, in text with no spaces, the last sentence when it reads as a caption (see `_is_caption`)."""
     boundary = max(text.rfind(" ", floor, start), text.rfind("\n", floor, start))
     cut = boundary + 1 if boundary >= 0 else floor
-    chunk = text[cut:start]
-    if _is_one_sentence(chunk) and len(chunk) <= _CAPTION_MAX and (
-        len(chunk) <= _CAPTION_COMMA_MAX or not _COMMA_RE.search(chunk) or _POSITION_RE.search(chunk)
-    ):
+    if start - cut <= _CAPTION_MAX:
         return cut
     body = text[floor:start].rstrip("。 ")
     begin = floor + max(body.rfind(c) for c in "。！？\n ") + 1
@@ -141,10 +134,6 @@ def _caption_start(text: str, floor: int, start: int, again: bool = True) -> int
         # `…。中新社資料照`: the agency's name was the sentence; the caption is the one before it.
         return _caption_start(text, floor, begin, False) if again and "。" not in sentence and begin > floor else begin
     return start
-
-
-def _is_one_sentence(chunk: str) -> bool:
-    return not _SENTENCE_END_RE.search(chunk.rstrip("。！？"))
 
 
 def _is_caption(sentence: str) -> bool:

@@ -38,18 +38,20 @@ def test_byline_forms_inside_prose_survive():
     "影片／翻攝自YouTube", "▲（圖／達志影像／美聯社）",
 ])
 def test_photo_and_video_credits_of_any_length_removed(credit):
-    out = strip_photo_credits(f"{PROSE}{credit} {MORE}")
+    out = strip_photo_credits(f"{PROSE} {credit} {MORE}")
     assert PROSE in out and MORE in out
     assert not any(c in out for c in "圖图攝摄翻"), out
     assert "photo_credit" not in families_in("颱風假明天照常上班上課", out)
 
 
 def test_caption_before_a_credit_goes_but_prose_before_a_credit_stays():
-    captioned = strip_photo_credits(f"{PROSE}中國海軍航母遼寧艦。中新社資料照{MORE}")
-    assert "遼寧艦" not in captioned and PROSE in captioned and MORE in captioned
+    captioned = strip_photo_credits(f"{MORE}{PROSE}中國海軍航母遼寧艦。中新社資料照{MORE}")
+    assert "遼寧艦" not in captioned and MORE + PROSE in captioned and captioned.endswith(MORE)
     prose_last = "市府官員表示，這項計畫明年一月上路，預計將有超過三萬名市民受惠，相關細節將另行公告。"
-    kept = strip_photo_credits(f"{prose_last}翻攝網路")
-    assert prose_last in kept
+    kept = strip_photo_credits(f"{PROSE}{prose_last}翻攝網路")  # no space: the last sentence has commas, it is prose
+    assert PROSE + prose_last in kept
+    spaced = strip_photo_credits(f"{PROSE} 民眾在雪地中合影留念。翻攝網路 {MORE}")  # a space-delimited chunk is a caption
+    assert "合影" not in spaced and PROSE in spaced and MORE in spaced
 
 
 def test_caption_marker_line_removed_and_section_bullet_kept():
@@ -138,7 +140,7 @@ def test_whole_row_carries_nothing_after_cleaning():
 
 def test_simplified_row_converted_or_kept():
     title = "寒流来袭 气象局提醒民众注意保暖"
-    body = "记者王小明/台北报导受到强烈冷气团影响，今天清晨各地气温偏低，气象局表示，周末前都将维持湿冷天气。图／翻摄自微博"
+    body = "记者王小明/台北报导受到强烈冷气团影响，今天清晨各地气温偏低，气象局表示，周末前都将维持湿冷天气。 图／翻摄自微博"
     target, cleaned, changes, _ = clean_row(title, body, CleanParams(min_content_chars=20))
     assert "simplified" in changes and target == "寒流來襲 氣象局提醒民眾注意保暖"
     assert cleaned.startswith("受到強烈冷氣團影響") and "攝" not in cleaned and "記者" not in cleaned
