@@ -73,10 +73,11 @@ _CREDIT_BRANCHES = (
     (rf"(?<![{HAN}])攝影\s?(?:{SLASH}|[:：])\s?{_NAMES}", hint("攝影")),
     # 本報系資料照, 中新社資料照片: the agency's name goes with the caption before it.
     (rf"(?:社|報系|報|網|中心|新聞|通訊|路透|美聯|法新|歐新|中新|新華|共同|美聯)資料照片?(?:{SLASH}(?:記者)?[{HAN}]{{2,4}}攝影?)?"
-     r"|(?<=[。\s」])(?:資料照片?|示意圖)|(?<=[。\s」])翻攝(?=\s|$)", hint("資料照|示意圖|翻攝")),
+     rf"|(?<=[。\s」])(?:資料照片?|示意圖)(?:{SLASH}{_CHUNK}{{1,40}})?|(?<=[。\s」])翻攝(?=\s|$)", hint("資料照|示意圖|翻攝")),
     (r"(?<=\s)中央社(?=\s|$)", hint("中央社")),
     # 。王小明攝 / 突發中心攝: a name and 攝 ending the sentence (`及攝錄影`, `拍攝電影` are prose).
-    (rf"(?<=[。\s])[{HAN}]{{2,4}}攝(?![{HAN}])", hint("攝")),
+    # 。游智勝攝布洛登…: a two- or three-character name glued to the next caption (not 。他為拍攝專輯).
+    (rf"(?<=[。\s])[{HAN}]{{2,4}}攝(?![{HAN}])|(?<=。)(?![{HAN}]{{0,2}}拍)[{HAN}]{{2,3}}攝(?![影氏錄])", hint("攝")),
 )
 _BRACKET_HINT = hint("（|(|〔|【|[")
 
