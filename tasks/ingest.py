@@ -74,19 +74,22 @@ def looks_like_path(dataset: str) -> bool:
 
 
 def publisher_splits(root: Path, files: list[Path]) -> dict[str, list[Path]]:
-    """Files by the split their publisher gave them, from the file name (`test-00000-of-00001.parquet`,
-    `validation.jsonl`) or a folder name (`test/part-0.csv`). `{"train": files}` when no file is
-    named for `test` or `validation` (a folder of unnamed parts is one pool)."""
+    """Files by the split their publisher gave them, from the first or last word of the file name
+    (`test-00000-of-00001.parquet`, `news_validation.jsonl`) or a folder name (`test/part-0.csv`);
+    unnamed files train. `{"train": files}` unless there are both training and evaluation files."""
     by_split: dict[str, list[Path]] = {}
     for f in files:
         by_split.setdefault(_split_of(root, f) or "train", []).append(f)
-    return by_split if set(by_split) - {"train"} else {"train": list(files)}
+    # Only a dataset with training files and evaluation files has splits to keep; a lone `test.jsonl`
+    # is all the data there is.
+    return by_split if "train" in by_split and len(by_split) > 1 else {"train": list(files)}
 
 
 def _split_of(root: Path, file: Path) -> str | None:
-    token = re.split(r"[-_.]", file.name.lower(), maxsplit=1)[0]
-    if token in SPLIT_NAMES:
-        return SPLIT_NAMES[token]
+    tokens = re.split(r"[-_.]", file.name.lower().split(".")[0])
+    for token in (tokens[0], tokens[-1]):  # train-00000-of-00001.parquet, news_test.jsonl
+        if token in SPLIT_NAMES:
+            return SPLIT_NAMES[token]
     parts = file.relative_to(root).parts[:-1] if root.is_dir() else ()
     return next((SPLIT_NAMES[p.lower()] for p in reversed(parts) if p.lower() in SPLIT_NAMES), None)
 

@@ -162,7 +162,8 @@ def _rows(prefix: str, n: int) -> list[dict]:
     return [{"title": f"{prefix}新聞標題{i}", "content": f"{prefix}第{i}則新聞內容。"} for i in range(n)]
 
 
-@pytest.mark.parametrize("layout", ["data/{split}-00000-of-00001.parquet", "{split}-00000-of-00001.parquet", "{split}/part-0.parquet"])
+@pytest.mark.parametrize("layout", ["data/{split}-00000-of-00001.parquet", "{split}-00000-of-00001.parquet", "{split}/part-0.parquet",
+                                    "news_{split}.parquet"])
 def test_publisher_splits_kept_and_reported(tmp_path, layout):
     root = tmp_path / "hub"
     for split, n in (("train", 5), ("test", 2)):
@@ -177,6 +178,13 @@ def test_publisher_splits_kept_and_reported(tmp_path, layout):
     files = out["provenance"]["splits"]
     assert [Path(f).name for f in files["test"]] == [Path(layout.format(split="test")).name]
     assert set(files) == {"train", "test"}
+
+
+def test_a_lone_test_file_is_all_the_data(tmp_path):
+    src = tmp_path / "test.jsonl"
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS), encoding="utf-8")
+    out = ingest(str(src), None, ColumnMap(), tmp_path / "data")
+    assert "splits" not in out["provenance"] and "publisher_split" not in pq.read_table(out["path"]).column_names
 
 
 def test_unnamed_parts_are_one_pool(tmp_path):
