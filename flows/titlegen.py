@@ -33,10 +33,10 @@ from titlegen.params import (
 )
 from titlegen.models import check_base_model
 from titlegen.runs import atomic_write_json, default_run_name, lock_run_folder, releases_run_locks, run_dir
-from titlegen.tasks.clean import clean_task
+from titlegen.tasks.clean import CLEAN_FILE, REPORT_FILE, clean_task
 from titlegen.tasks.evaluate import evaluate_task, gate_task
 from titlegen.tasks.finetune import adapter_ready, finetune_task
-from titlegen.tasks.ingest import ingest_task
+from titlegen.tasks.ingest import data_fingerprint, ingest_task
 from titlegen.tasks.merge import merge_task
 from titlegen.tasks.ollama import ollama_create_task
 from titlegen.tasks.split import split_task
@@ -101,7 +101,8 @@ def titlegen(
         params.base_model,
         params.dataset,
         params.model_dump(include={"dataset", "dataset_revision", "base_model", "epochs", "max_steps",
-                                   "learning_rate", "lora_rank", "columns", "clean", "split", "train"}),
+                                   "learning_rate", "lora_rank", "columns", "clean", "split", "train"})
+        | {"data": data_fingerprint({"dataset": params.dataset, "revision": params.dataset_revision})},
     )
     run = run_dir(params.output_root, name)
     # One run per folder: a second run on it fails here, naming the holder (released when the flow ends).
@@ -114,7 +115,8 @@ def titlegen(
         description="Resolved parameters of this run",
     )
 
-    raw = ingest_task(params.dataset, params.dataset_revision, params.columns, run / "data")
+    raw = ingest_task(params.dataset, params.dataset_revision, params.columns, run / "data",
+                      stale=[str(run / "data" / CLEAN_FILE), str(run / "data" / REPORT_FILE), str(run / "split")])
     cleaned = clean_task(raw["path"], params.columns, params.clean, run / "data")
     splits = split_task(cleaned["path"], params.split, run / "split")
     # A missing adapter folder must retrain even when the task cache holds a result for these inputs.

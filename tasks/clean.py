@@ -1,25 +1,35 @@
 """clean: turn raw news rows into `{input, target}` pairs fit to train on.
 
 `content` (the article) becomes `input` and `title` becomes `target`, through these rules in
-order, each counted by the number of rows it changed:
+order, each counted by the number of rows it changed (the boilerplate rules live in
+`titlegen.boilerplate`, `titlegen.footers` and `titlegen.headline`, written for families of
+boilerplate rather than one outlet's strings, and match simplified forms too):
 
-1. `html`: HTML entities decoded (`&nbsp` too), tags and inline script (`window.location...`) removed.
+0. `simplified`: a row detected as simplified Chinese (`titlegen.chinese_script.is_simplified`) is
+   converted to Taiwan-standard Traditional with OpenCC (`clean.simplified="convert"`, default) or
+   kept (`"keep"`); either way the report counts such rows under `script`.
+1. `html`: HTML entities decoded (`&nbsp` too), tags, `<script>`/`<style>` blocks and inline
+   redirects (`window.location...`) removed.
 2. `unicode`: NFKC on everything except Chinese full-width punctuation (NFKC would turn `，` into
    `,`): full-width letters and digits become ASCII, the ideographic space a space; zero-width and
    control characters are removed.
 3. `url`: web addresses removed (and brackets they leave empty).
-4. `byline`: reporter and agency lines such as `（記者王小明／台北報導）`, `〔記者…／…報導〕`,
-   `【中央社／花蓮30日電】`, `（更新：新增影片）`.
-5. `photo_credit`: photo credits and the caption just before them: `記者…／攝影`, `…／翻攝`,
-   `圖／…提供`, `(翻攝 …)`, `（圖／…）`, `聯合報系資料照`, `圖擷自 …`, a stand-alone `中央社`.
-6. `tail`: everything after a site footer marker (`相關新聞`, `延伸閱讀`, `推薦閱讀：`, share and
-   stock-list links, embedded JavaScript).
-7. `title_label`: a leading `【即時短評】`-style label is removed from the title.
-8. `punctuation`: half-width `, ! ? ; : ( )` inside Chinese text become full-width, so one
+4. `script`: code left after the tags went (`var x = document.getElementById(…);`).
+5. `byline`: bracketed (`（記者王小明／台北報導）`, `【中央社／花蓮30日電】`) and unbracketed bylines
+   glued to the text (`記者王小明/台北報導受到…`, `國際中心/綜合報導`, after `▲▼` too), `（更新：…）`.
+6. `photo_credit`: photo and video credits of any length and the caption before them
+   (`圖／翻攝自…微博`, `（圖片/影片來源：…）`, `攝影：…`, `本報系資料照`, `。王小明攝`), and `▲` captions.
+7. `tail`: everything from a site footer on (`相關新聞：`, `延伸閱讀`, `更多○○報導`, `詳細新聞內容鎖定…`,
+   `直播請點此`, share and stock-list links, embedded JavaScript).
+8. `wire_credit`: `（中央社）`, `（編輯：…）`, `實習編輯／…`, `圖文／…`, a dangling `圖／`, time stamps.
+9. `title_label`: labels at the start of the title (`【即時短評】`, `快訊/`, `獨家/`, `影/`) and
+   trailing tags (`（影）`, `｜某某新聞網`).
+10. `punctuation`: half-width `, ! ? ; : ( )` inside Chinese text become full-width, so one
    article never mixes both forms.
-9. `whitespace`: runs of spaces collapsed; spaces between two Chinese characters or next to
+11. `whitespace`: runs of spaces collapsed; spaces between two Chinese characters or next to
    Chinese punctuation removed from the article (they are hyperlink residue there); paragraphs kept
    as single newlines; titles kept on one line (a space inside a headline is a separator).
+12. `repeated_headline`: a copy of the headline opening the article (`【標題】…`) is removed.
 
 Then rows are dropped, each under the first reason that applies: `not_a_string` (null or
 non-string title or content), `empty`, `title_too_short`, `title_too_long` (titles are never cut:
@@ -32,6 +42,7 @@ as `truncated`), `exact_duplicate` (same cleaned article as an earlier row) and 
 
 import functools
 import html
+import logging
 import re
 import unicodedata
 from collections import Counter
@@ -40,14 +51,22 @@ from typing import Any
 
 from prefect import task
 
+from titlegen.boilerplate import strip_bylines, strip_photo_credits
+from titlegen.footers import strip_script, strip_tail, strip_wire
+from titlegen.headline import strip_repeated_headline, strip_title_label
 from titlegen.params import CleanParams, ColumnMap
+from titlegen.chinese_script import is_simplified, to_traditional
 from titlegen.caching import STAMP_SUFFIX, StageCache, clear_stamp, file_input_sha256, record_cache_key
 from titlegen.runs import atomic_write_json, fingerprint, write_jsonl
 
+_log = logging.getLogger(__name__)
 CLEAN_FILE = "clean.jsonl"
 REPORT_FILE = "clean_report.json"
-PASSTHROUGH = ("category", "link", "timestamp")
-CHANGE_REASONS = ("html", "unicode", "url", "byline", "photo_credit", "tail", "title_label", "punctuation", "whitespace", "truncated")
+PASSTHROUGH = ("category", "link", "timestamp", "publisher_split")  # the last: see tasks/ingest.py
+CHANGE_REASONS = (
+    "simplified", "html", "unicode", "url", "script", "byline", "photo_credit", "tail", "wire_credit", "title_label",
+    "punctuation", "whitespace", "repeated_headline", "truncated",
+)
 DROP_REASONS = (
     "not_a_string", "empty", "title_too_short", "title_too_long", "content_too_short",
     "content_too_long", "exact_duplicate", "near_duplicate",
@@ -61,56 +80,12 @@ _NFKC_ASTRAL_RE = re.compile("[\U0001D400-\U0001D7FF\U0001F100-\U0001F1FF\U0002F
 _INVISIBLE_RE = re.compile(r"[\u200b-\u200f\u2028\u2029\u2060-\u2064\ufeff\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CJK = _HAN + r"\u3000-\u303f\uff01-\uff60\u2026\u2014"  # ideographs + CJK and full-width punctuation
-_OPEN, _CLOSE = r"[（(〔【\[]", r"[）)〕】\]]"
-_INNER = r"[^（()）〔〕【】\[\]\n]"
-_SLASH = r"\s?[/／╱]\s?"
 
 _TAG_RE = re.compile(r"</?[A-Za-z][^<>\n]{0,200}>")
 _SCRIPT_RE = re.compile(r"window\.location\.href\s*=\s*\"[^\"]*\";?")
+_CODE_BLOCK_RE = re.compile(r"<(script|style|noscript)\b[^>]*>.*?(?:</\1\s*>|$)", re.S | re.I)
 _URL_RE = re.compile(r"(?:https?://|www\.)[A-Za-z0-9\-._~:/?#\[\]@!$&'*+,;=%]*")
 _EMPTY_BRACKETS_RE = re.compile(r"[（(〔【\[]\s*[）)〕】\]]")
-
-_BYLINE_RES = [
-    re.compile(rf"{_OPEN}{_INNER}{{0,40}}?(?:報導|\d{{1,2}}日\S{{0,4}}?電){_CLOSE}"),
-    re.compile(rf"^\s*中央社記者{_INNER}{{1,20}}?\d{{1,2}}日(?:專|綜合外|外)?電"),
-    re.compile(rf"{_OPEN}\s?更新[:：]{_INNER}{{0,30}}{_CLOSE}"),
-]
-_CREDIT_WORDS = r"翻攝|攝影|資料照片?|示意圖|截圖|擷圖|(?:截|擷|取)自"
-_BRACKET_CREDIT_RES = [
-    re.compile(rf"{_OPEN}\s?(?:圖|照片?|相片|影片){_SLASH}{_INNER}{{0,40}}?{_CLOSE}"),
-    re.compile(rf"{_OPEN}{_INNER}{{0,30}}?(?:{_CREDIT_WORDS}){_INNER}{{0,30}}?{_CLOSE}"),
-    re.compile(rf"{_OPEN}(?:記者)?[{_HAN}]{{2,4}}攝{_CLOSE}"),
-]
-# Unbracketed credits; a caption (one whitespace-free chunk of at most 80 characters right
-# before the credit) goes with them, since captions describe a photo that is not there.
-_CREDIT = (
-    rf"(?:記者|特派員)?[{_HAN}、]{{2,12}}{_SLASH}(?:[{_HAN}]{{0,4}}攝影|翻攝|攝)"
-    rf"|圖{_SLASH}[^。\n]{{0,25}}?(?:提供|資料照片?|翻攝\S{{0,10}}|自攝|攝影?)"
-    rf"|圖{_SLASH}[^\s。，]{{1,20}}"
-    rf"|圖擷自\s?[^\s。，]{{1,20}}"
-    rf"|翻攝自?[^\s。，]{{1,15}}"
-    rf"|(?:聯合報系|本報)資料照片?|(?<=[。\s])資料照片?|(?<=\s)中央社(?=\s|$)"
-    rf"|(?<=。)[{_HAN}]{{2,3}}攝(?![影氏])"
-)
-_CREDIT_RE = re.compile(_CREDIT, re.M)
-# Cheap test first: most articles have no credit, and the full pattern is slow to scan.
-_CREDIT_HINT_RE = re.compile(r"攝|圖\s?[/／╱]|圖擷自|資料照|中央社|示意圖|截圖|擷圖|取自")
-_CAPTION_MAX = 80
-# Site footers: everything from the first of these on is dropped. Plain strings (str.find is far
-# faster than one big alternation); `_TAIL_CHECKS` narrows the ambiguous ones.
-_TAIL_MARKERS = (
-    "【延伸閱讀】", "延伸閱讀：", "延伸閱讀:", "推薦閱讀：", "推薦閱讀:", "相關新聞", "你或許也想看", "》自營商進出明細",
-    "【更多精采內容", "【更多新聞", "新聞送上來！", "APP下載LINE好友", "你對新聞是否有想法不吐不快",
-    "出版時間", "更新時間", "(function", "domready(",
-)
-_TAIL_CHECKS = {
-    # A footer only as a stand-alone word; inside a sentence it is prose.
-    "相關新聞": lambda text, i: (i == 0 or text[i - 1].isspace()) and (i + 4 == len(text) or text[i + 4].isspace()),
-    "出版時間": lambda text, i: bool(re.match(r"[:：]?\s?\d", text[i + 4 : i + 7])),
-    "更新時間": lambda text, i: bool(re.match(r"[:：]?\s?\d", text[i + 4 : i + 7])),
-}
-_MORE_RE = re.compile(r"\.\.more")
-_TITLE_LABEL_RE = re.compile(r"^\s*[【〔\[][^】〕\]]{1,10}[】〕\]]\s*")
 
 _NARROW_TO_WIDE = str.maketrans({",": "，", "!": "！", "?": "？", ";": "；", ":": "："})
 _NARROW_PUNCT_RE = re.compile(r"[,!?;:]")
@@ -125,6 +100,8 @@ _SENTENCE_END_RE = re.compile(r"[。！？!?][」』）]?")
 
 
 def strip_html(text: str) -> str:
+    if "<" in text:
+        text = _CODE_BLOCK_RE.sub(" ", text)
     text = html.unescape(text)
     text = _SCRIPT_RE.sub(" ", text)
     return _TAG_RE.sub(" ", text)
@@ -157,48 +134,6 @@ def _nfkc_changing_re() -> re.Pattern:
 
 def strip_urls(text: str) -> str:
     return _EMPTY_BRACKETS_RE.sub("", _URL_RE.sub(" ", text))
-
-
-def strip_bylines(text: str) -> str:
-    for pattern in _BYLINE_RES:
-        text = pattern.sub(" ", text)
-    return text
-
-
-def strip_photo_credits(text: str) -> str:
-    if not _CREDIT_HINT_RE.search(text):
-        return text
-    for pattern in _BRACKET_CREDIT_RES:
-        text = pattern.sub(" ", text)
-    pieces, last = [], 0
-    for m in _CREDIT_RE.finditer(text):
-        # The caption: the whitespace-free chunk before the credit, from the last space, newline
-        # or previous credit (captions are often glued together), if short enough to be one.
-        boundary = max(text.rfind(" ", last, m.start()), text.rfind("\n", last, m.start()))
-        cut = boundary + 1 if boundary >= 0 else last
-        if m.start() - cut > _CAPTION_MAX:
-            cut = m.start()
-        pieces += [text[last:cut], " "]
-        last = m.end()
-    pieces.append(text[last:])
-    return "".join(pieces)
-
-
-def strip_tail(text: str) -> str:
-    text = _MORE_RE.sub(" ", text)
-    cut = len(text)
-    for marker in _TAIL_MARKERS:
-        i = text.find(marker, 0, cut)
-        check = _TAIL_CHECKS.get(marker)
-        while i != -1 and check and not check(text, i):
-            i = text.find(marker, i + 1, cut)
-        if i != -1:
-            cut = i
-    return text[:cut]
-
-
-def strip_title_label(title: str) -> str:
-    return _TITLE_LABEL_RE.sub("", title)
 
 
 def unify_punctuation(text: str) -> str:
@@ -251,8 +186,9 @@ def truncate_at_sentence(text: str, limit: int) -> str:
 
 
 _CONTENT_STEPS = (
-    ("html", strip_html), ("unicode", normalize_unicode), ("url", strip_urls), ("byline", strip_bylines),
-    ("photo_credit", strip_photo_credits), ("tail", strip_tail), ("punctuation", unify_punctuation),
+    ("html", strip_html), ("unicode", normalize_unicode), ("url", strip_urls), ("script", strip_script),
+    ("byline", strip_bylines), ("photo_credit", strip_photo_credits), ("tail", strip_tail), ("wire_credit", strip_wire),
+    ("punctuation", unify_punctuation),
     ("whitespace", lambda t: normalize_whitespace(t, title=False)),
 )
 _TITLE_STEPS = (
@@ -276,8 +212,17 @@ def clean_row(title: Any, content: Any, params: CleanParams) -> tuple[str | None
     changed: set[str] = set()
     if not isinstance(title, str) or not isinstance(content, str):
         return None, None, changed, "not_a_string"
+    if is_simplified(title + content):
+        changed.add("simplified_rows")
+        if params.simplified == "convert":
+            title, content = to_traditional(title), to_traditional(content)
+            changed.add("simplified")
     target = clean_text(title, _TITLE_STEPS, changed)
     body = clean_text(content, _CONTENT_STEPS, changed)
+    unrepeated = strip_repeated_headline(target, body)
+    if unrepeated != body:
+        changed.add("repeated_headline")
+        body = normalize_whitespace(unrepeated, title=False)
     if not target or not body:
         return target, body, changed, "empty"
     if len(target) < params.min_title_chars:
@@ -335,7 +280,8 @@ def clean(raw_path: str | Path, columns: ColumnMap, clean_params: CleanParams, o
     """Clean the raw rows into `<out_dir>/clean.jsonl` and `clean_report.json`.
 
     Returns `path` (the JSONL: `id`, `input`, `target`, and `category`/`link`/`timestamp` when
-    present), `rows`, `counts` (rows changed and dropped, by reason) and `report_path`.
+    present), `rows`, `counts` (rows changed and dropped, by reason), `script` (simplified-Chinese
+    rows found and what was done with them) and `report_path`.
     Raises ValueError when no row survives.
     """
     rows = _read_raw(raw_path, columns)
@@ -350,6 +296,16 @@ def clean(raw_path: str | Path, columns: ColumnMap, clean_params: CleanParams, o
         row = {"id": fingerprint([target, body], 16), "input": body, "target": target, "source_row": index}
         row.update({k: raw[k] for k in PASSTHROUGH if k in raw and raw[k] is not None})
         kept.append(row)
+    simplified = counts.pop("simplified_rows", 0)
+    script = {"simplified_rows": simplified, "simplified_share": round(simplified / max(1, len(rows)), 4),
+              "action": clean_params.simplified if simplified else None}
+    if simplified:
+        _log.warning(
+            "%d of %d rows (%.1f%%) of %s are simplified Chinese; %s (clean.simplified=%r).", simplified, len(rows),
+            100 * script["simplified_share"], raw_path,
+            "converted to Traditional with OpenCC" if clean_params.simplified == "convert" else "kept as they are",
+            clean_params.simplified,
+        )
     before_dedup = len(kept)
     kept = _drop_duplicates(kept, clean_params.near_duplicate_threshold, counts)
     if not kept:
@@ -362,9 +318,10 @@ def clean(raw_path: str | Path, columns: ColumnMap, clean_params: CleanParams, o
         )
     out = Path(out_dir)
     path = write_jsonl(out / CLEAN_FILE, kept)
-    report = {"rows_in": len(rows), "rows_out": len(kept), "counts": dict(counts), "params": clean_params.model_dump()}
+    report = {"rows_in": len(rows), "rows_out": len(kept), "counts": dict(counts), "script": script,
+              "params": clean_params.model_dump()}
     report_path = atomic_write_json(out / REPORT_FILE, report)
-    return {"path": str(path), "rows": len(kept), "counts": dict(counts), "report_path": str(report_path)}
+    return {"path": str(path), "rows": len(kept), "counts": dict(counts), "script": script, "report_path": str(report_path)}
 
 
 def _emptied_message(raw_path: str | Path, rows_in: int, counts: Counter) -> str:
@@ -387,11 +344,20 @@ def _stamp(inputs: dict) -> Path:
     return Path(inputs["out_dir"]) / f".clean{STAMP_SUFFIX}"
 
 
+def _rules_source_hash() -> str:
+    """The boilerplate rules live in their own module: editing one must re-run cleaning too."""
+    import inspect
+
+    from titlegen import boilerplate, chinese_script, footers, headline
+
+    return fingerprint([inspect.getsource(m) for m in (boilerplate, chinese_script, footers, headline)], 16)
+
+
 @task(
     name="clean",
     cache_policy=StageCache(
         code_of=__name__,
-        fingerprint=file_input_sha256("raw_path"),
+        fingerprint=lambda inputs: (file_input_sha256("raw_path")(inputs), _rules_source_hash()),
         outputs=lambda inputs: [Path(inputs["out_dir"]) / CLEAN_FILE, Path(inputs["out_dir"]) / REPORT_FILE],
         stamp=_stamp,
     ),

@@ -14,13 +14,16 @@ task; an unknown id, a closed or unreachable Hub, or offline mode without a cach
 
 import os
 import re
+import shutil
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 
 from titlegen.caching import STAMP_SUFFIX, StageCache, clear_stamp, record_cache_key
+from titlegen.ingest_checks import IngestError, check_jsonl, check_parquet_columns, check_path, diagnose, sniff_delimiter
 from titlegen.params import ColumnMap
 from titlegen.runs import atomic_write_json, file_sha256
 
@@ -28,6 +31,10 @@ RAW_FILE = "raw.parquet"
 PROVENANCE_FILE = "provenance.json"
 FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
 STRING_TYPES = ("string", "large_string", "null")
+# The column that carries each row's publisher split (test rows stay test; see `tasks/split.py`).
+PUBLISHER_SPLIT = "publisher_split"
+SPLIT_NAMES = {"train": "train", "training": "train", "test": "test", "testing": "test",
+               "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation"}
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -37,15 +44,18 @@ class TransientNetworkError(ConnectionError):
 
 def local_files(path: Path) -> tuple[str, list[Path]]:
     """`(builder, files)` for a local dataset file or folder; a clear error when none is usable."""
+    check_path(path)
     if path.is_file():
         fmt = FORMATS.get(path.suffix.lower())
         if not fmt:
             raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use parquet, JSONL/JSON or CSV.")
         return fmt, [path]
-    hub_layout = sorted((path / "data").glob("*.parquet"))
+    hub_layout = sorted(p for p in (path / "data").glob("*.parquet") if not p.name.startswith("."))
     if hub_layout:
         return "parquet", hub_layout
-    found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS and not p.name.startswith("."))
+    found = sorted(p for p in path.rglob("*") if p.suffix.lower() in FORMATS and not p.name.startswith(".") and not p.is_dir())
+    for p in found:
+        check_path(p)  # a FIFO or a link loop named like data is an error, not silently skipped
     kinds = {FORMATS[p.suffix.lower()] for p in found}
     if not found:
         raise ValueError(f"{path} holds no parquet, JSONL/JSON or CSV file (looked in data/*.parquet and every subfolder).")
@@ -63,23 +73,77 @@ def looks_like_path(dataset: str) -> bool:
     )
 
 
+def publisher_splits(root: Path, files: list[Path]) -> dict[str, list[Path]]:
+    """Files by the split their publisher gave them, from the first or last word of the file name
+    (`test-00000-of-00001.parquet`, `news_validation.jsonl`) or a folder name (`test/part-0.csv`);
+    unnamed files train. `{"train": files}` unless there are both training and evaluation files."""
+    by_split: dict[str, list[Path]] = {}
+    for f in files:
+        by_split.setdefault(_split_of(root, f) or "train", []).append(f)
+    # Only a dataset with training files and evaluation files has splits to keep; a lone `test.jsonl`
+    # is all the data there is.
+    return by_split if "train" in by_split and len(by_split) > 1 else {"train": list(files)}
+
+
+def _split_of(root: Path, file: Path) -> str | None:
+    tokens = re.split(r"[-_.]", file.name.lower().split(".")[0])
+    for token in (tokens[0], tokens[-1]):  # train-00000-of-00001.parquet, news_test.jsonl
+        if token in SPLIT_NAMES:
+            return SPLIT_NAMES[token]
+    parts = file.relative_to(root).parts[:-1] if root.is_dir() else ()
+    return next((SPLIT_NAMES[p.lower()] for p in reversed(parts) if p.lower() in SPLIT_NAMES), None)
+
+
 def load_local(path: Path) -> tuple[Any, dict]:
     import datasets
 
     fmt, files = local_files(path)
     if _row_count_hint(fmt, files) == 0:
         raise ValueError(f"{path} has no rows; point `dataset` at a non-empty dataset.")
-    try:
-        ds = datasets.load_dataset(fmt, data_files=[str(f) for f in files], split="train")
-    except Exception as exc:  # pyarrow/datasets parse errors come in many types
-        raise ValueError(f"Could not read {path} as {fmt}: {type(exc).__name__}: {exc}".strip()) from exc
+    options = {}
+    if fmt == "parquet":
+        check_parquet_columns(files)
+    elif fmt == "json":
+        check_jsonl(files)
+    elif fmt == "csv":
+        seps = {f.name: sniff_delimiter(f) for f in files}
+        if len(set(seps.values())) > 1:
+            raise IngestError(f"The CSV files use different separators {seps}; save them all with one separator (a comma).")
+        options["sep"] = next(iter(seps.values()))
+    splits = publisher_splits(path, files)
+    tables = {}
+    for name, group in splits.items():
+        try:
+            tables[name] = datasets.load_dataset(fmt, data_files=[str(f) for f in group], split="train", **options).data.table
+        except Exception as exc:  # pyarrow/datasets parse errors come in many types: find the real cause
+            raise diagnose(fmt, group, exc) from exc
     provenance = {
         "source": str(path.resolve()),
         "kind": "local",
         "format": fmt,
         "files": {str(f.resolve()): file_sha256(f) for f in files},
     }
-    return ds, provenance
+    if options.get("sep", ",") != ",":
+        provenance["csv_separator"] = options["sep"]
+    if len(splits) > 1:
+        provenance["splits"] = {name: [str(f.resolve()) for f in group] for name, group in splits.items()}
+    return _with_split_column(tables), provenance
+
+
+def _with_split_column(tables: dict[str, Any]) -> Any:
+    """One table; with several publisher splits, each row's split in the column `PUBLISHER_SPLIT`."""
+    import pyarrow as pa
+
+    if len(tables) == 1:
+        return next(iter(tables.values()))
+    for name, table in tables.items():
+        if PUBLISHER_SPLIT in table.column_names:
+            raise IngestError(f"The dataset already has a column {PUBLISHER_SPLIT!r}, which titlegen uses for the publisher's splits; rename it.")
+    parts = [t.append_column(PUBLISHER_SPLIT, pa.array([name] * t.num_rows, pa.string())) for name, t in tables.items()]
+    try:
+        return pa.concat_tables(parts, promote_options="permissive")
+    except pa.ArrowInvalid as exc:
+        raise IngestError(f"The splits {list(tables)} have columns of different types ({exc}); give them the same columns.") from None
 
 
 def _row_count_hint(fmt: str, files: list[Path]) -> int | None:
@@ -115,16 +179,21 @@ def load_hub(dataset: str, revision: str | None) -> tuple[Any, dict]:
         loaded = datasets.load_dataset(dataset, revision=sha or revision)
     except Exception as exc:
         raise classify_hub_error(dataset, revision, exc) from exc
-    if isinstance(loaded, datasets.DatasetDict):
-        if "train" in loaded:
-            ds = loaded["train"]
-        elif len(loaded) == 1:
-            ds = next(iter(loaded.values()))
-        else:
-            raise ValueError(f"{dataset} has splits {list(loaded)} and no `train`; export the one to use to a file and pass its path.")
-    else:
-        ds = loaded
-    return ds, {"source": dataset, "kind": "hub", "revision": revision, "commit": sha}
+    provenance = {"source": dataset, "kind": "hub", "revision": revision, "commit": sha}
+    if not isinstance(loaded, datasets.DatasetDict):
+        return loaded.data.table, provenance
+    named = {SPLIT_NAMES.get(name.lower(), name): ds for name, ds in loaded.items()}
+    if len(named) == 1:
+        return next(iter(named.values())).data.table, provenance
+    if "train" not in named:
+        raise ValueError(f"{dataset} has splits {list(loaded)} and no `train`; export the one to use to a file and pass its path.")
+    # The publisher's test (and validation) rows stay out of training: see `tasks/split.py`.
+    kept = {name: named[name].data.table for name in ("train", "validation", "test") if name in named}
+    provenance["splits"] = {name: f"{dataset}@{sha or revision} split {name!r} ({t.num_rows} rows)" for name, t in kept.items()}
+    ignored = sorted(set(loaded) - {n for n in loaded if SPLIT_NAMES.get(n.lower(), n) in kept})
+    if ignored:
+        provenance["ignored_splits"] = ignored
+    return _with_split_column(kept), provenance
 
 
 def classify_hub_error(dataset: str, revision: str, exc: Exception) -> Exception:
@@ -166,19 +235,21 @@ def check_columns(columns_found: list[str], types: dict[str, str], columns: Colu
         raise ValueError(f"{source}: the mapped columns must hold text, but {', '.join(wrong)}; check `columns`.")
 
 
-def ingest(dataset: str, revision: str | None, columns: ColumnMap, out_dir: str | Path) -> dict:
+def ingest(dataset: str, revision: str | None, columns: ColumnMap, out_dir: str | Path, stale: Iterable[str | Path] = ()) -> dict:
     """Load `dataset`, validate it against `columns`, write `raw.parquet` and `provenance.json`.
 
+    `stale`: outputs of later stages (files or folders) made from the previous raw data; they are
+    removed when the new raw data differ from what `out_dir` held, so a run that fails later never
+    leaves a clean file or split of other data beside the new raw file.
     Returns `path` (raw.parquet), `provenance` (small dict for the model card) and `rows`.
     """
     path = Path(dataset).expanduser()
-    if path.exists():
-        ds, provenance = load_local(path)
+    if path.exists() or path.is_symlink():
+        table, provenance = load_local(path)
     elif looks_like_path(dataset):
-        raise FileNotFoundError(f"Dataset path {dataset!r} does not exist (resolved to {path.resolve()}); fix `dataset`.")
+        raise FileNotFoundError(f"Dataset path {dataset!r} does not exist (resolved to {path.absolute()}); fix `dataset`.")
     else:
-        ds, provenance = load_hub(dataset, revision)
-    table = ds.data.table
+        table, provenance = load_hub(dataset, revision)
     types = {f.name: str(f.type) for f in table.schema}
     check_columns(table.column_names, types, columns, provenance["source"])
     if table.num_rows == 0:
@@ -186,12 +257,22 @@ def ingest(dataset: str, revision: str | None, columns: ColumnMap, out_dir: str 
     provenance.update(rows=table.num_rows, columns=table.column_names, column_map=columns.model_dump())
     out = Path(out_dir)
     raw = out / RAW_FILE
-    _write_parquet_atomic(table, raw)
+    previous = file_sha256(raw) if raw.is_file() else None
+    _write_parquet_atomic(table, raw, before_replace=lambda tmp: previous != file_sha256(tmp) and remove_stale(stale))
     atomic_write_json(out / PROVENANCE_FILE, provenance)
     return {"path": str(raw), "provenance": provenance, "rows": table.num_rows}
 
 
-def _write_parquet_atomic(table: Any, path: Path) -> None:
+def remove_stale(paths: Iterable[str | Path]) -> None:
+    """Remove later stages' outputs (files or folders) that new raw data make stale."""
+    for p in map(Path, paths):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def _write_parquet_atomic(table: Any, path: Path, before_replace: Callable[[Path], Any] = lambda tmp: None) -> None:
     import pyarrow.parquet as pq
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,6 +280,7 @@ def _write_parquet_atomic(table: Any, path: Path) -> None:
     os.close(fd)
     try:
         pq.write_table(table, tmp)
+        before_replace(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -247,10 +329,13 @@ def _stamp(inputs: dict) -> Path:
         stamp=_stamp,
     ),
 )
-def ingest_task(dataset: str, revision: str | None, columns: ColumnMap, out_dir: str | Path) -> dict:
+def ingest_task(
+    dataset: str, revision: str | None, columns: ColumnMap, out_dir: str | Path, stale: list[str] | None = None
+) -> dict:
     """Prefect task around `ingest`: retried on transient network errors only; cached on the
-    inputs, this module's source and the data's hashes/commit while the outputs exist."""
+    inputs, this module's source and the data's hashes/commit while the outputs exist. `stale`:
+    later stages' outputs to remove when the raw data change (see `ingest`)."""
     clear_stamp(_stamp({"out_dir": out_dir}))
-    result = ingest(dataset, revision, columns, out_dir)
+    result = ingest(dataset, revision, columns, out_dir, stale or ())
     record_cache_key(_stamp({"out_dir": out_dir}))
     return result

@@ -11,6 +11,11 @@ Policy:
   1,400-row PTS dataset that is 140 test and 140 validation rows. A dataset too small to give both
   evaluation splits `min_eval_rows` and still keep at least as many training rows is an error,
   as is any split that would end up empty.
+- Publisher splits: when the dataset came with its own `test` (or `validation`) split (a Hub
+  dataset's splits, or files named `test-*.parquet`, `validation.jsonl`; ingest marks each row in
+  `publisher_split`), those rows are that split, whatever its size, and never train. A training
+  row in a near-duplicate group with one of them is dropped (counted in the manifest), and a split
+  the publisher did not give is drawn from the training rows as above.
 
 Output: the folder `out_dir` (written whole, atomically) with `train.jsonl`, `validation.jsonl`,
 `test.jsonl` and `manifest.json` (sizes, seed, params, groups, sha256 of each file and of the input).
@@ -26,6 +31,7 @@ from titlegen.params import SplitParams
 from titlegen.runs import atomic_dir, atomic_write_json, file_sha256, read_jsonl, write_jsonl
 
 SPLITS = ("train", "validation", "test")
+PUBLISHER_SPLIT = "publisher_split"  # set by ingest on datasets that come with their own splits
 MANIFEST = "manifest.json"
 
 
@@ -69,12 +75,50 @@ def assign(groups: list[list[int]], sizes: dict[str, int], seed: int) -> dict[st
     return chosen
 
 
+def assign_with_publisher(rows: list[dict], groups: list[list[int]], params: SplitParams) -> tuple[dict[str, list[int]], dict, dict]:
+    """Keep the publisher's `test`/`validation` rows there; draw a missing evaluation split from
+    the training rows; drop training rows that are near copies of a publisher evaluation row.
+    Returns the chosen row indices per split, the manifest's summary, and the sizes wanted."""
+    fixed = {i: rows[i].get(PUBLISHER_SPLIT) for i in range(len(rows)) if rows[i].get(PUBLISHER_SPLIT) in ("test", "validation")}
+    chosen: dict[str, list[int]] = {name: [] for name in SPLITS}
+    free, dropped = [], 0
+    for group in groups:
+        pinned = [i for i in group if i in fixed]
+        for i in pinned:
+            chosen[fixed[i]].append(i)
+        if pinned:
+            dropped += len(group) - len(pinned)
+        else:
+            free.append(group)
+    given = {name for name in fixed.values()}
+    n_free = sum(len(g) for g in free)
+    sizes = {name: 0 if name in given else max(params.min_eval_rows, round(getattr(params, f"{name}_fraction") * len(rows)))
+             for name in ("test", "validation")}
+    sizes["train"] = n_free - sizes["test"] - sizes["validation"]
+    if sizes["train"] < 1:
+        raise ValueError(
+            f"{n_free} training rows are too few to also draw {sizes['validation']} validation rows from "
+            f"(split.min_eval_rows={params.min_eval_rows}); use a larger dataset or lower split.min_eval_rows."
+        )
+    drawn = assign(free, sizes, params.seed)
+    for name in SPLITS:
+        chosen[name].extend(drawn[name])
+    counts = {name: sum(1 for s in fixed.values() if s == name) for name in sorted(given)}
+    info = {"given": counts, "drawn_from_train": sorted({"test", "validation"} - given), "train_rows_dropped_as_near_copies": dropped}
+    return chosen, info, {**sizes, **counts}
+
+
 def split(clean_path: str | Path, split_params: SplitParams, out_dir: str | Path) -> dict:
     """Split the clean JSONL into `out_dir`; returns `dir` and `sizes` (rows per split)."""
     rows = read_jsonl(clean_path)
-    sizes = target_sizes(len(rows), split_params)
+    publisher = any(r.get(PUBLISHER_SPLIT) in ("test", "validation") for r in rows)
+    if not publisher:
+        sizes = target_sizes(len(rows), split_params)
     grouped = group_rows(rows, split_params.near_duplicate_threshold)
-    chosen = assign(grouped, sizes, split_params.seed)
+    if publisher:
+        chosen, publisher_info, sizes = assign_with_publisher(rows, grouped, split_params)
+    else:
+        chosen, publisher_info = assign(grouped, sizes, split_params.seed), None
     actual = {name: len(chosen[name]) for name in SPLITS}
     short = [f"{name} has {actual[name]}" for name in ("validation", "test") if actual[name] < min(split_params.min_eval_rows, sizes[name])]
     if short or not all(actual.values()):
@@ -97,6 +141,8 @@ def split(clean_path: str | Path, split_params: SplitParams, out_dir: str | Path
             "rows_in_multi_row_groups": sum(len(g) for g in grouped if len(g) > 1),
             "input": {"path": str(Path(clean_path).resolve()), "sha256": file_sha256(clean_path)},
             "sha256": hashes,
+            # None: one pool, split here; else the publisher's splits were kept (rows per split).
+            "publisher_splits": publisher_info,
         })
     return {"dir": str(Path(out_dir)), "sizes": actual}
 

@@ -112,6 +112,10 @@ class CleanParams(Section):
     near_duplicate_threshold: float = Field(
         0.9, gt=0, le=1, description="Jaccard similarity of character 5-gram sets above which two articles count as near duplicates; the later one is dropped."
     )
+    simplified: Literal["convert", "keep"] = Field(
+        "convert",
+        description="Rows detected as simplified Chinese: `convert` to Taiwan-standard Traditional (OpenCC s2twp), or `keep` them as they are. Traditional rows are never touched; the clean report counts simplified rows either way.",
+    )
 
 
 class SplitParams(Section):

@@ -207,3 +207,18 @@ def test_clean_real_stand_in(tmp_path, name, expect_min):
         assert residue not in joined, residue
     assert all(6 <= len(r["target"]) <= 40 and 80 <= len(r["input"]) <= 1200 for r in rows)
     assert joined.count("，") > 10 * len(rows)  # Chinese full-width commas survive NFKC
+
+
+def test_report_counts_simplified_rows_and_converts_them(tmp_path, caplog):
+    rows = [{"title": f"第{i}則新聞標題測試", "content": _article(i)} for i in range(4)]
+    rows.append({"title": "寒流来袭 气象局提醒民众注意保暖", "content": (
+        "记者王小明/台北报导受到强烈冷气团影响，今天清晨各地气温偏低，中央气象局表示，这波寒流将持续到周末，"
+        "北部山区可能下雪，民众外出应注意保暖，开车上山的民众也要注意路面结冰，并随时留意最新的路况与天气资讯。图／翻摄自微博")})
+    out = C.clean(_raw(tmp_path, rows), ColumnMap(), CleanParams(), tmp_path / "data")
+    assert out["script"] == {"simplified_rows": 1, "simplified_share": 0.2, "action": "convert"}
+    assert out["counts"]["simplified"] == 1 and "simplified_rows" not in out["counts"]
+    report = json.loads(Path(out["report_path"]).read_text())
+    assert report["script"]["simplified_rows"] == 1
+    assert "1 of 5 rows (20.0%)" in caplog.text and "converted to Traditional" in caplog.text
+    converted = [r for r in read_jsonl(out["path"]) if r["target"].startswith("寒流來襲")]
+    assert converted and "記者" not in converted[0]["input"] and "翻攝" not in converted[0]["input"]

@@ -108,7 +108,7 @@ def test_unknown_hub_id_offline_fails_fast_and_clearly(tmp_path, monkeypatch, en
 def test_wrong_format(tmp_path):
     bad = tmp_path / "articles.parquet"
     bad.write_text("這不是 parquet 檔案", encoding="utf-8")
-    with pytest.raises(ValueError, match="Could not read .* as parquet"):
+    with pytest.raises(ValueError, match="articles.parquet is not a readable parquet file.*re-export it"):
         ingest(str(bad), None, ColumnMap(), tmp_path / "data")
     other = tmp_path / "articles.txt"
     other.write_text("hello", encoding="utf-8")
@@ -154,3 +154,86 @@ def test_real_stand_in(tmp_path, name, rows):
     out = ingest(str(shared_data(name)), None, ColumnMap(), tmp_path)
     assert out["rows"] == rows
     assert out["provenance"]["format"] == "parquet" and len(out["provenance"]["files"]) == 1
+
+
+# --- publisher splits -----------------------------------------------------------------------
+
+def _rows(prefix: str, n: int) -> list[dict]:
+    return [{"title": f"{prefix}新聞標題{i}", "content": f"{prefix}第{i}則新聞內容。"} for i in range(n)]
+
+
+@pytest.mark.parametrize("layout", ["data/{split}-00000-of-00001.parquet", "{split}-00000-of-00001.parquet", "{split}/part-0.parquet",
+                                    "news_{split}.parquet"])
+def test_publisher_splits_kept_and_reported(tmp_path, layout):
+    root = tmp_path / "hub"
+    for split, n in (("train", 5), ("test", 2)):
+        path = root / layout.format(split=split)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(_rows(split, n)), path)
+    out = ingest(str(root), None, ColumnMap(), tmp_path / "data")
+    table = pq.read_table(out["path"])
+    by_split = dict(zip(table.column("title").to_pylist(), table.column("publisher_split").to_pylist()))
+    assert [t for t, s in by_split.items() if s == "test"] == ["test新聞標題0", "test新聞標題1"]
+    assert sum(s == "train" for s in by_split.values()) == 5
+    files = out["provenance"]["splits"]
+    assert [Path(f).name for f in files["test"]] == [Path(layout.format(split="test")).name]
+    assert set(files) == {"train", "test"}
+
+
+def test_a_lone_test_file_is_all_the_data(tmp_path):
+    src = tmp_path / "test.jsonl"
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS), encoding="utf-8")
+    out = ingest(str(src), None, ColumnMap(), tmp_path / "data")
+    assert "splits" not in out["provenance"] and "publisher_split" not in pq.read_table(out["path"]).column_names
+
+
+def test_unnamed_parts_are_one_pool(tmp_path):
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for k in range(2):
+        pq.write_table(pa.Table.from_pylist(_rows(f"p{k}", 2)), folder / f"part-{k}.parquet")
+    out = ingest(str(folder), None, ColumnMap(), tmp_path / "data")
+    assert "splits" not in out["provenance"] and "publisher_split" not in pq.read_table(out["path"]).column_names
+
+
+def test_hub_dataset_with_a_test_split_keeps_it(tmp_path, monkeypatch):
+    import datasets
+
+    from titlegen.tasks import ingest as I
+
+    loaded = datasets.DatasetDict({"train": datasets.Dataset.from_list(_rows("train", 3)),
+                                   "test": datasets.Dataset.from_list(_rows("test", 2)),
+                                   "unlabeled": datasets.Dataset.from_list(_rows("u", 1))})
+    monkeypatch.setattr(I, "hub_commit", lambda dataset, revision: "abc123")
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: loaded)
+    out = ingest("someone/news", None, ColumnMap(), tmp_path / "data")
+    splits = pq.read_table(out["path"]).column("publisher_split").to_pylist()
+    assert splits == ["train"] * 3 + ["test"] * 2
+    assert set(out["provenance"]["splits"]) == {"train", "test"} and out["provenance"]["ignored_splits"] == ["unlabeled"]
+
+
+# --- re-runs --------------------------------------------------------------------------------
+
+def test_new_raw_data_remove_stale_downstream_outputs(tmp_path):
+    src = _write(tmp_path, "jsonl")
+    out = tmp_path / "run" / "data"
+    clean_file, split_dir = out / "clean.jsonl", tmp_path / "run" / "split"
+    stale = [str(clean_file), str(split_dir)]
+    ingest(str(src), None, ColumnMap(), out, stale)
+    clean_file.write_text("{}\n")
+    split_dir.mkdir()
+    (split_dir / "train.jsonl").write_text("{}\n")
+    ingest(str(src), None, ColumnMap(), out, stale)  # same data: downstream outputs still valid
+    assert clean_file.exists() and split_dir.exists()
+    _write(tmp_path, "jsonl", ROWS[:1])  # new content at the same path
+    ingest(str(src), None, ColumnMap(), out, stale)
+    assert not clean_file.exists() and not split_dir.exists()
+
+
+def test_data_fingerprint_follows_content_not_path(tmp_path):
+    from titlegen.tasks.ingest import data_fingerprint
+
+    src = _write(tmp_path, "jsonl")
+    before = data_fingerprint({"dataset": str(src)})
+    _write(tmp_path, "jsonl", ROWS[:1])
+    assert data_fingerprint({"dataset": str(src)}) != before

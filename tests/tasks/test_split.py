@@ -94,6 +94,58 @@ def test_split_that_would_leave_a_split_empty_is_an_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def _publisher_file(tmp_path: Path, n: int, test: range, validation: range = range(0), copies_of_test: tuple[int, ...] = ()) -> Path:
+    rows = read_jsonl(_clean_file(tmp_path, n))
+    for i, r in enumerate(rows):
+        r["publisher_split"] = "test" if i in test else "validation" if i in validation else "train"
+    for k, i in enumerate(copies_of_test):  # a training row that is a near copy of a publisher test row
+        text = _article(i).replace("相關單位持續處理", "相關單位仍在處理")
+        rows.append({"id": fingerprint(text, 16), "input": text, "target": f"近似{k}", "publisher_split": "train"})
+    return write_jsonl(tmp_path / "publisher.jsonl", rows)
+
+
+def test_publisher_test_split_is_the_test_split_and_never_trains(tmp_path):
+    src = _publisher_file(tmp_path, 200, test=range(150, 200), copies_of_test=(150, 151))
+    out = split(src, SplitParams(), tmp_path / "out")
+    test = read_jsonl(tmp_path / "out" / "test.jsonl")
+    assert {r["id"] for r in test} == {r["id"] for r in read_jsonl(src)[150:200]}
+    assert out["sizes"]["test"] == 50  # the publisher's size, not 10 % of the rows
+    trained = {r["input"] for r in read_jsonl(tmp_path / "out" / "train.jsonl")}
+    assert not trained & {r["input"] for r in test}
+    assert "近似0" not in {r["target"] for s in SPLITS for r in read_jsonl(tmp_path / "out" / f"{s}.jsonl")}
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["publisher_splits"] == {"given": {"test": 50}, "drawn_from_train": ["validation"],
+                                            "train_rows_dropped_as_near_copies": 2}
+    assert out["sizes"]["validation"] == 20 and out["sizes"]["train"] == 130
+
+
+def test_publisher_validation_and_test_both_kept(tmp_path):
+    src = _publisher_file(tmp_path, 120, test=range(0, 10), validation=range(10, 15))
+    out = split(src, SplitParams(), tmp_path / "out")
+    assert out["sizes"] == {"train": 105, "validation": 5, "test": 10}
+
+
+def test_ingest_clean_split_keep_a_folder_s_test_files_out_of_training(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from titlegen.tasks.clean import clean
+    from titlegen.tasks.ingest import ingest
+
+    data = tmp_path / "export" / "data"
+    data.mkdir(parents=True)
+    rows = [{"title": f"{PLACES[i % 16]}新聞標題第{i}則", "content": _article(i)} for i in range(150)]
+    pq.write_table(pa.Table.from_pylist(rows[:120]), data / "train-00000-of-00001.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[120:]), data / "test-00000-of-00001.parquet")
+    raw = ingest(str(tmp_path / "export"), None, ColumnMap(), tmp_path / "run" / "data")
+    cleaned = clean(raw["path"], ColumnMap(), CleanParams(min_content_chars=20), tmp_path / "run" / "data")
+    split(cleaned["path"], SplitParams(), tmp_path / "run" / "split")
+    test_targets = {r["target"] for r in read_jsonl(tmp_path / "run" / "split" / "test.jsonl")}
+    assert test_targets == {r["title"] for r in rows[120:]}
+    trained = {r["target"] for r in read_jsonl(tmp_path / "run" / "split" / "train.jsonl")}
+    assert not trained & test_targets
+
+
 @pytest.mark.parametrize("name", ["zh-tw-news-2017", "president-news"])
 def test_real_stand_in_end_to_end(tmp_path, name):
     from titlegen.tasks.clean import clean
