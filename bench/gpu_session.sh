@@ -90,78 +90,32 @@ restart)  # stop the queue, take this call's copy of bench/ and titlegen/, run q
   cd $REPO && setsid nohup bash bench/gpu_session.sh "${2:-queue}" >> $R/queue.out 2>&1 < /dev/null &
   sleep 2; tail -3 $R/queue.log
   ;;
-queue2)  # after Unsloth's compile of E4B gave no step in 240 s: E4B without compilation, 270M with it
+queue)  # the next lease's plan, in order of priority; every stage writes into $R as it finishes
   D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
-  log "queue2: train throughput"
+  log "queue start on $(head -2 $R/gpu.txt | tail -1)"
+  python3 bench/train_throughput.py models $D $M 2>&1 | tail -3 | tee -a $R/queue.log
+  # 1. Raw loops and the stage (its defaults: SDPA, compile off, length-grouped), one invocation, one case at a time.
+  log "train throughput"
   python3 bench/train_throughput.py run $D $M --timeout 300 --out $R/train_throughput.json \
-    --cases 270m-stage-16bit-b8,e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8+nocompile+profile,e4b-stage-4bit-b8-old+profile \
+    --cases e4b-raw-unsloth-4bit+nocompile,270m-raw-unsloth-16bit,e4b-stage-4bit-b8,270m-stage-16bit-b8,e4b-raw-unsloth-4bit \
     2>&1 | tail -7 | tee -a $R/queue.log
+  # 2. The whole PTS-sized E4B fine-tune through the stage at the GPU preset's batch.
+  log "full PTS-sized fine-tune"
+  python3 bench/train_throughput.py run $D $M --full-pts --timeout 540 --out $R/train_full_pts.json --cases e4b-stage-4bit-b8 \
+    2>&1 | tail -3 | tee -a $R/queue.log
+  # 3. Evaluation: a plain generate() loop first, then the stage's variants, 500 articles, full budget.
   log "eval throughput"
-  for m in 270m-random e4b-random; do
-    timeout 330 python3 bench/eval_throughput.py --device cuda --models $m --articles 500 \
-      --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer --results $R/eval_throughput.json \
-      > $R/eval_$m.out 2>&1; grep -E "^cuda" $R/eval_$m.out | cut -c1-220 | tee -a $R/queue.log
-  done
-  log "quality: chosen config, decoding rules"
-  python3 bench/quality_sweep.py run $B/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf --configs e2-lr5e-4-r16 \
-    --repeat-penalties 1.1,1.2,1.3 --timeout 500 --out $R/quality_sweep.json > $R/quality_sweep.out 2>&1
-  tail -6 $R/quality_sweep.out | tee -a $R/queue.log
-  log "queue done"
-  touch $R/queue.done
-  ;;
-queue3)  # what the first lease had left: evaluation speed, then quality
-  D=/tmp/devdata B=.cache/carry/boot
-  log "queue3: eval throughput"
   for m in 270m-random e4b-random; do
     timeout 300 python3 bench/eval_throughput.py --device cuda --models $m --articles 500 --variants auto-dynamic,auto-static \
       --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer --results $R/eval_throughput.json \
       > $R/eval_$m.out 2>&1; grep -E "^cuda" $R/eval_$m.out | cut -c1-300 | tee -a $R/queue.log
   done
+  # 4. Quality of the chosen 270M config on real weights (needs `install` and the five `part`s), decoding rules.
+  for _ in $(seq 60); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
   log "quality: chosen config, decoding rules"
   python3 bench/quality_sweep.py run $B/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf --configs e2-lr5e-4-r16 \
     --repeat-penalties 1.1,1.2,1.3 --timeout 600 --out $R/quality_sweep.json > $R/quality_sweep.out 2>&1
   tail -6 $R/quality_sweep.out | tee -a $R/queue.log
-  log "queue done"
-  touch $R/queue.done
-  ;;
-queue4)  # the rest of the first lease: SDPA attention in the stage (after the eager profile)
-  D=/tmp/devdata M=/tmp/gpumodels
-  log "queue4: sdpa stage cases"
-  python3 bench/train_throughput.py run $D $M --timeout 200 --out $R/train_throughput.json \
-    --cases e4b-stage-4bit-b8-sdpa,270m-stage-16bit-b8-sdpa+profile 2>&1 | tail -4 | tee -a $R/queue.log
-  cp /tmp/titlegen-bench/*/checkpoints/profile.txt $R/ 2>/dev/null
-  log "queue done"
-  touch $R/queue.done
-  ;;
-queue)  # training speed (#13), evaluation speed (#14), then quality with decoding rules; in order of priority
-  D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
-  log "queue start on $(head -2 $R/gpu.txt | tail -1)"
-  python3 bench/train_throughput.py models $D $M 2>&1 | tail -3 | tee -a $R/queue.log
-  # 1. The raw loops and the stage, one case at a time, in one invocation (ratios only within it).
-  log "train throughput"
-  python3 bench/train_throughput.py run $D $M --timeout 240 --out $R/train_throughput.json \
-    --cases e4b-raw-unsloth-4bit,270m-raw-unsloth-16bit,e4b-stage-4bit-b8,270m-stage-16bit-b8,e4b-stage-4bit-b16 \
-    2>&1 | tail -8 | tee -a $R/queue.log
-  # 2. The whole PTS-sized E4B fine-tune through the stage, at the preset's batch (8).
-  log "full PTS-sized fine-tune"
-  python3 bench/train_throughput.py run $D $M --full-pts --timeout 420 --out $R/train_full_pts.json --cases e4b-stage-4bit-b8 \
-    2>&1 | tail -3 | tee -a $R/queue.log
-  # 3. Evaluation: the stage's variants and a plain generate() loop, 500 real articles, full budget.
-  log "eval throughput"
-  for m in 270m-random e4b-random; do
-    timeout 330 python3 bench/eval_throughput.py --device cuda --models $m --articles 500 \
-      --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer --results $R/eval_throughput.json \
-      > $R/eval_$m.out 2>&1; grep -E "^cuda" $R/eval_$m.out | cut -c1-220 | tee -a $R/queue.log
-  done
-  # 4. Quality (real 270M weights: needs `install` and the five `part`s) beside the old-path profiles.
-  for _ in $(seq 60); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
-  log "quality: chosen config, decoding rules; profiles of the old and new stage"
-  python3 bench/quality_sweep.py run $B/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf --configs e2-lr5e-4-r16 \
-    --repeat-penalties 1.1,1.2,1.3 --timeout 560 --out $R/quality_sweep.json > $R/quality_sweep.out 2>&1 &
-  QS=$!
-  python3 bench/train_throughput.py run $D $M --timeout 200 --out $R/train_profile.json \
-    --cases e4b-stage-4bit-b8-old+profile,e4b-stage-4bit-b8+profile 2>&1 | tail -4 | tee -a $R/queue.log
-  wait $QS; tail -6 $R/quality_sweep.out | tee -a $R/queue.log
   log "queue done"
   touch $R/queue.done
   ;;

@@ -42,20 +42,22 @@ DESCRIPTION = (
 
 CASES = {
     # name: (model folder, engine, quantization, batch, steps[, train overrides]). Every stage case runs the
-    # worker with the flow's defaults (Unsloth compile on, flex attention off, batches grouped by length and
-    # padded to a multiple of 64) unless its overrides say otherwise.
+    # worker with the flow's defaults (SDPA attention, Unsloth compile off, flex attention off, batches grouped
+    # by length and padded to a multiple of 64) unless its overrides say otherwise.
     "e4b-stage-4bit-b8": ("gemma3n-e4b", "unsloth", "4bit", 8, 36),  # the GPU preset
     "e4b-stage-4bit-b16": ("gemma3n-e4b", "unsloth", "4bit", 16, 24),
     "270m-stage-16bit-b8": ("gemma3-270m", "unsloth", "16bit", 8, 60),
     "270m-stage-16bit-b16": ("gemma3-270m", "unsloth", "16bit", 16, 40),
-    # The stage as it was before (compile off, random order, padding to the longest row), for the profile.
-    "e4b-stage-4bit-b8-old": ("gemma3n-e4b", "unsloth", "4bit", 8, 16,
-                              {"unsloth_compile": False, "group_by_length": False, "pad_to_multiple_of": None}),
-    "270m-stage-16bit-b8-old": ("gemma3-270m", "unsloth", "16bit", 8, 24,
-                                {"unsloth_compile": False, "group_by_length": False, "pad_to_multiple_of": None}),
-    # Attention through SDPA instead of eager (the profile of the eager stage: bmm + softmax ~40% of GPU time).
+    # The stage as it was before 2026-11-29 (eager, compile off, random order, padding to the longest row).
+    "e4b-stage-4bit-b8-old": ("gemma3n-e4b", "unsloth", "4bit", 8, 16, {"attn_implementation": "eager", "unsloth_compile": False,
+                                                                       "group_by_length": False, "pad_to_multiple_of": None}),
+    "270m-stage-16bit-b8-old": ("gemma3-270m", "unsloth", "16bit", 8, 24, {"attn_implementation": "eager", "unsloth_compile": False,
+                                                                          "group_by_length": False, "pad_to_multiple_of": None}),
+    # As measured on 2026-11-29, before SDPA and compile-off became the defaults (rows of that lease keep these names).
     "e4b-stage-4bit-b8-sdpa": ("gemma3n-e4b", "unsloth", "4bit", 8, 24, {"attn_implementation": "sdpa", "unsloth_compile": False}),
     "270m-stage-16bit-b8-sdpa": ("gemma3-270m", "unsloth", "16bit", 8, 30, {"attn_implementation": "sdpa", "unsloth_compile": False}),
+    "e4b-stage-4bit-b8-eager-compile": ("gemma3n-e4b", "unsloth", "4bit", 8, 36, {"attn_implementation": "eager", "unsloth_compile": True}),
+    "270m-stage-16bit-b8-eager-compile": ("gemma3-270m", "unsloth", "16bit", 8, 60, {"attn_implementation": "eager", "unsloth_compile": True}),
     "270m-transformers-16bit": ("gemma3-270m", "transformers", "16bit", 8, 40),
     "e4b-transformers-16bit": ("gemma3n-e4b", "transformers", "16bit", 4, 20),
 }
