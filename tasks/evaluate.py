@@ -31,11 +31,11 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from titlegen.eval_report import METRIC_NAMES, metrics_table, pick_samples, report_markdown
 from titlegen.params import EvalParams, GateParams
 from titlegen.runs import atomic_dir, atomic_write_json, file_sha256, fingerprint, is_complete, read_jsonl, write_jsonl
 
 EPS = 1e-9
-METRIC_NAMES = {"rouge_1": "ROUGE-1", "rouge_2": "ROUGE-2", "rouge_l": "ROUGE-L", "bleu_1": "BLEU-1"}
 FIELD_PAIRS = (("input", "target"), ("content", "title"))
 
 
@@ -311,89 +311,6 @@ def gate(metrics: dict, min_rouge_l: float, params: GateParams) -> dict:
 
 
 _decide = gate  # gate_task's parameter `gate` (the thresholds, as the flow names it) hides the function
-
-
-# ---- artifacts -------------------------------------------------------------------------------
-
-def _fmt(x) -> str:
-    return "—" if x is None else f"{x:.4f}"
-
-
-def _pct(x) -> str:
-    return "—" if x is None else f"{x:.1%}"
-
-
-def metrics_table(metrics: dict, decision: dict) -> list[dict]:
-    """One row per gate rule: candidate (95% CI), each baseline, the requirement, and the verdict."""
-    cand = metrics["candidate"]
-    bl = metrics["baselines"]
-    rows = []
-    for c in decision["checks"]:
-        m = c["metric"]
-        if m == "check_failure_rate":
-            cand_s = _fmt(cand["checks"]["any"])
-            per = {k: (_fmt(b["checks"]["any"]) if b and "checks" in b else "—") for k, b in bl.items()}
-        else:
-            lo, hi = cand.get("ci", {}).get(m, [None, None])
-            cand_s = f"{_fmt(cand.get(m))} [{_fmt(lo)}, {_fmt(hi)}]"
-            per = {k: (_fmt(b.get(m)) if b else "—") for k, b in bl.items()}
-        # Verdict and requirement first: the Prefect UI cuts wide tables off on the right.
-        rows.append({
-            "rule": c["rule"], "result": c["status"].upper(),
-            "required": ("—" if c["required"] is None else f"{'≥' if c['kind'] == 'min' else '≤'} {c['required']:.4f}"),
-            "candidate [95% CI]": cand_s, "Lead": per.get("lead", "—"),
-            "base model": per.get("base", "—"), "champion": per.get("champion", "—"),
-        })
-    return rows
-
-
-def report_markdown(metrics: dict, decision: dict, samples: list[dict]) -> str:
-    """The verdict, the table, paired differences, check rates, and sample titles."""
-    verdict = "PASSED: the model may be published" if decision["passed"] else "BLOCKED (GateBlocked)"
-    lines = [f"# Quality gate: {verdict}", "", f"Test split: {metrics['n']} articles. {metrics['tokenization']}; "
-             f"ROUGE: {metrics['rouge_averaging']}; BLEU-1: {metrics['bleu_averaging']}.", ""]
-    if decision["reasons"]:
-        lines += ["## Why it was blocked", "", *[f"- {r}" for r in decision["reasons"]], ""]
-    if decision["notes"]:
-        lines += ["## Skipped rules", "", *[f"- {r}" for r in decision["notes"]], ""]
-    table = metrics_table(metrics, decision)
-    head = list(table[0])
-    lines += ["## Rules", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    lines += ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in table]
-    lines += ["", "## Candidate minus baseline (paired bootstrap, 95% CI)", "", "| baseline | " + " | ".join(METRIC_NAMES.values()) + " |", "|" + " --- |" * 5]
-    for name, d in metrics["differences"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{d[k]['diff']:+.4f} [{d[k]['ci'][0]:+.4f}, {d[k]['ci'][1]:+.4f}]" for k in METRIC_NAMES) + " |")
-    from titlegen.metrics import CHECKS
-
-    systems = {"candidate": metrics["candidate"], **{k: v for k, v in metrics["baselines"].items() if v and "checks" in v}}
-    lines += ["", "## Headline check failure rates", "", "| check | " + " | ".join(systems) + " |", "|" + " --- |" * (len(systems) + 1)]
-    for c in (*CHECKS, "any"):
-        lines.append(f"| {c} | " + " | ".join(_pct(s["checks"].get(c)) for s in systems.values()) + " |")
-    if metrics.get("validation"):
-        v = metrics["validation"]
-        lines += ["", f"Validation split ({v['n']} articles, not gated): " + ", ".join(f"{METRIC_NAMES[k]} {v[k]:.4f}" for k in METRIC_NAMES)]
-    if samples:
-        lines += ["", f"## {len(samples)} test articles", ""]
-        for i, s in enumerate(samples, 1):
-            article = s["content"].replace("\n", " ")
-            lines += [f"**{i}.** {article[:160]}{'…' if len(article) > 160 else ''}", "",
-                      f"- reference: {s['reference']}", f"- candidate: {s['prediction'] or '(empty)'}"
-                      + (f" — failed: {', '.join(s['failed_checks'])}" if s["failed_checks"] else ""),
-                      f"- Lead: {s['lead']}"]
-            if "base" in s:
-                lines.append(f"- base model: {s['base'] or '(empty)'}")
-            lines.append("")
-    return "\n".join(lines)
-
-
-def pick_samples(predictions_path: str | Path, k: int) -> list[dict]:
-    """`k` test rows spread evenly over the file (deterministic)."""
-    if k <= 0 or not Path(predictions_path).exists():
-        return []
-    rows = read_jsonl(predictions_path)
-    if len(rows) <= k:
-        return rows
-    return [rows[i * len(rows) // k] for i in range(k)]
 
 
 # ---- Prefect tasks ---------------------------------------------------------------------------
