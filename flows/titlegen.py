@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.states import Failed
+from prefect.states import Completed, Failed
 from pydantic import Field
 
 from titlegen.params import (
@@ -31,6 +31,7 @@ from titlegen.params import (
     TitlegenParams,
     TrainParams,
 )
+from titlegen.champion import find_champion_task, nothing_changed_task, record_champion_task
 from titlegen.models import check_base_model
 from titlegen.runs import atomic_write_json, default_run_name, lock_run_folder, releases_run_locks, run_dir
 from titlegen.tasks.clean import clean_task
@@ -114,6 +115,8 @@ def titlegen(
         description="Resolved parameters of this run",
     )
 
+    # --- champion (#19): the model now served under params.ollama_model, found without parameters ---
+    champion = find_champion_task(params.ollama_model, params.output_root)
     raw = ingest_task(params.dataset, params.dataset_revision, params.columns, run / "data")
     cleaned = clean_task(raw["path"], params.columns, params.clean, run / "data")
     splits = split_task(cleaned["path"], params.split, run / "split")
@@ -129,6 +132,12 @@ def titlegen(
         max_title_chars=params.clean.max_title_chars,
         train=params.train,
     )
+    # --- champion (#19): this run's model is the one served -> nothing to evaluate, gate or publish ---
+    unchanged = nothing_changed_task(champion, trained["adapter_dir"], params.base_model, params.ollama.host)
+    if unchanged["nothing_changed"]:
+        logger.info("Nothing changed: %s", unchanged["reason"])
+        return Completed(name="NothingChanged", message=f"Nothing changed: {unchanged['reason']}")
+    # --- end champion (#19) ---
     evaluated = evaluate_task(
         adapter_dir=trained["adapter_dir"],
         base_model_dir=trained["base_model_dir"],
@@ -137,6 +146,7 @@ def titlegen(
         max_title_chars=params.clean.max_title_chars,
         min_title_chars=params.clean.min_title_chars,
         evaluation=params.evaluation,
+        champion=champion,
     )
     decision = gate_task(evaluated["metrics_path"], min_rouge_l=params.min_rouge_l, gate=params.gate)
     if not decision["passed"]:
@@ -170,6 +180,11 @@ def titlegen(
         min_title_chars=params.clean.min_title_chars,
         ollama=params.ollama,
     )
+    # --- champion (#19): what now serves becomes the champion the next run must beat ---
+    recorded = record_champion_task(
+        params.ollama_model, params.output_root, str(run), trained["adapter_dir"], params.base_model,
+        trained["base_model_dir"], evaluated["metrics_path"], merged["final_hf"], uploaded, served,
+    ) if served.get("promoted") else None
     return {
         "run_dir": str(run),
         "data": raw["provenance"],
@@ -179,6 +194,7 @@ def titlegen(
         "final_hf": merged["final_hf"],
         "hub": uploaded,
         "ollama": served,
+        "champion": recorded,
     }
 
 

@@ -52,6 +52,7 @@ def report_markdown(metrics: dict, decision: dict, samples: list[dict]) -> str:
         lines += ["## Why it was blocked", "", *[f"- {r}" for r in decision["reasons"]], ""]
     if decision["notes"]:
         lines += ["## Skipped rules", "", *[f"- {r}" for r in decision["notes"]], ""]
+    lines += champion_section(metrics)
     table = metrics_table(metrics, decision)
     head = list(table[0])
     lines += ["## Rules", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
@@ -78,8 +79,31 @@ def report_markdown(metrics: dict, decision: dict, samples: list[dict]) -> str:
                       f"- Lead: {s['lead']}"]
             if "base" in s:
                 lines.append(f"- base model: {s['base'] or '(empty)'}")
+            if "champion" in s:
+                lines.append(f"- champion: {s['champion'] or '(empty)'}")
             lines.append("")
     return "\n".join(lines)
+
+
+def champion_section(metrics: dict) -> list[str]:
+    """Challenger and champion side by side on this test split: which champion, how it was scored, the difference."""
+    info = metrics.get("champion")
+    if not info:
+        return []
+    lines = ["## Challenger vs champion", "", f"Champion: {info['message']}."]
+    record = info.get("record") or {}
+    if record:
+        hub, served = record.get("hub") or {}, record.get("ollama") or {}
+        lines.append(f"Serving `{served.get('tag')}` (digest `{str(served.get('digest'))[:12]}`) since {record.get('promoted_at')}, "
+                     f"from run `{record.get('run_name')}`; Hub: " + (f"`{hub['repo']}` at `{str(hub.get('commit'))[:12]}`" if hub.get("repo") and not hub.get("dry_run") else "not uploaded") + ".")
+    champ, diff = metrics["baselines"].get("champion"), metrics["differences"].get("champion")
+    if champ is None:
+        return [*lines, "", "Not compared: the champion rule is skipped and the other rules decide.", ""]
+    lines += ["", "| metric | challenger | champion | challenger − champion [95% CI] |", "| --- | --- | --- | --- |"]
+    for k, name in METRIC_NAMES.items():
+        d = f"{diff[k]['diff']:+.4f} [{diff[k]['ci'][0]:+.4f}, {diff[k]['ci'][1]:+.4f}]" if diff else "—"
+        lines.append(f"| {name} | {_fmt(metrics['candidate'].get(k))} | {_fmt(champ.get(k))} | {d} |")
+    return [*lines, ""]
 
 
 def pick_samples(predictions_path: str | Path, k: int) -> list[dict]:

@@ -35,9 +35,34 @@ def _failed_rules(decision):
 
 
 def test_gate_passes_with_every_rule_listed():
-    d = gate(_metrics(), 0.25, GateParams())
+    d = gate(_metrics(champion={**_system(0.30), "same_test_split": True}), 0.25, GateParams())
     assert d["passed"] and d["reasons"] == [] and d["notes"] == []
-    assert len(d["checks"]) == 7 and all(c["status"] == "pass" for c in d["checks"])
+    assert len(d["checks"]) == 8 and all(c["status"] == "pass" for c in d["checks"])
+
+
+@pytest.mark.parametrize("status", ["none", "gone", None])
+def test_gate_without_a_champion_says_so_and_uses_the_other_rules(status):
+    """No champion recorded, or its weights gone from this worker: the champion rule is skipped with the reason,
+    whatever `missing_baseline` says, and the run is gated on the other rules."""
+    metrics = _metrics()
+    if status:
+        metrics["champion"] = {"status": status, "message": f"the champion is {status}"}
+    for params in (GateParams(), GateParams(missing_baseline="fail")):
+        d = gate(metrics, 0.25, params)
+        assert d["passed"] and len(d["notes"]) == 1
+        assert d["notes"][0].startswith("ROUGE-L ≥ champion + gate.margin_over_champion: not applied")
+        assert (f"the champion is {status}" if status else "no champion was given") in d["notes"][0]
+    assert not gate(metrics, 0.35, GateParams())["passed"]  # the other rules still apply
+
+
+def test_gate_blocks_a_challenger_below_the_champion_by_default_and_ties_pass():
+    champion = {**_system(0.30), "same_test_split": True}
+    assert GateParams().margin_over_champion == 0.0
+    assert gate(_metrics(_system(0.30), champion=champion), 0.25, GateParams())["passed"]
+    d = gate(_metrics(_system(0.2999), champion=champion), 0.25, GateParams())
+    assert _failed_rules(d) == ["ROUGE-L ≥ champion + gate.margin_over_champion"]
+    d = gate(_metrics(_system(0.31), champion=champion), 0.25, GateParams(margin_over_champion=0.02))
+    assert _failed_rules(d) == ["ROUGE-L ≥ champion + gate.margin_over_champion"]
 
 
 @pytest.mark.parametrize(
@@ -82,7 +107,7 @@ def test_gate_missing_base_baseline_fails_by_default_and_can_be_skipped():
     assert not d["passed"]
     assert "base model baseline was not measured" in d["reasons"][0]
     d = gate(_metrics(base=None), 0.25, GateParams(missing_baseline="skip"))
-    assert d["passed"] and len(d["notes"]) == 1 and "not measured" in d["notes"][0]
+    assert d["passed"] and len(d["notes"]) == 2 and "not measured" in d["notes"][0]  # notes[1]: no champion
 
 
 def test_gate_missing_lead_fails():
@@ -91,8 +116,8 @@ def test_gate_missing_lead_fails():
 
 def test_gate_champion_only_gated_when_margin_set_and_same_split():
     other_split = {**_system(0.5), "same_test_split": False}
-    assert gate(_metrics(champion=other_split), 0.25, GateParams())["passed"]  # reported, not gated
-    d = gate(_metrics(champion=other_split), 0.25, GateParams(margin_over_champion=0.0))
+    assert gate(_metrics(champion=other_split), 0.25, GateParams(margin_over_champion=None))["passed"]  # reported, not gated
+    d = gate(_metrics(champion=other_split), 0.25, GateParams())
     assert not d["passed"] and "different test split" in d["reasons"][0]
     d = gate(_metrics(champion=None), 0.25, GateParams(margin_over_champion=0.0, missing_baseline="skip"))
     assert d["passed"] and d["notes"]
