@@ -17,7 +17,8 @@ The record is written twice, keyed by the serving tag (`titlegen:latest` for `ol
 
 `find_champion` reads both and takes the newer. `champion_weights` says how the evaluate stage
 can regenerate the champion's titles on this worker (the kept adapter + its base, else its
-final-hf folder), or why it cannot (then the run says so and gates on the other rules only).
+final-hf folder, else its merged model at the recorded Hub commit, e.g. on another worker), or
+why it cannot (then the run says so and gates on the other rules only).
 `nothing_changed` is the scheduled run's no-op test: this run's adapter is the champion's and
 the serving tag still holds the recorded digest.
 """
@@ -112,7 +113,7 @@ def describe(record: dict | None, ollama_model: str) -> str:
 def champion_weights(record: dict) -> tuple[dict | None, str]:
     """(`{model, adapter, identity}` for `titlegen.generate`, note) to regenerate the champion's titles on this
     worker, or (None, why not). Tried in order: the kept adapter copy (sha256-checked) on its base model, the
-    run's adapter folder, the champion's final-hf folder."""
+    run's adapter folder, the champion's final-hf folder, its merged model at the recorded Hub commit."""
     sha = record.get("adapter_sha256")
     for folder in (record.get("adapter_dir"), record.get("run_adapter_dir")):
         if sha and folder and adapter_sha256(folder) == sha:
@@ -129,7 +130,29 @@ def champion_weights(record: dict) -> tuple[dict | None, str]:
         return {"model": str(final_hf), "adapter": None, "identity": {"final_hf": str(final_hf), "adapter_sha256": sha}}, \
             f"merged folder {final_hf}"
     where = ", ".join(str(p) for p in (record.get("adapter_dir"), record.get("run_adapter_dir"), final_hf) if p)
-    return None, f"the champion's weights are gone from this worker (none of {where} holds them)"
+    hub = record.get("hub") or {}
+    if hub.get("repo") and hub.get("commit") and not hub.get("dry_run"):
+        try:
+            folder = hub_snapshot(hub["repo"], hub["commit"])
+        except Exception as err:  # noqa: BLE001 - no token, no network, repo gone: cannot score it here
+            return None, f"the champion's weights are gone from this worker (none of {where}) and {hub['repo']}@{hub['commit'][:12]} could not be downloaded ({type(err).__name__}: {err})"
+        return {"model": folder, "adapter": None, "identity": {"hub": f"{hub['repo']}@{hub['commit']}", "adapter_sha256": sha}}, \
+            f"merged model {hub['repo']}@{hub['commit'][:12]} on the Hub (not on this worker)"
+    return None, f"the champion's weights are gone from this worker (none of {where} holds them) and it was not uploaded"
+
+
+def hub_snapshot(repo: str, commit: str, token_block: str = "hf-token") -> str:
+    """The merged model of a champion uploaded at `commit` (safetensors, config, tokenizer; no GGUF), from the
+    Hugging Face cache or downloaded into it. The token ($HF_TOKEN or the Prefect Secret block) reaches only
+    huggingface_hub."""
+    from huggingface_hub import snapshot_download
+
+    from titlegen.hub import resolve_token
+
+    token, _ = resolve_token(token_block)
+    log.info("Champion weights not on this worker: fetching %s@%s from the Hub", repo, commit[:12])
+    return snapshot_download(repo, revision=commit, token=token,
+                             allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.jinja", "*.model"])
 
 
 # ---- the no-op test --------------------------------------------------------------------------

@@ -109,8 +109,23 @@ def test_champion_weights_prefer_the_checked_adapter_copy_then_final_hf(tmp_path
     assert weights["model"] == "/resolved/some/base" and weights["adapter"] == str(kept)
 
     (kept / "adapter_model.safetensors").write_bytes(b"tampered")  # not the champion's weights any more
+    weights, why = champion_weights({**record, "hub": {**record["hub"], "dry_run": True}})
+    assert weights is None and "gone" in why and "not uploaded" in why
+
+    import huggingface_hub
+
+    fetched = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, revision, **kw: fetched.append((repo, revision)) or "/hf/snap")
+    weights, note = champion_weights(record)  # another worker: the merged model at the recorded commit
+    assert fetched == [("org/tg", "c0ffee")] and weights["model"] == "/hf/snap" and weights["adapter"] is None
+    assert "on the Hub" in note
+
+    def offline(*args, **kw):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     weights, why = champion_weights(record)
-    assert weights is None and "gone" in why
+    assert weights is None and "gone" in why and "could not be downloaded" in why and "no network" in why
 
     _adapter(tmp_path / "run" / "final-hf")  # a complete merged folder
     weights, note = champion_weights(record)
