@@ -2,7 +2,10 @@
 
 It only composes. Each stage is a plain function in `tasks/<stage>.py` behind a thin `@task`;
 stages pass paths, ids and small dicts. When the gate fails the flow returns a `Failed` state
-named `GateBlocked` and merge, upload and ollama-create never run.
+named `GateBlocked` and merge, upload and ollama-create never run. The gate compares the model with
+the one now served (the champion, `titlegen.champion`), which a promoting run records; a run whose
+model already serves (unchanged data, code and parameters) stops after fine-tune in the Completed
+state `NothingChanged` (docs/deployment.md "Retraining").
 
     prefect deployment run titlegen/full --watch --param dataset=../shared/data/zh-tw-news-2017
     python -m titlegen.flows.titlegen '{"dataset": "../shared/data/zh-tw-news-2017"}'   # no server

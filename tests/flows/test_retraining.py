@@ -1,9 +1,12 @@
 """Scheduled retraining through the real `titlegen` flow (Prefect test server, CPU, a tiny random Gemma 3).
 
-Run A trains a champion and publishes it (merge, GGUF, dry-run upload, a fake Ollama), which records it.
-Run A again on unchanged inputs changes nothing: no stage but the cache hits runs, no Ollama request
-creates anything, the state is `NothingChanged`. Run B trains a worse challenger on purpose (one step):
-the evaluate stage regenerates the champion's titles on B's test split and the gate blocks B.
+All runs share one run folder, as a weekly schedule's runs do (the folder's name comes from the
+parameters, not the data). Run A trains a champion and publishes it (merge, GGUF, dry-run upload, a
+fake Ollama), which records it. Run A again on unchanged inputs changes nothing: no stage but the
+cache hits runs, no Ollama request creates anything, the state is `NothingChanged`. Run B trains a
+worse challenger on purpose (one step, negligible learning rate) over A's adapter in that folder:
+the evaluate stage regenerates the champion's titles on B's test split from the champion's kept
+adapter copy, and the gate blocks B.
 
 Every title of the dataset is the same phrase, so a few optimizer steps teach the tiny model to write
 it (ROUGE-L near 1) while one step leaves it writing noise (ROUGE-L near 0): the ordering the gate must
@@ -39,7 +42,7 @@ def flow_params(dataset: Path, base: Path, out: Path, host: str, max_steps: int)
     return {
         "dataset": str(dataset), "preset": "cpu", "base_model": str(base), "output_root": str(out),
         "epochs": 1.0, "max_steps": max_steps, "learning_rate": 1e-2, "lora_rank": 8, "min_rouge_l": 0.0,
-        "ollama_model": "tg-retrain",
+        "ollama_model": "tg-retrain", "run_name": "weekly",
         "clean": {"min_title_chars": 4, "max_title_chars": 12},
         "split": {"min_eval_rows": 2},
         "train": {"per_device_batch_size": 4, "gradient_accumulation_steps": 1, "max_seq_length": 160,
@@ -108,10 +111,14 @@ def test_retraining_keeps_the_better_model_and_does_nothing_when_nothing_changed
         b = titlegen(**{**params, "max_steps": 1, "learning_rate": 1e-6}, return_state=True)
         assert b.is_failed() and b.name == "GateBlocked", b.message
         assert "ROUGE-L ≥ champion + gate.margin_over_champion" in b.message
-        (metrics_path,) = [p for p in (tmp_path / "outputs").glob("*/eval/metrics.json") if str(p.parent.parent) != out_a["run_dir"]]
+        metrics_path = Path(out_a["run_dir"]) / "eval" / "metrics.json"
         metrics_b = json.loads(metrics_path.read_text(encoding="utf-8"))
         print("B", metrics_b["candidate"]["rouge_l"], metrics_b["baselines"]["champion"]["rouge_l"])
         assert metrics_b["champion"]["status"] == "scored"
+        # B trained in A's run folder and replaced A's adapter there: the champion was scored from its kept copy.
+        assert (Path(out_a["adapter_dir"]) / "training.json").stat().st_mtime_ns != adapter_stamp
+        kept = json.loads(metrics_path.with_name("generate.champion.json").read_text(encoding="utf-8"))["adapter"]
+        assert kept == champion["adapter_dir"] and Path(kept).parent.parent == tmp_path / "outputs" / "champions"
         assert metrics_b["baselines"]["champion"]["rouge_l"] == pytest.approx(metrics_a["candidate"]["rouge_l"])
         assert metrics_b["differences"]["champion"]["rouge_l"]["diff"] < 0
         assert "champion" in json.loads(metrics_path.with_name("predictions.test.jsonl").read_text(encoding="utf-8").splitlines()[0])
