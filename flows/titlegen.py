@@ -2,7 +2,10 @@
 
 It only composes. Each stage is a plain function in `tasks/<stage>.py` behind a thin `@task`;
 stages pass paths, ids and small dicts. When the gate fails the flow returns a `Failed` state
-named `GateBlocked` and merge, upload and ollama-create never run.
+named `GateBlocked` and merge, upload and ollama-create never run. The gate compares the model with
+the one now served (the champion, `titlegen.champion`), which a promoting run records; a run whose
+model already serves (unchanged data, code and parameters) stops after fine-tune in the Completed
+state `NothingChanged` (docs/deployment.md "Retraining").
 
     prefect deployment run titlegen/full --watch --param dataset=../shared/data/zh-tw-news-2017
     python -m titlegen.flows.titlegen '{"dataset": "../shared/data/zh-tw-news-2017"}'   # no server
@@ -14,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.states import Failed
+from prefect.states import Completed, Failed
 from pydantic import Field
 
 from titlegen.params import (
@@ -31,6 +34,7 @@ from titlegen.params import (
     TitlegenParams,
     TrainParams,
 )
+from titlegen.champion import find_champion_task, nothing_changed_task, record_champion_task
 from titlegen.models import check_base_model
 from titlegen.runs import atomic_write_json, default_run_name, lock_run_folder, releases_run_locks, run_dir
 from titlegen.tasks.clean import CLEAN_FILE, REPORT_FILE, clean_task
@@ -115,6 +119,8 @@ def titlegen(
         description="Resolved parameters of this run",
     )
 
+    # --- champion (#19): the model now served under params.ollama_model, found without parameters ---
+    champion = find_champion_task(params.ollama_model, params.output_root)
     raw = ingest_task(params.dataset, params.dataset_revision, params.columns, run / "data",
                       stale=[str(run / "data" / CLEAN_FILE), str(run / "data" / REPORT_FILE), str(run / "split")])
     cleaned = clean_task(raw["path"], params.columns, params.clean, run / "data")
@@ -131,6 +137,12 @@ def titlegen(
         max_title_chars=params.clean.max_title_chars,
         train=params.train,
     )
+    # --- champion (#19): this run's model is the one served -> nothing to evaluate, gate or publish ---
+    unchanged = nothing_changed_task(champion, trained["adapter_dir"], params.base_model, params.ollama.host)
+    if unchanged["nothing_changed"]:
+        logger.info("Nothing changed: %s", unchanged["reason"])
+        return Completed(name="NothingChanged", message=f"Nothing changed: {unchanged['reason']}")
+    # --- end champion (#19) ---
     evaluated = evaluate_task(
         adapter_dir=trained["adapter_dir"],
         base_model_dir=trained["base_model_dir"],
@@ -139,6 +151,7 @@ def titlegen(
         max_title_chars=params.clean.max_title_chars,
         min_title_chars=params.clean.min_title_chars,
         evaluation=params.evaluation,
+        champion=champion,
     )
     decision = gate_task(evaluated["metrics_path"], min_rouge_l=params.min_rouge_l, gate=params.gate)
     if not decision["passed"]:
@@ -175,6 +188,11 @@ def titlegen(
         repeat_penalty=params.evaluation.repeat_penalty,
         repeat_last_n=params.evaluation.repeat_last_n,
     )
+    # --- champion (#19): what now serves becomes the champion the next run must beat ---
+    recorded = record_champion_task(
+        params.ollama_model, params.output_root, str(run), trained["adapter_dir"], params.base_model,
+        trained["base_model_dir"], evaluated["metrics_path"], merged["final_hf"], uploaded, served,
+    ) if served.get("promoted") else None
     return {
         "run_dir": str(run),
         "data": raw["provenance"],
@@ -184,6 +202,7 @@ def titlegen(
         "final_hf": merged["final_hf"],
         "hub": uploaded,
         "ollama": served,
+        "champion": recorded,
     }
 
 

@@ -4,20 +4,23 @@
 adapter, and for the test split with the un-tuned base model, in one child process
 (`titlegen.generate`) so GPU memory is freed when it ends. It scores them with character
 ROUGE-1/2/L and BLEU-1 (`titlegen.metrics`), with 95% bootstrap intervals, next to the Lead
-baseline (the article's first sentence cut to the title budget) and, when given, the metrics of
-the model now deployed (the champion). It runs the headline checks on every prediction and writes
+baseline (the article's first sentence cut to the title budget) and the model now served (the
+champion, found by `titlegen.champion`): its titles are regenerated on this same test split in a
+second child, from its kept adapter and base (or its final-hf), so the two are compared example by
+example (paired bootstrap difference). It runs the headline checks on every prediction and writes
 
     <run>/eval/metrics.json              everything below, the gate's only input
-    <run>/eval/predictions.test.jsonl    per article: reference, candidate, Lead, base, checks, scores
+    <run>/eval/predictions.test.jsonl    per article: reference, candidate, Lead, base, champion, checks, scores
     <run>/eval/predictions.validation.jsonl
-    <run>/eval/generate.json             the generation config the child ran
+    <run>/eval/generate.json             the generation config the child ran (generate.champion.json: the champion's)
     <adapter_dir>/eval_metrics.json      a copy of metrics.json for the model card
 
 The folder is written whole or not at all; when its recorded inputs (adapter and split hashes,
 parameters) match, a re-run reuses it instead of generating again.
 
 `gate` is a pure function of those metrics and the thresholds, returning every rule with its
-verdict; `gate_task` publishes a Prefect table and a markdown report and returns the decision,
+verdict; `gate_task` publishes a Prefect table and a markdown report (`titlegen.eval_report`),
+the candidate beside every baseline, and returns the decision,
 on which the flow returns `Failed(name="GateBlocked")`.
 
 Ties pass: a value equal to its threshold (within 1e-9, so 0.2 + 0.1 counts as equal to 0.3)
@@ -31,11 +34,11 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from titlegen.eval_report import METRIC_NAMES, metrics_table, pick_samples, report_markdown
 from titlegen.params import EvalParams, GateParams
 from titlegen.runs import atomic_dir, atomic_write_json, file_sha256, fingerprint, is_complete, read_jsonl, write_jsonl
 
 EPS = 1e-9
-METRIC_NAMES = {"rouge_1": "ROUGE-1", "rouge_2": "ROUGE-2", "rouge_l": "ROUGE-L", "bleu_1": "BLEU-1"}
 FIELD_PAIRS = (("input", "target"), ("content", "title"))
 
 
@@ -87,6 +90,27 @@ def _headline(summary: dict) -> dict:
     return out
 
 
+def plan_champion(record: dict | None, adapter_sha: str | None, evaluation: EvalParams, test_sha: str) -> dict:
+    """How the champion enters this evaluation: `status` is `scored` (its titles are generated here, from
+    `weights`), `same_model` (this run's adapter is the champion's), `gone` (recorded, but its weights are not on
+    this worker), `metrics_file` (no record; `evaluation.champion_metrics` given) or `none`."""
+    from titlegen.champion import champion_weights, record_summary
+
+    if record is None:
+        if evaluation.champion_metrics:
+            return {"status": "metrics_file", "message": f"champion metrics from {evaluation.champion_metrics}",
+                    "baseline": load_champion(evaluation.champion_metrics, test_sha)}
+        return {"status": "none", "message": "no champion is recorded for this serving tag"}
+    summary = record_summary(record)
+    if adapter_sha and adapter_sha == record.get("adapter_sha256"):
+        return {"status": "same_model", "record": summary, "message": f"this run's adapter is the champion's ({adapter_sha[:12]})"}
+    weights, note = champion_weights(record)
+    if weights is None:
+        return {"status": "gone", "record": summary, "message": f"champion {record.get('run_name')}: {note}"}
+    return {"status": "scored", "record": summary, "weights": weights,
+            "message": f"champion {record.get('run_name')} regenerated on this test split from its {note}"}
+
+
 # ---- evaluate --------------------------------------------------------------------------------
 
 def evaluate(
@@ -98,10 +122,13 @@ def evaluate(
     min_title_chars: int,
     evaluation: EvalParams,
     logger=None,
+    champion: dict | None = None,
 ) -> dict:
     """Generate, score and record; returns `{metrics_path, predictions_path, metrics}` (small).
 
     `adapter_dir=None` evaluates the base model itself as the candidate (no base baseline then).
+    `champion` is the record of the model now served (`titlegen.champion.find_champion`): its titles are
+    generated on the same test split and scored beside the candidate's (`plan_champion`).
     """
     import logging
 
@@ -114,13 +141,14 @@ def evaluate(
     test_path = split_file(split_dir, "test")
     val_path = split_file(split_dir, "validation") if evaluation.score_validation else None
     test_sha = file_sha256(test_path)
-    champion = load_champion(evaluation.champion_metrics, test_sha)
     adapter_sha = file_sha256(Path(adapter_dir) / "adapter_model.safetensors") if adapter_dir and (Path(adapter_dir) / "adapter_model.safetensors").exists() else None
+    champ = plan_champion(champion, adapter_sha, evaluation, test_sha)
     inputs = {
         "adapter_dir": adapter_dir, "adapter_sha256": adapter_sha, "base_model_dir": base_model_dir,
         "test_sha256": test_sha, "validation_sha256": file_sha256(val_path) if val_path else None,
         "max_title_chars": max_title_chars, "min_title_chars": min_title_chars,
         "evaluation": evaluation.model_dump(mode="json"),
+        "champion": {"status": champ["status"], **(champ.get("weights") or {}).get("identity", {})},
     }
     key = fingerprint(inputs, 16)
     metrics_path, predictions_path = eval_dir / "metrics.json", eval_dir / "predictions.test.jsonl"
@@ -151,11 +179,18 @@ def evaluate(
                              repeat_last_n=evaluation.repeat_last_n)
         t0 = time.perf_counter()
         run_in_child(cfg, tmp / "generate.json", logger)
+        if champ["status"] == "scored":
+            w = champ["weights"]
+            logger.info("Scoring the %s", champ["message"])
+            job = GenerateJob(name="champion/test", input=str(tmp / "test.input.jsonl"), output=str(tmp / "champion.test.jsonl"),
+                              use_adapter=w["adapter"] is not None)
+            run_in_child(cfg.model_copy(update={"model": w["model"], "adapter": w["adapter"], "jobs": [job]}),
+                         tmp / "generate.champion.json", logger)
         seconds = time.perf_counter() - t0
-        n_titles = len(test_rows) * (1 + run_base) + len(val_rows)
+        n_titles = len(test_rows) * (1 + run_base + (champ["status"] == "scored")) + len(val_rows)
         # The child wrote into tmp; paths recorded in the outputs must be the final ones.
         metrics = score_run(
-            tmp, test_rows, val_rows, run_base, champion, max_title_chars, min_title_chars, evaluation,
+            tmp, test_rows, val_rows, run_base, champ, max_title_chars, min_title_chars, evaluation,
             final_predictions=predictions_path,
         )
         metrics.update(
@@ -183,6 +218,7 @@ def _small(metrics: dict) -> dict:
     out = {k: round(c[k], 4) for k in METRIC_NAMES}
     out["check_failure_rate"] = round(c["checks"]["any"], 4)
     out["n"] = metrics["n"]
+    out["champion_status"] = (metrics.get("champion") or {}).get("status")
     for name, b in metrics["baselines"].items():
         if b is not None:
             out[f"{name}_rouge_l"] = round(b["rouge_l"], 4)
@@ -208,8 +244,14 @@ def score_run(folder: Path, test_rows, val_rows, run_base, champion, max_chars, 
     c_sum, c_per, c_checks = score_system([g["prediction"] for g in cand], test_rows, [g["stopped"] for g in cand], evaluation, min_chars, max_chars)
     leads = [lead_title(r["content"], max_chars) for r in test_rows]
     l_sum, l_per, l_checks = score_system(leads, test_rows, [True] * len(leads), evaluation, min_chars, max_chars)
-    baselines: dict = {"lead": l_sum, "base": None, "champion": champion}
+    baselines: dict = {"lead": l_sum, "base": None, "champion": champion.get("baseline")}
     differences = {"lead": paired_difference(c_per, l_per, evaluation.bootstrap_samples, evaluation.seed)}
+    champ = h_per = None
+    if champion["status"] in ("scored", "same_model"):
+        champ = read_jsonl(folder / "champion.test.jsonl") if champion["status"] == "scored" else cand
+        h_sum, h_per, _ = score_system([g["prediction"] for g in champ], test_rows, [g["stopped"] for g in champ], evaluation, min_chars, max_chars)
+        baselines["champion"] = {**h_sum, "same_test_split": True, "source": champion["message"]}
+        differences["champion"] = paired_difference(c_per, h_per, evaluation.bootstrap_samples, evaluation.seed)
     base = b_per = b_checks = None
     if run_base:
         base = read_jsonl(folder / "base.test.jsonl")
@@ -229,6 +271,8 @@ def score_run(folder: Path, test_rows, val_rows, run_base, champion, max_chars, 
         if base is not None:
             row |= {"base": base[i]["prediction"], "base_rouge_l": round(float(b_per["rouge_l"][i]), 4),
                     "base_failed_checks": [k for k, v in b_checks[i].items() if v]}
+        if champ is not None:
+            row |= {"champion": champ[i]["prediction"], "champion_rouge_l": round(float(h_per["rouge_l"][i]), 4)}
         out_rows.append(row)
     write_jsonl(folder / final_predictions.name, out_rows)
 
@@ -246,6 +290,7 @@ def score_run(folder: Path, test_rows, val_rows, run_base, champion, max_chars, 
         "tokenization": "character (CJK per character, ASCII letter/digit runs as one token; punctuation and spaces ignored)",
         "rouge_averaging": "mean of per-example F1", "bleu_averaging": "corpus BLEU-1 with brevity penalty",
         "candidate": c_sum, "baselines": baselines, "differences": differences, "validation": validation,
+        "champion": {k: v for k, v in champion.items() if k in ("status", "message", "record")},
         "predictions_path": str(final_predictions),
     }
 
@@ -272,9 +317,11 @@ def gate(metrics: dict, min_rouge_l: float, params: GateParams) -> dict:
 
     Rules, all on the test split: minimum ROUGE-L (`min_rouge_l`), ROUGE-1, ROUGE-2 and BLEU-1;
     maximum share of predictions failing any headline check; candidate ROUGE-L at least Lead's,
-    the base model's and (when `margin_over_champion` is set) the champion's, each plus a margin.
+    the base model's and (when `margin_over_champion` is not None) the champion's, each plus a margin.
     A margin rule whose baseline is absent (not measured, or the champion was scored on another
-    test split) fails, or is skipped with a note when `missing_baseline="skip"`.
+    test split) fails, or is skipped with a note when `missing_baseline="skip"`. With no champion at
+    all (none recorded, or its weights gone from this worker) the champion rule is skipped with a
+    note saying so: the first model, or one that cannot be compared, is gated on the other rules.
     """
     cand = metrics.get("candidate") or {}
     base_lines = metrics.get("baselines") or {}
@@ -293,6 +340,11 @@ def gate(metrics: dict, min_rouge_l: float, params: GateParams) -> dict:
     for key, label, margin, field in margins:
         rule = f"ROUGE-L ≥ {label} + {field}"
         b = base_lines.get(key)
+        if key == "champion" and b is None:
+            why = (metrics.get("champion") or {}).get("message") or "no champion was given"
+            checks.append({"rule": rule, "metric": "rouge_l", "value": cand.get("rouge_l"), "required": None, "kind": "min",
+                           "baseline": key, "status": "skipped", "message": f"{rule}: not applied, {why}; gated on the other rules"})
+            continue
         problem = None
         if b is None or not isinstance(b.get("rouge_l"), (int, float)) or b["rouge_l"] != b["rouge_l"]:
             problem = f"{label} baseline was not measured"
@@ -313,89 +365,6 @@ def gate(metrics: dict, min_rouge_l: float, params: GateParams) -> dict:
 _decide = gate  # gate_task's parameter `gate` (the thresholds, as the flow names it) hides the function
 
 
-# ---- artifacts -------------------------------------------------------------------------------
-
-def _fmt(x) -> str:
-    return "—" if x is None else f"{x:.4f}"
-
-
-def _pct(x) -> str:
-    return "—" if x is None else f"{x:.1%}"
-
-
-def metrics_table(metrics: dict, decision: dict) -> list[dict]:
-    """One row per gate rule: candidate (95% CI), each baseline, the requirement, and the verdict."""
-    cand = metrics["candidate"]
-    bl = metrics["baselines"]
-    rows = []
-    for c in decision["checks"]:
-        m = c["metric"]
-        if m == "check_failure_rate":
-            cand_s = _fmt(cand["checks"]["any"])
-            per = {k: (_fmt(b["checks"]["any"]) if b and "checks" in b else "—") for k, b in bl.items()}
-        else:
-            lo, hi = cand.get("ci", {}).get(m, [None, None])
-            cand_s = f"{_fmt(cand.get(m))} [{_fmt(lo)}, {_fmt(hi)}]"
-            per = {k: (_fmt(b.get(m)) if b else "—") for k, b in bl.items()}
-        # Verdict and requirement first: the Prefect UI cuts wide tables off on the right.
-        rows.append({
-            "rule": c["rule"], "result": c["status"].upper(),
-            "required": ("—" if c["required"] is None else f"{'≥' if c['kind'] == 'min' else '≤'} {c['required']:.4f}"),
-            "candidate [95% CI]": cand_s, "Lead": per.get("lead", "—"),
-            "base model": per.get("base", "—"), "champion": per.get("champion", "—"),
-        })
-    return rows
-
-
-def report_markdown(metrics: dict, decision: dict, samples: list[dict]) -> str:
-    """The verdict, the table, paired differences, check rates, and sample titles."""
-    verdict = "PASSED: the model may be published" if decision["passed"] else "BLOCKED (GateBlocked)"
-    lines = [f"# Quality gate: {verdict}", "", f"Test split: {metrics['n']} articles. {metrics['tokenization']}; "
-             f"ROUGE: {metrics['rouge_averaging']}; BLEU-1: {metrics['bleu_averaging']}.", ""]
-    if decision["reasons"]:
-        lines += ["## Why it was blocked", "", *[f"- {r}" for r in decision["reasons"]], ""]
-    if decision["notes"]:
-        lines += ["## Skipped rules", "", *[f"- {r}" for r in decision["notes"]], ""]
-    table = metrics_table(metrics, decision)
-    head = list(table[0])
-    lines += ["## Rules", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    lines += ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in table]
-    lines += ["", "## Candidate minus baseline (paired bootstrap, 95% CI)", "", "| baseline | " + " | ".join(METRIC_NAMES.values()) + " |", "|" + " --- |" * 5]
-    for name, d in metrics["differences"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{d[k]['diff']:+.4f} [{d[k]['ci'][0]:+.4f}, {d[k]['ci'][1]:+.4f}]" for k in METRIC_NAMES) + " |")
-    from titlegen.metrics import CHECKS
-
-    systems = {"candidate": metrics["candidate"], **{k: v for k, v in metrics["baselines"].items() if v and "checks" in v}}
-    lines += ["", "## Headline check failure rates", "", "| check | " + " | ".join(systems) + " |", "|" + " --- |" * (len(systems) + 1)]
-    for c in (*CHECKS, "any"):
-        lines.append(f"| {c} | " + " | ".join(_pct(s["checks"].get(c)) for s in systems.values()) + " |")
-    if metrics.get("validation"):
-        v = metrics["validation"]
-        lines += ["", f"Validation split ({v['n']} articles, not gated): " + ", ".join(f"{METRIC_NAMES[k]} {v[k]:.4f}" for k in METRIC_NAMES)]
-    if samples:
-        lines += ["", f"## {len(samples)} test articles", ""]
-        for i, s in enumerate(samples, 1):
-            article = s["content"].replace("\n", " ")
-            lines += [f"**{i}.** {article[:160]}{'…' if len(article) > 160 else ''}", "",
-                      f"- reference: {s['reference']}", f"- candidate: {s['prediction'] or '(empty)'}"
-                      + (f" — failed: {', '.join(s['failed_checks'])}" if s["failed_checks"] else ""),
-                      f"- Lead: {s['lead']}"]
-            if "base" in s:
-                lines.append(f"- base model: {s['base'] or '(empty)'}")
-            lines.append("")
-    return "\n".join(lines)
-
-
-def pick_samples(predictions_path: str | Path, k: int) -> list[dict]:
-    """`k` test rows spread evenly over the file (deterministic)."""
-    if k <= 0 or not Path(predictions_path).exists():
-        return []
-    rows = read_jsonl(predictions_path)
-    if len(rows) <= k:
-        return rows
-    return [rows[i * len(rows) // k] for i in range(k)]
-
-
 # ---- Prefect tasks ---------------------------------------------------------------------------
 
 @task(name="evaluate")
@@ -407,9 +376,11 @@ def evaluate_task(
     max_title_chars: int,
     min_title_chars: int,
     evaluation: EvalParams,
+    champion: dict | None = None,
 ) -> dict:
-    """Title and score the test split; returns `metrics_path`, `predictions_path`, `metrics` (small)."""
-    return evaluate(adapter_dir, base_model_dir, split_dir, run_dir, max_title_chars, min_title_chars, evaluation, logger=get_run_logger())
+    """Title and score the test split (and the champion's titles of it); returns `metrics_path`, `predictions_path`, `metrics` (small)."""
+    return evaluate(adapter_dir, base_model_dir, split_dir, run_dir, max_title_chars, min_title_chars, evaluation,
+                    logger=get_run_logger(), champion=champion)
 
 
 @task(name="gate")

@@ -198,7 +198,7 @@ class EvalParams(Section):
     run_base_baseline: bool = Field(True, description="Also score the un-tuned base model (costs one more generation pass).")
     score_validation: bool | None = Field(None, description="Also title and score the validation split with the candidate (reported, never gated); None = preset (on GPU only).")
     max_new_tokens: int | None = Field(None, ge=1, description="Generation budget per title; None = ceil(1.1 * clean.max_title_chars) + 4 (see docs/evaluate.md).")
-    champion_metrics: Text | None = Field(None, description="metrics.json of the model now deployed (a previous run's eval/metrics.json); reported, and gated when gate.margin_over_champion is set.")
+    champion_metrics: Text | None = Field(None, description="metrics.json of the model now deployed (a previous run's eval/metrics.json), used only when no champion is recorded (see docs/deployment.md \"Retraining\"); gated only when scored on the same test split.")
     report_samples: int = Field(10, ge=0, description="Test articles shown with reference and predicted titles in the report artifact.")
 
 
@@ -211,7 +211,9 @@ class GateParams(Section):
     margin_over_lead: float = Field(0.0, description="Candidate ROUGE-L must be at least Lead's plus this.")
     margin_over_base: float = Field(0.0, description="Candidate ROUGE-L must be at least the base model's plus this.")
     max_check_failure_rate: float = Field(0.1, ge=0, le=1, description="Largest share of predictions failing any headline check.")
-    margin_over_champion: float | None = Field(None, description="Candidate ROUGE-L must be at least the champion's plus this; None = the champion is reported, not gated.")
+    margin_over_champion: float | None = Field(
+        0.0, description="Candidate ROUGE-L must be at least the champion's (the model now served, scored on the same test split) plus this; ties pass. No champion recorded, or its weights gone: the rule is skipped with a note. None = the champion is reported, not gated."
+    )
     missing_baseline: Literal["fail", "skip"] = Field(
         "fail", description="A margin rule whose baseline was not measured (base model off, no champion, champion on another test split): `fail` blocks, `skip` passes it with a note."
     )

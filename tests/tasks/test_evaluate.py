@@ -35,9 +35,34 @@ def _failed_rules(decision):
 
 
 def test_gate_passes_with_every_rule_listed():
-    d = gate(_metrics(), 0.25, GateParams())
+    d = gate(_metrics(champion={**_system(0.30), "same_test_split": True}), 0.25, GateParams())
     assert d["passed"] and d["reasons"] == [] and d["notes"] == []
-    assert len(d["checks"]) == 7 and all(c["status"] == "pass" for c in d["checks"])
+    assert len(d["checks"]) == 8 and all(c["status"] == "pass" for c in d["checks"])
+
+
+@pytest.mark.parametrize("status", ["none", "gone", None])
+def test_gate_without_a_champion_says_so_and_uses_the_other_rules(status):
+    """No champion recorded, or its weights gone from this worker: the champion rule is skipped with the reason,
+    whatever `missing_baseline` says, and the run is gated on the other rules."""
+    metrics = _metrics()
+    if status:
+        metrics["champion"] = {"status": status, "message": f"the champion is {status}"}
+    for params in (GateParams(), GateParams(missing_baseline="fail")):
+        d = gate(metrics, 0.25, params)
+        assert d["passed"] and len(d["notes"]) == 1
+        assert d["notes"][0].startswith("ROUGE-L ≥ champion + gate.margin_over_champion: not applied")
+        assert (f"the champion is {status}" if status else "no champion was given") in d["notes"][0]
+    assert not gate(metrics, 0.35, GateParams())["passed"]  # the other rules still apply
+
+
+def test_gate_blocks_a_challenger_below_the_champion_by_default_and_ties_pass():
+    champion = {**_system(0.30), "same_test_split": True}
+    assert GateParams().margin_over_champion == 0.0
+    assert gate(_metrics(_system(0.30), champion=champion), 0.25, GateParams())["passed"]
+    d = gate(_metrics(_system(0.2999), champion=champion), 0.25, GateParams())
+    assert _failed_rules(d) == ["ROUGE-L ≥ champion + gate.margin_over_champion"]
+    d = gate(_metrics(_system(0.31), champion=champion), 0.25, GateParams(margin_over_champion=0.02))
+    assert _failed_rules(d) == ["ROUGE-L ≥ champion + gate.margin_over_champion"]
 
 
 @pytest.mark.parametrize(
@@ -82,7 +107,7 @@ def test_gate_missing_base_baseline_fails_by_default_and_can_be_skipped():
     assert not d["passed"]
     assert "base model baseline was not measured" in d["reasons"][0]
     d = gate(_metrics(base=None), 0.25, GateParams(missing_baseline="skip"))
-    assert d["passed"] and len(d["notes"]) == 1 and "not measured" in d["notes"][0]
+    assert d["passed"] and len(d["notes"]) == 2 and "not measured" in d["notes"][0]  # notes[1]: no champion
 
 
 def test_gate_missing_lead_fails():
@@ -91,8 +116,8 @@ def test_gate_missing_lead_fails():
 
 def test_gate_champion_only_gated_when_margin_set_and_same_split():
     other_split = {**_system(0.5), "same_test_split": False}
-    assert gate(_metrics(champion=other_split), 0.25, GateParams())["passed"]  # reported, not gated
-    d = gate(_metrics(champion=other_split), 0.25, GateParams(margin_over_champion=0.0))
+    assert gate(_metrics(champion=other_split), 0.25, GateParams(margin_over_champion=None))["passed"]  # reported, not gated
+    d = gate(_metrics(champion=other_split), 0.25, GateParams())
     assert not d["passed"] and "different test split" in d["reasons"][0]
     d = gate(_metrics(champion=None), 0.25, GateParams(margin_over_champion=0.0, missing_baseline="skip"))
     assert d["passed"] and d["notes"]
@@ -134,20 +159,23 @@ def split_dir(tmp_path_factory):
     return d
 
 
-@pytest.fixture(scope="module")
-def tiny_adapter(tiny_gemma3_dir, tmp_path_factory):
-    """A LoRA adapter with non-zero weights on the tiny Gemma 3, saved with its tokenizer like the fine-tune stage does."""
+def _make_adapter(base_dir, out, seed: int):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(tiny_gemma3_dir)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
     peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False))
-    out = tmp_path_factory.mktemp("adapter") / "tiny-lora"
     peft.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_gemma3_dir).save_pretrained(out)
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter(tiny_gemma3_dir, tmp_path_factory):
+    """A LoRA adapter with non-zero weights on the tiny Gemma 3, saved with its tokenizer like the fine-tune stage does."""
+    return _make_adapter(tiny_gemma3_dir, tmp_path_factory.mktemp("adapter") / "tiny-lora", seed=0)
 
 
 @pytest.mark.parametrize("fixture", ["tiny_gemma3_dir", "tiny_gemma3n_dir"])
@@ -286,6 +314,56 @@ def test_evaluate_end_to_end_then_reuse(tiny_gemma3_dir, tiny_adapter, split_dir
     again = evaluate(str(tiny_adapter), str(tiny_gemma3_dir), str(split_dir), str(run), 20, 4, params)
     assert again == out  # reused: no generation (generate.json untouched, below)
     assert (run / "eval" / "generate.json").stat().st_mtime == mtime
+
+
+@pytest.mark.slow
+def test_evaluate_scores_the_recorded_champion_on_the_same_split(tiny_gemma3_dir, tiny_adapter, split_dir, tmp_path):
+    """A champion record (titlegen.champion) makes the stage regenerate the champion's titles on this test split,
+    score them beside the candidate's with the paired difference, and show both in the report; weights gone or the
+    same adapter are said so, and each champion state is part of the reuse key."""
+    from titlegen.champion import adapter_sha256
+    from titlegen.tasks.evaluate import evaluate
+
+    champion_adapter = _make_adapter(tiny_gemma3_dir, tmp_path / "champion-lora", seed=1)
+    record = {"run_name": "old-run", "base_model": str(tiny_gemma3_dir), "adapter_dir": str(champion_adapter),
+              "adapter_sha256": adapter_sha256(champion_adapter), "final_hf": None, "promoted_at": "2026-01-01T00:00:00+00:00",
+              "hub": {"repo": "org/tg", "commit": "c0ffee1234567", "dry_run": False}, "ollama": {"tag": "tg:latest", "digest": "abc"}}
+    params = EvalParams(batch_size=4, bootstrap_samples=100, max_new_tokens=6, run_base_baseline=False, score_validation=False)
+    run = tmp_path / "run"
+    out = evaluate(str(tiny_adapter), str(tiny_gemma3_dir), str(split_dir), str(run), 20, 4, params, champion=record)
+    metrics = json.loads(Path(out["metrics_path"]).read_text(encoding="utf-8"))
+    assert metrics["champion"]["status"] == "scored" and metrics["champion"]["record"]["run_name"] == "old-run"
+    champ = metrics["baselines"]["champion"]
+    assert champ["same_test_split"] and champ["n"] == 5 and set(metrics["differences"]) == {"lead", "champion"}
+    assert metrics["differences"]["champion"]["rouge_l"]["diff"] == pytest.approx(metrics["candidate"]["rouge_l"] - champ["rouge_l"])
+    assert json.loads((run / "eval" / "generate.champion.json").read_text())["adapter"] == str(champion_adapter)
+    preds = read_jsonl(out["predictions_path"])
+    assert all("champion" in p and "champion_rouge_l" in p for p in preds)
+    # The same adapter on another base model titles differently: the champion's own titles were generated.
+    assert [p["champion"] for p in preds] != [p["prediction"] for p in preds]
+    d = gate(metrics, 0.0, GateParams(max_check_failure_rate=1.0, margin_over_lead=-1.0, margin_over_champion=-1.0))
+    report = report_markdown(metrics, d, preds)
+    assert "## Challenger vs champion" in report and "`org/tg` at `c0ffee123456`" in report and "- champion: " in report
+    assert out["metrics"]["champion_status"] == "scored" and "champion_rouge_l" in out["metrics"]
+
+    # Weights gone from this worker: said so, not compared, evaluated again (the champion is part of the key).
+    champion_adapter.joinpath("adapter_model.safetensors").unlink()
+    gone = evaluate(str(tiny_adapter), str(tiny_gemma3_dir), str(split_dir), str(run), 20, 4, params, champion=record)
+    metrics = json.loads(Path(gone["metrics_path"]).read_text(encoding="utf-8"))
+    assert metrics["champion"]["status"] == "gone" and "weights are gone" in metrics["champion"]["message"]
+    assert metrics["baselines"]["champion"] is None and "champion" not in metrics["differences"]
+    lenient = GateParams(max_check_failure_rate=1.0, margin_over_lead=-1.0, missing_baseline="skip")  # base model not run
+    d = gate(metrics, 0.0, lenient)
+    assert d["passed"] and "weights are gone" in d["notes"][-1]
+    assert "Not compared" in report_markdown(metrics, d, [])
+
+    # This run's adapter is the champion's: a tie with itself, no second generation.
+    same = {**record, "adapter_sha256": adapter_sha256(tiny_adapter)}
+    itself = evaluate(str(tiny_adapter), str(tiny_gemma3_dir), str(split_dir), str(run), 20, 4, params, champion=same)
+    metrics = json.loads(Path(itself["metrics_path"]).read_text(encoding="utf-8"))
+    assert metrics["champion"]["status"] == "same_model" and not (run / "eval" / "generate.champion.json").exists()
+    assert metrics["differences"]["champion"]["rouge_l"]["diff"] == 0.0
+    assert gate(metrics, 0.0, lenient)["passed"]
 
 
 def test_evaluate_rejects_missing_champion_before_generating(tiny_gemma3_dir, tiny_adapter, split_dir, tmp_path):
