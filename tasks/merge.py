@@ -35,6 +35,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from titlegen.disk import NotEnoughDiskSpace, check_disk_space, disk_needed, local_checkpoint
+from titlegen.generate import max_new_tokens_for
 from titlegen.gguf_export import export_gguf, gguf_fingerprint, readable, reusable, verify_export
 from titlegen.leftovers import stage_lock, sweep
 from titlegen.merge_checks import MergeVerificationError, raise_on_failure
@@ -94,7 +95,7 @@ def build_spec(adapter_dir, base_model_dir, out_dir, articles, max_title_chars, 
     return {
         "adapter_dir": str(adapter_dir), "base_model_dir": str(local or base_model_dir), "base_model": str(base_model_dir),
         "out_dir": str(out_dir),
-        "articles": articles, "max_title_chars": max_title_chars, "max_new_tokens": max_title_chars + 8,
+        "articles": articles, "max_title_chars": max_title_chars, "max_new_tokens": max_new_tokens_for(max_title_chars),
         "merged_dtype": publish.merged_dtype, "max_shard_size": publish.max_shard_size,
         "tie_margin": publish.verify_tie_margin, "source": source,
     }
@@ -193,7 +194,7 @@ def _merge(run: Path, adapter_dir: str, base_model_dir: str, split_dir: str, max
     if not reused_gguf:
         gmeta = export_gguf(final, gguf_dir, stem, gguf_source, publish, logger)
     gguf_files = {t: str(gguf_dir / f["name"]) for t, f in gmeta["files"].items()}
-    gver = verify_export(gguf_files, gguf_dir, gguf_source, references, publish, ollama_host, max_title_chars + 8, stem, logger)
+    gver = verify_export(gguf_files, gguf_dir, gguf_source, references, publish, ollama_host, max_new_tokens_for(max_title_chars), stem, logger)
     return {
         "final_hf": str(final),
         "gguf": gguf_files,

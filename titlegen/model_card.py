@@ -25,6 +25,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from titlegen.generate import max_new_tokens_for
 from titlegen.params import CPU_BASE_MODEL
 from titlegen.prompt import instruction_template, ollama_template
 
@@ -317,7 +318,7 @@ def build_model_card(
         needs_timm=architecture.startswith("Gemma3n") and "ForConditionalGeneration" in architecture,
         modalities=export.get("modalities") if isinstance(export.get("modalities"), str) else None,
         max_title_chars=max_title_chars,
-        max_new_tokens=max(16, 2 * int(max_title_chars)),
+        max_new_tokens=max_new_tokens_for(int(max_title_chars)),
         max_seq_length=max_seq_length,
         instruction=instruction,
         instruction_py=instruction_py,

@@ -203,7 +203,7 @@ class EvalParams(Section):
     seed: int = Field(3407, description="Seed of the bootstrap and of the row subset.")
     run_base_baseline: bool = Field(True, description="Also score the un-tuned base model (costs one more generation pass).")
     score_validation: bool | None = Field(None, description="Also title and score the validation split with the candidate (reported, never gated); None = preset (on GPU only).")
-    max_new_tokens: int | None = Field(None, ge=1, description="Generation budget per title; None = ceil(1.1 * clean.max_title_chars) + 4 (see docs/evaluate.md).")
+    max_new_tokens: int | None = Field(None, ge=1, description="Generation budget per title; None = titlegen.generate.max_new_tokens_for(clean.max_title_chars), i.e. ceil(1.2 * max_title_chars) + 4, the budget merge checks, the Modelfile and the model card use too (see docs/evaluate.md).")
     champion_metrics: Text | None = Field(None, description="metrics.json of the model now deployed (a previous run's eval/metrics.json); reported, and gated when gate.margin_over_champion is set.")
     report_samples: int = Field(10, ge=0, description="Test articles shown with reference and predicted titles in the report artifact.")
 

@@ -688,6 +688,17 @@ def test_card_renders_without_any_run_records(tmp_path):
     assert "revision not recorded" in card.text and "ollama run" not in card.text
 
 
+def test_card_example_generates_with_the_evaluation_budget(tmp_path):
+    """The card's transformers example uses the one budget rule (`max_new_tokens_for`)."""
+    from titlegen.generate import max_new_tokens_for
+    from titlegen.model_card import build_model_card, read_run_info
+
+    (tmp_path / "final-hf").mkdir()
+    card = build_model_card(read_run_info(tmp_path, tmp_path / "final-hf"), REPO, gguf_repo=None, gguf_files={},
+                            ollama_refs={}, private=False)
+    assert f"max_new_tokens={max_new_tokens_for(40)}," in card.text
+
+
 @pytest.mark.slow  # a Prefect test server: ~15 s to start on an idle 2-core machine, ~55 s on a busy one
 def test_in_a_flow_artifacts_logs_and_results_hold_no_token_and_the_secret_block_works(hub, tmp_path, monkeypatch):
     """Real Prefect: a dry-run artifact without a token; then the token from the `hf-token` Secret block."""
