@@ -124,6 +124,13 @@ def _fill_defaults(train: TrainParams, cuda: bool) -> TrainParams:
     return train.model_copy(update={k: v for k, v in preset.items() if getattr(train, k) is None})
 
 
+def _preset_epochs(cuda: bool) -> float:
+    """The preset's epochs, when called outside the flow with `epochs=None`."""
+    from titlegen.params import PRESETS
+
+    return PRESETS["gpu" if cuda else "cpu"]["top"]["epochs"]
+
+
 def loss_curve_png(log_history: list[dict], title: str) -> bytes:
     """Train loss per logging step and validation loss per evaluation, as PNG bytes."""
     import matplotlib
@@ -210,7 +217,7 @@ def finetune(
     cuda = device != "cpu" and cuda_available()
     train = _fill_defaults(train, cuda)
     if epochs is None:
-        epochs = 3.0 if cuda else 1.0
+        epochs = _preset_epochs(cuda)
     run = Path(run_dir).resolve()
     name = slug(base_model)
     adapter_dir = run / f"{name}-lora"
