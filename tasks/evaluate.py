@@ -13,8 +13,9 @@ the model now deployed (the champion). It runs the headline checks on every pred
     <run>/eval/generate.json             the generation config the child ran
     <adapter_dir>/eval_metrics.json      a copy of metrics.json for the model card
 
-The folder is written whole or not at all; when its recorded inputs (adapter and split hashes,
-parameters) match, a re-run reuses it instead of generating again.
+The folder is written whole or not at all. `evaluate_task` is cached by `titlegen.caching.StageCache`
+(inputs, the code it runs, the content of the adapter, splits and champion metrics, while the
+folder is complete): a re-run of the same inputs reuses it instead of generating again.
 
 `gate` is a pure function of those metrics and the thresholds, returning every rule with its
 verdict; `gate_task` publishes a Prefect table and a markdown report and returns the decision,
@@ -31,8 +32,9 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from titlegen.caching import STAMP_SUFFIX, StageCache, stamped
 from titlegen.params import EvalParams, GateParams
-from titlegen.runs import atomic_dir, atomic_write_json, file_sha256, fingerprint, is_complete, read_jsonl, write_jsonl
+from titlegen.runs import atomic_dir, atomic_write_json, file_sha256, fingerprint, read_jsonl, write_jsonl
 
 EPS = 1e-9
 METRIC_NAMES = {"rouge_1": "ROUGE-1", "rouge_2": "ROUGE-2", "rouge_l": "ROUGE-L", "bleu_1": "BLEU-1"}
@@ -124,15 +126,6 @@ def evaluate(
     }
     key = fingerprint(inputs, 16)
     metrics_path, predictions_path = eval_dir / "metrics.json", eval_dir / "predictions.test.jsonl"
-    if is_complete(eval_dir) and metrics_path.exists():
-        import json
-
-        old = json.loads(metrics_path.read_text(encoding="utf-8"))
-        if old.get("inputs_fingerprint") == key:
-            logger.info("Evaluation of these inputs is already complete in %s: reusing it.", eval_dir)
-            _copy_beside_adapter(adapter_dir, old)
-            return {"metrics_path": str(metrics_path), "predictions_path": str(predictions_path), "metrics": _small(old)}
-
     test_rows = load_rows(test_path, evaluation.max_eval_rows, evaluation.seed)
     val_rows = load_rows(val_path, evaluation.max_eval_rows, evaluation.seed) if val_path else []
     run_base = evaluation.run_base_baseline and adapter_dir is not None
@@ -398,7 +391,33 @@ def pick_samples(predictions_path: str | Path, k: int) -> list[dict]:
 
 # ---- Prefect tasks ---------------------------------------------------------------------------
 
-@task(name="evaluate")
+def _stamp(inputs: dict) -> Path:
+    return Path(inputs["run_dir"]) / f".evaluate{STAMP_SUFFIX}"
+
+
+def _inputs_fingerprint(inputs: dict) -> dict:
+    """The content behind the path inputs: adapter weights, the test and validation splits, the champion's metrics."""
+    def sha(path) -> str | None:
+        return file_sha256(Path(path)) if path and Path(path).is_file() else None
+
+    evaluation = inputs.get("evaluation")
+    adapter = inputs.get("adapter_dir")
+    return {
+        "adapter": sha(Path(adapter) / "adapter_model.safetensors") if adapter else None,
+        "splits": {name: sha(Path(inputs["split_dir"]) / f"{name}.jsonl") for name in ("test", "validation")},
+        "champion": sha(evaluation.champion_metrics) if isinstance(evaluation, EvalParams) else None,
+    }
+
+
+@task(
+    name="evaluate",
+    cache_policy=StageCache(
+        code_of=__name__,
+        fingerprint=_inputs_fingerprint,
+        outputs=lambda inputs: [Path(inputs["run_dir"]) / "eval" / ".complete", Path(inputs["run_dir"]) / "eval" / "metrics.json"],
+        stamp=_stamp,
+    ),
+)
 def evaluate_task(
     adapter_dir: str | None,
     base_model_dir: str,
@@ -408,8 +427,14 @@ def evaluate_task(
     min_title_chars: int,
     evaluation: EvalParams,
 ) -> dict:
-    """Title and score the test split; returns `metrics_path`, `predictions_path`, `metrics` (small)."""
-    return evaluate(adapter_dir, base_model_dir, split_dir, run_dir, max_title_chars, min_title_chars, evaluation, logger=get_run_logger())
+    """Title and score the test split; returns `metrics_path`, `predictions_path`, `metrics` (small).
+
+    Cached (`StageCache`) on the inputs, the code it runs and the content of the adapter, the splits
+    and the champion's metrics, while `<run>/eval` is complete.
+    """
+    with stamped(_stamp({"run_dir": run_dir})):
+        return evaluate(adapter_dir, base_model_dir, split_dir, run_dir, max_title_chars, min_title_chars, evaluation,
+                        logger=get_run_logger())
 
 
 @task(name="gate")

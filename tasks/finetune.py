@@ -11,8 +11,9 @@ split files' sha256, the base model, every training parameter, the prompt templa
 version. Re-running after a crash or a kill resumes from the newest checkpoint of the same hash;
 a changed dataset or parameter gets a new hash, so stale checkpoints are never resumed (they are
 deleted). A finished adapter folder whose `training.json` carries the same hash is returned as
-is, and the Prefect task cache (keyed on the same hash plus the adapter's presence) skips the
-task altogether.
+is, and the Prefect task cache (`titlegen.caching.StageCache`: inputs, the code the stage runs,
+the split and prompt files' content, while the adapter folder is complete) skips the task
+altogether.
 """
 
 import base64
@@ -29,6 +30,7 @@ from pathlib import Path
 from prefect import task
 from prefect.context import FlowRunContext, TaskRunContext
 
+from titlegen.caching import STAMP_SUFFIX, StageCache, stamped
 from titlegen.models import TOKENIZER_FILES, resolve_base_model
 from titlegen.params import TrainParams
 from titlegen.paths import project_root, prompt_templates_dir
@@ -428,29 +430,36 @@ def adopt_adapter(source: Path, sha256: str, adapter_dir: Path, base_model: str,
     )
 
 
-def adapter_ready(run_dir: str, base_model: str) -> bool:
-    """Whether the run's adapter folder exists and is complete (the flow refreshes the cache when not)."""
-    return is_complete(Path(run_dir) / f"{slug(base_model)}-lora")
+def _adapter_dir(inputs: dict) -> Path:
+    return Path(inputs["run_dir"]) / f"{slug(inputs['base_model'])}-lora"
 
 
-def _cache_key(context, parameters: dict) -> str:
-    """Inputs + sha256 of the split files + code version.
+def _stamp(inputs: dict) -> Path:
+    return Path(inputs["run_dir"]) / f".{slug(inputs['base_model'])}-lora{STAMP_SUFFIX}"
 
-    The flow calls the task with `refresh_cache=True` when the adapter folder is missing, so a
-    deleted adapter is trained again instead of the cache returning paths to nothing.
-    """
-    params = dict(parameters)
-    train = params.get("train")
-    if isinstance(train, TrainParams):
-        params["train"] = train.model_dump(mode="json")
+
+def _data_fingerprint(inputs: dict) -> dict:
+    """What the key must see beyond the inputs: the split files' and prompt templates' sha256 and,
+    for `train.adapter_dir`, the adopted adapter's weights (a file rewritten in place is a miss)."""
     try:
-        hashes = data_hashes(params["split_dir"])
+        hashes = data_hashes(inputs["split_dir"])
     except FileNotFoundError:
         hashes = None
-    return "finetune-" + fingerprint({"params": params, "data": hashes, "code": code_version()}, 32)
+    prompts = {f.name: file_sha256(f) for f in sorted(prompt_templates_dir().glob("*")) if f.is_file()}
+    train = inputs.get("train")
+    adopted = Path(train.adapter_dir).expanduser() / ADAPTER_WEIGHTS if isinstance(train, TrainParams) and train.adapter_dir else None
+    return {"data": hashes, "prompts": prompts, "adopted": file_sha256(adopted) if adopted and adopted.is_file() else None}
 
 
-@task(name="fine-tune", cache_key_fn=_cache_key, persist_result=True)
+@task(
+    name="fine-tune",
+    cache_policy=StageCache(
+        code_of=__name__,
+        fingerprint=_data_fingerprint,
+        outputs=lambda inputs: [_adapter_dir(inputs) / ".complete", _adapter_dir(inputs) / "training.json"],
+        stamp=_stamp,
+    ),
+)
 def finetune_task(
     split_dir: str,
     run_dir: str,
@@ -462,8 +471,13 @@ def finetune_task(
     max_title_chars: int,
     train: TrainParams,
 ) -> dict:
-    """Prefect task around `finetune` (no retries: a crash is resumed from checkpoints by re-running)."""
-    return finetune(
-        split_dir=split_dir, run_dir=run_dir, base_model=base_model, epochs=epochs, max_steps=max_steps,
-        learning_rate=learning_rate, lora_rank=lora_rank, max_title_chars=max_title_chars, train=train,
-    )
+    """Prefect task around `finetune` (no retries: a crash is resumed from checkpoints by re-running).
+
+    Cached (`StageCache`) on the inputs, the code it runs, the split files' and prompt templates'
+    content, while the adapter folder is complete; a deleted adapter folder is trained again.
+    """
+    with stamped(_stamp({"run_dir": run_dir, "base_model": base_model})):
+        return finetune(
+            split_dir=split_dir, run_dir=run_dir, base_model=base_model, epochs=epochs, max_steps=max_steps,
+            learning_rate=learning_rate, lora_rank=lora_rank, max_title_chars=max_title_chars, train=train,
+        )

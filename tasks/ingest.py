@@ -20,7 +20,7 @@ from typing import Any
 
 from prefect import task
 
-from titlegen.caching import STAMP_SUFFIX, StageCache, clear_stamp, record_cache_key
+from titlegen.caching import STAMP_SUFFIX, StageCache, stamped
 from titlegen.params import ColumnMap
 from titlegen.runs import atomic_write_json, file_sha256
 
@@ -249,8 +249,6 @@ def _stamp(inputs: dict) -> Path:
 )
 def ingest_task(dataset: str, revision: str | None, columns: ColumnMap, out_dir: str | Path) -> dict:
     """Prefect task around `ingest`: retried on transient network errors only; cached on the
-    inputs, this module's source and the data's hashes/commit while the outputs exist."""
-    clear_stamp(_stamp({"out_dir": out_dir}))
-    result = ingest(dataset, revision, columns, out_dir)
-    record_cache_key(_stamp({"out_dir": out_dir}))
-    return result
+    inputs, the code it runs and the data's hashes/commit while the outputs exist."""
+    with stamped(_stamp({"out_dir": out_dir})):
+        return ingest(dataset, revision, columns, out_dir)
