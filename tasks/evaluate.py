@@ -34,6 +34,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from titlegen.caching import STAMP_SUFFIX, StageCache, stamped
 from titlegen.params import EvalParams, GateParams
+from titlegen.records import MetricsRecord
 from titlegen.runs import atomic_dir, atomic_write_json, file_sha256, fingerprint, read_jsonl, write_jsonl
 
 EPS = 1e-9
@@ -156,7 +157,7 @@ def evaluate(
             generation={"max_new_tokens": budget, "batch_size": evaluation.batch_size, "titles": n_titles,
                         "seconds": round(seconds, 2), "titles_per_s": round(n_titles / seconds, 3) if seconds else None},
         )
-        atomic_write_json(tmp / "metrics.json", metrics)
+        MetricsRecord(**metrics).write(tmp / "metrics.json")
         for name in ("test.input.jsonl", "validation.input.jsonl"):
             (tmp / name).unlink(missing_ok=True)
     _copy_beside_adapter(adapter_dir, metrics)
@@ -167,7 +168,7 @@ def evaluate(
 
 def _copy_beside_adapter(adapter_dir: str | None, metrics: dict) -> None:
     if adapter_dir and Path(adapter_dir).is_dir():
-        atomic_write_json(Path(adapter_dir) / "eval_metrics.json", metrics)
+        MetricsRecord(**metrics).write(Path(adapter_dir) / "eval_metrics.json")
 
 
 def _small(metrics: dict) -> dict:
@@ -440,9 +441,7 @@ def evaluate_task(
 @task(name="gate")
 def gate_task(metrics_path: str, min_rouge_l: float, gate: GateParams) -> dict:
     """Apply the gate to `metrics_path`; publish the table and report; returns `passed`, `reasons`, `notes`, `metrics`."""
-    import json
-
-    metrics = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
+    metrics = MetricsRecord.read(metrics_path).model_dump(exclude_unset=True)
     decision = _decide(metrics, min_rouge_l, gate)
     atomic_write_json(Path(metrics_path).with_name("gate.json"), {**decision, "min_rouge_l": min_rouge_l, "gate": gate.model_dump()})
     create_table_artifact(key="titlegen-eval-metrics", table=metrics_table(metrics, decision),

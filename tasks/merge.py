@@ -42,6 +42,7 @@ from titlegen.merge_checks import MergeVerificationError, raise_on_failure
 from titlegen.merge_worker import build_final_hf
 from titlegen.params import PublishParams
 from titlegen.prompt import chat_template
+from titlegen.records import ExportRecord
 from titlegen.runs import atomic_dir, atomic_write_json, file_sha256, fingerprint, read_jsonl, slug
 from titlegen.subproc import python_module, run_logged
 
@@ -132,7 +133,7 @@ def _write_final_hf(spec: dict, final: Path, run: Path, logger) -> dict:
         atomic_write_json(run / "merge-verification.json", verification)
         raise_on_failure(verification, run / "merge-verification.json")
         report["files"] = _files_report(tmp)
-        atomic_write_json(tmp / "export.json", {k: v for k, v in report.items() if k != "final_hf_titles"})
+        ExportRecord(**{k: v for k, v in report.items() if k != "final_hf_titles"}).write(tmp / "export.json")
         atomic_write_json(tmp / "verification-titles.json", report["final_hf_titles"])
         readable(tmp)
     return report
