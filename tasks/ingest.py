@@ -22,6 +22,7 @@ from prefect import task
 
 from titlegen.caching import STAMP_SUFFIX, StageCache, stamped
 from titlegen.params import ColumnMap
+from titlegen.retries import retry_on
 from titlegen.runs import atomic_write_json, file_sha256
 
 RAW_FILE = "raw.parquet"
@@ -205,15 +206,8 @@ def _write_parquet_atomic(table: Any, path: Path) -> None:
         raise
 
 
-def is_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry condition: only `TransientNetworkError` is worth another try."""
-    try:
-        state.result()
-    except TransientNetworkError:
-        return True
-    except Exception:
-        return False
-    return False
+# Retry condition of the task: only `TransientNetworkError` is worth another try.
+is_transient = retry_on(TransientNetworkError)
 
 
 def data_fingerprint(inputs: dict) -> Any:
