@@ -28,6 +28,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from titlegen.generate import max_new_tokens_for
 from titlegen.params import CPU_BASE_MODEL
 from titlegen.prompt import instruction_template, ollama_template
+from titlegen.records import ExportRecord, Record, TrainingRecord
 
 # The card's markdown (Jinja2, as huggingface_hub.ModelCard.from_template renders it), shipped as package data.
 CARD_TEMPLATE = "templates/model_card.md"
@@ -55,12 +56,21 @@ def hub_id(name: str | None) -> str | None:
     return name
 
 
+def _record(model: type[Record], path: Path) -> dict | None:
+    """A record read through its model (titlegen.records), as a dict; None when absent or not of that shape."""
+    record = model.read_optional(path)
+    return record.model_dump(exclude_unset=True) if record is not None else None
+
+
 def read_run_info(run_dir: str | Path, final_hf: str | Path) -> dict:
-    """Everything the card reports, from the run folder; any record may be absent (None)."""
+    """Everything the card reports, from the run folder; any record may be absent (None).
+
+    metrics.json is read as it is, not through `MetricsRecord`: a file of another layout is named
+    in the card (`metrics_problem`) rather than silently left out."""
     run = Path(run_dir)
     training = None
     for path in sorted(run.glob("*-lora/training.json")):
-        training = _read_json(path)
+        training = _record(TrainingRecord, path)
         break
     return {
         "run_name": run.name,
@@ -69,7 +79,7 @@ def read_run_info(run_dir: str | Path, final_hf: str | Path) -> dict:
         "split": _read_json(run / "split" / "manifest.json"),
         "training": training,
         "metrics": _read_json(run / "eval" / "metrics.json"),
-        "export": _read_json(Path(final_hf) / "export.json"),
+        "export": _record(ExportRecord, Path(final_hf) / "export.json"),
         "gguf_check": _read_json(run / "gguf" / "verification.json"),
     }
 
