@@ -8,6 +8,7 @@ every key a reader uses.
 | file | model | written by | read by |
 | --- | --- | --- | --- |
 | `<checkpoints>/worker_config.json` | `TrainWorkerConfig` | tasks/finetune.py | titlegen/train_worker.py |
+| `<run>/.merge-spec.<pid>.<tmp>.json` | `MergeSpec` | tasks/merge.py | titlegen/merge_worker.py |
 | `<staging>/worker_result.json` | `WorkerResult` | titlegen/train_worker.py | tasks/finetune.py |
 | `<run>/<model>-lora/training.json` | `TrainingRecord` | tasks/finetune.py | tasks/finetune.py (reuse, adoption), titlegen/model_card.py |
 | `<run>/eval/metrics.json` (+ `<adapter>/eval_metrics.json`) | `MetricsRecord` | tasks/evaluate.py | gate, champion comparison, model card |
@@ -86,6 +87,24 @@ class TrainWorkerConfig(Record):
         if unset:
             raise ValueError(f"train.{', train.'.join(unset)} unset: resolve the preset first (TitlegenParams.resolve or tasks.finetune).")
         return self
+
+
+class MergeSpec(Record):
+    """What `python -m titlegen.merge_worker SPEC.json` (or `build_final_hf` in process) merges and verifies."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    adapter_dir: str = Field(description="The PEFT adapter folder (the fine-tune stage's output).")
+    base_model_dir: str = Field(description="The base's local folder (a Hub id's snapshot in the HF cache where it has one).")
+    base_model: str | None = Field(None, description="The base as given, for the records (default: base_model_dir).")
+    out_dir: str = Field(description="A fresh temporary folder that becomes final-hf.")
+    articles: list[str] = Field(min_length=1, description="Validation articles whose greedy titles are compared.")
+    max_title_chars: int = Field(ge=1)
+    max_new_tokens: int = Field(ge=1, description="Generation budget (titlegen.generate.max_new_tokens_for).")
+    merged_dtype: str
+    max_shard_size: str
+    tie_margin: float = Field(ge=0)
+    source: str = Field(description="source_fingerprint written into export.json.")
 
 
 # ---------------------------------------------------------------- records

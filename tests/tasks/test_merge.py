@@ -443,4 +443,4 @@ def test_verification_titles_get_the_evaluation_budget(tmp_path):
     from titlegen.tasks.merge import build_spec
 
     spec = build_spec(tmp_path, tmp_path, tmp_path / "out", ["article"], 40, PublishParams(), "src")
-    assert spec["max_new_tokens"] == max_new_tokens_for(40) == 52
+    assert spec.max_new_tokens == max_new_tokens_for(40) == 52
