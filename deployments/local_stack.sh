@@ -6,7 +6,7 @@
 #   deployments/local_stack.sh run ARGS up + `prefect deployment run titlegen/full --watch ARGS`
 #   deployments/local_stack.sh status   what is running, and the UI address
 #   deployments/local_stack.sh down     stop the server and worker that `up` started (by pid)
-#   deployments/local_stack.sh test ARGS  setup + deployments/ci_setup.sh + pytest ARGS
+#   deployments/local_stack.sh test ARGS  setup + deployments/ci_setup.sh + pytest ARGS (no test collected fails)
 #
 # The Makefile wraps these (`make run PARAMS='--param epochs=1'`, `make down`, `make test`).
 #
@@ -338,8 +338,8 @@ run_tests() {
   PREFECT_HOME="$home" "$VENV/bin/python" -m pytest "$@" || rc=$?
   rm -rf "$home"
   if [[ $rc -eq 5 ]]; then
-    log "pytest selected no tests (exit 5); treated as success"
-    rc=0
+    # A selection that matches nothing (a renamed test, a typo in -k) must not pass CI silently.
+    log "pytest collected no tests (exit 5): failing; check the paths and -k/-m expressions"
   fi
   return "$rc"
 }

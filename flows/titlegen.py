@@ -39,7 +39,7 @@ from titlegen.models import check_base_model
 from titlegen.runs import atomic_write_json, default_run_name, lock_run_folder, releases_run_locks, run_dir
 from titlegen.tasks.clean import CLEAN_FILE, REPORT_FILE, clean_task
 from titlegen.tasks.evaluate import evaluate_task, gate_task
-from titlegen.tasks.finetune import adapter_ready, finetune_task
+from titlegen.tasks.finetune import finetune_task
 from titlegen.tasks.ingest import data_fingerprint, ingest_task
 from titlegen.tasks.merge import merge_task
 from titlegen.tasks.ollama import ollama_create_task
@@ -125,8 +125,7 @@ def titlegen(
                       stale=[str(run / "data" / CLEAN_FILE), str(run / "data" / REPORT_FILE), str(run / "split")])
     cleaned = clean_task(raw["path"], params.columns, params.clean, run / "data")
     splits = split_task(cleaned["path"], params.split, run / "split")
-    # A missing adapter folder must retrain even when the task cache holds a result for these inputs.
-    trained = finetune_task.with_options(refresh_cache=not adapter_ready(str(run), params.base_model))(
+    trained = finetune_task(
         split_dir=splits["dir"],
         run_dir=str(run),
         base_model=params.base_model,

@@ -56,7 +56,7 @@ from titlegen.footers import strip_script, strip_tail, strip_wire
 from titlegen.headline import strip_repeated_headline, strip_title_label
 from titlegen.params import CleanParams, ColumnMap
 from titlegen.chinese_script import is_simplified, to_traditional
-from titlegen.caching import STAMP_SUFFIX, StageCache, clear_stamp, file_input_sha256, record_cache_key
+from titlegen.caching import STAMP_SUFFIX, StageCache, file_input_sha256, stamped
 from titlegen.runs import atomic_write_json, fingerprint, write_jsonl
 
 _log = logging.getLogger(__name__)
@@ -365,17 +365,16 @@ def _rules_source_hash() -> str:
 def clean_task(raw_path: str, columns: ColumnMap, clean_params: CleanParams, out_dir: str | Path) -> dict:
     """Prefect task around `clean`; publishes the counts as the table artifact `clean-counts`.
 
-    Cached on the inputs, this module's source and the raw file's sha256, while the outputs exist.
+    Cached on the inputs, the code it runs (this module, titlegen.neardup, ...) and the raw file's sha256, while the outputs exist.
     """
     from prefect.artifacts import create_table_artifact
 
-    clear_stamp(_stamp({"out_dir": out_dir}))
-    result = clean(raw_path, columns, clean_params, out_dir)
-    rows_in = result["rows"] + sum(result["counts"][r] for r in DROP_REASONS)
-    create_table_artifact(
-        key="clean-counts",
-        table=counts_table(result["counts"], rows_in, result["rows"]),
-        description=f"Rows changed and dropped by cleaning, by reason ({result['rows']} of {rows_in} kept)",
-    )
-    record_cache_key(_stamp({"out_dir": out_dir}))
+    with stamped(_stamp({"out_dir": out_dir})):
+        result = clean(raw_path, columns, clean_params, out_dir)
+        rows_in = result["rows"] + sum(result["counts"][r] for r in DROP_REASONS)
+        create_table_artifact(
+            key="clean-counts",
+            table=counts_table(result["counts"], rows_in, result["rows"]),
+            description=f"Rows changed and dropped by cleaning, by reason ({result['rows']} of {rows_in} kept)",
+        )
     return result

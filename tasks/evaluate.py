@@ -15,8 +15,9 @@ example (paired bootstrap difference). It runs the headline checks on every pred
     <run>/eval/generate.json             the generation config the child ran (generate.champion.json: the champion's)
     <adapter_dir>/eval_metrics.json      a copy of metrics.json for the model card
 
-The folder is written whole or not at all; when its recorded inputs (adapter and split hashes,
-parameters) match, a re-run reuses it instead of generating again.
+The folder is written whole or not at all. `evaluate_task` is cached by `titlegen.caching.StageCache`
+(inputs, the code it runs, the content of the adapter, splits and champion metrics, while the
+folder is complete): a re-run of the same inputs reuses it instead of generating again.
 
 `gate` is a pure function of those metrics and the thresholds, returning every rule with its
 verdict; `gate_task` publishes a Prefect table and a markdown report (`titlegen.eval_report`),
@@ -34,9 +35,11 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from titlegen.caching import STAMP_SUFFIX, StageCache, stamped
 from titlegen.eval_report import METRIC_NAMES, metrics_table, pick_samples, report_markdown
 from titlegen.params import EvalParams, GateParams
-from titlegen.runs import atomic_dir, atomic_write_json, file_sha256, fingerprint, is_complete, read_jsonl, write_jsonl
+from titlegen.records import MetricsRecord
+from titlegen.runs import atomic_dir, atomic_write_json, file_sha256, fingerprint, read_jsonl, write_jsonl
 
 EPS = 1e-9
 FIELD_PAIRS = (("input", "target"), ("content", "title"))
@@ -152,15 +155,6 @@ def evaluate(
     }
     key = fingerprint(inputs, 16)
     metrics_path, predictions_path = eval_dir / "metrics.json", eval_dir / "predictions.test.jsonl"
-    if is_complete(eval_dir) and metrics_path.exists():
-        import json
-
-        old = json.loads(metrics_path.read_text(encoding="utf-8"))
-        if old.get("inputs_fingerprint") == key:
-            logger.info("Evaluation of these inputs is already complete in %s: reusing it.", eval_dir)
-            _copy_beside_adapter(adapter_dir, old)
-            return {"metrics_path": str(metrics_path), "predictions_path": str(predictions_path), "metrics": _small(old)}
-
     test_rows = load_rows(test_path, evaluation.max_eval_rows, evaluation.seed)
     val_rows = load_rows(val_path, evaluation.max_eval_rows, evaluation.seed) if val_path else []
     run_base = evaluation.run_base_baseline and adapter_dir is not None
@@ -198,7 +192,7 @@ def evaluate(
             generation={"max_new_tokens": budget, "batch_size": evaluation.batch_size, "titles": n_titles,
                         "seconds": round(seconds, 2), "titles_per_s": round(n_titles / seconds, 3) if seconds else None},
         )
-        atomic_write_json(tmp / "metrics.json", metrics)
+        MetricsRecord(**metrics).write(tmp / "metrics.json")
         for name in ("test.input.jsonl", "validation.input.jsonl"):
             (tmp / name).unlink(missing_ok=True)
     _copy_beside_adapter(adapter_dir, metrics)
@@ -209,7 +203,7 @@ def evaluate(
 
 def _copy_beside_adapter(adapter_dir: str | None, metrics: dict) -> None:
     if adapter_dir and Path(adapter_dir).is_dir():
-        atomic_write_json(Path(adapter_dir) / "eval_metrics.json", metrics)
+        MetricsRecord(**metrics).write(Path(adapter_dir) / "eval_metrics.json")
 
 
 def _small(metrics: dict) -> dict:
@@ -367,7 +361,33 @@ _decide = gate  # gate_task's parameter `gate` (the thresholds, as the flow name
 
 # ---- Prefect tasks ---------------------------------------------------------------------------
 
-@task(name="evaluate")
+def _stamp(inputs: dict) -> Path:
+    return Path(inputs["run_dir"]) / f".evaluate{STAMP_SUFFIX}"
+
+
+def _inputs_fingerprint(inputs: dict) -> dict:
+    """The content behind the path inputs: adapter weights, the test and validation splits, the champion's metrics."""
+    def sha(path) -> str | None:
+        return file_sha256(Path(path)) if path and Path(path).is_file() else None
+
+    evaluation = inputs.get("evaluation")
+    adapter = inputs.get("adapter_dir")
+    return {
+        "adapter": sha(Path(adapter) / "adapter_model.safetensors") if adapter else None,
+        "splits": {name: sha(Path(inputs["split_dir"]) / f"{name}.jsonl") for name in ("test", "validation")},
+        "champion": sha(evaluation.champion_metrics) if isinstance(evaluation, EvalParams) else None,
+    }
+
+
+@task(
+    name="evaluate",
+    cache_policy=StageCache(
+        code_of=__name__,
+        fingerprint=_inputs_fingerprint,
+        outputs=lambda inputs: [Path(inputs["run_dir"]) / "eval" / ".complete", Path(inputs["run_dir"]) / "eval" / "metrics.json"],
+        stamp=_stamp,
+    ),
+)
 def evaluate_task(
     adapter_dir: str | None,
     base_model_dir: str,
@@ -378,17 +398,20 @@ def evaluate_task(
     evaluation: EvalParams,
     champion: dict | None = None,
 ) -> dict:
-    """Title and score the test split (and the champion's titles of it); returns `metrics_path`, `predictions_path`, `metrics` (small)."""
-    return evaluate(adapter_dir, base_model_dir, split_dir, run_dir, max_title_chars, min_title_chars, evaluation,
-                    logger=get_run_logger(), champion=champion)
+    """Title and score the test split (and the champion's titles of it); returns `metrics_path`, `predictions_path`, `metrics` (small).
+
+    Cached (`StageCache`) on the inputs (the champion's record included), the code it runs and the
+    content of the adapter, the splits and the champion's metrics, while `<run>/eval` is complete.
+    """
+    with stamped(_stamp({"run_dir": run_dir})):
+        return evaluate(adapter_dir, base_model_dir, split_dir, run_dir, max_title_chars, min_title_chars, evaluation,
+                        logger=get_run_logger(), champion=champion)
 
 
 @task(name="gate")
 def gate_task(metrics_path: str, min_rouge_l: float, gate: GateParams) -> dict:
     """Apply the gate to `metrics_path`; publish the table and report; returns `passed`, `reasons`, `notes`, `metrics`."""
-    import json
-
-    metrics = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
+    metrics = MetricsRecord.read(metrics_path).model_dump(exclude_unset=True)
     decision = _decide(metrics, min_rouge_l, gate)
     atomic_write_json(Path(metrics_path).with_name("gate.json"), {**decision, "min_rouge_l": min_rouge_l, "gate": gate.model_dump()})
     create_table_artifact(key="titlegen-eval-metrics", table=metrics_table(metrics, decision),

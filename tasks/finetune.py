@@ -11,8 +11,9 @@ split files' sha256, the base model, every training parameter, the prompt templa
 version. Re-running after a crash or a kill resumes from the newest checkpoint of the same hash;
 a changed dataset or parameter gets a new hash, so stale checkpoints are never resumed (they are
 deleted). A finished adapter folder whose `training.json` carries the same hash is returned as
-is, and the Prefect task cache (keyed on the same hash plus the adapter's presence) skips the
-task altogether.
+is, and the Prefect task cache (`titlegen.caching.StageCache`: inputs, the code the stage runs,
+the split and prompt files' content, while the adapter folder is complete) skips the task
+altogether.
 """
 
 import base64
@@ -29,11 +30,13 @@ from pathlib import Path
 from prefect import task
 from prefect.context import FlowRunContext, TaskRunContext
 
+from titlegen.caching import STAMP_SUFFIX, StageCache, stamped
 from titlegen.models import TOKENIZER_FILES, resolve_base_model
 from titlegen.params import TrainParams
 from titlegen.paths import project_root, prompt_templates_dir
 from titlegen.prompt import chat_template, instruction_template, ollama_template
-from titlegen.runs import atomic_dir, atomic_write_json, file_sha256, fingerprint, is_complete, slug
+from titlegen.records import TrainingRecord, TrainWorkerConfig, WorkerResult
+from titlegen.runs import atomic_dir, file_sha256, fingerprint, is_complete, slug
 from titlegen.subproc import python_module, run_logged
 from titlegen.train_worker import PROGRESS_PREFIX, parse_progress
 
@@ -94,26 +97,26 @@ def worker_config(
     *, split_dir: str | Path, base_model_dir: str, checkpoint_dir: str | Path, output_dir: str | Path,
     epochs: float, max_steps: int | None, learning_rate: float, lora_rank: int, max_title_chars: int,
     train: TrainParams, device: str = "auto",
-) -> dict:
-    """The JSON the worker reads (documented in docs/finetune.md)."""
+) -> TrainWorkerConfig:
+    """The config the worker reads (`titlegen.records.TrainWorkerConfig`, documented in docs/finetune.md)."""
     # Absolute paths: the worker runs with the checkpoint folder as its working directory.
     split_dir = Path(split_dir).resolve()
     validation = split_dir / "validation.jsonl"
-    return {
-        "base_model_dir": base_model_dir,
-        "train_file": str(split_dir / "train.jsonl"),
-        "validation_file": str(validation) if validation.exists() else None,
-        "output_dir": str(Path(output_dir).resolve()),
-        "checkpoint_dir": str(Path(checkpoint_dir).resolve()),
-        "max_title_chars": max_title_chars,
-        "epochs": epochs,
-        "max_steps": max_steps,
-        "learning_rate": learning_rate,
-        "lora_rank": lora_rank,
-        "train": train.model_dump(mode="json"),
-        "max_validation_rows": train.max_validation_rows,
-        "device": device,
-    }
+    return TrainWorkerConfig(
+        base_model_dir=base_model_dir,
+        train_file=str(split_dir / "train.jsonl"),
+        validation_file=str(validation) if validation.exists() else None,
+        output_dir=str(Path(output_dir).resolve()),
+        checkpoint_dir=str(Path(checkpoint_dir).resolve()),
+        max_title_chars=max_title_chars,
+        epochs=epochs,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        lora_rank=lora_rank,
+        train=train,
+        max_validation_rows=train.max_validation_rows,
+        device=device,
+    )
 
 
 def _fill_defaults(train: TrainParams, cuda: bool) -> TrainParams:
@@ -122,6 +125,13 @@ def _fill_defaults(train: TrainParams, cuda: bool) -> TrainParams:
 
     preset = PRESETS["gpu" if cuda else "cpu"]["sections"]["train"]
     return train.model_copy(update={k: v for k, v in preset.items() if getattr(train, k) is None})
+
+
+def _preset_epochs(cuda: bool) -> float:
+    """The preset's epochs, when called outside the flow with `epochs=None`."""
+    from titlegen.params import PRESETS
+
+    return PRESETS["gpu" if cuda else "cpu"]["top"]["epochs"]
 
 
 def loss_curve_png(log_history: list[dict], title: str) -> bytes:
@@ -210,7 +220,7 @@ def finetune(
     cuda = device != "cpu" and cuda_available()
     train = _fill_defaults(train, cuda)
     if epochs is None:
-        epochs = 3.0 if cuda else 1.0
+        epochs = _preset_epochs(cuda)
     run = Path(run_dir).resolve()
     name = slug(base_model)
     adapter_dir = run / f"{name}-lora"
@@ -227,9 +237,9 @@ def finetune(
     config_hash = fingerprint(identity, 16)
     result = {"adapter_dir": str(adapter_dir), "base_model_dir": base_model_dir, "training_json": str(adapter_dir / "training.json")}
 
-    if is_complete(adapter_dir) and (adapter_dir / "training.json").exists():
-        done = json.loads((adapter_dir / "training.json").read_text(encoding="utf-8"))
-        if done.get("config_hash") == config_hash:
+    done = TrainingRecord.read_optional(adapter_dir / "training.json") if is_complete(adapter_dir) else None
+    if done is not None:
+        if done.config_hash == config_hash:
             logger.info("Adapter %s already trained with the same data and parameters (hash %s): reusing it.", adapter_dir, config_hash)
             return result
 
@@ -251,7 +261,7 @@ def finetune(
         epochs=epochs, max_steps=max_steps, learning_rate=learning_rate, lora_rank=lora_rank,
         max_title_chars=max_title_chars, train=train, device=device,
     )
-    config_path = atomic_write_json(checkpoint_dir / "worker_config.json", config)
+    config_path = config.write(checkpoint_dir / "worker_config.json")
     logger.info(
         "Fine-tuning %s (%s) on %s: epochs=%s max_steps=%s lr=%s rank=%s, checkpoints in %s",
         base_model, base_model_dir, split_dir, epochs, max_steps, learning_rate, lora_rank, checkpoint_dir,
@@ -263,10 +273,10 @@ def finetune(
     run_logged(python_module("titlegen.train_worker", str(config_path)), logger, env=env, on_line=progress, cwd=str(checkpoint_dir))
     wall = time.time() - started
 
-    worker = json.loads((staging / "worker_result.json").read_text(encoding="utf-8"))
+    worker = WorkerResult.read(staging / "worker_result.json").model_dump()
     history = json.loads((staging / "log_history.json").read_text(encoding="utf-8"))
     png = loss_curve_png(history, f"{name} · {run.name}")
-    training = {
+    training = TrainingRecord(**{
         "config_hash": config_hash,
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "parameters": {
@@ -297,21 +307,21 @@ def finetune(
         "peak_gpu_gib": worker["peak_gpu_gib"],
         "train_seconds": worker["train_seconds"],
         "wall_seconds": round(wall, 2),
-    }
+    })
     with atomic_dir(adapter_dir) as tmp:
         for f in staging.iterdir():
             if f.name != "worker_result.json":
                 shutil.copy2(f, tmp / f.name)
         write_templates(tmp, max_title_chars)
         (tmp / "loss_curve.png").write_bytes(png)
-        atomic_write_json(tmp / "training.json", training)
+        training.write(tmp / "training.json")
     shutil.rmtree(staging, ignore_errors=True)
     # The adapter is complete; checkpoints only served resume and can be large (optimizer state).
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     logger.info(
         "Adapter written to %s: steps=%s final train loss=%s best validation loss=%s tokens=%s wall=%.0fs",
-        adapter_dir, training["global_step"], training["final_train_loss"], training["best_eval_loss"],
-        training["tokens_seen"], wall,
+        adapter_dir, training.global_step, training.final_train_loss, training.best_eval_loss,
+        training.tokens_seen, wall,
     )
     publish_loss_curve(name, adapter_dir, training, png, f"{wall:.0f} s")
     return result
@@ -326,7 +336,7 @@ def write_templates(folder: Path, max_title_chars: int) -> None:
     (folder / "chat_template.jinja").write_text(chat_template(), encoding="utf-8")
 
 
-def publish_loss_curve(name: str, adapter_dir: Path, training: dict, png: bytes, wall: str, note: str = "") -> None:
+def publish_loss_curve(name: str, adapter_dir: Path, training: TrainingRecord, png: bytes, wall: str, note: str = "") -> None:
     """The `finetune-loss-curve` markdown artifact (PNG inline as a data URI), inside a Prefect run only."""
     if not _in_prefect_run():
         return
@@ -337,9 +347,9 @@ def publish_loss_curve(name: str, adapter_dir: Path, training: dict, png: bytes,
         key="finetune-loss-curve",
         markdown=(
             f"# Fine-tuning loss: `{name}`\n\n{note}![loss curve]({uri})\n\n"
-            f"| | |\n|---|---|\n| steps | {training.get('global_step')} |\n"
-            f"| final train loss | {training.get('final_train_loss')} |\n| best validation loss | {training.get('best_eval_loss')} |\n"
-            f"| tokens seen | {training.get('tokens_seen')} |\n| wall time | {wall} |\n| device | {training.get('device')} |\n\n"
+            f"| | |\n|---|---|\n| steps | {training.global_step} |\n"
+            f"| final train loss | {training.final_train_loss} |\n| best validation loss | {training.best_eval_loss} |\n"
+            f"| tokens seen | {training.tokens_seen} |\n| wall time | {wall} |\n| device | {training.device} |\n\n"
             f"Adapter: `{adapter_dir}` (PNG: `{adapter_dir / 'loss_curve.png'}`)"
         ),
         description="Train and validation loss of the fine-tune",
@@ -386,7 +396,8 @@ def check_adapter(adapter: str | Path, base_model_dir: str) -> Path:
 def adopt_adapter(source: Path, sha256: str, adapter_dir: Path, base_model: str, base_model_dir: str, config_hash: str,
                   max_title_chars: int, logger) -> None:
     """Copy a trained adapter (already passed by `check_adapter`) into the run's adapter folder (same contract as a trained one)."""
-    original = json.loads((source / "training.json").read_text(encoding="utf-8")) if (source / "training.json").exists() else {}
+    record = TrainingRecord.read_optional(source / "training.json")
+    original = record.model_dump() if record else {}
     training = {
         **original,
         "config_hash": config_hash,
@@ -406,13 +417,13 @@ def adopt_adapter(source: Path, sha256: str, adapter_dir: Path, base_model: str,
             if not (tmp / name).exists() and (Path(base_model_dir) / name).exists():
                 shutil.copy2(Path(base_model_dir) / name, tmp / name)
         write_templates(tmp, max_title_chars)
-        atomic_write_json(tmp / "training.json", training)
+        TrainingRecord(**training).write(tmp / "training.json")
     png_path = adapter_dir / "loss_curve.png"
     if not png_path.exists() and (adapter_dir / "log_history.json").exists():
         png_path.write_bytes(loss_curve_png(json.loads((adapter_dir / "log_history.json").read_text(encoding="utf-8")), adapter_dir.name))
     if png_path.exists():
         publish_loss_curve(
-            adapter_dir.name, adapter_dir, training, png_path.read_bytes(), f"{original.get('train_seconds', '?')} s (training elsewhere)",
+            adapter_dir.name, adapter_dir, TrainingRecord(**training), png_path.read_bytes(), f"{original.get('train_seconds', '?')} s (training elsewhere)",
             note=f"Adopted adapter, trained on {original.get('device', 'another machine')} (`train.adapter_dir={source}`).\n\n",
         )
     logger.info(
@@ -421,29 +432,36 @@ def adopt_adapter(source: Path, sha256: str, adapter_dir: Path, base_model: str,
     )
 
 
-def adapter_ready(run_dir: str, base_model: str) -> bool:
-    """Whether the run's adapter folder exists and is complete (the flow refreshes the cache when not)."""
-    return is_complete(Path(run_dir) / f"{slug(base_model)}-lora")
+def _adapter_dir(inputs: dict) -> Path:
+    return Path(inputs["run_dir"]) / f"{slug(inputs['base_model'])}-lora"
 
 
-def _cache_key(context, parameters: dict) -> str:
-    """Inputs + sha256 of the split files + code version.
+def _stamp(inputs: dict) -> Path:
+    return Path(inputs["run_dir"]) / f".{slug(inputs['base_model'])}-lora{STAMP_SUFFIX}"
 
-    The flow calls the task with `refresh_cache=True` when the adapter folder is missing, so a
-    deleted adapter is trained again instead of the cache returning paths to nothing.
-    """
-    params = dict(parameters)
-    train = params.get("train")
-    if isinstance(train, TrainParams):
-        params["train"] = train.model_dump(mode="json")
+
+def _data_fingerprint(inputs: dict) -> dict:
+    """What the key must see beyond the inputs: the split files' and prompt templates' sha256 and,
+    for `train.adapter_dir`, the adopted adapter's weights (a file rewritten in place is a miss)."""
     try:
-        hashes = data_hashes(params["split_dir"])
+        hashes = data_hashes(inputs["split_dir"])
     except FileNotFoundError:
         hashes = None
-    return "finetune-" + fingerprint({"params": params, "data": hashes, "code": code_version()}, 32)
+    prompts = {f.name: file_sha256(f) for f in sorted(prompt_templates_dir().glob("*")) if f.is_file()}
+    train = inputs.get("train")
+    adopted = Path(train.adapter_dir).expanduser() / ADAPTER_WEIGHTS if isinstance(train, TrainParams) and train.adapter_dir else None
+    return {"data": hashes, "prompts": prompts, "adopted": file_sha256(adopted) if adopted and adopted.is_file() else None}
 
 
-@task(name="fine-tune", cache_key_fn=_cache_key, persist_result=True)
+@task(
+    name="fine-tune",
+    cache_policy=StageCache(
+        code_of=__name__,
+        fingerprint=_data_fingerprint,
+        outputs=lambda inputs: [_adapter_dir(inputs) / ".complete", _adapter_dir(inputs) / "training.json"],
+        stamp=_stamp,
+    ),
+)
 def finetune_task(
     split_dir: str,
     run_dir: str,
@@ -455,8 +473,13 @@ def finetune_task(
     max_title_chars: int,
     train: TrainParams,
 ) -> dict:
-    """Prefect task around `finetune` (no retries: a crash is resumed from checkpoints by re-running)."""
-    return finetune(
-        split_dir=split_dir, run_dir=run_dir, base_model=base_model, epochs=epochs, max_steps=max_steps,
-        learning_rate=learning_rate, lora_rank=lora_rank, max_title_chars=max_title_chars, train=train,
-    )
+    """Prefect task around `finetune` (no retries: a crash is resumed from checkpoints by re-running).
+
+    Cached (`StageCache`) on the inputs, the code it runs, the split files' and prompt templates'
+    content, while the adapter folder is complete; a deleted adapter folder is trained again.
+    """
+    with stamped(_stamp({"run_dir": run_dir, "base_model": base_model})):
+        return finetune(
+            split_dir=split_dir, run_dir=run_dir, base_model=base_model, epochs=epochs, max_steps=max_steps,
+            learning_rate=learning_rate, lora_rank=lora_rank, max_title_chars=max_title_chars, train=train,
+        )

@@ -22,9 +22,10 @@ from typing import Any
 
 from prefect import task
 
-from titlegen.caching import STAMP_SUFFIX, StageCache, clear_stamp, record_cache_key
+from titlegen.caching import STAMP_SUFFIX, StageCache, stamped
 from titlegen.ingest_checks import IngestError, check_jsonl, check_parquet_columns, check_path, diagnose, sniff_delimiter
 from titlegen.params import ColumnMap
+from titlegen.retries import retry_on
 from titlegen.runs import atomic_write_json, file_sha256
 
 RAW_FILE = "raw.parquet"
@@ -287,15 +288,8 @@ def _write_parquet_atomic(table: Any, path: Path, before_replace: Callable[[Path
         raise
 
 
-def is_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry condition: only `TransientNetworkError` is worth another try."""
-    try:
-        state.result()
-    except TransientNetworkError:
-        return True
-    except Exception:
-        return False
-    return False
+# Retry condition of the task: only `TransientNetworkError` is worth another try.
+is_transient = retry_on(TransientNetworkError)
 
 
 def data_fingerprint(inputs: dict) -> Any:
@@ -333,9 +327,7 @@ def ingest_task(
     dataset: str, revision: str | None, columns: ColumnMap, out_dir: str | Path, stale: list[str] | None = None
 ) -> dict:
     """Prefect task around `ingest`: retried on transient network errors only; cached on the
-    inputs, this module's source and the data's hashes/commit while the outputs exist. `stale`:
-    later stages' outputs to remove when the raw data change (see `ingest`)."""
-    clear_stamp(_stamp({"out_dir": out_dir}))
-    result = ingest(dataset, revision, columns, out_dir, stale or ())
-    record_cache_key(_stamp({"out_dir": out_dir}))
-    return result
+    inputs, the code it runs and the data's hashes/commit while the outputs exist. `stale`: later
+    stages' outputs to remove when the raw data change (see `ingest`)."""
+    with stamped(_stamp({"out_dir": out_dir})):
+        return ingest(dataset, revision, columns, out_dir, stale or ())

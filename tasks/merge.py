@@ -35,12 +35,14 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from titlegen.disk import NotEnoughDiskSpace, check_disk_space, disk_needed, local_checkpoint
+from titlegen.generate import max_new_tokens_for
 from titlegen.gguf_export import export_gguf, gguf_fingerprint, readable, reusable, verify_export
 from titlegen.leftovers import stage_lock, sweep
 from titlegen.merge_checks import MergeVerificationError, raise_on_failure
 from titlegen.merge_worker import build_final_hf
 from titlegen.params import PublishParams
 from titlegen.prompt import chat_template
+from titlegen.records import ExportRecord, MergeSpec
 from titlegen.runs import atomic_dir, atomic_write_json, file_sha256, fingerprint, read_jsonl, slug
 from titlegen.subproc import python_module, run_logged
 
@@ -86,18 +88,17 @@ def source_fingerprint(adapter_dir: str | Path, base_model_dir: str, publish: Pu
     }, 16)
 
 
-def build_spec(adapter_dir, base_model_dir, out_dir, articles, max_title_chars, publish, source) -> dict:
+def build_spec(adapter_dir, base_model_dir, out_dir, articles, max_title_chars, publish, source) -> MergeSpec:
     """The worker's input (titlegen.merge_worker). `base_model_dir` is the base's local folder where it has one (a Hub
     id's snapshot in the Hugging Face cache), so the worker, which gets no Hub token, reads even a gated base from
     disk; `base_model` keeps the name as given, for the records."""
     local = local_checkpoint(base_model_dir)
-    return {
-        "adapter_dir": str(adapter_dir), "base_model_dir": str(local or base_model_dir), "base_model": str(base_model_dir),
-        "out_dir": str(out_dir),
-        "articles": articles, "max_title_chars": max_title_chars, "max_new_tokens": max_title_chars + 8,
-        "merged_dtype": publish.merged_dtype, "max_shard_size": publish.max_shard_size,
-        "tie_margin": publish.verify_tie_margin, "source": source,
-    }
+    return MergeSpec(
+        adapter_dir=str(adapter_dir), base_model_dir=str(local or base_model_dir), base_model=str(base_model_dir),
+        out_dir=str(out_dir), articles=articles, max_title_chars=max_title_chars,
+        max_new_tokens=max_new_tokens_for(max_title_chars), merged_dtype=publish.merged_dtype,
+        max_shard_size=publish.max_shard_size, tie_margin=publish.verify_tie_margin, source=source,
+    )
 
 
 # ---------------------------------------------------------------- orchestration
@@ -107,17 +108,17 @@ def _files_report(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
 
 
-def _write_final_hf(spec: dict, final: Path, run: Path, logger) -> dict:
+def _write_final_hf(spec: MergeSpec, final: Path, run: Path, logger) -> dict:
     import torch
 
     with atomic_dir(final) as tmp:
-        spec = {**spec, "out_dir": str(tmp)}
+        spec = spec.model_copy(update={"out_dir": str(tmp)})
         if torch.cuda.is_available():
             # Named after this process and the temporary folder, so two processes never share one.
             spec_path = run / f".merge-spec.{os.getpid()}.{tmp.name.strip('.')}.json"
             result_path = spec_path.with_suffix(".result.json")
             try:
-                atomic_write_json(spec_path, spec)
+                spec.write(spec_path)
                 run_logged(python_module("titlegen.merge_worker", str(spec_path)), logger)
                 report = json.loads(result_path.read_text())
             finally:
@@ -131,7 +132,7 @@ def _write_final_hf(spec: dict, final: Path, run: Path, logger) -> dict:
         atomic_write_json(run / "merge-verification.json", verification)
         raise_on_failure(verification, run / "merge-verification.json")
         report["files"] = _files_report(tmp)
-        atomic_write_json(tmp / "export.json", {k: v for k, v in report.items() if k != "final_hf_titles"})
+        ExportRecord(**{k: v for k, v in report.items() if k != "final_hf_titles"}).write(tmp / "export.json")
         atomic_write_json(tmp / "verification-titles.json", report["final_hf_titles"])
         readable(tmp)
     return report
@@ -193,7 +194,7 @@ def _merge(run: Path, adapter_dir: str, base_model_dir: str, split_dir: str, max
     if not reused_gguf:
         gmeta = export_gguf(final, gguf_dir, stem, gguf_source, publish, logger)
     gguf_files = {t: str(gguf_dir / f["name"]) for t, f in gmeta["files"].items()}
-    gver = verify_export(gguf_files, gguf_dir, gguf_source, references, publish, ollama_host, max_title_chars + 8, stem, logger)
+    gver = verify_export(gguf_files, gguf_dir, gguf_source, references, publish, ollama_host, max_new_tokens_for(max_title_chars), stem, logger)
     return {
         "final_hf": str(final),
         "gguf": gguf_files,

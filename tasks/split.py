@@ -26,7 +26,7 @@ from pathlib import Path
 
 from prefect import task
 
-from titlegen.caching import STAMP_SUFFIX, StageCache, clear_stamp, file_input_sha256, record_cache_key
+from titlegen.caching import STAMP_SUFFIX, StageCache, file_input_sha256, stamped
 from titlegen.params import SplitParams
 from titlegen.runs import atomic_dir, atomic_write_json, file_sha256, read_jsonl, write_jsonl
 
@@ -161,9 +161,7 @@ def _stamp(inputs: dict) -> Path:
     ),
 )
 def split_task(clean_path: str, split_params: SplitParams, out_dir: str | Path) -> dict:
-    """Prefect task around `split`; cached on the inputs, this module's source and the clean
+    """Prefect task around `split`; cached on the inputs, the code it runs and the clean
     file's sha256 while the split files exist."""
-    clear_stamp(_stamp({"out_dir": out_dir}))
-    result = split(clean_path, split_params, out_dir)
-    record_cache_key(_stamp({"out_dir": out_dir}))
-    return result
+    with stamped(_stamp({"out_dir": out_dir})):
+        return split(clean_path, split_params, out_dir)

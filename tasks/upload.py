@@ -16,9 +16,11 @@ sha256 / git oids), uploads only the new LFS objects and makes no commit at all 
 changed. Weight files in the repo that the run no longer has (`*.safetensors`, `*.gguf`, the shard
 index) are deleted in the same commit, so stale shards never linger. One commit per repo, always:
 `upload_folder` would split a large folder into several commits when `hf_xet` is installed.
-Each Hub step is retried with exponential backoff on timeouts, connection errors, 408/429 and
-5xx; 401/403/404 fail at once with the variable to set. Because every retry re-reads the repo
-first, a commit whose response was lost is not repeated.
+The task is retried by Prefect (`titlegen.retries`) on timeouts, connection errors, 408/429 and
+5xx, up to `publish.upload_attempts` attempts with exponential backoff; 401/403/404 fail at once
+with the variable to set. Because every attempt re-reads the repo first, a commit whose response
+was lost is not repeated, and a repo already committed is unchanged (no new commit). The plain
+`upload()` and the CLI make one attempt: run them again.
 
 Visibility is checked, not assumed: with `publish.hf_private` (the default) an existing public repo
 is refused before any file is sent (make it private, or choose `--public` / `hf_private=false`),
@@ -50,9 +52,21 @@ from typing import Any
 
 from prefect import task
 
-from titlegen.hub import ENV_ORG, ENV_REPO, ENV_TOKEN, UploadError, in_prefect_run, logger, resolve_repo, resolve_token, with_retries
+from titlegen.hub import (
+    ENV_ORG,
+    ENV_REPO,
+    ENV_TOKEN,
+    UploadError,
+    hub_call,
+    in_prefect_run,
+    logger,
+    resolve_repo,
+    resolve_token,
+    retry_on_transient_hub,
+)
 from titlegen.leftovers import stage_lock, sweep
-from titlegen.params import PublishParams
+from titlegen.params import MAX_UPLOAD_ATTEMPTS, PublishParams
+from titlegen.retries import backoff
 from titlegen.runs import atomic_write_json, atomic_write_text
 from titlegen.upload_plan import (
     PLACEHOLDER_REPO,
@@ -148,7 +162,6 @@ def upload(
     publish: PublishParams | None = None,
     *,
     dry_run: bool = False,
-    backoff_s: float = 2.0,
 ) -> dict:
     """Upload `final_hf` and `gguf_files` ({type: path}) with a model card; see the module docstring.
 
@@ -166,11 +179,11 @@ def upload(
     # Held while this run's upload runs; what a killed upload left in <run>/upload/ (half-written report, card) goes first.
     with stage_lock(run_dir, "upload"):
         sweep(run_dir / "upload", (".*.tmp",), log)
-        return _upload(final_hf, gguf_files, run_dir, hf_repo, publish, dry_run, backoff_s, log)
+        return _upload(final_hf, gguf_files, run_dir, hf_repo, publish, dry_run, log)
 
 
 def _upload(final_hf: Path, gguf_files: dict[str, str], run_dir: Path, hf_repo: str | None, publish: PublishParams,
-            dry_run: bool, backoff_s: float, log) -> dict:
+            dry_run: bool, log) -> dict:
     repo_id, repo_origin = resolve_repo(hf_repo)
     token, token_origin = resolve_token(publish.hf_token_block)
     reasons = [r for r, missing in ((repo_origin, repo_id is None), (token_origin, token is None)) if missing]
@@ -223,12 +236,12 @@ def _upload(final_hf: Path, gguf_files: dict[str, str], run_dir: Path, hf_repo: 
             message = f"titlegen run {run_dir.name}: {what}"
             description = f"Uploaded by titlegen from run `{run_dir.name}` ({len(repo_files)} files)."
             adds = [f.operation() for f in repo_files]
-            outcomes[repo] = with_retries(
+            outcomes[repo] = hub_call(
                 "upload",
                 lambda repo=repo, repo_files=repo_files, adds=adds, message=message, description=description: _sync_repo(
                     api, repo, repo_files, adds, private=publish.hf_private, message=message, description=description
                 ),
-                attempts=publish.upload_attempts, backoff_s=backoff_s, repo_id=repo, block=publish.hf_token_block,
+                attempts=publish.upload_attempts, repo_id=repo, block=publish.hf_token_block,
             )
             out = outcomes[repo]
             if out["new_commit"]:
@@ -267,11 +280,17 @@ def _upload(final_hf: Path, gguf_files: dict[str, str], run_dir: Path, hf_repo: 
     return result
 
 
-@task(name="upload", task_run_name="upload")
+@task(
+    name="upload",
+    task_run_name="upload",
+    retries=MAX_UPLOAD_ATTEMPTS - 1,  # the run's publish.upload_attempts decides, through the error
+    retry_delay_seconds=backoff(2.0, MAX_UPLOAD_ATTEMPTS - 1, 64.0),
+    retry_condition_fn=retry_on_transient_hub,
+)
 def upload_task(
     final_hf: str, gguf_files: dict[str, str], run_dir: str, hf_repo: str | None, publish: PublishParams
 ) -> dict:
-    """Publish the merged model, its GGUFs and the card; retries live inside (tenacity), per Hub step."""
+    """Publish the merged model, its GGUFs and the card; retried by Prefect on transient Hub errors only."""
     return upload(final_hf, gguf_files, run_dir, hf_repo, publish)
 
 

@@ -17,6 +17,7 @@ from titlegen import gguf as gguf_lib
 from titlegen.merge_checks import MergeVerificationError
 from titlegen.params import PublishParams
 from titlegen.prompt import END_OF_TURN
+from titlegen.records import GgufExportRecord, SourcedRecord
 from titlegen.runs import atomic_dir, atomic_write_json, file_sha256, fingerprint, is_complete
 
 
@@ -29,15 +30,14 @@ def readable(folder: Path) -> None:
 
 
 def reusable(folder: Path, source: str) -> dict | None:
-    """The folder's `export.json` when the folder is complete and was made from `source`; else None."""
-    try:
-        if is_complete(folder):
-            meta = json.loads((folder / "export.json").read_text())
-            if meta.get("source_fingerprint") == source:
-                return meta
-    except (OSError, ValueError):
-        pass
-    return None
+    """The folder's `export.json` (final-hf's `ExportRecord` or gguf/'s `GgufExportRecord`, as a dict) when the
+    folder is complete and was made from `source`; else None."""
+    if not is_complete(folder):
+        return None
+    record = SourcedRecord.read_optional(folder / "export.json")
+    if record is None or record.source_fingerprint != source:
+        return None
+    return record.model_dump(exclude_unset=True)
 
 
 def gguf_fingerprint(final_hf_source: str, publish: PublishParams) -> str:
@@ -54,7 +54,7 @@ def export_gguf(final: Path, gguf_dir: Path, stem: str, source: str, publish: Pu
             logger.info("Converting final-hf to %s", name)
             meta["convert_s"][gguf_type] = round(gguf_lib.convert(final, tmp / name, gguf_type, logger), 2)
             meta["files"][gguf_type] = {"name": name, "bytes": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)}
-        atomic_write_json(tmp / "export.json", meta)
+        GgufExportRecord(**meta).write(tmp / "export.json")
         readable(tmp)
     return meta
 

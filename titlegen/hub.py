@@ -1,15 +1,18 @@
-"""The Hub side of the upload stage: which repo, which token, and how a Hub call is retried and explained.
+"""The Hub side of the upload stage: which repo, which token, and how a failed Hub call is explained.
 
-`resolve_repo` and `resolve_token` say where each came from (never the token itself). `with_retries`
-runs one Hub step under tenacity: timeouts, dropped connections, 408/429 and 5xx are retried with
-exponential backoff; 401/403/404 and offline mode become an `UploadError` that names the variable
-to set. Used by `tasks/upload.py`.
+`resolve_repo` and `resolve_token` say where each came from (never the token itself). `hub_call`
+makes one Hub step: timeouts, dropped connections, 408/429 and 5xx become a `TransientHubError`,
+which the upload task's Prefect retries try again (`retry_on_transient_hub`, `titlegen.retries`);
+401/403/404 and offline mode become an `UploadError` that names the variable to set. Used by
+`tasks/upload.py`.
 """
 
 import logging
 import os
 from collections.abc import Callable
 from typing import Any
+
+from titlegen.retries import retry_on
 
 ENV_TOKEN = "HF_TOKEN"
 ENV_ORG = "HF_ORG"
@@ -18,6 +21,14 @@ ENV_REPO = "HF_REPO"
 
 class UploadError(RuntimeError):
     """A Hub upload failure that retrying cannot fix; the message names what to change."""
+
+
+class TransientHubError(UploadError):
+    """A Hub call that may succeed when tried again; `attempts` is the run's budget (`publish.upload_attempts`)."""
+
+    def __init__(self, message: str, attempts: int):
+        super().__init__(message)
+        self.attempts = attempts
 
 
 
@@ -133,33 +144,33 @@ def explain(exc: BaseException, repo_id: str, block_name: str | None) -> UploadE
     return None
 
 
-def with_retries(step: str, fn: Callable[[], Any], *, attempts: int, backoff_s: float, repo_id: str, block: str | None) -> Any:
-    import tenacity
+def _attempt() -> int:
+    """This task run's attempt (1 outside Prefect)."""
+    from prefect.context import TaskRunContext
 
-    log = logger()
+    ctx = TaskRunContext.get()
+    return ctx.task_run.run_count if ctx else 1
 
-    def before_sleep(state: tenacity.RetryCallState) -> None:
-        exc = state.outcome.exception()
-        log.warning(
-            "Hub %s for %s failed (%s: %s); retry %d/%d in %.1f s",
-            step, repo_id, type(exc).__name__, short(exc), state.attempt_number, attempts - 1, state.next_action.sleep,
-        )
 
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(attempts),
-        wait=tenacity.wait_exponential(multiplier=backoff_s, min=backoff_s, max=32 * backoff_s),
-        retry=tenacity.retry_if_exception(is_transient),
-        before_sleep=before_sleep,
-        reraise=True,
-    )
+def hub_call(step: str, fn: Callable[[], Any], *, attempts: int, repo_id: str, block: str | None) -> Any:
+    """One attempt at a Hub step; a transient failure is a `TransientHubError` for the task's retries."""
     try:
-        return retrying(fn)
+        return fn()
     except Exception as exc:
         if (explained := explain(exc, repo_id, block)) is not None:
             raise explained from exc
-        if is_transient(exc):
-            raise UploadError(f"Hub {step} for {repo_id} still failing after {attempts} attempts: {short(exc)}") from exc
-        raise
+        if not is_transient(exc):
+            raise
+        attempt = _attempt()
+        then = "the upload task retries it" if attempt < attempts else "no attempts left"
+        logger().warning("Hub %s for %s failed (%s: %s) on attempt %d of %d; %s",
+                         step, repo_id, type(exc).__name__, short(exc), attempt, attempts, then)
+        raise TransientHubError(
+            f"Hub {step} for {repo_id} failed on attempt {attempt} of {attempts}: {type(exc).__name__}: {short(exc)}", attempts
+        ) from exc
+
+
+retry_on_transient_hub = retry_on(TransientHubError)
 
 
 def short(exc: BaseException) -> str:

@@ -5,14 +5,13 @@ on CPU and, on CUDA, in a child so the GPU memory is freed when the child ends:
 
     python -m titlegen.merge_worker SPEC.json    # writes SPEC.result.json (the report, or {"error": ...})
 
-SPEC is what `tasks.merge.build_spec` writes: `adapter_dir`, `base_model_dir` (a local folder where
-there is one), `base_model` (the name as given), `out_dir` (a fresh
-temporary folder), `articles`, `max_title_chars`, `max_new_tokens`, `merged_dtype`,
+SPEC is a `titlegen.records.MergeSpec`, built by `tasks.merge.build_spec`: `adapter_dir`,
+`base_model_dir` (a local folder where there is one), `base_model` (the name as given), `out_dir`
+(a fresh temporary folder), `articles`, `max_title_chars`, `max_new_tokens`, `merged_dtype`,
 `max_shard_size`, `tie_margin`, `source`.
 """
 
 import gc
-import json
 import shutil
 import sys
 import time
@@ -32,6 +31,7 @@ from titlegen.merge_checks import (
     tensor_digests,
 )
 from titlegen.prompt import END_OF_TURN, chat_template, generation_prompt, prompt_messages
+from titlegen.records import MergeSpec
 from titlegen.runs import atomic_write_json
 
 
@@ -50,8 +50,8 @@ def _resolve_dtype(name: str, config) -> "Any":
     return getattr(torch, merged_dtype_name(name, str(current).removeprefix("torch.") if current else None))
 
 
-def build_final_hf(spec: dict) -> dict:
-    """Merge, save into `spec["out_dir"]` (a fresh temporary folder), reload with plain transformers, compare.
+def build_final_hf(spec: MergeSpec) -> dict:
+    """Merge, save into `spec.out_dir` (a fresh temporary folder), reload with plain transformers, compare.
 
     Returns the report that becomes export.json; raises MergeVerificationError on a mismatch.
     """
@@ -60,15 +60,15 @@ def build_final_hf(spec: dict) -> dict:
     from peft import PeftModel
     from transformers import AutoConfig, AutoTokenizer
 
-    out = Path(spec["out_dir"])
+    out = Path(spec.out_dir)
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
-    base = spec["base_model_dir"]
-    adapter = Path(spec["adapter_dir"])
+    base = spec.base_model_dir
+    adapter = Path(spec.adapter_dir)
     config = AutoConfig.from_pretrained(base)
     arch = (config.architectures or ["AutoModelForCausalLM"])[0]
     model_cls = getattr(transformers, arch)
-    save_dtype = _resolve_dtype(spec["merged_dtype"], config)
+    save_dtype = _resolve_dtype(spec.merged_dtype, config)
     # CPU computes in float32 (bf16 matmuls there are slow and coarse); both sides see the same
     # save-dtype-rounded base weights, so the only difference left is the rounding of W + BA.
     compute_dtype = save_dtype if cuda else torch.float32
@@ -90,11 +90,11 @@ def build_final_hf(spec: dict) -> dict:
     eot = tokenizer.convert_tokens_to_ids(END_OF_TURN)
     eos_ids = sorted({i for i in (tokenizer.eos_token_id, eot) if i is not None})
     prompts = [
-        tokenizer.apply_chat_template(prompt_messages(a, spec["max_title_chars"]), tokenize=False, add_generation_prompt=True)
-        for a in spec["articles"]
+        tokenizer.apply_chat_template(prompt_messages(a, spec.max_title_chars), tokenize=False, add_generation_prompt=True)
+        for a in spec.articles
     ]
     t = time.perf_counter()
-    reference = [greedy(model, tokenizer, p, spec["max_new_tokens"], eos_ids, True) for p in prompts]
+    reference = [greedy(model, tokenizer, p, spec.max_new_tokens, eos_ids, True) for p in prompts]
     timings["reference_generate_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -107,7 +107,7 @@ def build_final_hf(spec: dict) -> dict:
     merged.generation_config.eos_token_id = eos_ids
     if tokenizer.pad_token_id is not None:
         merged.generation_config.pad_token_id = tokenizer.pad_token_id
-    merged.save_pretrained(out, max_shard_size=spec["max_shard_size"])
+    merged.save_pretrained(out, max_shard_size=spec.max_shard_size)
     tokenizer.save_pretrained(out)
     # transformers 5 saves Gemma's fast tokenizer only; the converter builds a sentencepiece vocab
     # when tokenizer.model is present, so keep it where the source had one.
@@ -135,31 +135,31 @@ def build_final_hf(spec: dict) -> dict:
     if eot not in gen_eos:
         raise MergeVerificationError(f"final-hf generation_config eos_token_id {gen_eos} lacks {END_OF_TURN} ({eot}).")
     final_prompts = [
-        loaded_tok.apply_chat_template(prompt_messages(a, spec["max_title_chars"]), tokenize=False, add_generation_prompt=True)
-        for a in spec["articles"]
+        loaded_tok.apply_chat_template(prompt_messages(a, spec.max_title_chars), tokenize=False, add_generation_prompt=True)
+        for a in spec.articles
     ]
     if final_prompts != prompts:
         raise MergeVerificationError("final-hf's saved chat template renders a different prompt from titlegen's template.")
     timings["load_final_hf_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    results = [greedy(final, loaded_tok, p, spec["max_new_tokens"], gen_eos, True) for p in final_prompts]
+    results = [greedy(final, loaded_tok, p, spec.max_new_tokens, gen_eos, True) for p in final_prompts]
     timings["final_hf_generate_s"] = time.perf_counter() - t
     del final
     gc.collect()
 
-    comparison = compare_titles(reference, results, spec["tie_margin"])
+    comparison = compare_titles(reference, results, spec.tie_margin)
     comparison = summarize({**comparison, "merge_tensors": merge_check, "tensors": tensors})
     if comparison["mismatches"] and tensors["identical"] and merge_check["ok"]:
         t = time.perf_counter()
         comparison = precision_probe(load_adapter_model, tokenizer, prompts, reference, results, comparison, compute_dtype)
         timings["precision_probe_s"] = time.perf_counter() - t
-    for article, r in zip(spec["articles"], results):
-        r["gguf_prompt"] = generation_prompt(article, spec["max_title_chars"])
+    for article, r in zip(spec.articles, results):
+        r["gguf_prompt"] = generation_prompt(article, spec.max_title_chars)
         r.pop("ids"), r.pop("second_ids")
     multimodal = any(k in config.to_dict() for k in ("vision_config", "audio_config"))
     report = {
-        "source_fingerprint": spec["source"],
-        "base_model": spec.get("base_model", base),
+        "source_fingerprint": spec.source,
+        "base_model": spec.base_model or base,
         "adapter_dir": str(adapter),
         "architecture": arch,
         "dtype": str(save_dtype).removeprefix("torch."),
@@ -179,7 +179,7 @@ def build_final_hf(spec: dict) -> dict:
 
 def main(spec_path: str) -> int:
     """Run `build_final_hf` on SPEC.json; the report (or the verification error) goes to SPEC.result.json."""
-    spec = json.loads(Path(spec_path).read_text())
+    spec = MergeSpec.read(spec_path)
     try:
         report = build_final_hf(spec)
     except MergeVerificationError as e:

@@ -25,8 +25,10 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from titlegen.generate import max_new_tokens_for
 from titlegen.params import CPU_BASE_MODEL
 from titlegen.prompt import instruction_template, ollama_template
+from titlegen.records import ExportRecord, Record, TrainingRecord
 
 # The card's markdown (Jinja2, as huggingface_hub.ModelCard.from_template renders it), shipped as package data.
 CARD_TEMPLATE = "templates/model_card.md"
@@ -54,12 +56,21 @@ def hub_id(name: str | None) -> str | None:
     return name
 
 
+def _record(model: type[Record], path: Path) -> dict | None:
+    """A record read through its model (titlegen.records), as a dict; None when absent or not of that shape."""
+    record = model.read_optional(path)
+    return record.model_dump(exclude_unset=True) if record is not None else None
+
+
 def read_run_info(run_dir: str | Path, final_hf: str | Path) -> dict:
-    """Everything the card reports, from the run folder; any record may be absent (None)."""
+    """Everything the card reports, from the run folder; any record may be absent (None).
+
+    metrics.json is read as it is, not through `MetricsRecord`: a file of another layout is named
+    in the card (`metrics_problem`) rather than silently left out."""
     run = Path(run_dir)
     training = None
     for path in sorted(run.glob("*-lora/training.json")):
-        training = _read_json(path)
+        training = _record(TrainingRecord, path)
         break
     return {
         "run_name": run.name,
@@ -68,7 +79,7 @@ def read_run_info(run_dir: str | Path, final_hf: str | Path) -> dict:
         "split": _read_json(run / "split" / "manifest.json"),
         "training": training,
         "metrics": _read_json(run / "eval" / "metrics.json"),
-        "export": _read_json(Path(final_hf) / "export.json"),
+        "export": _record(ExportRecord, Path(final_hf) / "export.json"),
         "gguf_check": _read_json(run / "gguf" / "verification.json"),
     }
 
@@ -317,7 +328,7 @@ def build_model_card(
         needs_timm=architecture.startswith("Gemma3n") and "ForConditionalGeneration" in architecture,
         modalities=export.get("modalities") if isinstance(export.get("modalities"), str) else None,
         max_title_chars=max_title_chars,
-        max_new_tokens=max(16, 2 * int(max_title_chars)),
+        max_new_tokens=max_new_tokens_for(int(max_title_chars)),
         max_seq_length=max_seq_length,
         instruction=instruction,
         instruction_py=instruction_py,

@@ -28,6 +28,7 @@ import httpx
 import ollama
 
 from titlegen.modelfile import parse_modelfile
+from titlegen.retries import retry_on
 from titlegen.runs import file_sha256
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
@@ -119,16 +120,8 @@ def gguf_only_request(form: str, model: str, digest: str) -> dict:
     return {"model": model, "files": {LOCAL_GGUF_NAME: digest}, "stream": False}
 
 
-def retry_on_unreachable(task, task_run, state) -> bool:
-    """Prefect `retry_condition_fn`: retry a lost connection; a failed check or a bad request would
-    only fail again."""
-    try:
-        state.result()
-    except OllamaUnreachable:
-        return True
-    except BaseException:
-        return False
-    return False
+# Prefect `retry_condition_fn`: retry a lost connection; a failed check or a bad request would only fail again.
+retry_on_unreachable = retry_on(OllamaUnreachable)
 
 
 class OllamaClient:

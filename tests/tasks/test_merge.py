@@ -435,3 +435,12 @@ def test_the_cuda_path_runs_the_worker_in_a_child_with_a_private_spec_file(tiny_
     meta = _check_layout(Path(result["final_hf"]))
     assert meta["device"] == "cpu" and meta["base_model"] == str(tiny_gemma3_dir)
     assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []  # no spec, result, lock or temp folder left
+
+
+def test_verification_titles_get_the_evaluation_budget(tmp_path):
+    """Merge checks generate with the one budget rule (`max_new_tokens_for`), not a budget of their own."""
+    from titlegen.generate import max_new_tokens_for
+    from titlegen.tasks.merge import build_spec
+
+    spec = build_spec(tmp_path, tmp_path, tmp_path / "out", ["article"], 40, PublishParams(), "src")
+    assert spec.max_new_tokens == max_new_tokens_for(40) == 52

@@ -378,7 +378,7 @@ def _upload(run: dict, **kw):
     from titlegen.tasks.upload import upload
 
     publish = kw.pop("publish", PublishParams(hf_timeout_s=5))
-    return upload(run["final_hf"], run["gguf"], run["run"], kw.pop("hf_repo", REPO), publish, backoff_s=0.01, **kw)
+    return upload(run["final_hf"], run["gguf"], run["run"], kw.pop("hf_repo", REPO), publish, **kw)
 
 
 def test_upload_creates_repo_with_files_card_and_one_commit(hub, tmp_path, monkeypatch):
@@ -463,7 +463,7 @@ def test_changed_run_commits_only_changes_and_removes_stale_shards(hub, tmp_path
     _upload(run)
     rerun = _make_run(tmp_path / "b", shards=1, seed=1)  # a new merge with one shard and different weights
     hub.requests.clear()
-    result = upload(rerun["final_hf"], {"q8_0": run["gguf"]["q8_0"]}, rerun["run"], REPO, PublishParams(), backoff_s=0.01)
+    result = upload(rerun["final_hf"], {"q8_0": run["gguf"]["q8_0"]}, rerun["run"], REPO, PublishParams())
 
     files = hub.files(REPO)
     assert result["new_commit"] is True and len(hub.repos[REPO]["commits"]) == 3
@@ -525,30 +525,70 @@ def test_companion_repo_gets_gguf_template_and_quantized_card(hub, tmp_path, mon
     assert result["gguf_commit"] == hub.head(gguf_repo)["oid"] and result["commit"] == hub.head(REPO)["oid"]
 
 
-def test_timeouts_and_5xx_are_retried_with_backoff(hub, tmp_path, monkeypatch, caplog):
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory):
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: tmp_path_factory.mktemp("results")}):
+            yield
+
+
+def _upload_task_state(run: dict, publish: PublishParams):
+    """The final state of a flow that runs the upload task (its Prefect retries without delays)."""
+    from prefect import flow
+
+    from titlegen.tasks.upload import upload_task
+
+    @flow
+    def publish_only() -> dict:
+        return upload_task.with_options(retry_delay_seconds=0)(str(run["final_hf"]), run["gguf"], str(run["run"]), REPO, publish)
+
+    return publish_only(return_state=True)
+
+
+def test_a_transient_hub_error_is_one_attempt_for_the_tasks_retries(caplog, monkeypatch):
+    """Outside Prefect one attempt: a timeout or 5xx is a TransientHubError (retried by the task), logged with its attempt."""
+    import httpx
+
+    from titlegen.hub import TransientHubError, hub_call
+
+    def timeout():
+        raise httpx.ReadTimeout("timed out")
+
+    # Prefect's logging setup may stop propagation to the root logger: listen on the logger itself.
+    monkeypatch.setattr(logging.getLogger("titlegen.upload"), "handlers", [caplog.handler])
+    caplog.set_level(logging.WARNING, logger="titlegen.upload")
+    with pytest.raises(TransientHubError, match="Hub upload for org/x failed on attempt 1 of 4: ReadTimeout") as info:
+        hub_call("upload", timeout, attempts=4, repo_id="org/x", block=None)
+    assert info.value.attempts == 4
+    assert any("attempt 1 of 4; the upload task retries it" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.slow  # a Prefect test server: ~15 s to start on an idle 2-core machine, ~55 s on a busy one
+def test_timeouts_and_5xx_are_retried_by_the_task(prefect_api, hub, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     run = _make_run(tmp_path)
     hub.fail("POST", r"^/api/repos/create$", delay=1.5)  # past the 0.5 s timeout below
     hub.fail("POST", r"/commit/main$", status=503, times=1)
     hub.fail("GET", rf"^/api/models/{REPO}$", status=502, times=1)
-    caplog.set_level(logging.WARNING, logger="titlegen.upload")
-    result = _upload(run, publish=PublishParams(hf_timeout_s=0.5, upload_attempts=4))
+    state = _upload_task_state(run, PublishParams(hf_timeout_s=0.5, upload_attempts=4))
 
+    assert state.is_completed(), state.message
+    result = state.result()
     assert result["new_commit"] is True and len(hub.repos[REPO]["commits"]) == 2  # one commit despite the retries
     assert hub.count("POST", r"^/api/repos/create$") == 4  # timeout, then ok; 502 retry; 503 retry
     assert hub.count("POST", r"/commit/main$") == 2
-    retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
-    assert len(retries) == 3 and any("ReadTimeout" in m for m in retries) and any("503" in m for m in retries)
 
 
-def test_gives_up_after_the_configured_attempts(hub, tmp_path, monkeypatch):
-    from titlegen.tasks.upload import UploadError
-
+@pytest.mark.slow  # a Prefect test server (shared with the test above)
+def test_gives_up_after_the_configured_attempts(prefect_api, hub, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     run = _make_run(tmp_path)
     hub.fail("POST", r"/commit/main$", status=500, times=99)
-    with pytest.raises(UploadError, match="still failing after 3 attempts"):
-        _upload(run, publish=PublishParams(upload_attempts=3))
+    state = _upload_task_state(run, PublishParams(upload_attempts=3))
+    assert state.is_failed() and "failed on attempt 3 of 3" in state.message
     assert hub.count("POST", r"/commit/main$") == 3
     assert len(hub.repos[REPO]["commits"]) == 1
 
@@ -628,7 +668,9 @@ def test_token_never_appears_in_logs_files_results_or_the_repo(hub, tmp_path, mo
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     run = _make_run(tmp_path)
-    hub.fail("POST", r"/commit/main$", status=503, times=1)  # a retry logs the failing request
+    hub.fail("POST", r"/commit/main$", status=503, times=1)  # a transient error logs the failing request
+    with pytest.raises(UploadError) as transient:  # one attempt outside Prefect; the task would retry
+        _upload(run)
     result = _upload(run)
     (run["final_hf"] / "config.json").write_text(json.dumps({"model_type": "gemma3_text", "changed": True}))
     assert main(["--final-hf", str(run["final_hf"]), "--repo", REPO]) == 0
@@ -637,12 +679,13 @@ def test_token_never_appears_in_logs_files_results_or_the_repo(hub, tmp_path, mo
         _upload(run)
 
     out = capsys.readouterr()
-    haystacks = [json.dumps(result), out.out, out.err, str(rejected.value), repr(rejected.value.__cause__)]
+    haystacks = [json.dumps(result), out.out, out.err, str(rejected.value), repr(rejected.value.__cause__),
+                 str(transient.value), repr(transient.value.__cause__)]
     haystacks += [r.getMessage() for r in caplog.records]
     haystacks += [str(r.exc_info[1]) for r in caplog.records if r.exc_info]
     haystacks += [p.read_bytes().decode(errors="replace") for p in tmp_path.rglob("*") if p.is_file()]
     haystacks += [data.decode(errors="replace") for repo in hub.repos for data in hub.files(repo).values()]
-    assert any("retry" in h for h in haystacks) and len(haystacks) > 30
+    assert any("503" in h and "attempt 1 of 4" in h for h in haystacks) and len(haystacks) > 30
     for text in haystacks:
         assert TOKEN not in text
 
@@ -686,6 +729,17 @@ def test_card_renders_without_any_run_records(tmp_path):
     assert card.data.license == "gemma"
     assert "No evaluation record" in card.text and "Not recorded for this run" in card.text
     assert "revision not recorded" in card.text and "ollama run" not in card.text
+
+
+def test_card_example_generates_with_the_evaluation_budget(tmp_path):
+    """The card's transformers example uses the one budget rule (`max_new_tokens_for`)."""
+    from titlegen.generate import max_new_tokens_for
+    from titlegen.model_card import build_model_card, read_run_info
+
+    (tmp_path / "final-hf").mkdir()
+    card = build_model_card(read_run_info(tmp_path, tmp_path / "final-hf"), REPO, gguf_repo=None, gguf_files={},
+                            ollama_refs={}, private=False)
+    assert f"max_new_tokens={max_new_tokens_for(40)}," in card.text
 
 
 @pytest.mark.slow  # a Prefect test server: ~15 s to start on an idle 2-core machine, ~55 s on a busy one

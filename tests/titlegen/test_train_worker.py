@@ -1,9 +1,21 @@
 """The training worker: the lead-only augmentation (`train.augmentation='lead'`), the out-of-memory advice."""
 
+import pytest
+
+from titlegen.params import TrainParams
+from titlegen.records import TrainWorkerConfig
 from titlegen.runs import write_jsonl
 from titlegen.train_worker import build_dataset, lead_view, out_of_memory_advice
 
 ARTICLE = "行政院今天通過明年度總預算案，總歲出創新高。社福與國防經費增幅最大，將送立法院審議。" * 4
+RESOLVED = {"per_device_batch_size": 2, "gradient_accumulation_steps": 1, "max_seq_length": 512, "optimizer": "adamw_torch"}
+
+
+def _config(**train) -> TrainWorkerConfig:
+    """A worker config whose paths are never opened by the function under test."""
+    return TrainWorkerConfig(base_model_dir="base", train_file="train.jsonl", output_dir="out", checkpoint_dir="ckpt",
+                             max_title_chars=40, epochs=1.0, learning_rate=1e-4, lora_rank=8,
+                             train=TrainParams(**{**RESOLVED, **train}))
 
 
 def test_lead_view_cuts_at_the_last_sentence_end_inside_the_limit():
@@ -19,7 +31,7 @@ def test_lead_augmentation_doubles_training_rows_only(gemma_tokenizer_dir, tmp_p
     tokenizer = AutoTokenizer.from_pretrained(gemma_tokenizer_dir)
     rows = [{"content": ARTICLE, "title": "總預算案創新高"}, {"content": ARTICLE[::-1], "title": "另一則標題測試"}]
     write_jsonl(tmp_path / "train.jsonl", rows)
-    config = {"max_title_chars": 40, "train": {"max_seq_length": 512, "augmentation": "lead", "lead_chars": 40}}
+    config = _config(max_seq_length=512, augmentation="lead", lead_chars=40)
 
     plain = build_dataset(str(tmp_path / "train.jsonl"), tokenizer, config)
     augmented = build_dataset(str(tmp_path / "train.jsonl"), tokenizer, config, augment=True)
@@ -31,19 +43,28 @@ def test_lead_augmentation_doubles_training_rows_only(gemma_tokenizer_dir, tmp_p
     title = [t for t, m in zip(full_row["input_ids"], full_row["completion_mask"]) if m]
     assert [t for t, m in zip(lead_row["input_ids"], lead_row["completion_mask"]) if m] == title
 
-    config["train"]["augmentation"] = "none"
+    config.train.augmentation = "none"
     assert len(build_dataset(str(tmp_path / "train.jsonl"), tokenizer, config, augment=True)) == 2
 
 
 def test_out_of_memory_advice_names_the_parameters_to_change():
     train = {"per_device_batch_size": 8, "gradient_accumulation_steps": 1, "quantization": "16bit",
              "gradient_checkpointing": False, "max_seq_length": 1024}
-    advice = out_of_memory_advice({"train": train}, 80 * 2**30)
+    advice = out_of_memory_advice(_config(**train), 80 * 2**30)
     assert "per_device_batch_size=8, quantization=16bit on a 80 GiB GPU" in advice
     for fix in ("train.per_device_batch_size=4 with train.gradient_accumulation_steps=2", "train.quantization='4bit'",
                 "train.gradient_checkpointing=true", "train.max_seq_length (now 1024)", "resumes from its last checkpoint"):
         assert fix in advice
     # Already at the smallest settings: only what is left to change.
-    small = out_of_memory_advice({"train": {**train, "per_device_batch_size": 1, "quantization": "4bit", "gradient_checkpointing": True}}, 16 * 2**30)
+    small = out_of_memory_advice(_config(**{**train, "per_device_batch_size": 1, "quantization": "4bit", "gradient_checkpointing": True}), 16 * 2**30)
     assert "per_device_batch_size=" not in small.split("Re-run with")[1] and "4bit'" not in small
     assert "max_seq_length" in small
+
+
+def test_worker_config_round_trips_and_rejects_typos_and_unresolved_presets(tmp_path):
+    config = _config(augmentation="lead")
+    assert TrainWorkerConfig.read(config.write(tmp_path / "worker_config.json")) == config
+    with pytest.raises(ValueError, match="max_seq_lenght"):
+        TrainWorkerConfig.model_validate({**config.model_dump(), "train": {**config.train.model_dump(), "max_seq_lenght": 1}})
+    with pytest.raises(ValueError, match="train.per_device_batch_size unset"):
+        TrainWorkerConfig.model_validate({**config.model_dump(), "train": {**config.train.model_dump(), "per_device_batch_size": None}})
