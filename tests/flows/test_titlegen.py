@@ -34,7 +34,7 @@ def stubbed_flow(monkeypatch, tmp_path):
                "differences": {}, "validation": None, "predictions_path": str(tmp_path / "none.jsonl")}
 
     @task
-    def ingest(dataset, revision, columns, out):
+    def ingest(dataset, revision, columns, out, stale=None):
         return {"path": str(tmp_path / "raw.jsonl"), "provenance": {"dataset": dataset}}
 
     @task
@@ -69,6 +69,11 @@ def stubbed_flow(monkeypatch, tmp_path):
     monkeypatch.setattr(module, "merge_task", after_gate("merge", {"final_hf": str(tmp_path / "final-hf"), "gguf": {}}))
     monkeypatch.setattr(module, "upload_task", after_gate("upload", {"dry_run": True}))
     monkeypatch.setattr(module, "ollama_create_task", after_gate("ollama-create", {"model": "titlegen"}))
+    # No champion is served yet (the champion stages have their own tests, tests/flows/test_retraining.py).
+    monkeypatch.setattr(module, "find_champion_task", task(name="find-champion")(lambda *a, **k: None))
+    monkeypatch.setattr(module, "nothing_changed_task",
+                        task(name="compare-with-champion")(lambda *a, **k: {"nothing_changed": False, "reason": "no champion"}))
+    monkeypatch.setattr(module, "record_champion_task", task(name="record-champion")(lambda *a, **k: None))
     return module.titlegen, ran
 
 
