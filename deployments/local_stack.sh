@@ -294,7 +294,7 @@ run() {  # ARGS: `prefect deployment run` options; the run is then followed by t
     printf '%s\n' "$created" >&2; log "the run was not created (see above)"; return 1; }
   id="$(grep -oE 'UUID: [0-9a-f-]{36}' <<<"$created" | head -n 1 | cut -d' ' -f2)"
   [[ -n "$id" ]] || { printf '%s\n' "$created" >&2; log "no flow run id in the output above"; return 1; }
-  log "$(head -n 1 <<<"$created")  UI: $PREFECT_UI_URL/runs/flow-run/$id"
+  log "$(grep -m 1 '^Created flow run' <<<"$created" || echo "Created flow run $id.")  UI: $PREFECT_UI_URL/runs/flow-run/$id"
   log "following it here (Ctrl-C stops watching, not the run; make down stops everything)"
   "$VENV/bin/python" -m titlegen.watch "$id" --worker-log "$STATE/worker.log" "${timeout[@]}" || rc=$?
   case "$rc" in

@@ -34,7 +34,11 @@ WAITING_HINT_SECONDS = 30
 MAX_LINE = 220
 MAX_ERROR_LINES = 12
 # Prefect's own INFO lines that the stage lines already say.
-_PREFECT_CHATTER = re.compile(r"^(Finished in state|Beginning flow run|View at |Created task run|Executing )")
+_PREFECT_CHATTER = re.compile(
+    r"^(Finished in state|Beginning flow run|View at |Created task run|Executing |Worker '|Flow run '.*' submitted to|"
+    r"Running \d+ deployment pull step|Deployment step |All deployment steps|Opening process|Process for flow run|"
+    r"Encountered exception during execution|Engine execution exited with unexpected exception)"
+)
 _NOISE = re.compile(r"\d+%\|")  # progress bars
 _RUN_FOLDER = re.compile(r"^Run folder (\S+)")
 _TASK_ERROR = "Task run encountered an exception "
@@ -120,7 +124,19 @@ class Follower:
         return self._emitted(out)
 
     def task_lines(self, task_runs: Iterable[Any]) -> list[str]:
-        out = []
+        return self._emitted([line for _, line in self._task_events(task_runs)])
+
+    def log_lines(self, logs: Iterable[Any]) -> list[str]:
+        return self._emitted([line for _, line in self._log_events(logs)])
+
+    def lines(self, task_runs: Iterable[Any], logs: Iterable[Any]) -> list[str]:
+        """Stage lines and log lines of one poll, in the order they happened."""
+        events = self._task_events(task_runs) + self._log_events(logs)
+        events.sort(key=lambda e: e[0].timestamp() if e[0] is not None else 0.0)  # stable: ties keep their order
+        return self._emitted([line for _, line in events])
+
+    def _task_events(self, task_runs: Iterable[Any]) -> list[tuple[Any, str]]:
+        out: list[tuple[Any, str]] = []
         for tr in task_runs:
             if tr.state is None:
                 continue
@@ -129,47 +145,46 @@ class Follower:
                 continue
             self.task_states[tr.id] = key
             kind, name = key
-            what = label(tr.name)
+            what, ts = label(tr.name), getattr(tr.state, "timestamp", None)
             if kind == "RUNNING":
                 self.running[tr.id] = (what, self.clock())
-                out.append(f"▶ {what} retrying" if name == "Retrying" else f"▶ {what} started")
+                out.append((ts, f"▶ {what} retrying" if name == "Retrying" else f"▶ {what} started"))
                 continue
             self.running.pop(tr.id, None)
             if kind == "COMPLETED":
                 if name == "Cached":
-                    out.append(f"✓ {what} cached: same inputs as an earlier run, not run again")
+                    out.append((ts, f"✓ {what} cached: same inputs as an earlier run, not run again"))
                 else:
-                    out.append(f"✓ {what} done in {duration(_run_seconds(tr))}")
+                    out.append((ts, f"✓ {what} done in {duration(_run_seconds(tr))}"))
             elif kind in ("FAILED", "CRASHED"):
-                out.append(f"✗ {what} {name.lower() or kind.lower()} after {duration(_run_seconds(tr))}: "
-                           f"{_error_head(tr.state.message)}")
+                out.append((ts, f"✗ {what} {name.lower() or kind.lower()} after {duration(_run_seconds(tr))}: "
+                                f"{_error_head(tr.state.message)}"))
             elif kind == "SCHEDULED" and name == "AwaitingRetry":
-                out.append(f"↻ {what} will retry: {_error_head(tr.state.message)}")
+                out.append((ts, f"↻ {what} will retry: {_error_head(tr.state.message)}"))
             elif kind == "CANCELLED":
-                out.append(f"■ {what} cancelled")
-        return self._emitted(out)
+                out.append((ts, f"■ {what} cancelled"))
+        return out
 
     # --- logs ----------------------------------------------------------------------------------
-    def log_lines(self, logs: Iterable[Any]) -> list[str]:
-        out = []
+    def _log_events(self, logs: Iterable[Any]) -> list[tuple[Any, str]]:
+        out: list[tuple[Any, str]] = []
         for log in logs:
             if log.id in self.seen_logs:
                 continue
             self.seen_logs.add(log.id)
-            message = log.message or ""
+            message, ts = log.message or "", getattr(log, "timestamp", None)
             if message.startswith(PROGRESS_PREFIX):
                 line = self.progress_line(message)
                 if line:
-                    out.append(line)
+                    out.append((ts, line))
                 continue
             found = _RUN_FOLDER.match(message)
             if found:
                 self.run_folder = found.group(1)
-            if log.level >= 30:
-                out.append(f"  ! {_first_line(message)}")
-            elif not _PREFECT_CHATTER.match(message) and not _NOISE.search(message) and message.strip():
-                out.append(f"    {_first_line(message)}")
-        return self._emitted(out)
+            if _PREFECT_CHATTER.match(message) or _NOISE.search(message) or not message.strip():
+                continue
+            out.append((ts, f"  ! {_first_line(message)}" if log.level >= 30 else f"    {_first_line(message)}"))
+        return out
 
     def progress_line(self, line: str) -> str | None:
         """A training progress record as one line; an ETA once a step has been timed."""
@@ -281,13 +296,13 @@ def follow(client: Any, flow_run_id: Any, ui_url: str, out: Callable[[str], None
     while True:
         flow_run = client.read_flow_run(flow_run_id)
         task_runs = _task_runs(client, flow_run_id)
-        for line in (follower.flow_lines(flow_run, worker_log) + follower.task_lines(task_runs)
-                     + follower.log_lines(_new_logs(client, flow_run_id, follower)) + follower.quiet_lines()):
+        for line in (follower.flow_lines(flow_run, worker_log)
+                     + follower.lines(task_runs, _new_logs(client, flow_run_id, follower)) + follower.quiet_lines()):
             out(line)
         if flow_run.state is not None and flow_run.state.is_final():
             sleep(poll)  # the last log lines reach the API in batches, a moment after the state
             task_runs = _task_runs(client, flow_run_id)
-            for line in follower.task_lines(task_runs) + follower.log_lines(_new_logs(client, flow_run_id, follower)):
+            for line in follower.lines(task_runs, _new_logs(client, flow_run_id, follower)):
                 out(line)
             lines, code = follower.summary(flow_run, task_runs, ui_url, worker_log)
             for line in lines:

@@ -44,8 +44,8 @@ def flow_run(state, seconds=None):
                            end_time=T0 + dt.timedelta(seconds=seconds) if seconds else None, total_run_time=None)
 
 
-def log(message, level=20):
-    return SimpleNamespace(id=uuid4(), level=level, message=message)
+def log(message, level=20, at=None):
+    return SimpleNamespace(id=uuid4(), level=level, message=message, timestamp=at)
 
 
 def progress(event, **fields):
@@ -114,11 +114,21 @@ def test_a_resumed_training_measures_its_eta_from_the_resumed_step():
         "    step 6/12 (50%)  loss 3.000  10.0 s/step, about 1 min 00 s to go"]
 
 
+def test_stage_and_log_lines_of_one_poll_come_in_the_order_they_happened():
+    f = Follower(Clock())
+    started = Running()
+    before, after = started.timestamp - dt.timedelta(seconds=1), started.timestamp + dt.timedelta(seconds=1)
+    lines = f.lines([task("ingest-1", started)], [log("loading rows", at=after), log("Run folder outputs/r", at=before)])
+    assert lines == ["    Run folder outputs/r", "▶ [1/8] ingest started", "    loading rows"]
+
+
 def test_logs_warnings_and_the_run_folder_without_prefect_chatter_or_duplicates():
     f = Follower(Clock())
     folder = log("Run folder outputs/gemma3-270m-news-1a2b (preset cpu, base model pypi:x)")
     warning = log("WARNING-level line\nwith a traceback below", level=30)
-    lines = f.log_lines([folder, log("Finished in state Completed()"), log(" 45%|████ | 9/20"), warning])
+    chatter = [log("Finished in state Completed()"), log(" 45%|████ | 9/20"), log("Finished in state Failed('x')", 40),
+               log("Engine execution exited with unexpected exception", 40), log("Worker 'ProcessWorker 1' submitting flow run '2'")]
+    lines = f.log_lines([folder, *chatter, warning])
     assert lines == ["    Run folder outputs/gemma3-270m-news-1a2b (preset cpu, base model pypi:x)", "  ! WARNING-level line …"]
     assert f.log_lines([folder, warning]) == []
     assert f.run_folder == "outputs/gemma3-270m-news-1a2b"
@@ -199,10 +209,11 @@ class FakeClient:
 
 
 def test_follow_prints_the_run_to_its_end_and_returns_its_exit_status():
-    logs = [log("Run folder outputs/r1 (preset cpu, base model m)")]
+    now = dt.datetime.now(dt.timezone.utc)
+    logs = [log("Run folder outputs/r1 (preset cpu, base model m)", at=now - dt.timedelta(minutes=1))]
     client = FakeClient([
         (flow_run(Running()), [task("ingest-1", Running())], logs),
-        (flow_run(gate_blocked(["rule one"]), 10), [task("ingest-1", Completed(), 1.0)], logs + [log("Gate blocked the model: rule one", 40)]),
+        (flow_run(gate_blocked(["rule one"]), 10), [task("ingest-1", Completed(), 1.0)], logs + [log("Gate blocked the model: rule one", 40, now + dt.timedelta(minutes=1))]),
     ])
     out = []
 
@@ -212,7 +223,7 @@ def test_follow_prints_the_run_to_its_end_and_returns_its_exit_status():
     code = follow(client, uuid4(), "http://ui", out=out.append, sleep=sleep, clock=Clock())
     assert code == EXIT_GATE_BLOCKED
     assert out[:3] == ["Flow run 'brass-dragonfly' is running: 8 stages, ingest → clean → split → fine-tune → evaluate-gate → merge → upload → ollama-create",
-                       "▶ [1/8] ingest started", "    Run folder outputs/r1 (preset cpu, base model m)"]
+                       "    Run folder outputs/r1 (preset cpu, base model m)", "▶ [1/8] ingest started"]
     assert "✓ [1/8] ingest done in 1.0 s" in out and "  ! Gate blocked the model: rule one" in out
     assert out[-2:] == ["Run folder: outputs/r1", "UI: http://ui"] and "  - rule one" in out
 
