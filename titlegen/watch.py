@@ -213,6 +213,8 @@ class Follower:
         if event == "eval" and record.get("eval_loss") is not None:
             best = " (best so far)" if record.get("best") else ""
             return f"    validation loss {record['eval_loss']:.3f} at step {record.get('step')}{best}"
+        if event == "checkpoint" and record.get("step"):
+            return f"    checkpoint saved at step {record['step']}"
         if event == "done":
             parts = [f"    trained {record.get('global_step')} steps in {duration(record.get('wall_seconds'))}"]
             if record.get("final_train_loss") is not None:

@@ -103,6 +103,7 @@ def test_training_progress_with_step_loss_and_eta_from_the_measured_steps():
         "    step 1/40 (2%)  loss 5.432  17.0 s/step, about 11 min 03 s to go",
         "    step 4/40 (10%)  loss 4.100  17.0 s/step, about 10 min 12 s to go",
         "    validation loss 3.900 at step 4 (best so far)",
+        "    checkpoint saved at step 4",
         "    trained 40 steps in 11 min 20 s, final loss 2.500, best validation loss 3.100",
     ]
 
