@@ -134,8 +134,8 @@ setup() {
       pip_logged install --require-hashes --no-deps -r "$LOCK"
       pip_logged install --no-deps --no-build-isolation -e .
     else
-      log "installing titlegen[$TITLEGEN_EXTRAS] into $VENV: once per clone; the GPU set (CUDA torch, Unsloth, ~6 GB)"
-      log "  takes 5-15 min depending on the network (pip's output: $STATE/install.log)"
+      log "installing titlegen[$TITLEGEN_EXTRAS] into $VENV: once per clone, several minutes (the GPU set, CUDA torch"
+      log "  and Unsloth, is several GB: the network decides; pip's output: $STATE/install.log)"
       pip_logged install --upgrade pip
       pip_logged install -e ".[$TITLEGEN_EXTRAS]"
     fi
