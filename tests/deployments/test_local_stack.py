@@ -139,7 +139,7 @@ def test_full_run_is_blocked_by_the_gate_with_its_artifacts(stack, tiny_gemma3_d
     # GateBlocked (a Failed state by design) has an exit status of its own: 3.
     assert result.returncode == 3, out
     # The terminal tells the story: each stage, the training steps, the gate's failed rules, the run folder.
-    for line in ("▶ [1/8] ingest started", "✓ [3/8] split done", "    step 2/2 (100%)  loss ", "✗ GateBlocked after ",
+    for line in ("✓ [1/8] ingest done", "✓ [3/8] split done", "▶ [4/8] fine-tune started", "    step 2/2 (100%)  loss ", "✗ GateBlocked after ",
                  "  - ROUGE-L ≥ min_rouge_l: ", f"Run folder: {tmp_path / 'outputs' / 'stack-test'}", "/runs/flow-run/"):
         assert line in result.stdout, out
     # An expected end, not a crash: no engine traceback in the flow run's log.
