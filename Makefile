@@ -1,7 +1,7 @@
 # One entry point for titlegen. The logic lives in deployments/local_stack.sh.
 #
 #   make run                 fresh machine -> venv, local Prefect server, pool, deployment, worker,
-#                            and `prefect deployment run titlegen/full --watch`
+#                            and `prefect deployment run titlegen/full`, followed in the terminal (titlegen/watch.py)
 #   make run PARAMS='--param dataset=../shared/data/zh-tw-news-2017 --param max_steps=20'
 #   make up | status | down  start the stack only / show it / stop what `make up` started
 #   make test                venv + test dependencies + the whole test suite (what CI runs)

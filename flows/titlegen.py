@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.states import Completed, Failed
+from prefect.states import Completed
 from pydantic import Field
 
 from titlegen.params import (
@@ -36,6 +36,7 @@ from titlegen.params import (
 )
 from titlegen.champion import find_champion_task, nothing_changed_task, record_champion_task
 from titlegen.models import check_base_model
+from titlegen.outcomes import gate_blocked
 from titlegen.runs import atomic_write_json, default_run_name, lock_run_folder, releases_run_locks, run_dir
 from titlegen.tasks.clean import CLEAN_FILE, REPORT_FILE, clean_task
 from titlegen.tasks.evaluate import evaluate_task, gate_task
@@ -154,9 +155,8 @@ def titlegen(
     )
     decision = gate_task(evaluated["metrics_path"], min_rouge_l=params.min_rouge_l, gate=params.gate)
     if not decision["passed"]:
-        reasons = "; ".join(decision["reasons"])
-        logger.error("Gate blocked the model: %s", reasons)
-        return Failed(name="GateBlocked", message=f"Quality gate blocked deployment: {reasons}")
+        logger.error("Gate blocked the model: %s", "; ".join(decision["reasons"]))
+        return gate_blocked(decision["reasons"])  # an expected end: red in the UI, no traceback in the log
 
     merged = merge_task(
         adapter_dir=trained["adapter_dir"],

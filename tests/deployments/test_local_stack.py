@@ -2,9 +2,10 @@
 
 `deployments/local_stack.sh up` starts a Prefect server (SQLite in a temporary PREFECT_HOME, on a
 free port), creates the process work pool, deploys `titlegen/full` from prefect.yaml and starts a
-worker; `local_stack.sh run ...` is `prefect deployment run titlegen/full --watch ...`. The run
-uses a tiny randomly initialised Gemma 3, which must fail the quality gate: the flow ends in the
-`GateBlocked` state (`--watch` exits 1), and merge, upload and ollama-create never run. A bad
+worker; `local_stack.sh run ...` is `prefect deployment run titlegen/full ...` followed in the terminal
+by titlegen.watch. The run uses a tiny randomly initialised Gemma 3, which must fail the quality gate:
+the flow ends in the `GateBlocked` state (exit status 3, its failed rules printed), and merge, upload
+and ollama-create never run. A bad
 parameter is rejected by the server when the run is created. `down` stops exactly what `up` started.
 The stack runs with `PREFECT_SERVER_API_AUTH_STRING` set, as a server open to other machines must:
 every client of the stack authenticates, and a request without the password is refused.
@@ -127,7 +128,7 @@ def test_full_run_is_blocked_by_the_gate_with_its_artifacts(stack, tiny_gemma3_d
         # Whole sections (a nested override replaces the section): no validation-loss pass and no
         # validation titles, 8 test rows. The 262k-token vocabulary makes even the tiny model's
         # validation loss over ~240 rows take minutes on 2 cores.
-        "train": {"eval_every_epoch": False},
+        "train": {"eval_every_epoch": False, "logging_steps": 1},
         "evaluation": {"max_eval_rows": 8, "batch_size": 8, "bootstrap_samples": 100,
                        "run_base_baseline": False, "score_validation": False},
     }
@@ -135,9 +136,14 @@ def test_full_run_is_blocked_by_the_gate_with_its_artifacts(stack, tiny_gemma3_d
     # The flow run's own log goes to the worker's output: show its end when something is off.
     worker_log = (state / "worker.log").read_text(errors="replace")[-6000:]
     out = result.stdout + result.stderr + "\n--- worker.log (end) ---\n" + worker_log
-    # --watch exits 1 on a failed state: GateBlocked is a Failed state by design.
-    assert result.returncode == 1, out
-    assert "GateBlocked" in out, out
+    # GateBlocked (a Failed state by design) has an exit status of its own: 3.
+    assert result.returncode == 3, out
+    # The terminal tells the story: each stage, the training steps, the gate's failed rules, the run folder.
+    for line in ("✓ [1/8] ingest done", "✓ [3/8] split done", "▶ [4/8] fine-tune started", "    step 2/2 (100%)  loss ", "✗ GateBlocked after ",
+                 "  - ROUGE-L ≥ min_rouge_l: ", f"Run folder: {tmp_path / 'outputs' / 'stack-test'}", "/runs/flow-run/"):
+        assert line in result.stdout, out
+    # An expected end, not a crash: no engine traceback in the flow run's log.
+    assert "unexpected exception" not in worker_log and "Traceback" not in worker_log, worker_log
 
     with _client(api_url) as client:
         from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, TaskRunFilter, TaskRunFilterFlowRunId
