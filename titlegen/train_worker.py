@@ -20,8 +20,8 @@ loss is computed each epoch (and once at the end when `max_steps` stops training
 adapter of the best validation loss is the one written out. Checkpoints are saved every
 `checkpoint_steps` optimizer steps into `checkpoint_dir` and training resumes from the newest one.
 
-Progress goes to stdout as lines `@@titlegen {json}` with an `event` key (`start`, `log`, `eval`,
-`checkpoint`, `done`), which the parent turns into Prefect progress and the loss curve.
+Rows come from `titlegen.train_data`, progress lines and the best-adapter callback from
+`titlegen.train_progress`.
 """
 
 import json
@@ -33,30 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from titlegen.records import TrainWorkerConfig, WorkerResult
+# Re-exported: the parent process and the tests import them from here.
+from titlegen.train_data import build_dataset, field_names, fit_content, lead_view, tokenize_example  # noqa: F401
+from titlegen.train_progress import BEST_DIR, PROGRESS_PREFIX, emit, make_callback, parse_progress, steady_rate  # noqa: F401
 
-PROGRESS_PREFIX = "@@titlegen "
-BEST_DIR = "best-adapter"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # PEFT full-match regex: the projections of the language model only, never a vision or audio tower.
 LANGUAGE_TARGET_REGEX = r"^(?!.*(vision|audio)).*\.(" + "|".join(LORA_TARGETS) + r")$"
 
-
-_T0 = time.time()
-
-
-def emit(event: str, **fields: Any) -> None:
-    """One machine-readable progress line for the parent process (`t`: seconds since the worker started)."""
-    print(PROGRESS_PREFIX + json.dumps({"event": event, "t": round(time.time() - _T0, 1), **fields}, default=str), flush=True)
-
-
-def parse_progress(line: str) -> dict | None:
-    """The progress record of an output line, or None for ordinary log lines."""
-    if not line.startswith(PROGRESS_PREFIX):
-        return None
-    try:
-        return json.loads(line[len(PROGRESS_PREFIX):])
-    except json.JSONDecodeError:
-        return None
 
 
 def choose_engine(config: TrainWorkerConfig, cuda: bool) -> str:
@@ -66,91 +50,6 @@ def choose_engine(config: TrainWorkerConfig, cuda: bool) -> str:
     if engine == "unsloth" and not cuda:
         raise SystemExit("train.engine='unsloth' needs a CUDA GPU here; use engine='auto' or 'transformers' on CPU.")
     return engine
-
-
-def field_names(row: dict, config: TrainWorkerConfig) -> tuple[str, str]:
-    """Which keys of a split row hold the article and the title."""
-    if config.input_key and config.target_key:
-        return config.input_key, config.target_key
-    for pair in (("input", "target"), ("content", "title")):
-        if all(k in row for k in pair):
-            return pair
-    raise SystemExit(f"split rows need keys input/target or content/title; found {sorted(row)}")
-
-
-def _ids(encoded) -> list[int]:
-    """Token ids from `apply_chat_template(tokenize=True)`, which returns a list or a BatchEncoding."""
-    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
-
-
-def tokenize_example(tokenizer, content: str, title: str, max_title_chars: int) -> dict:
-    """`input_ids` + `completion_mask` of one row, exactly as TRL builds them for prompt-completion data.
-
-    The prompt is rendered with `add_generation_prompt=True` (what evaluation and Ollama feed the
-    model); the completion is what follows it in the full conversation: the title, `<end_of_turn>`
-    and the template's newline. Only completion tokens carry loss.
-    """
-    from titlegen.prompt import completion_messages, prompt_messages
-
-    prompt = prompt_messages(content, max_title_chars)
-    prompt_ids = _ids(tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True))
-    full_ids = _ids(tokenizer.apply_chat_template(prompt + completion_messages(title), tokenize=True))
-    if full_ids[: len(prompt_ids)] != prompt_ids:
-        raise SystemExit("the chat template renders the prompt differently alone and before the title; fix prompt_templates/")
-    return {"input_ids": full_ids, "completion_mask": [0] * len(prompt_ids) + [1] * (len(full_ids) - len(prompt_ids))}
-
-
-def fit_content(tokenizer, content: str, title: str, max_title_chars: int, max_len: int) -> dict:
-    """The tokenized row, its article cut from the end so prompt + title + `<end_of_turn>` fit `max_len`.
-
-    TRL would otherwise truncate from the right and cut the title, the only part with loss.
-    """
-    row = tokenize_example(tokenizer, content, title, max_title_chars)
-    if len(row["input_ids"]) <= max_len:
-        return row
-    budget = max_len - len(tokenize_example(tokenizer, "", title, max_title_chars)["input_ids"])
-    if budget < 16:
-        raise SystemExit(f"max_seq_length={max_len} leaves {budget} tokens for the article; raise train.max_seq_length.")
-    ids = tokenizer(content, add_special_tokens=False)["input_ids"]
-    while budget > 0:
-        row = tokenize_example(tokenizer, tokenizer.decode(ids[:budget]).rstrip("\ufffd"), title, max_title_chars)
-        if len(row["input_ids"]) <= max_len:
-            return row
-        budget -= 4
-    raise SystemExit("could not fit an article into max_seq_length")
-
-
-def build_dataset(path: str, tokenizer, config: TrainWorkerConfig, limit: int | None = None, augment: bool = False):
-    """A tokenized `datasets.Dataset` (`input_ids`, `completion_mask`) from a split JSONL file.
-
-    Tokenizing here (one process, a few ms a row) rather than in TRL keeps the article cut at
-    the prompt's end and avoids the multi-process tokenization Unsloth switches on, which took
-    minutes on the GPU machine. TRL treats a dataset with `input_ids` as already processed and
-    builds the labels from `completion_mask` (`completion_only_loss=True`).
-    """
-    from datasets import Dataset
-
-    from titlegen.runs import read_jsonl
-
-    rows = read_jsonl(path)[:limit] if limit else read_jsonl(path)
-    if not rows:
-        raise SystemExit(f"{path} has no rows")
-    in_key, out_key = field_names(rows[0], config)
-    n = config.max_title_chars
-    max_len = config.train.max_seq_length
-    pairs = [(r[in_key], r[out_key]) for r in rows]
-    if augment and config.train.augmentation == "lead":
-        lead_chars = config.train.lead_chars
-        pairs += [(lead_view(content, lead_chars), title) for content, title in pairs]
-    return Dataset.from_list([fit_content(tokenizer, content, title, n, max_len) for content, title in pairs])
-
-
-def lead_view(content: str, chars: int) -> str:
-    """The article's first `chars` characters, cut after the last sentence end inside them (if any)."""
-    head = content[:chars]
-    ends = [head.rfind(mark) for mark in "。！？!?"]
-    cut = max(ends)
-    return head[: cut + 1] if cut >= chars // 3 else head
 
 
 def load_model(config: TrainWorkerConfig, engine: str, cuda: bool):
@@ -204,98 +103,6 @@ def load_model(config: TrainWorkerConfig, engine: str, cuda: bool):
     tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
     tokenizer.chat_template = chat_template()
     return model, tokenizer
-
-
-def make_callback(config: TrainWorkerConfig):
-    """Progress lines plus best-adapter bookkeeping (the adapter of the lowest validation loss)."""
-    from transformers import TrainerCallback
-
-    best_dir = Path(config.checkpoint_dir) / BEST_DIR
-    profile_steps = profile_window()
-
-    class Progress(TrainerCallback):
-        # (step, seconds, tokens) at the end of each optimizer step, for steady-state throughput.
-        marks: list[tuple[int, float, int]] = []
-        began: float = 0.0
-
-        profiler = None
-
-        def on_step_begin(self, args, state, control, **kw):
-            if profile_steps and state.global_step == profile_steps[0] and self.profiler is None:
-                self.profiler = start_profiler()
-
-        def on_step_end(self, args, state, control, **kw):
-            if self.profiler:
-                if state.global_step >= profile_steps[1]:
-                    write_profile(self.profiler, Path(config.checkpoint_dir) / "profile.txt")
-                    self.profiler = False  # once
-                return  # profiled steps are slower: kept out of the throughput marks
-            self.marks.append((state.global_step, time.perf_counter(), int(state.num_input_tokens_seen or 0)))
-
-        def on_train_begin(self, args, state, control, **kw):
-            self.began = time.perf_counter()
-            emit("start", max_steps=state.max_steps, epochs=args.num_train_epochs, global_step=state.global_step)
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            logs = dict(logs or {})
-            if "eval_loss" in logs:
-                return
-            emit("log", **{"epoch": state.epoch, **logs, "step": state.global_step, "max_steps": state.max_steps})
-
-        def on_save(self, args, state, control, **kw):
-            emit("checkpoint", step=state.global_step, dir=str(Path(args.output_dir) / f"checkpoint-{state.global_step}"))
-
-        def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
-            loss = (metrics or {}).get("eval_loss")
-            if loss is None:
-                return
-            # log_history already holds this evaluation; it survives resume inside each checkpoint.
-            evals = [h for h in state.log_history if "eval_loss" in h]
-            best = min(evals, key=lambda h: h["eval_loss"])
-            is_best = best["step"] == state.global_step
-            emit("eval", step=state.global_step, epoch=state.epoch, eval_loss=loss, best=is_best)
-            if is_best and model is not None:
-                tmp = best_dir.with_name(BEST_DIR + ".tmp")
-                shutil.rmtree(tmp, ignore_errors=True)
-                model.save_pretrained(tmp)
-                (tmp / "best.json").write_text(json.dumps({"step": state.global_step, "eval_loss": loss}))
-                shutil.rmtree(best_dir, ignore_errors=True)
-                os.replace(tmp, best_dir)
-
-    return Progress()
-
-
-def profile_window() -> tuple[int, int] | None:
-    """`TITLEGEN_PROFILE_STEPS=A:B` profiles optimizer steps A+1..B (torch.profiler) into checkpoint_dir/profile.txt."""
-    spec = os.environ.get("TITLEGEN_PROFILE_STEPS")
-    if not spec:
-        return None
-    first, _, last = spec.partition(":")
-    return int(first), int(last)
-
-
-def start_profiler():
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    prof = profile(activities=activities, record_shapes=False)
-    prof.__enter__()
-    return prof
-
-
-def write_profile(prof, path: Path) -> None:
-    """The top operators by device time and by host time, as text (evidence of where a step's time goes)."""
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    prof.__exit__(None, None, None)
-    table = prof.key_averages()
-    sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
-    text = table.table(sort_by=sort, row_limit=30) + "\n\n" + table.table(sort_by="self_cpu_time_total", row_limit=20)
-    path.write_text(text)
-    emit("profile", path=str(path))
 
 
 def trainer_class():
@@ -374,19 +181,6 @@ def build_trainer(config: TrainWorkerConfig, model, tokenizer, cuda: bool, engin
 
     trainer.remove_callback(PrinterCallback)
     return trainer
-
-
-def steady_rate(marks: list[tuple[int, float, int]]) -> dict:
-    """Steps/s and tokens/s after the first steps (compilation, allocator warm-up)."""
-    if len(marks) < 4:
-        return {"steady_steps_per_second": None, "steady_tokens_per_second": None}
-    first = marks[min(5, len(marks) // 3)]
-    last = marks[-1]
-    seconds = last[1] - first[1]
-    return {
-        "steady_steps_per_second": round((last[0] - first[0]) / seconds, 3),
-        "steady_tokens_per_second": round((last[2] - first[2]) / seconds, 1),
-    }
 
 
 def label_stats(trainer, tokenizer) -> dict:

@@ -1,0 +1,139 @@
+"""Progress of the fine-tune worker: `@@titlegen {json}` lines, the best-adapter callback, throughput, profiles.
+
+Progress goes to stdout as lines `@@titlegen {json}` with an `event` key (`start`, `log`, `eval`,
+`checkpoint`, `profile`, `labels`, `done`), which the parent (`tasks/finetune.py`, `titlegen/watch.py`)
+turns into Prefect progress, the loss curve and terminal lines.
+"""
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from titlegen.records import TrainWorkerConfig
+
+PROGRESS_PREFIX = "@@titlegen "
+BEST_DIR = "best-adapter"
+_T0 = time.time()
+
+
+def emit(event: str, **fields: Any) -> None:
+    """One machine-readable progress line for the parent process (`t`: seconds since the worker started)."""
+    print(PROGRESS_PREFIX + json.dumps({"event": event, "t": round(time.time() - _T0, 1), **fields}, default=str), flush=True)
+
+
+def parse_progress(line: str) -> dict | None:
+    """The progress record of an output line, or None for ordinary log lines."""
+    if not line.startswith(PROGRESS_PREFIX):
+        return None
+    try:
+        return json.loads(line[len(PROGRESS_PREFIX):])
+    except json.JSONDecodeError:
+        return None
+
+
+def make_callback(config: TrainWorkerConfig):
+    """Progress lines plus best-adapter bookkeeping (the adapter of the lowest validation loss)."""
+    from transformers import TrainerCallback
+
+    best_dir = Path(config.checkpoint_dir) / BEST_DIR
+    profile_steps = profile_window()
+
+    class Progress(TrainerCallback):
+        # (step, seconds, tokens) at the end of each optimizer step, for steady-state throughput.
+        marks: list[tuple[int, float, int]] = []
+        began: float = 0.0
+
+        profiler = None
+
+        def on_step_begin(self, args, state, control, **kw):
+            if profile_steps and state.global_step == profile_steps[0] and self.profiler is None:
+                self.profiler = start_profiler()
+
+        def on_step_end(self, args, state, control, **kw):
+            if self.profiler:
+                if state.global_step >= profile_steps[1]:
+                    write_profile(self.profiler, Path(config.checkpoint_dir) / "profile.txt")
+                    self.profiler = False  # once
+                return  # profiled steps are slower: kept out of the throughput marks
+            self.marks.append((state.global_step, time.perf_counter(), int(state.num_input_tokens_seen or 0)))
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.began = time.perf_counter()
+            emit("start", max_steps=state.max_steps, epochs=args.num_train_epochs, global_step=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = dict(logs or {})
+            if "eval_loss" in logs:
+                return
+            emit("log", **{"epoch": state.epoch, **logs, "step": state.global_step, "max_steps": state.max_steps})
+
+        def on_save(self, args, state, control, **kw):
+            emit("checkpoint", step=state.global_step, dir=str(Path(args.output_dir) / f"checkpoint-{state.global_step}"))
+
+        def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
+            loss = (metrics or {}).get("eval_loss")
+            if loss is None:
+                return
+            # log_history already holds this evaluation; it survives resume inside each checkpoint.
+            evals = [h for h in state.log_history if "eval_loss" in h]
+            best = min(evals, key=lambda h: h["eval_loss"])
+            is_best = best["step"] == state.global_step
+            emit("eval", step=state.global_step, epoch=state.epoch, eval_loss=loss, best=is_best)
+            if is_best and model is not None:
+                tmp = best_dir.with_name(BEST_DIR + ".tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                model.save_pretrained(tmp)
+                (tmp / "best.json").write_text(json.dumps({"step": state.global_step, "eval_loss": loss}))
+                shutil.rmtree(best_dir, ignore_errors=True)
+                os.replace(tmp, best_dir)
+
+    return Progress()
+
+
+def profile_window() -> tuple[int, int] | None:
+    """`TITLEGEN_PROFILE_STEPS=A:B` profiles optimizer steps A+1..B (torch.profiler) into checkpoint_dir/profile.txt."""
+    spec = os.environ.get("TITLEGEN_PROFILE_STEPS")
+    if not spec:
+        return None
+    first, _, last = spec.partition(":")
+    return int(first), int(last)
+
+
+def start_profiler():
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    prof = profile(activities=activities, record_shapes=False)
+    prof.__enter__()
+    return prof
+
+
+def write_profile(prof, path: Path) -> None:
+    """The top operators by device time and by host time, as text (evidence of where a step's time goes)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    prof.__exit__(None, None, None)
+    table = prof.key_averages()
+    sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    text = table.table(sort_by=sort, row_limit=30) + "\n\n" + table.table(sort_by="self_cpu_time_total", row_limit=20)
+    path.write_text(text)
+    emit("profile", path=str(path))
+
+
+def steady_rate(marks: list[tuple[int, float, int]]) -> dict:
+    """Steps/s and tokens/s after the first steps (compilation, allocator warm-up)."""
+    if len(marks) < 4:
+        return {"steady_steps_per_second": None, "steady_tokens_per_second": None}
+    first = marks[min(5, len(marks) // 3)]
+    last = marks[-1]
+    seconds = last[1] - first[1]
+    return {
+        "steady_steps_per_second": round((last[0] - first[0]) / seconds, 3),
+        "steady_tokens_per_second": round((last[2] - first[2]) / seconds, 1),
+    }
