@@ -88,7 +88,8 @@ def test_an_adapter_from_another_machine_goes_through_merge_upload_and_ollama_cr
         with get_client(sync_client=True) as client:
             tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
     assert state.is_completed(), state.message
-    stages = {stage_of(t.name): t.state.type.value for t in tasks}
+    # The eight stages (the champion's find/compare/record tasks around them are not stages).
+    stages = {stage_of(t.name): t.state.type.value for t in tasks if stage_of(t.name)}
     assert stages == {name: "COMPLETED" for name in TASK_STAGE}, stages
 
     run = tmp_path / "cpu-machine" / "outputs" / "adopted"
