@@ -241,7 +241,10 @@ class Follower:
     def summary(self, flow_run: Any, task_runs: Iterable[Any], ui_url: str, worker_log: str | None = None) -> tuple[list[str], int]:
         state = flow_run.state
         took = duration(_run_seconds(flow_run))
-        if state.is_completed():
+        if state.is_completed() and state.name == "NothingChanged":
+            # A scheduled run whose data, code and parameters give the model already served (titlegen.champion).
+            lines, code = [f"✓ Nothing changed ({took}): {state.message or 'the model in service is this run’s model'}"], EXIT_COMPLETED
+        elif state.is_completed():
             lines, code = [f"✓ Completed in {took}: all {len(STAGES)} stages ran."], EXIT_COMPLETED
         elif state.name == GATE_BLOCKED:
             reasons = gate_reasons(state.message) or [state.message or "(no reasons recorded)"]

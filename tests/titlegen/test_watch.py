@@ -239,3 +239,10 @@ def test_follow_stops_watching_after_its_timeout():
 
     assert follow(client, uuid4(), "http://ui", out=out.append, sleep=sleep, clock=clock, timeout=5) == EXIT_TIMEOUT
     assert out[-1] == "Stopped watching after 5.0 s; the run goes on: http://ui"
+
+
+def test_summary_of_a_run_that_changed_nothing():
+    state = Completed(name="NothingChanged", message="Nothing changed: the served model is this run's adapter on the same base")
+    lines, code = Follower(Clock()).summary(flow_run(state, 2), [], "http://ui")
+    assert code == 0 and lines[0].startswith("✓ Nothing changed") and "served model is this run's adapter" in lines[0]
+    assert not any("all 8 stages ran" in line for line in lines)
