@@ -53,7 +53,6 @@ def resolve_repo(hf_repo: str | None) -> tuple[str | None, str]:
 
     Returns the repo id, or None and the reason it is missing.
     """
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     org, name = os.environ.get(ENV_ORG, "").strip(), os.environ.get(ENV_REPO, "").strip()
     if hf_repo:
@@ -65,12 +64,12 @@ def resolve_repo(hf_repo: str | None) -> tuple[str | None, str]:
     else:
         missing = " and ".join(v for v, val in ((ENV_ORG, org), (ENV_REPO, name)) if not val)
         return None, f"no Hub repo: set the hf_repo parameter (`org/name`) or {missing}"
+    from titlegen.params import check_hf_repo  # the one rule, also enforced when a run is created
+
     try:
-        validate_repo_id(repo)
-    except HFValidationError as e:
-        raise UploadError(f"{origin} gives an invalid Hub repo id {repo!r} ({e}); use `org/name`.") from None
-    if "/" not in repo:
-        raise UploadError(f"{origin} gives {repo!r} without a namespace; use `org/name` (or set ${ENV_ORG}).")
+        check_hf_repo(repo)
+    except ValueError as e:
+        raise UploadError(f"{origin}: {e} (or set ${ENV_ORG} and ${ENV_REPO}).") from None
     return repo, origin
 
 

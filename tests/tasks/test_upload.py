@@ -658,7 +658,7 @@ def test_repo_from_environment(hub, monkeypatch):
     assert resolve_repo("other/repo")[0] == "other/repo"
     monkeypatch.setenv("HF_REPO", "full/id")
     assert resolve_repo(None)[0] == "full/id"
-    with pytest.raises(UploadError, match="without a namespace"):
+    with pytest.raises(UploadError, match="has no namespace"):
         resolve_repo("justname")
 
 
