@@ -20,7 +20,8 @@ def main(all_dir: str, dest: str, image_list: str) -> None:
     have = {norm(line.strip()) for line in Path(image_list).read_text().splitlines() if line.strip() and not line.startswith("#")}
     kept = 0
     for wheel in sorted(Path(all_dir).glob("*.whl")):
-        if norm(wheel.name.split("-")[0]) not in have or norm(wheel.name.split("-")[0]) in ALWAYS:
+        name = norm(wheel.name.split("-")[0])
+        if name not in have or name in ALWAYS:
             shutil.move(str(wheel), Path(dest) / wheel.name)
             kept += 1
     print(f"{kept} wheels the GPU image lacks -> {dest}")

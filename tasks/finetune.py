@@ -36,7 +36,7 @@ from titlegen.records import TrainingRecord, TrainWorkerConfig, WorkerResult
 from titlegen.runs import atomic_dir, file_sha256, fingerprint, is_complete, slug
 from titlegen.subproc import python_module, run_logged
 from titlegen.finetune_outputs import (  # noqa: F401  (check_adapter: re-exported for callers and tests)
-    ADAPTER_WEIGHTS, _Progress, adopt_adapter, check_adapter, loss_curve_png, publish_loss_curve, write_templates,
+    ADAPTER_WEIGHTS, ProgressArtifact, adopt_adapter, check_adapter, loss_curve_png, publish_loss_curve, write_templates,
 )
 
 SPLITS = ("train", "validation")
@@ -201,7 +201,7 @@ def finetune(
         "Fine-tuning %s (%s) on %s: epochs=%s max_steps=%s lr=%s rank=%s, checkpoints in %s",
         base_model, base_model_dir, split_dir, epochs, max_steps, learning_rate, lora_rank, checkpoint_dir,
     )
-    progress = _Progress(key=f"finetune-{slug(run.name).lower()}"[:60].replace(".", "-").replace("_", "-"), on_event=on_event)
+    progress = ProgressArtifact(key=f"finetune-{slug(run.name).lower()}"[:60].replace(".", "-").replace("_", "-"), on_event=on_event)
     started = time.time()
     env = {"UNSLOTH_FORCE_CPU": "1"} if device == "cpu" else None
     # cwd = the checkpoint folder: Unsloth writes its compiled modules to ./unsloth_compiled_cache.

@@ -48,7 +48,7 @@ def loss_curve_png(log_history: list[dict], title: str) -> bytes:
     return buf.getvalue()
 
 
-class _Progress:
+class ProgressArtifact:
     """Turns the worker's progress lines into a Prefect progress artifact (when inside a run)."""
 
     def __init__(self, key: str, on_event=None):

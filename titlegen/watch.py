@@ -14,7 +14,6 @@ Exit status: 0 Completed, 3 GateBlocked (an expected end, see titlegen.outcomes)
 """
 
 import argparse
-import json
 import re
 import sys
 import time
@@ -23,8 +22,8 @@ from typing import Any
 from uuid import UUID
 
 from titlegen.outcomes import GATE_BLOCKED, gate_reasons
+from titlegen.train_progress import PROGRESS_PREFIX, parse_progress
 
-PROGRESS_PREFIX = "@@titlegen "  # = titlegen.train_worker.PROGRESS_PREFIX (that module imports torch lazily, not this)
 STAGES = ("ingest", "clean", "split", "fine-tune", "evaluate-gate", "merge", "upload", "ollama-create")
 TASK_STAGE = {"ingest": 1, "clean": 2, "split": 3, "fine-tune": 4, "evaluate": 5, "gate": 5, "merge": 6, "upload": 7,
               "ollama-create": 8}
@@ -188,9 +187,8 @@ class Follower:
 
     def progress_line(self, line: str) -> str | None:
         """A training progress record as one line; an ETA once a step has been timed."""
-        try:
-            record = json.loads(line[len(PROGRESS_PREFIX):])
-        except json.JSONDecodeError:
+        record = parse_progress(line)
+        if record is None:
             return None
         event = record.get("event")
         if event == "start":
