@@ -54,7 +54,8 @@ def prepare(data: str, out: str) -> None:
     print(json.dumps(result))
 
 
-def run_one(name: str, split_dir: str, base_model: str, work: str, unsloth_compile: bool, penalties: tuple[float, ...] = ()) -> dict:
+def run_one(name: str, split_dir: str, base_model: str, work: str, unsloth_compile: bool, penalties: tuple[float, ...] = (),
+            train_set: dict | None = None) -> dict:
     """Fine-tune and evaluate one config in this process (called in a child per config)."""
     from titlegen.params import EvalParams, TitlegenParams, TrainParams
     from titlegen.tasks.evaluate import evaluate
@@ -63,7 +64,7 @@ def run_one(name: str, split_dir: str, base_model: str, work: str, unsloth_compi
     epochs, lr, rank, augmentation = CONFIGS[name]
     p = TitlegenParams(preset="gpu").resolve(cuda=True)
     train = TrainParams(**{**p.train.model_dump(), "augmentation": augmentation, "unsloth_compile": unsloth_compile,
-                           "per_device_batch_size": 8, "logging_steps": 10, "checkpoint_steps": 10_000})
+                           "per_device_batch_size": 8, "logging_steps": 10, "checkpoint_steps": 10_000, **(train_set or {})})
     run_dir = Path(work) / name
     t = time.time()
     trained = finetune(split_dir=split_dir, run_dir=str(run_dir), base_model=base_model, epochs=epochs, max_steps=None,
@@ -85,7 +86,7 @@ def run_one(name: str, split_dir: str, base_model: str, work: str, unsloth_compi
             "train_wall_s": round(train_s, 1), "eval_wall_s": round(time.time() - t, 1),
             "adapter_dir": trained["adapter_dir"], "metrics_path": scored["metrics_path"],
             "training": {k: training.get(k) for k in ("engine", "device", "global_step", "best_eval_loss", "kept_adapter",
-                                                      "train_rows", "first_step_seconds", "train_seconds")},
+                                                      "train_rows", "first_step_seconds", "train_seconds", "steady_tokens_per_second", "padding_free")},
             "metrics": json.loads(Path(scored["metrics_path"]).read_text())}
 
 
@@ -159,6 +160,7 @@ def main() -> None:
         one.add_argument(a)
     one.add_argument("--unsloth-compile", choices=["on", "off"], default="on")
     one.add_argument("--repeat-penalties", default="")
+    one.add_argument("--train-set", default="{}")
     r = sub.add_parser("run")
     r.add_argument("split")
     r.add_argument("base_model")
@@ -167,13 +169,14 @@ def main() -> None:
     r.add_argument("--timeout", type=int, default=900, help="seconds for all configs together")
     r.add_argument("--unsloth-compile", choices=["on", "off"], default="on")
     r.add_argument("--repeat-penalties", default="", help="also evaluate each config under these repeat penalties, e.g. 1.1,1.2,1.3")
+    r.add_argument("--train-set", default="{}", help='JSON of train parameters over the GPU preset, e.g. {"padding_free": false}')
     r.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality_sweep.json"))
     args = ap.parse_args()
     if args.cmd == "prepare":
         return prepare(args.data, args.out)
     if args.cmd == "one":
         penalties = tuple(float(x) for x in args.repeat_penalties.split(",") if x)
-        row = run_one(args.name, args.split, args.base_model, args.work, args.unsloth_compile == "on", penalties)
+        row = run_one(args.name, args.split, args.base_model, args.work, args.unsloth_compile == "on", penalties, json.loads(args.train_set))
         atomic_write_json(args.result, row)
         return
 
@@ -190,7 +193,7 @@ def main() -> None:
         log = open(work / f"{n}.log", "w")
         procs[n] = subprocess.Popen(
             [sys.executable, __file__, "one", n, args.split, args.base_model, str(work), str(work / f"{n}.json"),
-             "--unsloth-compile", args.unsloth_compile, "--repeat-penalties", args.repeat_penalties], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+             "--unsloth-compile", args.unsloth_compile, "--repeat-penalties", args.repeat_penalties, "--train-set", args.train_set], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     rows = []
     for n, proc in procs.items():
         try:
@@ -206,7 +209,7 @@ def main() -> None:
             rows.append({"config": n, "exit": code, "error_tail": tail})
     versus_twin(rows)
     device = next((r["training"]["device"] for r in rows if r.get("training")), None)
-    doc = {"description": __doc__.split("\n\n")[0], "card": device, "concurrent_configs": len(names),
+    doc = {"description": __doc__.split("\n\n")[0], "card": device, "train_set": json.loads(args.train_set), "concurrent_configs": len(names),
            "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "wall_s": round(time.time() - started, 1), "rows": rows}
     scored = [r for r in rows if "metrics" in r]

@@ -201,13 +201,19 @@ def make_models(devdata: str, out: str) -> None:
         print(f"{name}: {n / 1e9:.2f} B parameters, built and saved in {time.time() - t:.0f} s", flush=True)
 
 
-# Case-name suffixes: Unsloth switches read from the environment at import time; +profile profiles 3 steps
-# after the measured ones (titlegen.train_worker, TITLEGEN_PROFILE_STEPS).
-VARIANTS = {
-    "": {},
-    "flex": {"UNSLOTH_ENABLE_FLEX_ATTENTION": "1"},
-    "nocompile": {"UNSLOTH_COMPILE_DISABLE": "1"},
-    "profile": {},
+# Case-name suffixes: (environment, train overrides). Unsloth reads its switches from the environment at import
+# time; +profile profiles 3 steps after the measured ones (titlegen.train_worker, TITLEGEN_PROFILE_STEPS).
+VARIANTS: dict[str, tuple[dict, dict]] = {
+    "": ({}, {}),
+    "flex": ({"UNSLOTH_ENABLE_FLEX_ATTENTION": "1"}, {}),
+    "nocompile": ({"UNSLOTH_COMPILE_DISABLE": "1"}, {}),
+    "profile": ({}, {}),
+    "nocudnn": ({"TITLEGEN_SDPA_CUDNN": "0"}, {}),  # SDPA without cuDNN (it builds a plan per new length)
+    "compile": ({}, {"unsloth_compile": True}),
+    "padded": ({}, {"padding_free": False}),  # padded batches, Unsloth's per-block compile path
+    "pf": ({}, {"padding_free": True}),  # one flattened row per batch, varlen attention
+    "pad256": ({}, {"pad_to_multiple_of": 256}),  # four lengths in all at max_seq_length 1024
+    "nogc": ({}, {"gradient_checkpointing": False}),
 }
 
 
@@ -215,8 +221,16 @@ def variant_env(variant: str) -> dict:
     """The environment of a `+a+b` suffix chain (each suffix a VARIANTS key)."""
     env: dict = {}
     for v in filter(None, variant.split("+")):
-        env.update(VARIANTS[v])
+        env.update(VARIANTS[v][0])
     return env
+
+
+def variant_overrides(variant: str) -> dict:
+    """The train overrides of a `+a+b` suffix chain, applied after the case's own."""
+    out: dict = {}
+    for v in filter(None, variant.split("+")):
+        out.update(VARIANTS[v][1])
+    return out
 
 
 def split_case(name: str) -> tuple[str, str]:
@@ -254,7 +268,7 @@ def start_case(name: str, devdata: Path, models: Path, work: Path, full_pts: boo
             "gradient_accumulation_steps": 1, "warmup_steps": 5, "weight_decay": 0.001, "lr_scheduler": "linear",
             "optimizer": "adamw_8bit", "max_seq_length": 1024, "seed": 3407, "eval_every_epoch": True,
             "engine": engine, "gradient_checkpointing": True, "checkpoint_steps": 10_000, "logging_steps": 1,
-            **(extra[0] if extra else {}),
+            **(extra[0] if extra else {}), **variant_overrides(variant),
         },
     }
     shutil.rmtree(case_dir, ignore_errors=True)
@@ -270,7 +284,7 @@ def start_case(name: str, devdata: Path, models: Path, work: Path, full_pts: boo
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     row = {"case": name, "model": model, "engine": engine, "quantization": quant, "batch": batch,
            "max_seq_length": 1024, "variant_env": variant_env(variant),
-           "train_overrides": extra[0] if extra else {}}
+           "train_overrides": {**(extra[0] if extra else {}), **variant_overrides(variant)}}
     return proc, case_dir, row
 
 
@@ -294,7 +308,7 @@ def finish_case(proc, case_dir: Path, row: dict, started: float, timeout: float)
         row.update({k: r.get(k) for k in (
             "device", "global_step", "steady_tokens_per_second", "steady_steps_per_second", "peak_gpu_gib",
             "first_train_loss", "final_train_loss", "final_eval_loss", "tokens_seen", "train_seconds", "eval_seconds",
-            "load_seconds", "label_stats", "first_step_seconds", "step_seconds", "wall_seconds", "train_rows")})
+            "load_seconds", "label_stats", "first_step_seconds", "step_seconds", "wall_seconds", "train_rows", "padding_free")})
         profile = case_dir / "checkpoints" / "profile.txt"
         if profile.exists():
             row["profile_top"] = profile.read_text().splitlines()[:40]

@@ -242,6 +242,8 @@ def finetune(
         "peak_gpu_gib": worker["peak_gpu_gib"],
         "train_seconds": worker["train_seconds"],
         "wall_seconds": round(wall, 2),
+        # How fast it trained and on what batches (docs/finetune.md "Speed").
+        **{k: worker.get(k) for k in ("steady_tokens_per_second", "steady_steps_per_second", "first_step_seconds", "padding_free")},
     })
     with atomic_dir(adapter_dir) as tmp:
         for f in staging.iterdir():

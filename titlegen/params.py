@@ -179,6 +179,9 @@ class TrainParams(Section):
     pad_to_multiple_of: int | None = Field(
         64, ge=1, description="On CUDA, pad each training batch to a multiple of this many tokens, so compiled kernels see a few shapes; None = to the longest row."
     )
+    padding_free: bool | None = Field(
+        None, description="Unsloth engine: `true` flattens each batch into one row without padding (varlen attention), `false` trains padded batches (what Unsloth's per-block compile needs), None = Unsloth's own rule (padding-free on GPUs it has not measured, such as H100/H200)."
+    )
 
 
 class EvalParams(Section):

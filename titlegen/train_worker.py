@@ -171,6 +171,8 @@ def build_trainer(config: TrainWorkerConfig, model, tokenizer, cuda: bool, engin
         # for the compiled kernels (docs/finetune.md "Speed").
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         pad_to_multiple_of=(t.pad_to_multiple_of or None) if cuda else None,
+        # None leaves the choice to Unsloth (its SFTConfig's default); TRL's own default is False.
+        **({"padding_free": t.padding_free} if engine == "unsloth" and t.padding_free is not None else {}),
     )
     trainer = trainer_class()(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
@@ -245,6 +247,10 @@ def train(config: TrainWorkerConfig) -> WorkerResult:
             "~32 GB of RAM. Use a GPU for real runs.",
             flush=True,
         )
+    if cuda and os.environ.get("TITLEGEN_SDPA_CUDNN") == "0":
+        # Benchmark switch (bench/train_throughput.py `+nocudnn`): SDPA without cuDNN's kernels, whose
+        # execution plan is built anew for every sequence length it has not seen.
+        torch.backends.cuda.enable_cudnn_sdp(False)
     torch.manual_seed(config.train.seed)
     t_load = time.time()
     model, tokenizer = load_model(config, engine, cuda)
@@ -315,6 +321,8 @@ def train(config: TrainWorkerConfig) -> WorkerResult:
         "first_step_seconds": round(progress.marks[0][1] - progress.began, 2) if progress.marks else None,
         "step_seconds": [round(b[1] - a[1], 3) for a, b in zip(progress.marks, progress.marks[1:])][:60],
         "unsloth_env": {k: v for k, v in os.environ.items() if k.startswith(("UNSLOTH_", "TORCH_LOGS"))},
+        # What Unsloth made of train.padding_free (None = its own rule): the batches actually trained.
+        "padding_free": bool(getattr(trainer.args, "padding_free", False)),
         "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None,
         "label_stats": stats,
         "libraries": library_versions(),
