@@ -91,7 +91,7 @@ restart)  # stop the queue, take this call's copy of bench/ and titlegen/, run q
   sleep 2; tail -3 $R/queue.log
   ;;
 queue)  # the next lease's plan, in order of priority; every stage writes into $R as it finishes
-  D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
+  D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot START=$(date -u +%FT%T)
   log "queue start on $(head -2 $R/gpu.txt | tail -1)"
   python3 bench/train_throughput.py models $D $M 2>&1 | tail -3 | tee -a $R/queue.log
   # 1. Gemma 3 270M: the raw loop, then the stage as it is (Unsloth's own padding rule: padding-free on
@@ -106,7 +106,7 @@ queue)  # the next lease's plan, in order of priority; every stage writes into $
   SET=$(python3 -c "
 import json
 rows = [r for r in json.load(open('$R/train_throughput.json'))['rows'] if r['case'].startswith('270m-stage-16bit-b8') and r.get('exit') == 0
-        and r.get('steady_tokens_per_second') and r.get('measured_at', '') >= '$(date -u +%F)']
+        and r.get('steady_tokens_per_second') and r.get('measured_at', '') >= '$START']
 best = max(rows, key=lambda r: r['steady_tokens_per_second']) if rows else {}
 print(json.dumps({k: v for k, v in best.get('train_overrides', {}).items()}))")
   log "quality: chosen config, train set $SET, decoding rules"
