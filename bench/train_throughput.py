@@ -37,13 +37,15 @@ DESCRIPTION = (
     "titlegen.train_worker per case (TRL SFTTrainer, prompt-completion, loss on the title only), same data "
     "(zh-tw-news-2017 cut to PTS size: 1,120 train rows, articles <= 1,200 chars), random weights of the real "
     "architectures, LoRA r=8 alpha=8 on the language model's projections, max_seq_length 1024, adamw_8bit, "
-    "gradient checkpointing; steady = from step 5 (or a third of the steps) to the last step."
+    "the stage's defaults otherwise (a case's suffixes say what differs); steady = from step 5 (or a third of the steps) to the last step."
 )
 
 CASES = {
     # name: (model folder, engine, quantization, batch, steps[, train overrides]). Every stage case runs the
-    # worker with the flow's defaults (SDPA attention, Unsloth compile off, flex attention off, batches grouped
-    # by length and padded to a multiple of 64) unless its overrides say otherwise.
+    # worker with the flow's defaults (SDPA attention, padded batches grouped by length and padded to a multiple
+    # of 64, flex attention off; Unsloth compile on and gradient checkpointing off for the 16-bit 270M, the
+    # reverse for E4B QLoRA) unless its overrides or suffixes say otherwise. Rows measured before 2026-11-29
+    # 14:00 UTC ran other defaults: their `train_overrides` and the docs say which.
     "e4b-stage-4bit-b8": ("gemma3n-e4b", "unsloth", "4bit", 8, 36),  # the GPU preset
     "e4b-stage-4bit-b16": ("gemma3n-e4b", "unsloth", "4bit", 16, 24),
     "270m-stage-16bit-b8": ("gemma3-270m", "unsloth", "16bit", 8, 60),
@@ -267,7 +269,7 @@ def start_case(name: str, devdata: Path, models: Path, work: Path, full_pts: boo
             "quantization": quant, "lora_alpha": 8, "lora_dropout": 0.0, "per_device_batch_size": batch,
             "gradient_accumulation_steps": 1, "warmup_steps": 5, "weight_decay": 0.001, "lr_scheduler": "linear",
             "optimizer": "adamw_8bit", "max_seq_length": 1024, "seed": 3407, "eval_every_epoch": True,
-            "engine": engine, "gradient_checkpointing": True, "checkpoint_steps": 10_000, "logging_steps": 1,
+            "engine": engine, "checkpoint_steps": 10_000, "logging_steps": 1,
             **(extra[0] if extra else {}), **variant_overrides(variant),
         },
     }

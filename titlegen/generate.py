@@ -89,8 +89,6 @@ class GenerateConfig(BaseModel):
     batch_size: int | None = Field(8, ge=1, description="Rows per generate() call; None = from the free GPU memory (8 on CPU).")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     cache: Literal["dynamic", "static"] = Field("dynamic", description="KV cache; `static` lets transformers compile the decode step (CUDA only).")
-    compile_backend: Literal["inductor", "cudagraphs"] = Field(
-        "inductor", description="With `cache='static'`: torch.compile's `inductor` (reduce-overhead: generated kernels + CUDA graphs) or `cudagraphs` (CUDA graphs of the eager kernels: no code generation, a shorter first pass).")
     repeat_penalty: float = Field(1.0, gt=0, description="llama.cpp's repetition penalty (1 = off); the Modelfile sets the same.")
     repeat_last_n: int = Field(64, ge=0, description="How many last context tokens the repetition penalty looks at (llama.cpp/Ollama `repeat_last_n`).")
 
@@ -242,7 +240,6 @@ def generate_titles(
     cache: str = "dynamic",
     repeat_penalty: float = 1.0,
     repeat_last_n: int = 64,
-    compile_backend: str = "inductor",
 ) -> list[dict]:
     """Greedy titles for `contents`, in input order: `{prediction, raw, stopped, prompt_tokens, new_tokens}`."""
     import torch
@@ -254,10 +251,6 @@ def generate_titles(
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=pad)
     if cache == "static":
         config.cache_implementation = "static"
-        if compile_backend != "inductor":
-            from transformers import CompileConfig
-
-            config.compile_config = CompileConfig(backend=compile_backend, mode="default")
     processors = LogitsProcessorList()
     if repeat_penalty != 1.0 and repeat_last_n > 0:
         processors.append(LastNRepetitionPenalty(repeat_penalty, repeat_last_n))
@@ -339,8 +332,7 @@ def run_config(cfg: GenerateConfig, log: Callable[[str], None] = print) -> None:
             log(f"{name}: {done}/{total} titles, {done / (time.perf_counter() - t1):.2f} titles/s")
 
         out = generate_titles(model, tokenizer, [r["content"] for r in rows], cfg.max_title_chars, cfg.batch_size, budget, progress,
-                              cache=cfg.cache, repeat_penalty=cfg.repeat_penalty, repeat_last_n=cfg.repeat_last_n,
-                              compile_backend=cfg.compile_backend)
+                              cache=cfg.cache, repeat_penalty=cfg.repeat_penalty, repeat_last_n=cfg.repeat_last_n)
         write_jsonl(job.output, out)
         log(f"{job.name}: wrote {job.output} ({len(out)} titles in {time.perf_counter() - t1:.1f}s)")
     if device == "cuda":

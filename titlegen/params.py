@@ -157,7 +157,9 @@ class TrainParams(Section):
     engine: Literal["auto", "unsloth", "transformers"] = Field(
         "auto", description="`auto` = Unsloth on CUDA, plain transformers + PEFT on CPU; `transformers` forces the plain path (the benchmark's baseline)."
     )
-    gradient_checkpointing: bool = Field(True, description="Recompute activations in the backward pass (Unsloth's variant under Unsloth): less memory, some speed.")
+    gradient_checkpointing: bool | None = Field(
+        None, description="Recompute activations in the backward pass (Unsloth's variant under Unsloth): less memory, less speed. None = on for models of 1 B parameters or more and on CPU, off for smaller models on CUDA (Gemma 3 270M at batch 8: 4.9 GiB without it, and 1.67x the tokens/s; docs/finetune.md \"Speed\")."
+    )
     checkpoint_steps: int = Field(50, ge=1, description="Save a resumable checkpoint every this many optimizer steps (the last 2 are kept).")
     logging_steps: int = Field(5, ge=1, description="Log the training loss every this many optimizer steps.")
     adapter_dir: Text | None = Field(
@@ -167,8 +169,8 @@ class TrainParams(Section):
         "none", description="`lead` adds a second view of every training article: only its first `lead_chars` characters (cut at a sentence end), titled the same. Doubles the training rows; validation and test are untouched."
     )
     lead_chars: int = Field(200, ge=40, description="Length of the lead-only view that `augmentation='lead'` adds.")
-    unsloth_compile: bool = Field(
-        False, description="Unsloth's torch.compile path on CUDA (its flex attention stays off either way). Off by default: on an H200 (2026-11-29) the raw E4B QLoRA loop with it compiled for over 240 s without a first step, and the 270M stage ran slower with it (6,190 against 8,270 tokens/s with SDPA and no compile); docs/finetune.md \"Speed\". False sets UNSLOTH_COMPILE_DISABLE=1 in the training process."
+    unsloth_compile: bool | None = Field(
+        None, description="Unsloth's torch.compile path on CUDA (its flex attention stays off either way). None = on for 16-bit LoRA (Gemma 3 270M, H200 2026-11-29: 1.17x the tokens/s, first step 42 s), off for 4-bit QLoRA (the raw E4B QLoRA loop compiled for over 240 s without a first step); docs/finetune.md \"Speed\". Off sets UNSLOTH_COMPILE_DISABLE=1 in the training process."
     )
     attn_implementation: Literal["sdpa", "eager"] | None = Field(
         "sdpa", description="Attention of the Unsloth engine on CUDA: `sdpa` (cuDNN/flash kernels) or `eager`; None = Unsloth's choice. SDPA trained E4B QLoRA 1.44x faster than eager in the same lease (the eager profile: attention matmuls and softmax ~40% of GPU time)."
@@ -180,15 +182,15 @@ class TrainParams(Section):
         64, ge=1, description="On CUDA, pad each training batch to a multiple of this many tokens, so compiled kernels see a few shapes; None = to the longest row."
     )
     padding_free: bool | None = Field(
-        None, description="Unsloth engine: `true` flattens each batch into one row without padding (varlen attention), `false` trains padded batches (what Unsloth's per-block compile needs), None = Unsloth's own rule (padding-free on GPUs it has not measured, such as H100/H200)."
+        False, description="Unsloth engine: `false` trains padded, length-grouped batches (what Unsloth's per-block compile needs), `true` flattens each batch into one row without padding (varlen attention), None = Unsloth's own rule (padding-free on GPUs it has not measured, H100/H200 among them). Padded was faster on an H200 for both models (270M 1.17x, E4B QLoRA 1.12x; docs/finetune.md \"Speed\")."
     )
 
 
 class EvalParams(Section):
     """Generation and scoring on the validation and test splits."""
 
-    batch_size: int | Literal["auto"] | None = Field(
-        None, ge=1, description="Generation batch size, or `auto` = as many rows as fit the free GPU memory (at most 512; an out-of-memory batch is retried at half the size); None = preset."
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
+        None, description="Generation batch size, or `auto` = as many rows as fit the free GPU memory (at most 512; an out-of-memory batch is retried at half the size); None = preset."
     )
     cache: Literal["dynamic", "static"] | None = Field(
         None, description="KV cache of generation: `static` lets transformers compile the decode step with CUDA graphs (CUDA only); None = preset."

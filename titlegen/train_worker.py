@@ -40,6 +40,9 @@ from titlegen.train_progress import BEST_DIR, PROGRESS_PREFIX, emit, make_callba
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # PEFT full-match regex: the projections of the language model only, never a vision or audio tower.
 LANGUAGE_TARGET_REGEX = r"^(?!.*(vision|audio)).*\.(" + "|".join(LORA_TARGETS) + r")$"
+# train.gradient_checkpointing=None: on from this many parameters (and always on CPU). Below, a batch's
+# activations fit easily (Gemma 3 270M at batch 8: 4.9 GiB) and recomputing them cost 40 % of the speed.
+CHECKPOINTING_MIN_PARAMS = 1_000_000_000
 
 
 
@@ -50,6 +53,19 @@ def choose_engine(config: TrainWorkerConfig, cuda: bool) -> str:
     if engine == "unsloth" and not cuda:
         raise SystemExit("train.engine='unsloth' needs a CUDA GPU here; use engine='auto' or 'transformers' on CPU.")
     return engine
+
+
+def use_checkpointing(config: TrainWorkerConfig, model, cuda: bool) -> bool:
+    """train.gradient_checkpointing, with None resolved by the model's size (see CHECKPOINTING_MIN_PARAMS)."""
+    if config.train.gradient_checkpointing is not None:
+        return config.train.gradient_checkpointing
+    return not cuda or sum(p.numel() for p in model.parameters()) >= CHECKPOINTING_MIN_PARAMS
+
+
+def use_unsloth_compile(config: TrainWorkerConfig) -> bool:
+    """train.unsloth_compile, with None = on for 16-bit LoRA, off for 4-bit QLoRA (docs/finetune.md "Speed")."""
+    t = config.train
+    return t.unsloth_compile if t.unsloth_compile is not None else t.quantization == "16bit"
 
 
 def load_model(config: TrainWorkerConfig, engine: str, cuda: bool):
@@ -73,7 +89,7 @@ def load_model(config: TrainWorkerConfig, engine: str, cuda: bool):
             model, finetune_vision_layers=False, finetune_language_layers=True,
             finetune_attention_modules=True, finetune_mlp_modules=True, r=rank, lora_alpha=alpha,
             lora_dropout=t.lora_dropout, bias="none", random_state=t.seed,
-            use_gradient_checkpointing="unsloth" if t.gradient_checkpointing else False,
+            use_gradient_checkpointing="unsloth" if use_checkpointing(config, model, cuda) else False,
         )
     else:
         import torch
@@ -92,7 +108,7 @@ def load_model(config: TrainWorkerConfig, engine: str, cuda: bool):
             kwargs["device_map"] = {"": 0}
         model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
         if four_bit:
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing)
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=use_checkpointing(config, model, cuda))
         lora = LoraConfig(
             r=rank, lora_alpha=alpha, lora_dropout=t.lora_dropout, bias="none",
             target_modules=LANGUAGE_TARGET_REGEX, task_type="CAUSAL_LM",
@@ -154,7 +170,7 @@ def build_trainer(config: TrainWorkerConfig, model, tokenizer, cuda: bool, engin
         bf16=cuda,
         fp16=False,
         # Unsloth brings its own checkpointing through get_peft_model.
-        gradient_checkpointing=engine == "transformers" and t.gradient_checkpointing,
+        gradient_checkpointing=engine == "transformers" and use_checkpointing(config, model, cuda),
         gradient_checkpointing_kwargs={"use_reentrant": False},
         logging_steps=t.logging_steps,
         eval_strategy="epoch" if eval_ds is not None else "no",
@@ -232,9 +248,9 @@ def train(config: TrainWorkerConfig) -> WorkerResult:
         # Read by Unsloth at import time; an explicit environment setting wins. Flex attention is off:
         # it compiles its kernels once per sequence length, so real (varying) batches kept it
         # compiling for minutes (docs/finetune.md "Speed"). The rest of Unsloth's compilation follows
-        # train.unsloth_compile (off by default: it gave E4B no first step within 240 s).
+        # train.unsloth_compile (by default on for 16-bit LoRA, off for 4-bit QLoRA).
         os.environ.setdefault("UNSLOTH_ENABLE_FLEX_ATTENTION", "0")
-        if not config.train.unsloth_compile:
+        if not use_unsloth_compile(config):
             os.environ.setdefault("UNSLOTH_COMPILE_DISABLE", "1")
         import unsloth  # noqa: F401  (patches transformers/trl/peft on import)
     import torch
@@ -268,7 +284,8 @@ def train(config: TrainWorkerConfig) -> WorkerResult:
     try:
         result = trainer.train(resume_from_checkpoint=resume)
     except torch.OutOfMemoryError as e:
-        raise SystemExit(out_of_memory_advice(config, torch.cuda.get_device_properties(0).total_memory)) from e
+        total = torch.cuda.get_device_properties(0).total_memory
+        raise SystemExit(out_of_memory_advice(config, total, use_checkpointing(config, model, cuda))) from e
     train_seconds = time.time() - t_train
     state = trainer.state
     progress = next(c for c in trainer.callback_handler.callbacks if hasattr(c, "marks"))
@@ -323,6 +340,8 @@ def train(config: TrainWorkerConfig) -> WorkerResult:
         "unsloth_env": {k: v for k, v in os.environ.items() if k.startswith(("UNSLOTH_", "TORCH_LOGS"))},
         # What Unsloth made of train.padding_free (None = its own rule): the batches actually trained.
         "padding_free": bool(getattr(trainer.args, "padding_free", False)),
+        "gradient_checkpointing": use_checkpointing(config, model, cuda),
+        "unsloth_compile": engine == "unsloth" and use_unsloth_compile(config),
         "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None,
         "label_stats": stats,
         "libraries": library_versions(),
@@ -333,7 +352,7 @@ def train(config: TrainWorkerConfig) -> WorkerResult:
     return result
 
 
-def out_of_memory_advice(config: TrainWorkerConfig, total_bytes: int) -> str:
+def out_of_memory_advice(config: TrainWorkerConfig, total_bytes: int, checkpointing: bool | None = None) -> str:
     """What to change when training ran out of GPU memory (the checkpoints written so far are kept)."""
     t = config.train
     batch, accumulation = t.per_device_batch_size, t.gradient_accumulation_steps
@@ -343,7 +362,7 @@ def out_of_memory_advice(config: TrainWorkerConfig, total_bytes: int) -> str:
                      "(same effective batch)")
     if t.quantization == "16bit":
         fixes.append("train.quantization='4bit' (QLoRA)")
-    if not t.gradient_checkpointing:
+    if not (t.gradient_checkpointing if checkpointing is None else checkpointing):
         fixes.append("train.gradient_checkpointing=true")
     fixes.append(f"a shorter train.max_seq_length (now {t.max_seq_length})")
     return (f"CUDA out of memory while training at per_device_batch_size={batch}, quantization={t.quantization} on a "

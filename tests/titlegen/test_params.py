@@ -182,3 +182,12 @@ def test_every_hostile_value_of_a_run_is_reported_at_once():
 def test_ordinary_values_still_pass(overrides, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     TitlegenParams(**overrides)
+
+
+def test_evaluation_batch_size_takes_auto_or_a_positive_count_per_run():
+    # `auto` came only from the GPU preset before: a per-run override crashed on the `ge=1` bound.
+    assert TitlegenParams(evaluation={"batch_size": "auto"}).evaluation.batch_size == "auto"
+    assert TitlegenParams(evaluation={"batch_size": 16}).evaluation.batch_size == 16
+    for bad in (0, "all"):
+        with pytest.raises(ValueError, match="batch_size"):
+            TitlegenParams(evaluation={"batch_size": bad})

@@ -1,11 +1,13 @@
-"""The training worker: the lead-only augmentation (`train.augmentation='lead'`), the out-of-memory advice."""
+"""The training worker: the lead-only augmentation (`train.augmentation='lead'`), the out-of-memory advice, the
+speed defaults that depend on the model (gradient checkpointing, Unsloth's compile)."""
 
 import pytest
 
 from titlegen.params import TrainParams
 from titlegen.records import TrainWorkerConfig
 from titlegen.runs import write_jsonl
-from titlegen.train_worker import build_dataset, lead_view, out_of_memory_advice
+from titlegen.train_worker import (CHECKPOINTING_MIN_PARAMS, build_dataset, lead_view, out_of_memory_advice, use_checkpointing,
+                                   use_unsloth_compile)
 
 ARTICLE = "行政院今天通過明年度總預算案，總歲出創新高。社福與國防經費增幅最大，將送立法院審議。" * 4
 RESOLVED = {"per_device_batch_size": 2, "gradient_accumulation_steps": 1, "max_seq_length": 512, "optimizer": "adamw_torch"}
@@ -68,3 +70,34 @@ def test_worker_config_round_trips_and_rejects_typos_and_unresolved_presets(tmp_
         TrainWorkerConfig.model_validate({**config.model_dump(), "train": {**config.train.model_dump(), "max_seq_lenght": 1}})
     with pytest.raises(ValueError, match="train.per_device_batch_size unset"):
         TrainWorkerConfig.model_validate({**config.model_dump(), "train": {**config.train.model_dump(), "per_device_batch_size": None}})
+
+
+class _Params:
+    """A stand-in model: `parameters()` is all `use_checkpointing` reads."""
+
+    def __init__(self, *sizes: int):
+        self.sizes = sizes
+
+    def parameters(self):
+        return [type("P", (), {"numel": lambda self, n=n: n})() for n in self.sizes]
+
+
+def test_gradient_checkpointing_default_follows_model_size_and_device():
+    small, big = _Params(200_000_000, 70_000_000), _Params(CHECKPOINTING_MIN_PARAMS // 2, CHECKPOINTING_MIN_PARAMS // 2)
+    auto = _config()
+    assert auto.train.gradient_checkpointing is None
+    assert use_checkpointing(auto, small, cuda=True) is False  # 270M-sized: activations fit, recompute costs speed
+    assert use_checkpointing(auto, big, cuda=True) is True  # E4B-sized: memory first
+    assert use_checkpointing(auto, small, cuda=False) is True  # CPU boxes are short of memory
+    assert use_checkpointing(_config(gradient_checkpointing=True), small, cuda=True) is True
+    assert use_checkpointing(_config(gradient_checkpointing=False), big, cuda=True) is False
+    # The out-of-memory advice knows what the run actually used.
+    assert "gradient_checkpointing=true" not in out_of_memory_advice(auto, 16 * 2**30, checkpointing=True)
+    assert "gradient_checkpointing=true" in out_of_memory_advice(auto, 16 * 2**30, checkpointing=False)
+
+
+def test_unsloth_compile_default_is_on_for_16bit_lora_only():
+    assert use_unsloth_compile(_config(quantization="16bit")) is True
+    assert use_unsloth_compile(_config(quantization="4bit")) is False
+    assert use_unsloth_compile(_config(quantization="4bit", unsloth_compile=True)) is True
+    assert use_unsloth_compile(_config(quantization="16bit", unsloth_compile=False)) is False
