@@ -30,7 +30,8 @@ pack)  # here: what the calls carry
     # Every wheel the GPU image's Python 3.12 needs for titlegen's stages, then only those it lacks.
     python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
       --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-      --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl.tmp/all prefect==3.9.1 pydantic ollama gguf
+      --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl.tmp/all prefect==3.9.1 pydantic ollama gguf \
+      nltk absl-py   # rouge-score's dependencies: its wheel below is built without them
     python3 -m pip wheel -q --no-deps -w .whl.tmp/all rouge-score==0.1.2   # a source archive only on PyPI
     python3 bench/gpu_wheels.py .whl.tmp/all .whl.tmp bench/gpu_image_packages.txt
     rm -rf .whl.tmp/all; touch .whl.tmp/.complete; mv .whl.tmp .whl
