@@ -45,7 +45,7 @@ CASES = {
     # worker with the flow's defaults (SDPA attention, padded batches grouped by length and padded to a multiple
     # of 64, flex attention off; Unsloth compile on and gradient checkpointing off for the 16-bit 270M, the
     # reverse for E4B QLoRA) unless its overrides or suffixes say otherwise. Rows measured before 2026-11-29
-    # 14:00 UTC ran other defaults: their `train_overrides` and the docs say which.
+    # 14:40 UTC ran the defaults of their day (their `stage_defaults_then`, and docs/finetune.md "Speed").
     "e4b-stage-4bit-b8": ("gemma3n-e4b", "unsloth", "4bit", 8, 36),  # the GPU preset
     "e4b-stage-4bit-b16": ("gemma3n-e4b", "unsloth", "4bit", 16, 24),
     "270m-stage-16bit-b8": ("gemma3-270m", "unsloth", "16bit", 8, 60),
