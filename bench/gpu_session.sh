@@ -92,40 +92,28 @@ restart)  # stop the queue, take this call's copy of bench/ and titlegen/, run q
   sleep 2; tail -3 $R/queue.log
   ;;
 queue)  # the next lease's plan, in order of priority; every stage writes into $R as it finishes
-  D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot START=$(date -u +%FT%T)
+  D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
   log "queue start on $(head -2 $R/gpu.txt | tail -1)"
   python3 bench/train_throughput.py models $D $M 2>&1 | tail -3 | tee -a $R/queue.log
-  # 1. Gemma 3 270M: the raw loop, then the stage as it is (Unsloth's own padding rule: padding-free on
-  #    sm90) and padded batches with and without Unsloth's compile, gradient checkpointing and cuDNN.
+  # 1. Quality of the chosen 270M config on real weights with the stage's defaults (needs `install` and
+  #    the five `part`s), under three repeat penalties: issue #13's quality check and #14's decoding rule.
+  for _ in $(seq 60); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
+  log "quality: chosen config, decoding rules"
+  python3 bench/quality_sweep.py run $B/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf --configs e2-lr5e-4-r16 \
+    --repeat-penalties 1.1,1.2,1.3 --timeout 480 --out $R/quality_sweep.json > $R/quality_sweep.out 2>&1
+  tail -6 $R/quality_sweep.out | cut -c1-400 | tee -a $R/queue.log
+  # 2. Gemma 3 270M: the raw loop and the stage (its defaults: padded, compile on, no checkpointing) at batch 8 and 16.
   log "train throughput 270M"
   python3 bench/train_throughput.py run $D $M --timeout 240 --out $R/train_throughput.json \
-    --cases 270m-raw-unsloth-16bit,270m-stage-16bit-b8,270m-stage-16bit-b8+padded,270m-stage-16bit-b8+padded+compile,270m-stage-16bit-b8+padded+compile+nogc,270m-stage-16bit-b8+pf+nocudnn \
-    2>&1 | tail -8 | tee -a $R/queue.log
-  # 2. Quality of the chosen 270M config on real weights with the fastest stage variant's settings
-  #    (needs `install` and the five `part`s), under three repeat penalties.
-  for _ in $(seq 60); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
-  SET=$(python3 -c "
-import json
-rows = [r for r in json.load(open('$R/train_throughput.json'))['rows'] if r['case'].startswith('270m-stage-16bit-b8') and r.get('exit') == 0
-        and r.get('steady_tokens_per_second') and r.get('measured_at', '') >= '$START']
-best = max(rows, key=lambda r: r['steady_tokens_per_second']) if rows else {}
-print(json.dumps({k: v for k, v in best.get('train_overrides', {}).items()}))")
-  log "quality: chosen config, train set $SET, decoding rules"
-  python3 bench/quality_sweep.py run $B/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf --configs e2-lr5e-4-r16 --train-set "$SET" \
-    --repeat-penalties 1.1,1.2,1.3 --timeout 420 --out $R/quality_sweep.json > $R/quality_sweep.out 2>&1
-  tail -6 $R/quality_sweep.out | cut -c1-400 | tee -a $R/queue.log
-  # 3. Gemma 3n E4B QLoRA: the raw loop (compile off: on, it made no step in 240 s) and the stage padded / padding-free.
+    --cases 270m-raw-unsloth-16bit,270m-stage-16bit-b8,270m-stage-16bit-b16 2>&1 | tail -5 | tee -a $R/queue.log
+  # 3. Gemma 3n E4B QLoRA: the raw loop (compile off) and the stage at batch 8 (the preset) and 16.
   log "train throughput E4B"
   python3 bench/train_throughput.py run $D $M --timeout 240 --out $R/train_throughput.json \
-    --cases e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8+padded,e4b-stage-4bit-b8+pf \
-    2>&1 | tail -6 | tee -a $R/queue.log
-  # 4. Evaluation: a plain generate() loop first, then the stage's variants, 500 articles, full budget.
-  log "eval throughput"
-  for m in 270m-random:auto-dynamic,auto-static-cg,auto-static e4b-random:auto-dynamic,auto-static-cg; do
-    timeout 270 python3 bench/eval_throughput.py --device cuda --models ${m%%:*} --articles 500 --variants ${m#*:} \
-      --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer --results $R/eval_throughput.json \
-      > $R/eval_${m%%:*}.out 2>&1; grep -E "^cuda" $R/eval_${m%%:*}.out | cut -c1-300 | tee -a $R/queue.log
-  done
+    --cases e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8,e4b-stage-4bit-b16 2>&1 | tail -5 | tee -a $R/queue.log
+  # 4. The whole PTS-sized E4B fine-tune through the stage at the GPU preset's batch.
+  log "full PTS-sized fine-tune"
+  python3 bench/train_throughput.py run $D $M --full-pts --timeout 580 --out $R/train_full_pts.json --cases e4b-stage-4bit-b8 \
+    2>&1 | tail -3 | tee -a $R/queue.log
   log "queue done"
   touch $R/queue.done
   ;;

@@ -54,7 +54,11 @@ def prepare(data: str, out: str) -> None:
     print(json.dumps(result))
 
 
-def run_one(name: str, split_dir: str, base_model: str, work: str, unsloth_compile: bool, penalties: tuple[float, ...] = (),
+# --unsloth-compile: `auto` = the stage's default (on for 16-bit LoRA, off for 4-bit QLoRA).
+COMPILE = {"on": True, "off": False, "auto": None}
+
+
+def run_one(name: str, split_dir: str, base_model: str, work: str, unsloth_compile: bool | None, penalties: tuple[float, ...] = (),
             train_set: dict | None = None) -> dict:
     """Fine-tune and evaluate one config in this process (called in a child per config)."""
     from titlegen.params import EvalParams, TitlegenParams, TrainParams
@@ -158,7 +162,7 @@ def main() -> None:
     one = sub.add_parser("one")
     for a in ("name", "split", "base_model", "work", "result"):
         one.add_argument(a)
-    one.add_argument("--unsloth-compile", choices=["on", "off"], default="on")
+    one.add_argument("--unsloth-compile", choices=list(COMPILE), default="auto")
     one.add_argument("--repeat-penalties", default="")
     one.add_argument("--train-set", default="{}")
     r = sub.add_parser("run")
@@ -167,7 +171,7 @@ def main() -> None:
     r.add_argument("--configs", default="all")
     r.add_argument("--work", default="/tmp/quality-sweep")
     r.add_argument("--timeout", type=int, default=900, help="seconds for all configs together")
-    r.add_argument("--unsloth-compile", choices=["on", "off"], default="on")
+    r.add_argument("--unsloth-compile", choices=list(COMPILE), default="auto")
     r.add_argument("--repeat-penalties", default="", help="also evaluate each config under these repeat penalties, e.g. 1.1,1.2,1.3")
     r.add_argument("--train-set", default="{}", help='JSON of train parameters over the GPU preset, e.g. {"padding_free": false}')
     r.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality_sweep.json"))
@@ -176,7 +180,7 @@ def main() -> None:
         return prepare(args.data, args.out)
     if args.cmd == "one":
         penalties = tuple(float(x) for x in args.repeat_penalties.split(",") if x)
-        row = run_one(args.name, args.split, args.base_model, args.work, args.unsloth_compile == "on", penalties, json.loads(args.train_set))
+        row = run_one(args.name, args.split, args.base_model, args.work, COMPILE[args.unsloth_compile], penalties, json.loads(args.train_set))
         atomic_write_json(args.result, row)
         return
 
