@@ -112,9 +112,9 @@ TRAINING_KEYS = (
     "engine", "device", "quantization", "epochs", "max_steps", "learning_rate", "lora_rank", "train.lora_alpha",
     "train.lora_dropout", "train.per_device_batch_size", "train.gradient_accumulation_steps", "train.max_seq_length",
     "train.warmup_steps", "train.weight_decay", "train.lr_scheduler", "train.optimizer", "train.seed",
-    "train.gradient_checkpointing", "max_title_chars", "train_rows", "validation_rows", "global_step", "epochs_done",
+    "gradient_checkpointing", "padding_free", "unsloth_compile", "max_title_chars", "train_rows", "validation_rows", "global_step", "epochs_done",
     "tokens_seen", "first_train_loss", "final_train_loss", "best_eval_loss", "best_step", "kept_adapter",
-    "train_seconds", "peak_gpu_gib", "git_commit", "libraries.unsloth", "libraries.transformers", "libraries.trl",
+    "train_seconds", "steady_tokens_per_second", "peak_gpu_gib", "git_commit", "libraries.unsloth", "libraries.transformers", "libraries.trl",
     "libraries.peft", "libraries.torch",
 )
 

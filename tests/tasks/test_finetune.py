@@ -115,6 +115,9 @@ def test_train_kill_resume_matches_uninterrupted(tiny_gemma3_dir, split_dir, tmp
     assert rec["best_eval_loss"] is not None and rec["tokens_seen"] > 0
     assert set(rec["data"]["sha256"]) == {"train.jsonl", "validation.jsonl", "manifest.json"}
     assert {"torch", "transformers", "peft", "trl"} <= set(rec["libraries"])
+    # How it trained, resolved (the model card shows these): the plain engine, padded batches, no compile.
+    assert (rec["gradient_checkpointing"], rec["padding_free"], rec["unsloth_compile"]) == (False, False, False)
+    assert rec["steady_tokens_per_second"] is None or rec["steady_tokens_per_second"] > 0
     assert straight["base_model_dir"] == str(tiny_gemma3_dir.resolve())
     base = AutoModelForCausalLM.from_pretrained(straight["base_model_dir"])
     model = PeftModel.from_pretrained(base, str(out))
