@@ -112,14 +112,21 @@ queue)  # the next lease's plan, in order of priority; every stage writes into $
   log "train throughput E4B"
   python3 bench/train_throughput.py run $D $M --timeout 240 --out $R/train_throughput.json \
     --cases e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8,e4b-stage-4bit-b16 2>&1 | tail -5 | tee -a $R/queue.log
-  # 4. The whole PTS-sized E4B fine-tune through the stage at the GPU preset's batch.
-  log "full PTS-sized fine-tune"
-  python3 bench/train_throughput.py run $D $M --full-pts --timeout 580 --out $R/train_full_pts.json --cases e4b-stage-4bit-b8 \
-    2>&1 | tail -3 | tee -a $R/queue.log
+  # 4. Evaluation, reference first: the prefill alone (one new token) beside the whole budget, per model.
+  log "eval throughput"
+  for m in 270m-random:auto-prefill,auto-dynamic,auto-static e4b-random:auto-prefill,auto-dynamic; do
+    timeout 240 python3 bench/eval_throughput.py --device cuda --models ${m%%:*} --articles 500 --variants ${m#*:} \
+      --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer --results $R/eval_throughput.json \
+      > $R/eval_${m%%:*}.out 2>&1; grep -E "^cuda" $R/eval_${m%%:*}.out | cut -c1-300 | tee -a $R/queue.log
+  done
   # 5. The shared reference loop with Unsloth's compilation on (E4B QLoRA, 4 x 1024), for the ratio the issue asks.
   log "gpu-anchors: raw Unsloth E4B QLoRA, compile on"
   (cd $B/anchors && timeout 420 python3 anchor_unsloth.py e4b only4 > $R/anchor_unsloth.out 2>&1)
   grep -E '"tokens_per_s"|error' $R/anchor_unsloth.out | cut -c1-300 | tee -a $R/queue.log
+  # 6. The whole PTS-sized E4B fine-tune through the stage at the GPU preset's batch (the probe projects 8.3 min).
+  log "full PTS-sized fine-tune"
+  python3 bench/train_throughput.py run $D $M --full-pts --timeout 580 --out $R/train_full_pts.json --cases e4b-stage-4bit-b8 \
+    2>&1 | tail -3 | tee -a $R/queue.log
   log "queue done"
   touch $R/queue.done
   ;;
