@@ -57,10 +57,9 @@ def _train_on_the_gpu_machine(dataset: Path, machine: Path) -> Path:
     return Path(out["adapter_dir"])
 
 
-def test_an_adapter_from_another_machine_goes_through_merge_upload_and_ollama_create(ollama_host, tmp_path, monkeypatch):
+def test_an_adapter_from_another_machine_goes_through_merge_upload_and_ollama_create(ollama_host, prefect_api, tmp_path, monkeypatch):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.testing.utilities import prefect_test_harness
 
     from titlegen.flows.titlegen import titlegen
 
@@ -90,10 +89,9 @@ def test_an_adapter_from_another_machine_goes_through_merge_upload_and_ollama_cr
                    "latency_requests": 1, "max_p50_ms": 120_000, "max_p95_ms": 120_000},
         "ollama_model": "titlegen-adopt-test",
     }
-    with prefect_test_harness(server_startup_timeout=120):
-        state = titlegen(**params, return_state=True)
-        with get_client(sync_client=True) as client:
-            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    state = titlegen(**params, return_state=True)
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
     assert state.is_completed(), state.message
     # The eight stages (the champion's find/compare/record tasks around them are not stages).
     stages = {stage_of(t.name): t.state.type.value for t in tasks if stage_of(t.name)}
