@@ -134,3 +134,9 @@ def test_test_command_fails_when_pytest_collects_no_tests(env, tmp_path):
     assert result.returncode == 5, result.stdout + result.stderr
     assert "collected no tests" in result.stderr
 
+
+def test_test_command_lists_the_slowest_tests(env, tmp_path):
+    """`make test` (what CI runs) ends its log with the 30 slowest tests, so a slow CI run shows where its time went."""
+    result = _stack_test(env, tmp_path, "tests/titlegen/test_params.py", "-k", "test_every_field_is_documented")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "slowest 30 durations" in result.stdout
