@@ -375,7 +375,8 @@ run_tests() {
   unset PREFECT_API_URL PREFECT_UI_URL PREFECT_SERVER_EPHEMERAL_ENABLED
   local home rc=0
   home="$(mktemp -d "${TMPDIR:-/tmp}/titlegen-test-prefect.XXXXXX")"
-  PREFECT_HOME="$home" "$VENV/bin/python" -m pytest "$@" || rc=$?
+  # --durations=30: CI's log ends with the slowest tests (a later --durations in ARGS wins).
+  PREFECT_HOME="$home" "$VENV/bin/python" -m pytest --durations=30 "$@" || rc=$?
   rm -rf "$home"
   if [[ $rc -eq 5 ]]; then
     # A selection that matches nothing (a renamed test, a typo in -k) must not pass CI silently.

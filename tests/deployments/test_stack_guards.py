@@ -109,9 +109,8 @@ def test_the_docker_worker_warns_about_plain_http_and_checks_env_names(env, tmp_
     assert result.returncode == 1 and "not a variable name" in result.stderr
 
 
-def test_test_command_fails_when_pytest_collects_no_tests(env, tmp_path):
-    """`local_stack.sh test` with a selection that matches nothing (pytest exit 5) fails, so a typo in
-    a CI selection cannot pass. The venv is a wrapper around this interpreter whose converter install
+def _stack_test(env: dict, tmp_path: Path, *pytest_args: str) -> subprocess.CompletedProcess:
+    """`local_stack.sh test ARGS` with a venv that wraps this interpreter and whose converter install
     (`python -m titlegen.gguf install`, from ci_setup.sh) is a no-op."""
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
@@ -122,10 +121,22 @@ def test_test_command_fails_when_pytest_collects_no_tests(env, tmp_path):
         f'exec "{sys.executable}" "$@"\n'
     )
     python.chmod(0o755)
-    env = {**env, "TITLEGEN_VENV": str(venv)}
-    result = subprocess.run(
-        ["bash", str(STACK), "test", "tests/test_fixtures_smoke.py", "-k", "no_test_has_this_name", "-p", "no:cacheprovider"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+    return subprocess.run(
+        ["bash", str(STACK), "test", *pytest_args, "-p", "no:cacheprovider"],
+        env={**env, "TITLEGEN_VENV": str(venv)}, cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
+
+
+def test_test_command_fails_when_pytest_collects_no_tests(env, tmp_path):
+    """`local_stack.sh test` with a selection that matches nothing (pytest exit 5) fails, so a typo in
+    a CI selection cannot pass."""
+    result = _stack_test(env, tmp_path, "tests/test_fixtures_smoke.py", "-k", "no_test_has_this_name")
     assert result.returncode == 5, result.stdout + result.stderr
     assert "collected no tests" in result.stderr
+
+
+def test_test_command_lists_the_slowest_tests(env, tmp_path):
+    """`make test` (what CI runs) ends its log with the 30 slowest tests, so a slow CI run shows where its time went."""
+    result = _stack_test(env, tmp_path, "tests/titlegen/test_params.py", "-k", "test_every_field_is_documented")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "slowest 30 durations" in result.stdout

@@ -68,8 +68,7 @@ def _task_runs(flow_run_id) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_retraining_keeps_the_better_model_and_does_nothing_when_nothing_changed(tiny_gemma3_dir, fake_ollama, tmp_path, monkeypatch):  # noqa: F811
-    from prefect.testing.utilities import prefect_test_harness
+def test_retraining_keeps_the_better_model_and_does_nothing_when_nothing_changed(tiny_gemma3_dir, fake_ollama, prefect_api, tmp_path, monkeypatch):  # noqa: F811
     from prefect.variables import Variable
 
     from titlegen.champion import champion_key
@@ -80,47 +79,46 @@ def test_retraining_keeps_the_better_model_and_does_nothing_when_nothing_changed
     data = write_dataset(tmp_path / "news.jsonl", 40, seed=1)
     params = flow_params(data, tiny_gemma3_dir, tmp_path / "outputs", fake_ollama.url, max_steps=8)
     key = champion_key("tg-retrain")
-    with prefect_test_harness():
-        # Run A: no champion yet; gated on the thresholds, published, recorded as the champion.
-        a = titlegen(**params, return_state=True)
-        assert a.is_completed(), a.message
-        out_a = a.result()
-        champion = Variable.get(key)
-        assert champion["ollama"]["digest"] == fake_ollama.models["tg-retrain:latest"]
-        assert champion["run_dir"] == out_a["run_dir"] and champion["adapter_sha256"]
-        metrics_a = json.loads((Path(out_a["run_dir"]) / "eval" / "metrics.json").read_text(encoding="utf-8"))
-        assert metrics_a["champion"]["status"] == "none"
-        gate_a = json.loads((Path(out_a["run_dir"]) / "eval" / "gate.json").read_text(encoding="utf-8"))
-        assert any("no champion is recorded" in n for n in gate_a["notes"])
-        print("A", metrics_a["candidate"]["rouge_l"])
+    # Run A: no champion yet; gated on the thresholds, published, recorded as the champion.
+    a = titlegen(**params, return_state=True)
+    assert a.is_completed(), a.message
+    out_a = a.result()
+    champion = Variable.get(key)
+    assert champion["ollama"]["digest"] == fake_ollama.models["tg-retrain:latest"]
+    assert champion["run_dir"] == out_a["run_dir"] and champion["adapter_sha256"]
+    metrics_a = json.loads((Path(out_a["run_dir"]) / "eval" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics_a["champion"]["status"] == "none"
+    gate_a = json.loads((Path(out_a["run_dir"]) / "eval" / "gate.json").read_text(encoding="utf-8"))
+    assert any("no champion is recorded" in n for n in gate_a["notes"])
+    print("A", metrics_a["candidate"]["rouge_l"])
 
-        # Run A again, unchanged data, code and parameters: every stage a cache hit, nothing published.
-        created = len(fake_ollama.bodies("POST", "/api/create"))
-        adapter_stamp = (Path(out_a["adapter_dir"]) / "training.json").stat().st_mtime_ns
-        again = titlegen(**params, return_state=True)
-        assert again.is_completed() and again.name == "NothingChanged", again.message
-        assert again.message.startswith("Nothing changed")
-        ran = _task_runs(again.state_details.flow_run_id)
-        assert {ran[t] for t in ("ingest", "clean", "split", "fine-tune")} == {"Cached"}, ran
-        assert not {"evaluate", "gate", "merge", "merge-export", "upload", "ollama-create", "record-champion"} & set(ran), ran
-        assert len(fake_ollama.bodies("POST", "/api/create")) == created
-        assert (Path(out_a["adapter_dir"]) / "training.json").stat().st_mtime_ns == adapter_stamp
-        assert Variable.get(key) == champion
+    # Run A again, unchanged data, code and parameters: every stage a cache hit, nothing published.
+    created = len(fake_ollama.bodies("POST", "/api/create"))
+    adapter_stamp = (Path(out_a["adapter_dir"]) / "training.json").stat().st_mtime_ns
+    again = titlegen(**params, return_state=True)
+    assert again.is_completed() and again.name == "NothingChanged", again.message
+    assert again.message.startswith("Nothing changed")
+    ran = _task_runs(again.state_details.flow_run_id)
+    assert {ran[t] for t in ("ingest", "clean", "split", "fine-tune")} == {"Cached"}, ran
+    assert not {"evaluate", "gate", "merge", "merge-export", "upload", "ollama-create", "record-champion"} & set(ran), ran
+    assert len(fake_ollama.bodies("POST", "/api/create")) == created
+    assert (Path(out_a["adapter_dir"]) / "training.json").stat().st_mtime_ns == adapter_stamp
+    assert Variable.get(key) == champion
 
-        # Run B: a challenger made worse on purpose (one step at a negligible learning rate) is blocked.
-        b = titlegen(**{**params, "max_steps": 1, "learning_rate": 1e-6}, return_state=True)
-        assert b.is_failed() and b.name == "GateBlocked", b.message
-        assert "ROUGE-L ≥ champion + gate.margin_over_champion" in b.message
-        metrics_path = Path(out_a["run_dir"]) / "eval" / "metrics.json"
-        metrics_b = json.loads(metrics_path.read_text(encoding="utf-8"))
-        print("B", metrics_b["candidate"]["rouge_l"], metrics_b["baselines"]["champion"]["rouge_l"])
-        assert metrics_b["champion"]["status"] == "scored"
-        # B trained in A's run folder and replaced A's adapter there: the champion was scored from its kept copy.
-        assert (Path(out_a["adapter_dir"]) / "training.json").stat().st_mtime_ns != adapter_stamp
-        kept = json.loads(metrics_path.with_name("generate.champion.json").read_text(encoding="utf-8"))["adapter"]
-        assert kept == champion["adapter_dir"] and Path(kept).parent.parent == tmp_path / "outputs" / "champions"
-        assert metrics_b["baselines"]["champion"]["rouge_l"] == pytest.approx(metrics_a["candidate"]["rouge_l"])
-        assert metrics_b["differences"]["champion"]["rouge_l"]["diff"] < 0
-        assert "champion" in json.loads(metrics_path.with_name("predictions.test.jsonl").read_text(encoding="utf-8").splitlines()[0])
-        assert len(fake_ollama.bodies("POST", "/api/create")) == created
-        assert Variable.get(key) == champion
+    # Run B: a challenger made worse on purpose (one step at a negligible learning rate) is blocked.
+    b = titlegen(**{**params, "max_steps": 1, "learning_rate": 1e-6}, return_state=True)
+    assert b.is_failed() and b.name == "GateBlocked", b.message
+    assert "ROUGE-L ≥ champion + gate.margin_over_champion" in b.message
+    metrics_path = Path(out_a["run_dir"]) / "eval" / "metrics.json"
+    metrics_b = json.loads(metrics_path.read_text(encoding="utf-8"))
+    print("B", metrics_b["candidate"]["rouge_l"], metrics_b["baselines"]["champion"]["rouge_l"])
+    assert metrics_b["champion"]["status"] == "scored"
+    # B trained in A's run folder and replaced A's adapter there: the champion was scored from its kept copy.
+    assert (Path(out_a["adapter_dir"]) / "training.json").stat().st_mtime_ns != adapter_stamp
+    kept = json.loads(metrics_path.with_name("generate.champion.json").read_text(encoding="utf-8"))["adapter"]
+    assert kept == champion["adapter_dir"] and Path(kept).parent.parent == tmp_path / "outputs" / "champions"
+    assert metrics_b["baselines"]["champion"]["rouge_l"] == pytest.approx(metrics_a["candidate"]["rouge_l"])
+    assert metrics_b["differences"]["champion"]["rouge_l"]["diff"] < 0
+    assert "champion" in json.loads(metrics_path.with_name("predictions.test.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert len(fake_ollama.bodies("POST", "/api/create")) == created
+    assert Variable.get(key) == champion

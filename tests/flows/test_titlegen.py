@@ -16,14 +16,6 @@ from titlegen.runs import atomic_write_json
 from tests.tasks.test_evaluate import _metrics
 
 
-@pytest.fixture(scope="module")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 @pytest.fixture
 def stubbed_flow(monkeypatch, tmp_path):
     """`flows/titlegen.py` with the stages before the gate stubbed; yields the list of stages run after it."""
@@ -77,7 +69,7 @@ def stubbed_flow(monkeypatch, tmp_path):
     return module.titlegen, ran
 
 
-def test_failing_gate_ends_the_flow_in_gate_blocked_and_nothing_after_it_runs(prefect_harness, stubbed_flow, tmp_path):
+def test_failing_gate_ends_the_flow_in_gate_blocked_and_nothing_after_it_runs(prefect_api, stubbed_flow, tmp_path):
     from prefect.artifacts import Artifact
 
     titlegen, ran = stubbed_flow
@@ -92,7 +84,7 @@ def test_failing_gate_ends_the_flow_in_gate_blocked_and_nothing_after_it_runs(pr
     assert report is not None and "BLOCKED (GateBlocked)" in report.data
 
 
-def test_passing_gate_runs_merge_upload_and_ollama_create(prefect_harness, stubbed_flow, tmp_path):
+def test_passing_gate_runs_merge_upload_and_ollama_create(prefect_api, stubbed_flow, tmp_path):
     titlegen, ran = stubbed_flow
     state = titlegen(dataset=str(tmp_path / "data"), run_name="passed", output_root=str(tmp_path / "out"),
                      min_rouge_l=0.25, return_state=True)
