@@ -25,7 +25,7 @@ VARIABLE_NAME = re.compile(r"^[a-z0-9_-]+$")  # Prefect's rule for Variable name
 def prefect_api():
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=120):  # the 30 s default timed out in CI once
         yield
 
 
