@@ -65,16 +65,17 @@ def build_model(name: str, device: str, config_dir: str | None):
     return model.eval(), label
 
 
-# Stage variants timed on the same model: (batch size or None = from free memory, cache). A static cache
+# Stage variants timed on the same model: (batch size or None = from free memory, cache, new tokens or None =
+# the whole budget). A static cache
 # compiled with torch.compile's `cudagraphs` backend instead of transformers' inductor default was measured
 # on 2026-11-29 (H200): 156 titles/s on 270M against inductor's 234, and on E4B the graphs were skipped
 # (Gemma 3n builds a CPU tensor in its forward), so that variant is gone.
 VARIANTS = {
-    "b128-dynamic": (128, "dynamic"),
-    "auto-dynamic": (None, "dynamic"),
-    "auto-static": (None, "static"),
+    "b128-dynamic": (128, "dynamic", None),
+    "auto-dynamic": (None, "dynamic", None),
+    "auto-static": (None, "static", None),
     # One new token per title: the prefill alone (and the batch it gets); the full variants minus this are decoding.
-    "auto-prefill": (None, "dynamic"),
+    "auto-prefill": (None, "dynamic", 1),
 }
 
 
@@ -154,8 +155,8 @@ def main() -> None:
             atomic_write_json(args.results, results)
         rows = []
         for variant in args.variants.split(","):
-            batch, cache = VARIANTS[variant]
-            new = 1 if variant.endswith("-prefill") else budget
+            batch, cache, new = VARIANTS[variant]
+            new = new or budget
             out: list = []
             try:
                 # A static cache compiles on its first pass: that pass is timed apart, the second is the figure.

@@ -210,7 +210,6 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "flex": ({"UNSLOTH_ENABLE_FLEX_ATTENTION": "1"}, {}),
     "nocompile": ({"UNSLOTH_COMPILE_DISABLE": "1"}, {}),
     "profile": ({}, {}),
-    "nocudnn": ({"TITLEGEN_SDPA_CUDNN": "0"}, {}),  # SDPA without cuDNN (it builds a plan per new length)
     "compile": ({}, {"unsloth_compile": True}),
     "padded": ({}, {"padding_free": False}),  # padded batches, Unsloth's per-block compile path
     "pf": ({}, {"padding_free": True}),  # one flattened row per batch, varlen attention
@@ -219,20 +218,21 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
 }
 
 
+def _chain(variant: str, part: int) -> dict:
+    out: dict = {}
+    for v in filter(None, variant.split("+")):
+        out.update(VARIANTS[v][part])
+    return out
+
+
 def variant_env(variant: str) -> dict:
     """The environment of a `+a+b` suffix chain (each suffix a VARIANTS key)."""
-    env: dict = {}
-    for v in filter(None, variant.split("+")):
-        env.update(VARIANTS[v][0])
-    return env
+    return _chain(variant, 0)
 
 
 def variant_overrides(variant: str) -> dict:
     """The train overrides of a `+a+b` suffix chain, applied after the case's own."""
-    out: dict = {}
-    for v in filter(None, variant.split("+")):
-        out.update(VARIANTS[v][1])
-    return out
+    return _chain(variant, 1)
 
 
 def split_case(name: str) -> tuple[str, str]:
@@ -249,6 +249,7 @@ def start_case(name: str, devdata: Path, models: Path, work: Path, full_pts: boo
     """Write the worker config of one case and start its process; returns (process, log file, row)."""
     base, variant = split_case(name)
     model, engine, quant, batch, steps, *extra = CASES[base]
+    overrides = {**(extra[0] if extra else {}), **variant_overrides(variant)}
     case_dir = work / name
     config = {
         "base_model_dir": str(models / model),
@@ -270,7 +271,7 @@ def start_case(name: str, devdata: Path, models: Path, work: Path, full_pts: boo
             "gradient_accumulation_steps": 1, "warmup_steps": 5, "weight_decay": 0.001, "lr_scheduler": "linear",
             "optimizer": "adamw_8bit", "max_seq_length": 1024, "seed": 3407, "eval_every_epoch": True,
             "engine": engine, "checkpoint_steps": 10_000, "logging_steps": 1,
-            **(extra[0] if extra else {}), **variant_overrides(variant),
+            **overrides,
         },
     }
     shutil.rmtree(case_dir, ignore_errors=True)
@@ -286,7 +287,7 @@ def start_case(name: str, devdata: Path, models: Path, work: Path, full_pts: boo
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     row = {"case": name, "model": model, "engine": engine, "quantization": quant, "batch": batch,
            "max_seq_length": 1024, "variant_env": variant_env(variant),
-           "train_overrides": {**(extra[0] if extra else {}), **variant_overrides(variant)}}
+           "train_overrides": overrides}
     return proc, case_dir, row
 
 

@@ -69,7 +69,11 @@ def use_unsloth_compile(config: TrainWorkerConfig) -> bool:
 
 
 def load_model(config: TrainWorkerConfig, engine: str, cuda: bool):
-    """(model with LoRA attached, tokenizer) for the chosen engine."""
+    """(model with LoRA attached, tokenizer) for the chosen engine.
+
+    Resolves `config.train.gradient_checkpointing` in place from the base model's size, once, so the
+    LoRA call, the trainer, the out-of-memory advice and the result record all see the same answer.
+    """
     from titlegen.prompt import chat_template
 
     t = config.train
@@ -85,11 +89,12 @@ def load_model(config: TrainWorkerConfig, engine: str, cuda: bool):
             model_name=base, max_seq_length=t.max_seq_length, load_in_4bit=four_bit,
             load_in_16bit=not four_bit, full_finetuning=False, dtype=None, random_state=t.seed, **extra,
         )
+        t.gradient_checkpointing = use_checkpointing(config, model, cuda)
         model = FastModel.get_peft_model(
             model, finetune_vision_layers=False, finetune_language_layers=True,
             finetune_attention_modules=True, finetune_mlp_modules=True, r=rank, lora_alpha=alpha,
             lora_dropout=t.lora_dropout, bias="none", random_state=t.seed,
-            use_gradient_checkpointing="unsloth" if use_checkpointing(config, model, cuda) else False,
+            use_gradient_checkpointing="unsloth" if t.gradient_checkpointing else False,
         )
     else:
         import torch
@@ -107,8 +112,9 @@ def load_model(config: TrainWorkerConfig, engine: str, cuda: bool):
         if cuda:
             kwargs["device_map"] = {"": 0}
         model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+        t.gradient_checkpointing = use_checkpointing(config, model, cuda)
         if four_bit:
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=use_checkpointing(config, model, cuda))
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing)
         lora = LoraConfig(
             r=rank, lora_alpha=alpha, lora_dropout=t.lora_dropout, bias="none",
             target_modules=LANGUAGE_TARGET_REGEX, task_type="CAUSAL_LM",
@@ -170,7 +176,7 @@ def build_trainer(config: TrainWorkerConfig, model, tokenizer, cuda: bool, engin
         bf16=cuda,
         fp16=False,
         # Unsloth brings its own checkpointing through get_peft_model.
-        gradient_checkpointing=engine == "transformers" and use_checkpointing(config, model, cuda),
+        gradient_checkpointing=engine == "transformers" and bool(t.gradient_checkpointing),
         gradient_checkpointing_kwargs={"use_reentrant": False},
         logging_steps=t.logging_steps,
         eval_strategy="epoch" if eval_ds is not None else "no",
@@ -263,10 +269,6 @@ def train(config: TrainWorkerConfig) -> WorkerResult:
             "~32 GB of RAM. Use a GPU for real runs.",
             flush=True,
         )
-    if cuda and os.environ.get("TITLEGEN_SDPA_CUDNN") == "0":
-        # Benchmark switch (bench/train_throughput.py `+nocudnn`): SDPA without cuDNN's kernels, whose
-        # execution plan is built anew for every sequence length it has not seen.
-        torch.backends.cuda.enable_cudnn_sdp(False)
     torch.manual_seed(config.train.seed)
     t_load = time.time()
     model, tokenizer = load_model(config, engine, cuda)
@@ -285,7 +287,7 @@ def train(config: TrainWorkerConfig) -> WorkerResult:
         result = trainer.train(resume_from_checkpoint=resume)
     except torch.OutOfMemoryError as e:
         total = torch.cuda.get_device_properties(0).total_memory
-        raise SystemExit(out_of_memory_advice(config, total, use_checkpointing(config, model, cuda))) from e
+        raise SystemExit(out_of_memory_advice(config, total)) from e
     train_seconds = time.time() - t_train
     state = trainer.state
     progress = next(c for c in trainer.callback_handler.callbacks if hasattr(c, "marks"))
@@ -340,7 +342,7 @@ def train(config: TrainWorkerConfig) -> WorkerResult:
         "unsloth_env": {k: v for k, v in os.environ.items() if k.startswith(("UNSLOTH_", "TORCH_LOGS"))},
         # What Unsloth made of train.padding_free (None = its own rule): the batches actually trained.
         "padding_free": bool(getattr(trainer.args, "padding_free", False)),
-        "gradient_checkpointing": use_checkpointing(config, model, cuda),
+        "gradient_checkpointing": config.train.gradient_checkpointing,  # resolved by load_model
         "unsloth_compile": engine == "unsloth" and use_unsloth_compile(config),
         "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None,
         "label_stats": stats,
