@@ -8,7 +8,7 @@
 # waits and copies the results to $OUT. Every stage writes into /tmp/gpu-results as it finishes,
 # so a lease that ends early still returns what was measured.
 #
-#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (all), queue-finish, queue-rest or queue-epochs
+#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a or stream-b
 #   bash bench/gpu_session.sh install       # carry .whl
 #   bash bench/gpu_session.sh part N        # carry .cache/carry/gguf-N
 #   bash bench/gpu_session.sh collect SECS  # waits up to SECS, then copies results to $OUT
@@ -88,46 +88,68 @@ collect)
   ls -l "$OUT"
   ;;
 restart)  # stop the queue, take this call's copy of bench/ and titlegen/, run queue $2
-  pkill -f "gpu_session.sh queue"; pkill -f train_throughput.py; pkill -f titlegen.train_worker; sleep 3
+  pkill -f "gpu_session.sh (queue|stream)"; pkill -f train_throughput.py; pkill -f titlegen.train_worker; sleep 3
   cp bench/*.sh bench/*.py $REPO/bench/; cp titlegen/*.py $REPO/titlegen/
   cd $REPO && setsid nohup bash bench/gpu_session.sh "${2:-queue}" >> $R/queue.out 2>&1 < /dev/null &
   sleep 2; tail -3 $R/queue.log
   ;;
-queue)  # the next lease's plan, in order of priority; every stage writes into $R as it finishes
-  D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
-  log "queue start on $(head -2 $R/gpu.txt | tail -1)"
-  python3 bench/train_throughput.py models $D $M 2>&1 | tail -3 | tee -a $R/queue.log
-  # 1. Quality of the chosen 270M config on real weights with the stage's defaults (needs `install` and
-  #    the five `part`s), under three repeat penalties: issue #13's quality check and #14's decoding rule.
-  for _ in $(seq 60); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
-  log "quality: chosen config, decoding rules"
-  python3 bench/quality_sweep.py run $B/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf --configs e2-lr5e-4-r16 \
-    --repeat-penalties 1.1,1.2,1.3 --timeout 480 --out $R/quality_sweep.json > $R/quality_sweep.out 2>&1
-  tail -6 $R/quality_sweep.out | cut -c1-400 | tee -a $R/queue.log
-  # 2. Gemma 3 270M: the raw loop and the stage (its defaults: padded, compile on, no checkpointing) at batch 8 and 16.
-  log "train throughput 270M"
-  python3 bench/train_throughput.py run $D $M --timeout 240 --out $R/train_throughput.json \
-    --cases 270m-raw-unsloth-16bit,270m-stage-16bit-b8,270m-stage-16bit-b16 2>&1 | tail -5 | tee -a $R/queue.log
-  # 3. Gemma 3n E4B QLoRA: the raw loop (compile off) and the stage at batch 8 (the preset) and 16.
-  log "train throughput E4B"
-  python3 bench/train_throughput.py run $D $M --timeout 240 --out $R/train_throughput.json \
-    --cases e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8,e4b-stage-4bit-b16 2>&1 | tail -5 | tee -a $R/queue.log
-  # 4. Evaluation, reference first: the prefill alone (one new token) beside the whole budget, per model.
-  log "eval throughput"
-  for m in 270m-random:auto-prefill,auto-dynamic,auto-static e4b-random:auto-prefill,auto-dynamic; do
-    timeout 240 python3 bench/eval_throughput.py --device cuda --models ${m%%:*} --articles 500 --variants ${m#*:} \
-      --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer --results $R/eval_throughput.json \
-      > $R/eval_${m%%:*}.out 2>&1; grep -E "^cuda" $R/eval_${m%%:*}.out | cut -c1-300 | tee -a $R/queue.log
-  done
-  # 5. The shared reference loop with Unsloth's compilation on (E4B QLoRA, 4 x 1024), for the ratio the issue asks.
-  log "gpu-anchors: raw Unsloth E4B QLoRA, compile on"
-  (cd $B/anchors && timeout 420 python3 anchor_unsloth.py e4b only4 > $R/anchor_unsloth.out 2>&1)
-  grep -E '"tokens_per_s"|error' $R/anchor_unsloth.out | cut -c1-300 | tee -a $R/queue.log
-  # 6. The whole PTS-sized E4B fine-tune through the stage at the GPU preset's batch (the probe projects 8.3 min).
-  log "full PTS-sized fine-tune"
-  python3 bench/train_throughput.py run $D $M --full-pts --timeout 580 --out $R/train_full_pts.json --cases e4b-stage-4bit-b8 \
-    2>&1 | tail -3 | tee -a $R/queue.log
+queue)  # the next lease's plan: stream A (Gemma 3 270M, quality) and stream B (Gemma 3n E4B), on two GPUs
+  # side by side when the machine has two (nvidia-h200-x2), else one after the other on the one GPU.
+  # Each stream writes its own result files; a figure is compared only with figures of its own stream.
+  log "queue start on $(head -2 $R/gpu.txt | tail -1) ($(nvidia-smi -L | wc -l) GPU)"
+  if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
+    CUDA_VISIBLE_DEVICES=0 bash bench/gpu_session.sh stream-a > $R/stream-a.out 2>&1 &
+    CUDA_VISIBLE_DEVICES=1 bash bench/gpu_session.sh stream-b > $R/stream-b.out 2>&1 &
+    wait
+  else
+    bash bench/gpu_session.sh stream-a > $R/stream-a.out 2>&1
+    bash bench/gpu_session.sh stream-b > $R/stream-b.out 2>&1
+  fi
   log "queue done"
   touch $R/queue.done
+  ;;
+stream-a)  # Gemma 3 270M: training speed, quality and decoding rules, evaluation speed
+  D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
+  python3 bench/train_throughput.py models $D $M 2>&1 | tail -3 | tee -a $R/queue.log; touch /tmp/ready.models
+  # 1. The raw loop and the stage (its defaults: padded, compile on, no checkpointing) at batch 8, 16 and 32.
+  log "A: train throughput 270M"
+  python3 bench/train_throughput.py run $D $M --timeout 240 --out $R/train_throughput.json \
+    --cases 270m-raw-unsloth-16bit,270m-stage-16bit-b8,270m-stage-16bit-b16 2>&1 | tail -5 | tee -a $R/queue.log
+  # 2. Quality on real weights with the stage's defaults (needs `install` and the five `part`s): the chosen
+  #    config, the same at batch 16, and 3 epochs, each under three repeat penalties (#13 item 5, #14 item 3).
+  for _ in $(seq 60); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
+  log "A: quality: chosen config, batch 16, 3 epochs, decoding rules"
+  python3 bench/quality_sweep.py run $B/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf --configs e2-lr5e-4-r16,e2-lr5e-4-r16-b16,e3-lr5e-4-r16 \
+    --repeat-penalties 1.1,1.2,1.3 --timeout 720 --out $R/quality_sweep.json > $R/quality_sweep.out 2>&1
+  tail -6 $R/quality_sweep.out | cut -c1-400 | tee -a $R/queue.log
+  # 3. Evaluation: reference, the prefill alone (one new token), the whole budget with dynamic and static cache.
+  log "A: eval throughput 270M"
+  timeout 240 python3 bench/eval_throughput.py --device cuda --models 270m-random --articles 500 --variants auto-prefill,auto-dynamic,auto-static \
+    --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer --results $R/eval_throughput.json \
+    > $R/eval_270m.out 2>&1; grep -E "^cuda" $R/eval_270m.out | cut -c1-300 | tee -a $R/queue.log
+  log "A: done"
+  ;;
+stream-b)  # Gemma 3n E4B: the shared compiled reference loop, training speed and memory, evaluation speed, the PTS-sized run
+  D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
+  # 1. The shared reference loop with Unsloth's compilation on (QLoRA, 4 x 1024); time-stamped lines show
+  #    how long loading and the first (compiling) steps take.
+  log "B: gpu-anchors: raw Unsloth E4B QLoRA, compile on"
+  (cd $B/anchors && timeout 420 python3 anchor_unsloth.py e4b only4 2>&1 | while IFS= read -r l; do echo "$(date +%T) $l"; done > $R/anchor_unsloth.out)
+  grep -E 'phase|"tokens_per_s"|error' $R/anchor_unsloth.out | cut -c1-300 | tee -a $R/queue.log
+  for _ in $(seq 120); do [ -e /tmp/ready.models ] && break; sleep 5; done
+  # 2. The raw loop (compile off) and the stage at the preset's batch: as is, in two micro-batches, with compile.
+  log "B: train throughput E4B"
+  python3 bench/train_throughput.py run $D $M --timeout 300 --out $R/train_throughput_e4b.json \
+    --cases e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8,e4b-stage-4bit-b8+ga2,e4b-stage-4bit-b8+compile 2>&1 | tail -6 | tee -a $R/queue.log
+  # 3. Evaluation: the prefill alone beside the whole budget.
+  log "B: eval throughput E4B"
+  timeout 300 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --variants auto-prefill,auto-dynamic \
+    --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer --results $R/eval_throughput_e4b.json \
+    > $R/eval_e4b.out 2>&1; grep -E "^cuda" $R/eval_e4b.out | cut -c1-300 | tee -a $R/queue.log
+  # 4. The whole PTS-sized E4B fine-tune through the stage at the GPU preset's batch.
+  log "B: full PTS-sized fine-tune"
+  python3 bench/train_throughput.py run $D $M --full-pts --timeout 580 --out $R/train_full_pts.json --cases e4b-stage-4bit-b8 \
+    2>&1 | tail -3 | tee -a $R/queue.log
+  log "B: done"
   ;;
 esac

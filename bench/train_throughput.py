@@ -215,6 +215,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "pf": ({}, {"padding_free": True}),  # one flattened row per batch, varlen attention
     "pad256": ({}, {"pad_to_multiple_of": 256}),  # four lengths in all at max_seq_length 1024
     "nogc": ({}, {"gradient_checkpointing": False}),
+    # The case's batch as two micro-batches of half the rows (same optimizer step): the peak-memory lever.
+    "ga2": ({}, {"gradient_accumulation_steps": 2}),
 }
 
 
@@ -267,7 +269,9 @@ def start_case(name: str, devdata: Path, models: Path, work: Path, full_pts: boo
         "lora_rank": 8,
         "device": "cuda",
         "train": {
-            "quantization": quant, "lora_alpha": 8, "lora_dropout": 0.0, "per_device_batch_size": batch,
+            "quantization": quant, "lora_alpha": 8, "lora_dropout": 0.0,
+            # The case's batch is rows per optimizer step, however many micro-batches make it.
+            "per_device_batch_size": batch // overrides.get("gradient_accumulation_steps", 1),
             "gradient_accumulation_steps": 1, "warmup_steps": 5, "weight_decay": 0.001, "lr_scheduler": "linear",
             "optimizer": "adamw_8bit", "max_seq_length": 1024, "seed": 3407, "eval_every_epoch": True,
             "engine": engine, "checkpoint_steps": 10_000, "logging_steps": 1,
