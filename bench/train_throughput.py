@@ -215,6 +215,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "padded": ({}, {"padding_free": False}),  # padded batches, Unsloth's per-block compile path
     "pf": ({}, {"padding_free": True}),  # one flattened row per batch, varlen attention
     "pad256": ({}, {"pad_to_multiple_of": 256}),  # four lengths in all at max_seq_length 1024
+    "padmax": ({}, {"pad_to_multiple_of": 1024}),  # one length (max_seq_length 1024): one compile
     "nogc": ({}, {"gradient_checkpointing": False}),
     # The case's batch as two micro-batches of half the rows (same optimizer step): the peak-memory lever.
     "ga2": ({}, {"gradient_accumulation_steps": 2}),

@@ -23,8 +23,8 @@ runaway text remain visible to the headline checks (the deployed Ollama model, w
 
 On CUDA the model runs in bf16 and the adapter is merged into the weights (exactly what the merge
 stage ships); on CPU it runs in float32. Speed on CUDA (docs/evaluate.md "Speed"): the batch size
-comes from the free GPU memory (`batch_size=None`; an out-of-memory batch is retried at half the
-size), prompts of similar length are batched together and padded to a multiple of 64 tokens, a
+comes from the free GPU memory and one row's memory, measured by a 4-row probe prefill
+(`batch_size=None`; batches are evened out, and an out-of-memory batch is retried at half the size), prompts of similar length are batched together and padded to a multiple of 64 tokens, a
 batch stops as soon as every row has stopped, and `cache="static"` decodes with a static KV cache
 that transformers compiles (CUDA graphs) once per batch shape.
 
@@ -61,7 +61,7 @@ STOP_MARGIN = 4
 WIDTH_MULTIPLE = 64
 # Auto batch size: at most this many rows, using at most this share of the free GPU memory.
 MAX_AUTO_BATCH = 512
-FREE_MEMORY_SHARE = 0.6
+FREE_MEMORY_SHARE = 0.8
 
 
 def max_new_tokens_for(max_title_chars: int) -> int:
@@ -191,33 +191,81 @@ class LastNRepetitionPenalty:
         return scores.scatter(1, window, picked)
 
 
-def auto_batch_size(model, width: int, new_tokens: int, rows: int) -> int:
-    """Rows per batch that fit `FREE_MEMORY_SHARE` of the free GPU memory (CPU: 8).
+def auto_batch_size(model, width: int, new_tokens: int, rows: int, row_bytes: int | None = None) -> int:
+    """Rows per batch that fit `FREE_MEMORY_SHARE` of the free GPU memory (CPU: 8), balanced over `rows`.
 
-    An estimate of the prefill's peak per row (eager attention scores, MLP activations, the KV
-    cache of every layer that keeps one); an underestimate costs one out-of-memory retry at half
-    the size, never a failed stage.
+    `row_bytes` is one row's peak memory (`measure_row_bytes`); without it, an estimate from the
+    config (`estimate_row_bytes`). An underestimate costs one out-of-memory retry at half the size,
+    never a failed stage. The batch is then evened out: 500 rows that fit 352 at a time run as two
+    batches of 250, not 352 + 148 (one shape fewer for a static cache, no small last batch).
     """
     import torch
 
     if next(model.parameters()).device.type != "cuda":
         return min(rows, 8)
+    per_row = row_bytes or estimate_row_bytes(model, width, new_tokens)
+    free, _ = torch.cuda.mem_get_info()
+    # Memory PyTorch holds in its cache (an earlier, larger batch) is free for this one too.
+    free += torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
+    return balanced_batch(rows, min(MAX_AUTO_BATCH, int(free * FREE_MEMORY_SHARE // per_row)))
+
+
+def balanced_batch(rows: int, max_batch: int) -> int:
+    """The smallest batch that still needs no more batches than `max_batch` would: equal batches."""
+    max_batch = max(1, min(rows, max_batch))
+    return -(-rows // -(-rows // max_batch)) if rows else 1
+
+
+def estimate_row_bytes(model, width: int, new_tokens: int) -> int:
+    """One row's prefill peak from the config: residual streams, MLP activations, KV cache, one layer's
+    attention scores. Measured 2026-11-29 (H200): right within 1.35x for Gemma 3 270M, but 2.6x too low
+    for Gemma 3n E4B (~300 MB a row at 576 tokens), hence `measure_row_bytes` on CUDA."""
     cfg = model.config.get_text_config()
     tokens = width + new_tokens
     hidden = cfg.hidden_size
     inter = cfg.intermediate_size if isinstance(cfg.intermediate_size, int) else max(cfg.intermediate_size)
-    heads, kv_heads = cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", cfg.num_attention_heads)
-    head_dim = getattr(cfg, "head_dim", None) or hidden // heads
-    layers = cfg.num_hidden_layers - (getattr(cfg, "num_kv_shared_layers", 0) or 0)
-    per_row = (
+    heads = cfg.num_attention_heads
+    return (
         tokens * (8 * hidden + 3 * inter) * 2  # residual streams (Gemma 3n keeps 4) and the MLP, bf16
-        + tokens * layers * 2 * kv_heads * head_dim * 2  # KV cache
+        + kv_bytes_per_token(cfg) * tokens  # KV cache
         + heads * width * width * 4  # one layer's attention scores in float32
     )
-    free, _ = torch.cuda.mem_get_info()
-    # Memory PyTorch holds in its cache (an earlier, larger batch) is free for this one too.
-    free += torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
-    return max(1, min(rows, MAX_AUTO_BATCH, int(free * FREE_MEMORY_SHARE // per_row)))
+
+
+def kv_bytes_per_token(cfg) -> int:
+    """KV cache bytes per token of one row, bf16, over the layers that keep their own cache."""
+    heads, kv_heads = cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", cfg.num_attention_heads)
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    layers = cfg.num_hidden_layers - (getattr(cfg, "num_kv_shared_layers", 0) or 0)
+    return layers * 2 * kv_heads * head_dim * 2
+
+
+# Rows of the probe prefill that measures one row's memory, and the margin put on its result.
+PROBE_ROWS = 4
+PROBE_MARGIN = 1.15
+
+
+def measure_row_bytes(model, width: int, new_tokens: int, pad_token_id: int) -> int:
+    """One row's peak memory, measured: a prefill of `PROBE_ROWS` rows at `width` tokens exactly as
+    `generate()` runs it (KV cache kept, logits for the last position only), its peak above the memory
+    already allocated divided by the rows, times `PROBE_MARGIN`, plus the KV cache of `new_tokens`.
+
+    Resets PyTorch's peak-memory counter (a later `max_memory_allocated` covers from here on)."""
+    import torch
+
+    device = next(model.parameters()).device
+    ids = torch.full((PROBE_ROWS, width), pad_token_id, dtype=torch.long, device=device)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    # generate() asks for the last position's logits only where the model can (a 262k vocabulary at every position would dominate).
+    last_only = {"logits_to_keep": 1} if getattr(model, "_supports_logits_to_keep", lambda: False)() else {}
+    with torch.inference_mode():
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **last_only)
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - before
+    del out, ids
+    return int(peak / PROBE_ROWS * PROBE_MARGIN) + kv_bytes_per_token(model.config.get_text_config()) * new_tokens
 
 
 def encode_prompts(tokenizer, contents: Sequence[str], max_title_chars: int) -> list[list[int]]:
@@ -227,6 +275,12 @@ def encode_prompts(tokenizer, contents: Sequence[str], max_title_chars: int) -> 
         for c in contents
     ]
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def padded_width(longest: int, device) -> int:
+    """Prompt width of a batch: on CUDA rounded up to a multiple of WIDTH_MULTIPLE (extra left padding
+    is masked out), so a static cache sees few shapes; on CPU the longest prompt."""
+    return -(-longest // WIDTH_MULTIPLE) * WIDTH_MULTIPLE if device.type == "cuda" else longest
 
 
 def generate_titles(
@@ -258,16 +312,18 @@ def generate_titles(
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     device = next(model.parameters()).device
     if batch_size is None:
-        batch_size = auto_batch_size(model, len(prompts[order[0]]) if order else 1, max_new_tokens, len(order))
-        print(f"generation batch size {batch_size} (from free memory)", flush=True)
+        width = padded_width(len(prompts[order[0]]) if order else 1, device)
+        row_bytes = measure_row_bytes(model, width, max_new_tokens, pad) if device.type == "cuda" and order else None
+        batch_size = auto_batch_size(model, width, max_new_tokens, len(order), row_bytes)
+        print(f"generation batch size {batch_size} (from free memory"
+              + (f", {row_bytes / 2**20:.0f} MiB a row measured at {width} tokens)" if row_bytes else ")"), flush=True)
     results: list[dict | None] = [None] * len(prompts)
     done = 0
     start = 0
     while start < len(order):
         chunk = order[start : start + batch_size]
         longest = max(len(prompts[i]) for i in chunk)
-        # Rounded up to a multiple of WIDTH_MULTIPLE (extra left padding is masked out): few shapes.
-        width = -(-longest // WIDTH_MULTIPLE) * WIDTH_MULTIPLE if device.type == "cuda" else longest
+        width = padded_width(longest, device)
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
         for row, i in enumerate(chunk):  # left padding: the prompt ends where generation starts

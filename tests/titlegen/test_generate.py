@@ -64,3 +64,25 @@ def test_auto_batch_size_runs_every_row(tiny_gemma3_dir):
     model, tokenizer = load_base(str(tiny_gemma3_dir), "cpu"), load_tokenizer(str(tiny_gemma3_dir))
     out = generate_titles(model, tokenizer, ["新聞內容。" * k for k in range(1, 12)], 20, None, 4)
     assert len(out) == 11 and all(r["new_tokens"] >= 1 for r in out)
+
+
+@pytest.mark.parametrize(("rows", "max_batch", "expected"), [(500, 352, 250), (500, 512, 500), (500, 183, 167), (7, 8, 7), (1, 0, 1), (0, 5, 1)])
+def test_balanced_batch_evens_out_the_batches_without_adding_one(rows, max_batch, expected):
+    from titlegen.generate import balanced_batch
+
+    assert balanced_batch(rows, max_batch) == expected
+
+
+def test_auto_batch_size_on_cuda_uses_a_measured_row_size(tiny_gemma3_dir, monkeypatch):
+    # The measured size decides, not the estimate from the config: Gemma 3n E4B needs ~300 MB a row at
+    # 576 tokens where the estimate said ~114 MB, so an estimated batch ran out of memory (H200, 2026-11-29).
+    import torch
+
+    model = load_base(str(tiny_gemma3_dir), "cpu")
+    on_cuda = type("P", (), {"device": torch.device("cuda", 0)})()
+    monkeypatch.setattr(model, "parameters", lambda: iter([on_cuda]))
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (100 * gib, 141 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda: 0)
+    assert auto_batch_size(model, width=576, new_tokens=52, rows=500, row_bytes=300 * 2**20) == 250
