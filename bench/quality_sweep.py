@@ -15,7 +15,6 @@ so the numbers are what `titlegen/full` would produce with those parameters. Con
 import argparse
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
 import time
