@@ -317,7 +317,8 @@ def finish_case(proc, case_dir: Path, row: dict, started: float, timeout: float)
         row.update({k: r.get(k) for k in (
             "device", "global_step", "steady_tokens_per_second", "steady_steps_per_second", "peak_gpu_gib",
             "first_train_loss", "final_train_loss", "final_eval_loss", "tokens_seen", "train_seconds", "eval_seconds",
-            "load_seconds", "label_stats", "first_step_seconds", "step_seconds", "wall_seconds", "train_rows", "padding_free")})
+            "load_seconds", "label_stats", "first_step_seconds", "step_seconds", "wall_seconds", "train_rows", "padding_free",
+            "peak_train_step_gib", "peak_validation_gib", "max_step_tokens")})
         profile = case_dir / "checkpoints" / "profile.txt"
         if profile.exists():
             row["profile_top"] = profile.read_text().splitlines()[:40]

@@ -46,6 +46,11 @@ def make_callback(config: TrainWorkerConfig):
         marks: list[tuple[int, float, int]] = []
         began: float = 0.0
 
+        def __init__(self):
+            self.marks = []
+            # Peak GPU memory of training steps and of validation passes, apart (CUDA only).
+            self.peaks: dict[str, int] = {"train": 0, "eval": 0}
+
         profiler = None
 
         def on_step_begin(self, args, state, control, **kw):
@@ -59,6 +64,15 @@ def make_callback(config: TrainWorkerConfig):
                     self.profiler = False  # once
                 return  # profiled steps are slower: kept out of the throughput marks
             self.marks.append((state.global_step, time.perf_counter(), int(state.num_input_tokens_seen or 0)))
+            self.take_peak("train")
+
+        def take_peak(self, phase: str) -> None:
+            """Fold the peak since the last call into `peaks[phase]` and start a new window."""
+            import torch
+
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                self.peaks[phase] = max(self.peaks[phase], torch.cuda.max_memory_allocated())
+                torch.cuda.reset_peak_memory_stats()
 
         def on_train_begin(self, args, state, control, **kw):
             self.began = time.perf_counter()
@@ -74,6 +88,7 @@ def make_callback(config: TrainWorkerConfig):
             emit("checkpoint", step=state.global_step, dir=str(Path(args.output_dir) / f"checkpoint-{state.global_step}"))
 
         def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
+            self.take_peak("eval")
             loss = (metrics or {}).get("eval_loss")
             if loss is None:
                 return
@@ -124,6 +139,17 @@ def write_profile(prof, path: Path) -> None:
     text = table.table(sort_by=sort, row_limit=30) + "\n\n" + table.table(sort_by="self_cpu_time_total", row_limit=20)
     path.write_text(text)
     emit("profile", path=str(path))
+
+
+def memory_split(marks: list[tuple[int, float, int]], peaks: dict[str, int]) -> dict:
+    """Where the GPU memory peak comes from: training steps or validation passes, and the most
+    non-padding tokens one optimizer step held (group_by_length puts the longest rows first)."""
+    gib = 2**30
+    return {
+        "peak_train_step_gib": round(peaks["train"] / gib, 3) if peaks["train"] else None,
+        "peak_validation_gib": round(peaks["eval"] / gib, 3) if peaks["eval"] else None,
+        "max_step_tokens": max((b[2] - a[2] for a, b in zip(marks, marks[1:])), default=None),
+    }
 
 
 def steady_rate(marks: list[tuple[int, float, int]]) -> dict:

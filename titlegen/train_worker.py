@@ -35,7 +35,7 @@ from typing import Any
 from titlegen.records import TrainWorkerConfig, WorkerResult
 # Re-exported: the parent process and the tests import them from here.
 from titlegen.train_data import build_dataset, field_names, fit_content, lead_view, tokenize_example  # noqa: F401
-from titlegen.train_progress import BEST_DIR, PROGRESS_PREFIX, emit, make_callback, parse_progress, steady_rate  # noqa: F401
+from titlegen.train_progress import BEST_DIR, PROGRESS_PREFIX, emit, make_callback, memory_split, parse_progress, steady_rate  # noqa: F401
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # PEFT full-match regex: the projections of the language model only, never a vision or audio tower.
@@ -344,7 +344,9 @@ def train(config: TrainWorkerConfig) -> WorkerResult:
         "padding_free": bool(getattr(trainer.args, "padding_free", False)),
         "gradient_checkpointing": config.train.gradient_checkpointing,  # resolved by load_model
         "unsloth_compile": engine == "unsloth" and use_unsloth_compile(config),
-        "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None,
+        # The whole process's peak (windows folded by the progress callback), then its two parts.
+        "peak_gpu_gib": round(max(torch.cuda.max_memory_allocated(), *progress.peaks.values()) / 2**30, 3) if cuda else None,
+        **(memory_split(progress.marks, progress.peaks) if cuda else {}),
         "label_stats": stats,
         "libraries": library_versions(),
     }
