@@ -133,9 +133,10 @@ stream-a)  # Gemma 3 270M: quality under decoding rules and faster batches, eval
 stream-b)  # Gemma 3n E4B: evaluation with the measured batch, compile at one padded length, the PTS-sized run
   D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
   for _ in $(seq 120); do [ -e /tmp/ready.models ] && break; sleep 5; done
-  # 1. Evaluation with the batch from a measured row (the third lease's estimate ran out of memory at 366 rows).
+  # 1. Evaluation: the batch from a measured row (2 x 250 rows) against fixed batches of 128 and 64, which pad
+  #    less (1.29x and 1.18x the real prompt tokens against 1.57x), the prefill alone beside it.
   log "B: eval throughput E4B"
-  timeout 300 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --variants auto-prefill,auto-dynamic \
+  timeout 420 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --variants auto-prefill,auto-dynamic,b128-dynamic,b64-dynamic \
     --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer --results $R/eval_throughput_e4b.json \
     > $R/eval_e4b.out 2>&1; grep -E "^cuda|batch size|WARNING" $R/eval_e4b.out | cut -c1-300 | tee -a $R/queue.log
   # 2. QLoRA with compile, every batch padded to 1024 tokens (one shape, one compile: in the third lease
