@@ -42,20 +42,30 @@ def test_auto_batch_size_on_cpu_is_small_and_never_above_the_rows(tiny_gemma3_di
     assert auto_batch_size(model, width=600, new_tokens=52, rows=500) == 8
 
 
-def test_auto_batch_size_on_cuda_counts_memory_pytorch_holds_in_its_cache(tiny_gemma3_dir, monkeypatch):
-    # An earlier, larger batch (or the base-model baseline) leaves its blocks in PyTorch's cache: free for
-    # this batch, but invisible to cudaMemGetInfo. On an H200 this cut E4B batches from 352 rows to 161.
+GIB = 2**30
+
+
+def model_seen_on_cuda(tiny_gemma3_dir, monkeypatch, free: int, reserved: int, allocated: int):
+    """The tiny model, reporting a CUDA device, with PyTorch's CUDA memory figures set (no GPU needed)."""
     import torch
 
     model = load_base(str(tiny_gemma3_dir), "cpu")
     on_cuda = type("P", (), {"device": torch.device("cuda", 0)})()
     monkeypatch.setattr(model, "parameters", lambda: iter([on_cuda]))
-    gib = 2**30
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (1 * gib, 80 * gib))
-    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda: 41 * gib)
-    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda: 1 * gib)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (free, 141 * GIB))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda: reserved)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda: allocated)
+    return model
+
+
+def test_auto_batch_size_on_cuda_counts_memory_pytorch_holds_in_its_cache(tiny_gemma3_dir, monkeypatch):
+    # An earlier, larger batch (or the base-model baseline) leaves its blocks in PyTorch's cache: free for
+    # this batch, but invisible to cudaMemGetInfo. On an H200 this cut E4B batches from 352 rows to 161.
+    import torch
+
+    model = model_seen_on_cuda(tiny_gemma3_dir, monkeypatch, free=1 * GIB, reserved=41 * GIB, allocated=1 * GIB)
     with_cache = auto_batch_size(model, width=600, new_tokens=52, rows=100_000)
-    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda: 1 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda: 1 * GIB)
     without = auto_batch_size(model, width=600, new_tokens=52, rows=100_000)
     assert 1 <= without < with_cache <= 512, (without, with_cache)
 
@@ -76,13 +86,5 @@ def test_balanced_batch_evens_out_the_batches_without_adding_one(rows, max_batch
 def test_auto_batch_size_on_cuda_uses_a_measured_row_size(tiny_gemma3_dir, monkeypatch):
     # The measured size decides, not the estimate from the config: Gemma 3n E4B needs ~300 MB a row at
     # 576 tokens where the estimate said ~114 MB, so an estimated batch ran out of memory (H200, 2026-11-29).
-    import torch
-
-    model = load_base(str(tiny_gemma3_dir), "cpu")
-    on_cuda = type("P", (), {"device": torch.device("cuda", 0)})()
-    monkeypatch.setattr(model, "parameters", lambda: iter([on_cuda]))
-    gib = 2**30
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (100 * gib, 141 * gib))
-    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda: 0)
-    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda: 0)
+    model = model_seen_on_cuda(tiny_gemma3_dir, monkeypatch, free=100 * GIB, reserved=0, allocated=0)
     assert auto_batch_size(model, width=576, new_tokens=52, rows=500, row_bytes=300 * 2**20) == 250
