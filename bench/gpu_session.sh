@@ -139,11 +139,11 @@ stream-b)  # Gemma 3n E4B: evaluation with the measured batch, compile at one pa
   timeout 420 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --variants auto-prefill,auto-dynamic,b128-dynamic,b64-dynamic \
     --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer --results $R/eval_throughput_e4b.json \
     > $R/eval_e4b.out 2>&1; grep -E "^cuda|batch size|WARNING" $R/eval_e4b.out | cut -c1-300 | tee -a $R/queue.log
-  # 2. QLoRA with compile, every batch padded to 1024 tokens (one shape, one compile: in the third lease
+  # 2. QLoRA with compile at few lengths: every batch padded to 1024 tokens, or to 512/1024 (in the third lease
   #    compile at many lengths took 358 s to step 16, then ran at ~9.5k tokens/s), beside the preset as is.
   log "B: train throughput E4B, compile at one length"
   python3 bench/train_throughput.py run $D $M --timeout 420 --out $R/train_throughput_e4b.json \
-    --cases e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8,e4b-stage-4bit-b8+compile+padmax 2>&1 | tail -5 | tee -a $R/queue.log
+    --cases e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8,e4b-stage-4bit-b8+compile+padmax,e4b-stage-4bit-b8+compile+pad512 2>&1 | tail -5 | tee -a $R/queue.log
   log "B: done"
   ;;
 esac

@@ -216,6 +216,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "pf": ({}, {"padding_free": True}),  # one flattened row per batch, varlen attention
     "pad256": ({}, {"pad_to_multiple_of": 256}),  # four lengths in all at max_seq_length 1024
     "padmax": ({}, {"pad_to_multiple_of": 1024}),  # one length (max_seq_length 1024): one compile
+    # 512 or 1024: rows at most as long as Gemma's 512-token sliding window, and rows longer (two kinds of graph)
+    "pad512": ({}, {"pad_to_multiple_of": 512}),
     "nogc": ({}, {"gradient_checkpointing": False}),
     # The case's batch as two micro-batches of half the rows (same optimizer step): the peak-memory lever.
     "ga2": ({}, {"gradient_accumulation_steps": 2}),
