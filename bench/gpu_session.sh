@@ -133,10 +133,12 @@ stream-a)  # Gemma 3 270M: quality under decoding rules and faster batches, eval
 stream-b)  # Gemma 3n E4B: evaluation with the measured batch, compile at one padded length, the PTS-sized run
   D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
   for _ in $(seq 120); do [ -e /tmp/ready.models ] && break; sleep 5; done
-  # 1. Evaluation: the batch from a measured row (2 x 250 rows) against fixed batches of 128 and 64, which pad
-  #    less (1.29x and 1.18x the real prompt tokens against 1.57x), the prefill alone beside it.
+  # 1. Evaluation: the batch from a measured row (2 x 250 rows) against a fixed batch of 64, which pads less
+  #    (1.18x the real prompt tokens against 1.57x), the prefill alone beside it; then the same without the
+  #    host-to-device copies in Gemma 3n's MLP (`without_host_syncs`, which the stage applies on CUDA).
   log "B: eval throughput E4B"
-  timeout 420 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --variants auto-prefill,auto-dynamic,b128-dynamic,b64-dynamic \
+  timeout 420 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 \
+    --variants auto-prefill,auto-dynamic,b64-dynamic,auto-prefill-nosync,auto-dynamic-nosync \
     --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer --results $R/eval_throughput_e4b.json \
     > $R/eval_e4b.out 2>&1; grep -E "^cuda|batch size|WARNING" $R/eval_e4b.out | cut -c1-300 | tee -a $R/queue.log
   # 2. QLoRA with compile at few lengths: every batch padded to 1024 tokens, or to 512/1024 (in the third lease
