@@ -123,7 +123,8 @@ def main() -> None:
 
     import torch
 
-    from titlegen.generate import generate_titles, load_tokenizer, max_new_tokens_for, without_host_syncs
+    from titlegen.generate import generate_titles, load_tokenizer, max_new_tokens_for
+    from titlegen.model_patches import without_host_syncs
     from titlegen.runs import atomic_write_json, read_jsonl
 
     contents = [(r.get("content") or r["input"])[:1200] for r in read_jsonl(args.articles_file)][: args.articles]

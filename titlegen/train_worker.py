@@ -121,6 +121,10 @@ def load_model(config: TrainWorkerConfig, engine: str, cuda: bool):
         )
         model = get_peft_model(model, lora)
         tokenizer = AutoTokenizer.from_pretrained(base)
+    if cuda:
+        from titlegen.model_patches import without_host_syncs
+
+        without_host_syncs(model)  # Gemma 3n: no host-to-device copy in each sparse MLP's forward
     # Gemma 3n comes back as a processor; text training only needs its tokenizer.
     tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
     tokenizer.chat_template = chat_template()
