@@ -84,7 +84,9 @@ collect)
   while [ $SECONDS -lt $end ] && [ ! -e $R/queue.done ]; do sleep 5; done
   tail -40 $R/queue.log
   # One archive: a call brings back only a few files.
-  tar czf "$OUT"/results.tgz -C $R . && cp $R/queue.log "$OUT"/
+  # The chosen adapter (a few MB) travels as a file of its own: a call brings back at most 16 MiB a file.
+  tar czf "$OUT"/results.tgz --exclude adapter-chosen.tgz -C $R . && cp $R/queue.log "$OUT"/
+  [ -e $R/adapter-chosen.tgz ] && cp $R/adapter-chosen.tgz "$OUT"/
   ls -l "$OUT"
   ;;
 restart)  # stop the queue, take this call's copy of bench/ and titlegen/, run queue $2
