@@ -190,7 +190,7 @@ class EvalParams(Section):
     """Generation and scoring on the validation and test splits."""
 
     batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
-        None, description="Generation batch size, or `auto` = as many rows as fit the free GPU memory (at most 512; an out-of-memory batch is retried at half the size); None = preset."
+        None, description="Generation batch size, or `auto` = as many rows as fit the free GPU memory, one row's memory measured by a 4-row probe prefill (batches evened out, at most 512 rows; an out-of-memory batch is retried at half the size); None = preset."
     )
     cache: Literal["dynamic", "static"] | None = Field(
         None, description="KV cache of generation: `static` lets transformers compile the decode step with CUDA graphs (CUDA only); None = preset."
