@@ -30,6 +30,8 @@ def _gaussian_topk_without_copy(self, inputs):
     """`Gemma3nTextMLP._gaussian_topk` with its cutoff multiplier precomputed (see `without_host_syncs`)."""
     import torch
 
+    if self.sparsity_std_multiplier.device != inputs.device:  # the module moved after the patch: follow it, once
+        self.sparsity_std_multiplier = self.sparsity_std_multiplier.to(inputs.device)
     multiplier = self.sparsity_std_multiplier.type(inputs.dtype)
     cutoff = torch.mean(inputs, dim=-1, keepdim=True) + torch.std(inputs, dim=-1, keepdim=True, unbiased=False) * multiplier
     return torch.nn.functional.relu(inputs - cutoff)

@@ -121,10 +121,12 @@ def load_model(config: TrainWorkerConfig, engine: str, cuda: bool):
         )
         model = get_peft_model(model, lora)
         tokenizer = AutoTokenizer.from_pretrained(base)
-    if cuda:
+    if cuda and not (engine == "unsloth" and use_unsloth_compile(config)):
+        # Gemma 3n, run eagerly: no host-to-device copy in each sparse MLP's forward (a compiled block
+        # folds that copy into its graph already, so compiled runs are left as Unsloth traces them).
         from titlegen.model_patches import without_host_syncs
 
-        without_host_syncs(model)  # Gemma 3n: no host-to-device copy in each sparse MLP's forward
+        without_host_syncs(model)
     # Gemma 3n comes back as a processor; text training only needs its tokenizer.
     tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
     tokenizer.chat_template = chat_template()
