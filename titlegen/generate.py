@@ -24,7 +24,8 @@ runaway text remain visible to the headline checks (the deployed Ollama model, w
 On CUDA the model runs in bf16 and the adapter is merged into the weights (exactly what the merge
 stage ships); on CPU it runs in float32. Speed on CUDA (docs/evaluate.md "Speed"): the batch size
 comes from the free GPU memory and one row's memory, measured by a 4-row probe prefill
-(`batch_size=None`; batches are evened out, and an out-of-memory batch is retried at half the size), prompts of similar length are batched together and padded to a multiple of 64 tokens, a
+(`batch_size=None`; batches are evened out, and an out-of-memory batch is retried at half the
+size), prompts of similar length are batched together and padded to a multiple of 64 tokens, a
 batch stops as soon as every row has stopped, and `cache="static"` decodes with a static KV cache
 that transformers compiles (CUDA graphs) once per batch shape.
 
@@ -195,45 +196,29 @@ class LastNRepetitionPenalty:
         return scores.scatter(1, window, picked)
 
 
-def auto_batch_size(model, width: int, new_tokens: int, rows: int, row_bytes: int | None = None) -> int:
-    """Rows per batch that fit `FREE_MEMORY_SHARE` of the free GPU memory (CPU: 8), balanced over `rows`.
+def auto_batch_size(model, rows: int, row_bytes: int | None) -> int:
+    """Rows per batch that fit `FREE_MEMORY_SHARE` of the free GPU memory (CPU, or no row measured: 8),
+    balanced over `rows`.
 
-    `row_bytes` is one row's peak memory (`measure_row_bytes`); without it, an estimate from the
-    config (`estimate_row_bytes`). An underestimate costs one out-of-memory retry at half the size,
-    never a failed stage. The batch is then evened out: 500 rows that fit 352 at a time run as two
-    batches of 250, not 352 + 148 (one shape fewer for a static cache, no small last batch).
+    `row_bytes` is one row's peak memory (`measure_row_bytes`). An underestimate costs one
+    out-of-memory retry at half the size, never a failed stage. The batch is then evened out: 500
+    rows that fit 352 at a time run as two batches of 250, not 352 + 148 (one shape fewer for a
+    static cache, no small last batch).
     """
     import torch
 
-    if next(model.parameters()).device.type != "cuda":
+    if next(model.parameters()).device.type != "cuda" or not row_bytes:
         return min(rows, 8)
-    per_row = row_bytes or estimate_row_bytes(model, width, new_tokens)
     free, _ = torch.cuda.mem_get_info()
     # Memory PyTorch holds in its cache (an earlier, larger batch) is free for this one too.
     free += torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
-    return balanced_batch(rows, min(MAX_AUTO_BATCH, int(free * FREE_MEMORY_SHARE // per_row)))
+    return balanced_batch(rows, min(MAX_AUTO_BATCH, int(free * FREE_MEMORY_SHARE // row_bytes)))
 
 
 def balanced_batch(rows: int, max_batch: int) -> int:
     """The smallest batch that still needs no more batches than `max_batch` would: equal batches."""
     max_batch = max(1, min(rows, max_batch))
     return -(-rows // -(-rows // max_batch)) if rows else 1
-
-
-def estimate_row_bytes(model, width: int, new_tokens: int) -> int:
-    """One row's prefill peak from the config: residual streams, MLP activations, KV cache, one layer's
-    attention scores. Measured 2026-11-29 (H200): right within 1.35x for Gemma 3 270M, but 2.6x too low
-    for Gemma 3n E4B (~300 MB a row at 576 tokens), hence `measure_row_bytes` on CUDA."""
-    cfg = model.config.get_text_config()
-    tokens = width + new_tokens
-    hidden = cfg.hidden_size
-    inter = cfg.intermediate_size if isinstance(cfg.intermediate_size, int) else max(cfg.intermediate_size)
-    heads = cfg.num_attention_heads
-    return (
-        tokens * (8 * hidden + 3 * inter) * 2  # residual streams (Gemma 3n keeps 4) and the MLP, bf16
-        + kv_bytes_per_token(cfg) * tokens  # KV cache
-        + heads * width * width * 4  # one layer's attention scores in float32
-    )
 
 
 def kv_bytes_per_token(cfg) -> int:
@@ -253,6 +238,8 @@ def measure_row_bytes(model, width: int, new_tokens: int, pad_token_id: int) -> 
     """One row's peak memory, measured: a prefill of `PROBE_ROWS` rows at `width` tokens exactly as
     `generate()` runs it (KV cache kept, logits for the last position only), its peak above the memory
     already allocated divided by the rows, times `PROBE_MARGIN`, plus the KV cache of `new_tokens`.
+    (An estimate from the config, used before 2026-11-29, was right within 1.35x for Gemma 3 270M
+    but 2.6x too low for Gemma 3n E4B, ~300 MB a row at 576 tokens, and ran it out of memory.)
 
     Resets PyTorch's peak-memory counter (a later `max_memory_allocated` covers from here on)."""
     import torch
@@ -316,11 +303,13 @@ def generate_titles(
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     device = next(model.parameters()).device
     if batch_size is None:
-        width = padded_width(len(prompts[order[0]]) if order else 1, device)
-        row_bytes = measure_row_bytes(model, width, max_new_tokens, pad) if device.type == "cuda" and order else None
-        batch_size = auto_batch_size(model, width, max_new_tokens, len(order), row_bytes)
-        print(f"generation batch size {batch_size} (from free memory"
-              + (f", {row_bytes / 2**20:.0f} MiB a row measured at {width} tokens)" if row_bytes else ")"), flush=True)
+        row_bytes = None
+        if device.type == "cuda" and order:
+            width = padded_width(len(prompts[order[0]]), device)
+            row_bytes = measure_row_bytes(model, width, max_new_tokens, pad)
+            print(f"generation: {row_bytes / 2**20:.0f} MiB a row, measured at {width} tokens", flush=True)
+        batch_size = auto_batch_size(model, len(order), row_bytes)
+        print(f"generation batch size {batch_size} (from free memory)", flush=True)
     results: list[dict | None] = [None] * len(prompts)
     done = 0
     start = 0

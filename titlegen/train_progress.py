@@ -42,12 +42,11 @@ def make_callback(config: TrainWorkerConfig):
     profile_steps = profile_window()
 
     class Progress(TrainerCallback):
-        # (step, seconds, tokens) at the end of each optimizer step, for steady-state throughput.
-        marks: list[tuple[int, float, int]] = []
         began: float = 0.0
 
         def __init__(self):
-            self.marks = []
+            # (step, seconds, tokens) at the end of each optimizer step, for steady-state throughput.
+            self.marks: list[tuple[int, float, int]] = []
             # Peak GPU memory of training steps and of validation passes, apart (CUDA only).
             self.peaks: dict[str, int] = {"train": 0, "eval": 0}
 

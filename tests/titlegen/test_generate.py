@@ -38,8 +38,8 @@ def test_static_cache_gives_the_same_greedy_titles(tiny_gemma3_dir):
 
 def test_auto_batch_size_on_cpu_is_small_and_never_above_the_rows(tiny_gemma3_dir):
     model = load_base(str(tiny_gemma3_dir), "cpu")
-    assert auto_batch_size(model, width=600, new_tokens=52, rows=3) == 3
-    assert auto_batch_size(model, width=600, new_tokens=52, rows=500) == 8
+    assert auto_batch_size(model, rows=3, row_bytes=None) == 3
+    assert auto_batch_size(model, rows=500, row_bytes=None) == 8
 
 
 GIB = 2**30
@@ -64,9 +64,9 @@ def test_auto_batch_size_on_cuda_counts_memory_pytorch_holds_in_its_cache(tiny_g
     import torch
 
     model = model_seen_on_cuda(tiny_gemma3_dir, monkeypatch, free=1 * GIB, reserved=41 * GIB, allocated=1 * GIB)
-    with_cache = auto_batch_size(model, width=600, new_tokens=52, rows=100_000)
+    with_cache = auto_batch_size(model, rows=100_000, row_bytes=100 * 2**20)
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda: 1 * GIB)
-    without = auto_batch_size(model, width=600, new_tokens=52, rows=100_000)
+    without = auto_batch_size(model, rows=100_000, row_bytes=100 * 2**20)
     assert 1 <= without < with_cache <= 512, (without, with_cache)
 
 
@@ -87,5 +87,5 @@ def test_auto_batch_size_on_cuda_uses_a_measured_row_size(tiny_gemma3_dir, monke
     # The measured size decides, not the estimate from the config: Gemma 3n E4B needs ~300 MB a row at
     # 576 tokens where the estimate said ~114 MB, so an estimated batch ran out of memory (H200, 2026-11-29).
     model = model_seen_on_cuda(tiny_gemma3_dir, monkeypatch, free=100 * GIB, reserved=0, allocated=0)
-    assert auto_batch_size(model, width=576, new_tokens=52, rows=500, row_bytes=300 * 2**20) == 250
+    assert auto_batch_size(model, rows=500, row_bytes=300 * 2**20) == 250
 
