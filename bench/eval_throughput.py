@@ -108,6 +108,21 @@ def reference_titles(model, tokenizer, contents: list[str], batch: int, budget: 
     return len(prompts)
 
 
+def profile_table(fn, out: Path, rows: int = 30) -> list[str]:
+    """Run `fn` once under torch.profiler (CPU and CUDA activity); the top operators by total GPU time,
+    written to `out` and returned as lines (where a pass spends its GPU time, and how much is launch-bound)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            fn()
+        table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=60)
+    except Exception as e:  # a profile is extra evidence: its failure must not cost the measured rows
+        return [f"profile failed: {type(e).__name__}: {str(e)[:300]}"]
+    out.write_text(table)
+    return table.splitlines()[: rows + 6]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -119,6 +134,8 @@ def main() -> None:
     ap.add_argument("--tokenizer", default=str(ROOT / ".cache" / "eval-gpu" / "gemma-tokenizer-bpe"))
     ap.add_argument("--config-dir", default=str(ROOT / ".cache" / "eval-gpu" / "gemma3-270m-config"), help="config.json of the 270M for 270m-random")
     ap.add_argument("--results", default=str(RESULTS))
+    ap.add_argument("--profile", default="", help="comma list of variants also run once under torch.profiler (CUDA): the top "
+                    "operators by GPU time go into the row (`profile_top`) and beside the results file")
     args = ap.parse_args()
 
     import torch
@@ -190,6 +207,9 @@ def main() -> None:
                 "stopped_share": round(sum(o["stopped"] for o in out) / len(out), 3),
                 "seconds_per_500_titles": round(500 * s / len(out), 1), "peak_gib": peak,
             }
+            if cuda and variant in args.profile.split(","):
+                row["profile_top"] = profile_table(lambda: generate_titles(model, tokenizer, contents, MAX_TITLE_CHARS, batch, new, cache=cache),
+                                                   Path(args.results).with_name(f"profile-eval-{name}-{variant}.txt"))
             rows.append(row)
             print(f"{args.device} {name} {variant}: {row}", flush=True)
             results[f"{args.device}/{name}"] = {**common, "rows": rows}

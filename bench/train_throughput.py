@@ -221,6 +221,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "nogc": ({}, {"gradient_checkpointing": False}),
     # The case's batch as two micro-batches of half the rows (same optimizer step): the peak-memory lever.
     "ga2": ({}, {"gradient_accumulation_steps": 2}),
+    # Validation in batches of 2 rows: the validation forward holds every position's logits (262k vocabulary).
+    "evalb2": ({}, {"eval_batch_size": 2}),
 }
 
 

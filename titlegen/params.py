@@ -144,6 +144,9 @@ class TrainParams(Section):
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout (0 enables Unsloth's fast path).")
     per_device_batch_size: int | None = Field(None, ge=1, description="Batch size per device; None = preset.")
     gradient_accumulation_steps: int | None = Field(None, ge=1, description="Gradient accumulation; None = preset.")
+    eval_batch_size: int | None = Field(
+        None, ge=1, description="Rows per validation-loss batch; None = `per_device_batch_size`. A validation forward keeps the logits of every position over the 262k-token vocabulary, which training (Unsloth's fused loss) never holds: a smaller batch lowers the stage's peak memory, at little cost (validation is a few % of the time)."
+    )
     warmup_steps: int = Field(5, ge=0, description="Linear warm-up steps.")
     weight_decay: float = Field(0.001, ge=0, description="AdamW weight decay.")
     lr_scheduler: Text = Field("linear", description="transformers scheduler name.")

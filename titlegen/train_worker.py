@@ -169,7 +169,7 @@ def build_trainer(config: TrainWorkerConfig, model, tokenizer, cuda: bool, engin
         max_steps=config.max_steps or -1,
         learning_rate=config.learning_rate,
         per_device_train_batch_size=t.per_device_batch_size,
-        per_device_eval_batch_size=t.per_device_batch_size,
+        per_device_eval_batch_size=t.eval_batch_size or t.per_device_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         warmup_steps=t.warmup_steps,
         weight_decay=t.weight_decay,
