@@ -82,16 +82,7 @@ def run_one(name: str, split_dir: str, base_model: str, work: str, unsloth_compi
     scored = evaluate(trained["adapter_dir"], trained["base_model_dir"], split_dir, str(run_dir),
                       p.clean.max_title_chars, p.clean.min_title_chars, evaluation)
     training = json.loads(Path(trained["training_json"]).read_text())
-    decoding = {}
-    for spec in penalties:
-        # The same adapter under another decoding rule (llama.cpp's repeat penalty, as the Modelfile would set it):
-        # "P" = penalty P over the last `repeat_last_n` tokens (EvalParams' default), "P:N" = over the last N.
-        penalty, _, last_n = spec.partition(":")
-        variant = EvalParams(**{**evaluation.model_dump(), "repeat_penalty": float(penalty), "run_base_baseline": False,
-                                **({"repeat_last_n": int(last_n)} if last_n else {})})
-        done = evaluate(trained["adapter_dir"], trained["base_model_dir"], split_dir, str(run_dir / f"decode-p{spec.replace(':', '-n')}"),
-                        p.clean.max_title_chars, p.clean.min_title_chars, variant)
-        decoding[spec] = decoding_summary(json.loads(Path(done["metrics_path"]).read_text()))
+    decoding = decode_variants(trained["adapter_dir"], trained["base_model_dir"], split_dir, run_dir, evaluation, penalties)
     return {"config": name, **({"decoding": decoding} if decoding else {}), "epochs": epochs, "learning_rate": lr, "lora_rank": rank, "augmentation": augmentation,
             **({"train_overrides": extra[0]} if extra else {}),
             "train_wall_s": round(train_s, 1), "eval_wall_s": round(time.time() - t, 1),
@@ -99,6 +90,43 @@ def run_one(name: str, split_dir: str, base_model: str, work: str, unsloth_compi
             "training": {k: training.get(k) for k in ("engine", "device", "global_step", "best_eval_loss", "kept_adapter",
                                                       "train_rows", "first_step_seconds", "train_seconds", "steady_tokens_per_second", "padding_free")},
             "metrics": json.loads(Path(scored["metrics_path"]).read_text())}
+
+
+def decode_variants(adapter_dir: str, base_model_dir: str, split_dir: str, run_dir: Path, evaluation, penalties: tuple[str, ...]) -> dict:
+    """The same adapter under other decoding rules (llama.cpp's repeat penalty, as the Modelfile would set it):
+    "P" = penalty P over the last `repeat_last_n` tokens (EvalParams' default), "P:N" = over the last N."""
+    from titlegen.params import EvalParams, TitlegenParams
+    from titlegen.tasks.evaluate import evaluate
+
+    clean = TitlegenParams().clean
+    decoding = {}
+    for spec in penalties:
+        penalty, _, last_n = spec.partition(":")
+        variant = EvalParams(**{**evaluation.model_dump(), "repeat_penalty": float(penalty), "run_base_baseline": False,
+                                **({"repeat_last_n": int(last_n)} if last_n else {})})
+        done = evaluate(adapter_dir, base_model_dir, split_dir, str(run_dir / f"decode-p{spec.replace(':', '-n')}"),
+                        clean.max_title_chars, clean.min_title_chars, variant)
+        decoding[spec] = decoding_summary(json.loads(Path(done["metrics_path"]).read_text()))
+        print(json.dumps({spec: decoding[spec]}), flush=True)
+    return decoding
+
+
+def decode_more(split_dir: str, base_model: str, out: str, penalties: tuple[str, ...]) -> None:
+    """More decoding rules for the chosen config of an earlier `run` (its adapter still on disk): added to its
+    row and to `decoding_rule` in `out`, the choice made again over all of them."""
+    from titlegen.models import resolve_base_model
+    from titlegen.params import EvalParams, TitlegenParams
+
+    doc = json.loads(Path(out).read_text())
+    row = next(r for r in doc["rows"] if r["config"] == doc["chosen_by_validation"])
+    evaluation = EvalParams(**{**TitlegenParams(preset="gpu").resolve(cuda=True).evaluation.model_dump(), "batch_size": "auto", "score_validation": True})
+    adapter = row["adapter_dir"]
+    row.setdefault("decoding", {}).update(decode_variants(adapter, resolve_base_model(base_model), split_dir, Path(adapter).parent, evaluation, penalties))
+    decoding = {"1.0": decoding_summary(row["metrics"]), **row["decoding"]}
+    doc["decoding_rule"] = {**doc.get("decoding_rule", {}), "config": row["config"], "by_repeat_penalty": decoding,
+                            "chosen_repeat_penalty": choose_penalty(decoding)}
+    atomic_write_json(out, doc)
+    print("chosen repeat penalty:", doc["decoding_rule"]["chosen_repeat_penalty"])
 
 
 def decoding_summary(m: dict) -> dict:
@@ -172,6 +200,11 @@ def main() -> None:
     one.add_argument("--unsloth-compile", choices=list(COMPILE), default="auto")
     one.add_argument("--repeat-penalties", default="")
     one.add_argument("--train-set", default="{}")
+    more = sub.add_parser("decode", help="more --repeat-penalties for the chosen config of an earlier run (its adapter kept)")
+    more.add_argument("split")
+    more.add_argument("base_model")
+    more.add_argument("--repeat-penalties", required=True)
+    more.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality_sweep.json"))
     r = sub.add_parser("run")
     r.add_argument("split")
     r.add_argument("base_model")
@@ -186,6 +219,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.cmd == "prepare":
         return prepare(args.data, args.out)
+    if args.cmd == "decode":
+        return decode_more(args.split, args.base_model, args.out, tuple(x for x in args.repeat_penalties.split(",") if x))
     if args.cmd == "one":
         penalties = tuple(x for x in args.repeat_penalties.split(",") if x)
         row = run_one(args.name, args.split, args.base_model, args.work, COMPILE[args.unsloth_compile], penalties, json.loads(args.train_set))

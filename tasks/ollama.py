@@ -32,6 +32,7 @@ from typing import Any
 
 from prefect import task
 
+from titlegen.decoding import REPEAT_LAST_N, REPEAT_PENALTY
 from titlegen.modelfile import ModelfileValues, check_source, render_modelfile
 from titlegen.ollama_checks import latency_problems, latency_table, measure_latency, smoke_test
 from titlegen.ollama_client import OllamaClient, OllamaError, OllamaUnreachable, create_form, create_request, retry_on_unreachable
@@ -128,8 +129,8 @@ def ollama_create(
     ollama: OllamaParams,
     publish: bool = False,
     run_id: str | None = None,
-    repeat_penalty: float = 1.0,
-    repeat_last_n: int = 64,
+    repeat_penalty: float = REPEAT_PENALTY,
+    repeat_last_n: int = REPEAT_LAST_N,
 ) -> dict:
     """Create, smoke-test, time and promote the model; see the module docstring.
 
@@ -239,8 +240,8 @@ def ollama_create_task(
     max_title_chars: int,
     min_title_chars: int,
     ollama: OllamaParams,
-    repeat_penalty: float = 1.0,
-    repeat_last_n: int = 64,
+    repeat_penalty: float = REPEAT_PENALTY,
+    repeat_last_n: int = REPEAT_LAST_N,
 ) -> dict:
     """Create, smoke-test, latency-gate and promote the Ollama model (artifacts: Modelfile, smoke, latency)."""
     from prefect.runtime import flow_run

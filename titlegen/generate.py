@@ -52,6 +52,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from titlegen.decoding import REPEAT_LAST_N, REPEAT_PENALTY
 from titlegen.model_patches import without_host_syncs
 from titlegen.prompt import END_OF_TURN, chat_template, prompt_messages
 from titlegen.runs import read_jsonl, write_jsonl
@@ -91,8 +92,8 @@ class GenerateConfig(BaseModel):
     batch_size: int | None = Field(8, ge=1, description="Rows per generate() call; None = from the free GPU memory (8 on CPU).")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     cache: Literal["dynamic", "static"] = Field("dynamic", description="KV cache; `static` lets transformers compile the decode step (CUDA only).")
-    repeat_penalty: float = Field(1.0, gt=0, description="llama.cpp's repetition penalty (1 = off); the Modelfile sets the same.")
-    repeat_last_n: int = Field(64, ge=0, description="How many last context tokens the repetition penalty looks at (llama.cpp/Ollama `repeat_last_n`).")
+    repeat_penalty: float = Field(REPEAT_PENALTY, gt=0, description="llama.cpp's repetition penalty (1 = off); the Modelfile sets the same.")
+    repeat_last_n: int = Field(REPEAT_LAST_N, ge=0, description="How many last context tokens the repetition penalty looks at (llama.cpp/Ollama `repeat_last_n`).")
 
 
 def load_model(model_path: str, adapter: str | None = None, device: str = "auto", merge: bool | None = None):
@@ -283,8 +284,8 @@ def generate_titles(
     max_new_tokens: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     cache: str = "dynamic",
-    repeat_penalty: float = 1.0,
-    repeat_last_n: int = 64,
+    repeat_penalty: float = REPEAT_PENALTY,
+    repeat_last_n: int = REPEAT_LAST_N,
 ) -> list[dict]:
     """Greedy titles for `contents`, in input order: `{prediction, raw, stopped, prompt_tokens, new_tokens}`."""
     import torch

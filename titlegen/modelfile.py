@@ -19,6 +19,7 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from titlegen.decoding import REPEAT_LAST_N, REPEAT_PENALTY
 from titlegen.paths import serving_dir
 from titlegen.prompt import END_OF_TURN, ollama_template
 
@@ -82,8 +83,8 @@ class ModelfileValues:
     extra_stop: tuple[str, ...] = field(default_factory=tuple)
     # The evaluation's decoding rule (EvalParams.repeat_penalty / repeat_last_n): llama.cpp's penalty, which
     # titlegen.generate.LastNRepetitionPenalty reproduces, so Ollama serves the titles that passed the gate.
-    repeat_penalty: float = 1.0
-    repeat_last_n: int = 64
+    repeat_penalty: float = REPEAT_PENALTY
+    repeat_last_n: int = REPEAT_LAST_N
 
     def variables(self) -> dict[str, str]:
         template = ollama_template(self.max_title_chars)

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from titlegen.decoding import REPEAT_LAST_N, REPEAT_PENALTY
 from titlegen.runs import RUN_NAME_PATTERN, SYSTEM_DIRS, check_output_root, check_run_name, run_dir_problem
 
 DEFAULT_DATASET = "AWeirdDev/zh-tw-pts-articles-sm"
@@ -199,9 +200,9 @@ class EvalParams(Section):
         None, description="KV cache of generation: `static` lets transformers compile the decode step with CUDA graphs (CUDA only); None = preset."
     )
     repeat_penalty: float = Field(
-        1.0, gt=0, le=2, description="Repetition penalty of the decoding rule, llama.cpp's (Ollama's) definition, applied identically in evaluation and in the Ollama Modelfile; 1 = plain greedy."
+        REPEAT_PENALTY, gt=0, le=2, description="Repetition penalty of the decoding rule, llama.cpp's (Ollama's) definition, applied identically in evaluation and in the Ollama Modelfile; 1 = plain greedy. The default 1.4 over 16 tokens was chosen on the validation split (titlegen.decoding, docs/evaluate.md \"The decoding rule\")."
     )
-    repeat_last_n: int = Field(64, ge=0, le=4096, description="Context tokens the repetition penalty looks back over (Ollama `repeat_last_n`).")
+    repeat_last_n: int = Field(REPEAT_LAST_N, ge=0, le=4096, description="Context tokens the repetition penalty looks back over, the prompt's included (Ollama `repeat_last_n`). Keep it short: a window that reaches the prompt's `<end_of_turn>` while a title is written penalises the stop token and makes titles run on.")
     max_eval_rows: int | None = Field(None, ge=1, description="Evaluate at most this many test rows (a fixed, seeded subset); None = preset (all rows on GPU).")
     bootstrap_samples: int = Field(1000, ge=100, description="Bootstrap resamples for 95% confidence intervals.")
     seed: int = Field(3407, description="Seed of the bootstrap and of the row subset.")

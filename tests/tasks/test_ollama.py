@@ -104,7 +104,7 @@ def test_current_rest_create_request_shape(fake_ollama, gguf, split_dir, tmp_pat
         "stream": False,
         "files": {"model.gguf": digest},
         "template": ollama_template(20),
-        "parameters": {"stop": ["<end_of_turn>"], "temperature": 0, "repeat_penalty": 1, "repeat_last_n": 64, "num_ctx": 2048, "num_predict": num_predict_for(20)},
+        "parameters": {"stop": ["<end_of_turn>"], "temperature": 0, "repeat_penalty": 1.4, "repeat_last_n": 16, "num_ctx": 2048, "num_predict": num_predict_for(20)},
     }
     generate = fake_ollama.bodies("POST", "/api/generate")
     assert len(generate) == 2 + 1 + 3  # smoke, warm-up, timed

@@ -20,12 +20,31 @@ def test_repeat_penalty_is_llama_cpp_s_rule():
 def test_penalty_one_leaves_greedy_titles_alone_and_a_penalty_changes_them(tiny_gemma3_dir):
     model, tokenizer = load_base(str(tiny_gemma3_dir), "cpu"), load_tokenizer(str(tiny_gemma3_dir))
     articles = ["臺北市今天舉行記者會，說明新的交通政策。" * 4, "颱風接近，氣象署發布海上警報。" * 3]
-    plain = generate_titles(model, tokenizer, articles, 20, 2, 12)
-    same = generate_titles(model, tokenizer, articles, 20, 2, 12, repeat_penalty=1.0)
+    plain = generate_titles(model, tokenizer, articles, 20, 2, 12, repeat_penalty=1.0)
+    same = generate_titles(model, tokenizer, articles, 20, 2, 12, repeat_penalty=1.4, repeat_last_n=0)  # an empty window
     assert [r["raw"] for r in plain] == [r["raw"] for r in same]
     # A random model repeats itself: a strong penalty must change what it writes.
     penalised = generate_titles(model, tokenizer, articles, 20, 2, 12, repeat_penalty=2.0)
     assert [r["raw"] for r in plain] != [r["raw"] for r in penalised]
+
+
+def test_one_decoding_rule_is_the_default_of_evaluation_generation_and_the_modelfile():
+    import inspect
+
+    from titlegen.decoding import REPEAT_LAST_N, REPEAT_PENALTY
+    from titlegen.generate import GenerateConfig
+    from titlegen.modelfile import ModelfileValues
+    from titlegen.params import EvalParams
+
+    rule = (REPEAT_PENALTY, REPEAT_LAST_N)
+    assert rule == (1.4, 16)
+    assert (EvalParams().repeat_penalty, EvalParams().repeat_last_n) == rule
+    fields = GenerateConfig.model_fields
+    assert (fields["repeat_penalty"].default, fields["repeat_last_n"].default) == rule
+    defaults = inspect.signature(generate_titles).parameters
+    assert (defaults["repeat_penalty"].default, defaults["repeat_last_n"].default) == rule
+    values = ModelfileValues(source="x.gguf", max_title_chars=40)
+    assert (values.repeat_penalty, values.repeat_last_n) == rule
 
 
 def test_static_cache_gives_the_same_greedy_titles(tiny_gemma3_dir):

@@ -38,7 +38,7 @@ def test_parse_reads_back_what_render_wrote(gguf):
     parts = parse_modelfile(render_modelfile(values))
     assert parts.source == str(gguf.resolve())
     assert parts.template == ollama_template(32)
-    assert parts.parameters == {"stop": ["<end_of_turn>", "。"], "temperature": 0.2, "num_ctx": 1024, "repeat_penalty": 1, "repeat_last_n": 64, "num_predict": num_predict_for(32)}
+    assert parts.parameters == {"stop": ["<end_of_turn>", "。"], "temperature": 0.2, "num_ctx": 1024, "repeat_penalty": 1.4, "repeat_last_n": 16, "num_predict": num_predict_for(32)}
 
 
 def test_ollama_template_builds_the_training_prompt():
