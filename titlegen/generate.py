@@ -27,7 +27,8 @@ comes from the free GPU memory and one row's memory, measured by a 4-row probe p
 (`batch_size=None`; batches are evened out, and an out-of-memory batch is retried at half the
 size), prompts of similar length are batched together and padded to a multiple of 64 tokens, a
 batch stops as soon as every row has stopped, and `cache="static"` decodes with a static KV cache
-that transformers compiles (CUDA graphs) once per batch shape.
+that transformers compiles (CUDA graphs) once per batch shape, and compiles the RMSNorm and MLP
+modules with dynamic shapes for the prefill (`titlegen.model_patches.fused_pointwise`).
 
 Decoding rule: plain greedy, optionally with a repetition penalty that is exactly llama.cpp's (the
 engine inside Ollama), so the Ollama Modelfile can serve the titles that passed the gate: every
@@ -53,7 +54,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from titlegen.decoding import REPEAT_LAST_N, REPEAT_PENALTY
-from titlegen.model_patches import without_host_syncs
+from titlegen.model_patches import fused_pointwise, without_host_syncs
 from titlegen.prompt import END_OF_TURN, chat_template, prompt_messages
 from titlegen.runs import read_jsonl, write_jsonl
 
@@ -303,6 +304,9 @@ def generate_titles(
     prompts = encode_prompts(tokenizer, contents, max_title_chars)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     device = next(model.parameters()).device
+    if cache == "static" and device.type == "cuda":
+        # The compiled mode: transformers compiles the decode step, the prefill's norms and MLPs are fused here.
+        fused_pointwise(model)
     if batch_size is None:
         row_bytes = None
         if device.type == "cuda" and order:

@@ -52,7 +52,13 @@ def fused_pointwise(model) -> int:
     fuses into a few kernels. transformers compiles only the decode step of a static cache, never
     the prefill, so that is left to do here. Dynamic shapes: one compilation serves every batch and
     prompt width. The arithmetic stays float32 where the module asks for it; fused reductions may
-    round the last bit differently, which can flip only near-tie tokens.
+    round the last bit differently, which can flip only near-tie tokens. Modules already compiled are
+    left alone (a second call changes nothing).
+
+    Measured (one H200, 500 prompts, docs/evaluate.md "Fused prefill"): the 270M's prefill 4.5x faster,
+    a static-cache run 1.38x; E4B's prefill 1.44x. Compiling costs ~5 s (270M) to ~35 s (E4B) once per
+    process, so `titlegen.generate` applies it with the static cache only, the mode that already
+    compiles for long evaluations.
     """
     import torch
 
@@ -61,7 +67,7 @@ def fused_pointwise(model) -> int:
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     changed = 0
     for module in model.modules():
-        if type(module).__name__ in FUSED_CLASSES:
+        if type(module).__name__ in FUSED_CLASSES and getattr(module, "_compiled_call_impl", None) is None:
             module.compile(dynamic=True)
             changed += 1
     return changed

@@ -197,7 +197,7 @@ class EvalParams(Section):
         None, description="Generation batch size, or `auto` = as many rows as fit the free GPU memory, one row's memory measured by a 4-row probe prefill (batches evened out, at most 512 rows; an out-of-memory batch is retried at half the size); None = preset."
     )
     cache: Literal["dynamic", "static"] | None = Field(
-        None, description="KV cache of generation: `static` lets transformers compile the decode step with CUDA graphs (CUDA only); None = preset."
+        None, description="KV cache of generation: `static` is the compiled mode (CUDA only): transformers compiles the decode step with CUDA graphs, and the prefill's norm and MLP modules are compiled with dynamic shapes (Gemma 3 270M, 500 titles on an H200: 284 titles/s, 206 without the fused prefill, ~91 with the dynamic cache), at a one-off compile of about a minute, worth it for long evaluations; None = preset."
     )
     repeat_penalty: float = Field(
         REPEAT_PENALTY, gt=0, le=2, description="Repetition penalty of the decoding rule, llama.cpp's (Ollama's) definition, applied identically in evaluation and in the Ollama Modelfile; 1 = plain greedy. The default 1.4 over 16 tokens was chosen on the validation split (titlegen.decoding, docs/evaluate.md \"The decoding rule\")."

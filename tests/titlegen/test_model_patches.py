@@ -4,7 +4,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from titlegen.model_patches import without_host_syncs  # noqa: E402
+from titlegen.model_patches import fused_pointwise, without_host_syncs  # noqa: E402
 
 
 def test_without_host_syncs_keeps_gemma3n_outputs_identical():
@@ -26,3 +26,19 @@ def test_without_host_syncs_keeps_gemma3n_outputs_identical():
         after = model(input_ids=ids).logits
     assert torch.equal(before, after)
     assert without_host_syncs(Gemma3nForCausalLM(Gemma3nTextConfig(**{**config.to_dict(), "activation_sparsity_pattern": [0.0] * 4}))) == 0
+
+
+@pytest.mark.slow
+def test_fused_pointwise_compiles_norms_and_mlps_once_and_keeps_greedy_titles(tiny_gemma3_dir):
+    # CUDA is where the stage applies it (static cache); Inductor's CPU backend compiles the same graphs.
+    from titlegen.generate import generate_titles, load_base, load_tokenizer
+
+    model, tokenizer = load_base(str(tiny_gemma3_dir), "cpu"), load_tokenizer(str(tiny_gemma3_dir))
+    articles = ["立法院今天三讀通過修正案。" * 5, "股市收盤上漲，成交量放大。" * 2, "棒球隊贏得冠軍。"]
+    eager = generate_titles(model, tokenizer, articles, 20, 2, 10)
+    layers = model.config.num_hidden_layers
+    # Per layer: four norms around attention and MLP, the q and k norms, the MLP; plus the final norm.
+    assert fused_pointwise(model) == layers * 7 + 1
+    assert fused_pointwise(model) == 0  # already compiled: left alone
+    fused = generate_titles(model, tokenizer, articles, 20, 2, 10)
+    assert [r["raw"] for r in fused] == [r["raw"] for r in eager]
