@@ -30,8 +30,9 @@ batch stops as soon as every row has stopped, and `cache="static"` decodes with 
 that transformers compiles (CUDA graphs) once per batch shape, and compiles the RMSNorm and MLP
 modules with dynamic shapes for the prefill (`titlegen.model_patches.fused_pointwise`).
 
-Decoding rule: plain greedy, optionally with a repetition penalty that is exactly llama.cpp's (the
-engine inside Ollama), so the Ollama Modelfile can serve the titles that passed the gate: every
+Decoding rule (`titlegen.decoding`: 1.4 over 16 tokens by default; 1 = plain greedy): greedy with a
+repetition penalty that is exactly llama.cpp's (the engine inside Ollama), so the Ollama Modelfile
+serves the titles that passed the gate: every
 token among the last `repeat_last_n` tokens of the context (prompt included) has its logit divided
 by `repeat_penalty` when positive, multiplied when negative (`LastNRepetitionPenalty`). GPU work runs in a child process
 (`python -m titlegen.generate CONFIG.json`) so its memory is freed when it ends:
