@@ -110,7 +110,7 @@ queue)  # the next lease's plan: stream A (Gemma 3 270M evaluation) and stream B
   log "queue done"
   touch $R/queue.done
   ;;
-stream-a)  # evaluation: the static cache's compiled mode on real and random weights; E4B's whole budget fused
+stream-a)  # Gemma 3 270M evaluation: the static cache's compiled mode on real and random weights
   D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
   python3 bench/train_throughput.py models $D $M 2>&1 | tail -3 | tee -a $R/queue.log; touch /tmp/ready.models
   for _ in $(seq 60); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done

@@ -64,7 +64,7 @@ COMPILE = {"on": True, "off": False, "auto": None}
 def run_one(name: str, split_dir: str, base_model: str, work: str, unsloth_compile: bool | None, penalties: tuple[str, ...] = (),
             train_set: dict | None = None) -> dict:
     """Fine-tune and evaluate one config in this process (called in a child per config)."""
-    from titlegen.params import EvalParams, TitlegenParams, TrainParams
+    from titlegen.params import TitlegenParams, TrainParams
     from titlegen.tasks.evaluate import evaluate
     from titlegen.tasks.finetune import finetune
 
@@ -78,7 +78,7 @@ def run_one(name: str, split_dir: str, base_model: str, work: str, unsloth_compi
                        learning_rate=lr, lora_rank=rank, max_title_chars=p.clean.max_title_chars, train=train, device="cuda")
     train_s = time.time() - t
     t = time.time()
-    evaluation = EvalParams(**{**p.evaluation.model_dump(), "batch_size": "auto", "score_validation": True})
+    evaluation = sweep_evaluation()
     scored = evaluate(trained["adapter_dir"], trained["base_model_dir"], split_dir, str(run_dir),
                       p.clean.max_title_chars, p.clean.min_title_chars, evaluation)
     training = json.loads(Path(trained["training_json"]).read_text())
@@ -90,6 +90,14 @@ def run_one(name: str, split_dir: str, base_model: str, work: str, unsloth_compi
             "training": {k: training.get(k) for k in ("engine", "device", "global_step", "best_eval_loss", "kept_adapter",
                                                       "train_rows", "first_step_seconds", "train_seconds", "steady_tokens_per_second", "padding_free")},
             "metrics": json.loads(Path(scored["metrics_path"]).read_text())}
+
+
+def sweep_evaluation():
+    """The evaluation every config gets: the GPU preset's, batch from free memory, validation scored too."""
+    from titlegen.params import EvalParams, TitlegenParams
+
+    evaluation = TitlegenParams(preset="gpu").resolve(cuda=True).evaluation
+    return EvalParams(**{**evaluation.model_dump(), "batch_size": "auto", "score_validation": True})
 
 
 def decode_variants(adapter_dir: str, base_model_dir: str, split_dir: str, run_dir: Path, evaluation, penalties: tuple[str, ...]) -> dict:
@@ -115,13 +123,12 @@ def decode_more(split_dir: str, base_model: str, out: str, penalties: tuple[str,
     """More decoding rules for the chosen config of an earlier `run` (its adapter still on disk): added to its
     row and to `decoding_rule` in `out`, the choice made again over all of them."""
     from titlegen.models import resolve_base_model
-    from titlegen.params import EvalParams, TitlegenParams
 
     doc = json.loads(Path(out).read_text())
     row = next(r for r in doc["rows"] if r["config"] == doc["chosen_by_validation"])
-    evaluation = EvalParams(**{**TitlegenParams(preset="gpu").resolve(cuda=True).evaluation.model_dump(), "batch_size": "auto", "score_validation": True})
     adapter = row["adapter_dir"]
-    row.setdefault("decoding", {}).update(decode_variants(adapter, resolve_base_model(base_model), split_dir, Path(adapter).parent, evaluation, penalties))
+    row.setdefault("decoding", {}).update(decode_variants(adapter, resolve_base_model(base_model), split_dir, Path(adapter).parent,
+                                                          sweep_evaluation(), penalties))
     decoding = {"1.0": decoding_summary(row["metrics"]), **row["decoding"]}
     doc["decoding_rule"] = {**doc.get("decoding_rule", {}), "config": row["config"], "by_repeat_penalty": decoding,
                             "chosen_repeat_penalty": choose_penalty(decoding)}

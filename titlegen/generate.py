@@ -93,7 +93,7 @@ class GenerateConfig(BaseModel):
     max_new_tokens: int | None = Field(None, ge=1, description="None = max_new_tokens_for(max_title_chars).")
     batch_size: int | None = Field(8, ge=1, description="Rows per generate() call; None = from the free GPU memory (8 on CPU).")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    cache: Literal["dynamic", "static"] = Field("dynamic", description="KV cache; `static` lets transformers compile the decode step (CUDA only).")
+    cache: Literal["dynamic", "static"] = Field("dynamic", description="KV cache; `static` is the compiled mode (CUDA only): the decode step by transformers, the prefill's norms and MLPs by `fused_pointwise`.")
     repeat_penalty: float = Field(REPEAT_PENALTY, gt=0, description="llama.cpp's repetition penalty (1 = off); the Modelfile sets the same.")
     repeat_last_n: int = Field(REPEAT_LAST_N, ge=0, description="How many last context tokens the repetition penalty looks at (llama.cpp/Ollama `repeat_last_n`).")
 
