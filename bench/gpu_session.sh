@@ -95,7 +95,7 @@ restart)  # stop the queue, take this call's copy of bench/ and titlegen/, run q
   cd $REPO && setsid nohup bash bench/gpu_session.sh "${2:-queue}" >> $R/queue.out 2>&1 < /dev/null &
   sleep 2; tail -3 $R/queue.log
   ;;
-queue)  # the next lease's plan: stream A (Gemma 3 270M evaluation) and stream B (Gemma 3n E4B evaluation), on two GPUs
+queue)  # the next lease's plan: stream A (Gemma 3 270M evaluation and quality) and stream B (Gemma 3n E4B evaluation), on two GPUs
   # side by side when the machine has two (nvidia-h200-x2), else one after the other on the one GPU.
   # Each stream writes its own result files; a figure is compared only with figures of its own stream.
   log "queue start on $(head -2 $R/gpu.txt | tail -1) ($(nvidia-smi -L | wc -l) GPU)"
@@ -110,22 +110,30 @@ queue)  # the next lease's plan: stream A (Gemma 3 270M evaluation) and stream B
   log "queue done"
   touch $R/queue.done
   ;;
-stream-a)  # Gemma 3 270M evaluation: the static cache's compiled mode on real and random weights
+stream-a)  # Gemma 3 270M: the static cache's compiled mode on random and real weights, then training-side quality fixes
   D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
   python3 bench/train_throughput.py models $D $M 2>&1 | tail -3 | tee -a $R/queue.log; touch /tmp/ready.models
-  for _ in $(seq 60); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
-  # 1. Real 270M weights (the GGUF of the five `part`s): greedy titles of the dynamic cache, the static cache
-  #    (now with the fused prefill) and the dynamic cache with the fused prefill, compared title by title
+  for _ in $(seq 60); do [ -e /tmp/ready.install ] && break; sleep 5; done
+  # 1. Random 270M weights, the full budget: the static cache with the fused prefill on a lease host (#14 item 1: >= 300).
+  log "A: eval throughput 270M"
+  timeout 240 python3 bench/eval_throughput.py --device cuda --models 270m-random --articles 500 --variants auto-dynamic,auto-prefill-fused,auto-static \
+    --profile auto-static --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer \
+    --results $R/eval_throughput.json > $R/eval_270m.out 2>&1; grep -E "^cuda|batch size" $R/eval_270m.out | cut -c1-300 | tee -a $R/queue.log
+  for _ in $(seq 60); do [ -e /tmp/ready.gguf ] && break; sleep 5; done
+  # 2. Real 270M weights (the GGUF of the five `part`s): greedy titles of the dynamic cache, the static cache
+  #    (with the fused prefill) and the dynamic cache with the fused prefill, compared title by title
   #    (`titles_equal_to` in each row; #14 item 1 asks for the same titles but for near-ties).
   log "A: eval 270M real weights: titles of the fused and static paths"
   timeout 300 python3 bench/eval_throughput.py --device cuda --models 270m --gguf /tmp/w/gemma3-270m-q4_k_m.gguf --articles 500 --variants auto-dynamic,auto-static,auto-dynamic-fused \
     --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer --results $R/eval_throughput_real.json \
     > $R/eval_270m_real.out 2>&1; grep -E "^cuda|batch size" $R/eval_270m_real.out | cut -c1-400 | tee -a $R/queue.log
-  # 2. Random 270M weights, the full budget: the static cache with the fused prefill on a lease host (#14 item 1: >= 300).
-  log "A: eval throughput 270M"
-  timeout 240 python3 bench/eval_throughput.py --device cuda --models 270m-random --articles 500 --variants auto-prefill-fused,auto-static \
-    --profile auto-static --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer \
-    --results $R/eval_throughput.json > $R/eval_270m.out 2>&1; grep -E "^cuda|batch size" $R/eval_270m.out | cut -c1-300 | tee -a $R/queue.log
+  # 3. Training-side fixes for the last failed headline checks (#14 item 3), all under the default decoding rule:
+  #    the chosen config again, 3 epochs, LoRA dropout, another seed; chosen on validation. Their test predictions come back.
+  log "A: quality sweep, training-side"
+  python3 bench/quality_sweep.py run $B/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf --timeout 540 \
+    --configs e2-lr5e-4-r16,e3-lr5e-4-r16,e2-lr5e-4-r16-do05,e2-lr5e-4-r16-seed1 \
+    --out $R/quality_sweep_training.json > $R/quality.out 2>&1; tail -8 $R/quality.out | cut -c1-400 | tee -a $R/queue.log
+  (cd /tmp/quality-sweep && find . -name 'predictions.*.jsonl' -o -name '*.log' | tar czf $R/sweep-predictions.tgz -T -)
   log "A: done"
   ;;
 stream-b)  # Gemma 3n E4B evaluation: the whole budget with the fused prefill, dynamic and static cache
