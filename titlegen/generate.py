@@ -288,8 +288,10 @@ def generate_titles(
     cache: str = "dynamic",
     repeat_penalty: float = REPEAT_PENALTY,
     repeat_last_n: int = REPEAT_LAST_N,
+    with_ids: bool = False,
 ) -> list[dict]:
-    """Greedy titles for `contents`, in input order: `{prediction, raw, stopped, prompt_tokens, new_tokens}`."""
+    """Greedy titles for `contents`, in input order: `{prediction, raw, stopped, prompt_tokens, new_tokens}`,
+    with `with_ids` also `ids` (the new token ids, the stop token included) and `prompt_ids`."""
     import torch
     from transformers import GenerationConfig, LogitsProcessorList
 
@@ -354,6 +356,7 @@ def generate_titles(
                 "stopped": stop_at is not None,
                 "prompt_tokens": len(prompts[i]),
                 "new_tokens": len(kept) + (stop_at is not None),
+                **({"ids": new if stop_at is None else new[: stop_at + 1], "prompt_ids": prompts[i]} if with_ids else {}),
             }
         start += len(chunk)
         done += len(chunk)
