@@ -149,7 +149,9 @@ def compare_titles(first: tuple[str, list[dict]], out: list[dict], reference_mod
                      margins=sorted(abs(j["margin"]) for j in judged if j["margin"] is not None))
     else:
         judged = [{} for _ in differing]
-    found["differing"] = [{"first": a["raw"], "this": o["raw"], **j} for (a, o), j in zip(differing, judged)][:5]
+    shown = [{"first": a["raw"], "this": o["raw"], "prompt_tokens": a["prompt_tokens"], **j} for (a, o), j in zip(differing, judged)]
+    # Every mismatch, and the first few differences of any kind.
+    found["differing"] = shown[:5] + [d for d in shown[5:] if d.get("tie") is False]
     return found
 
 

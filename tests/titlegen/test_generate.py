@@ -55,6 +55,18 @@ def test_static_cache_gives_the_same_greedy_titles(tiny_gemma3_dir):
     assert [r["raw"] for r in dynamic] == [r["raw"] for r in static]
 
 
+def test_with_ids_returns_the_new_token_ids_that_the_title_decodes_from(tiny_gemma3_dir):
+    model, tokenizer = load_base(str(tiny_gemma3_dir), "cpu"), load_tokenizer(str(tiny_gemma3_dir))
+    articles = ["立法院今天三讀通過修正案。" * 5, "棒球隊贏得冠軍。"]
+    plain = generate_titles(model, tokenizer, articles, 20, 2, 10)
+    rows = generate_titles(model, tokenizer, articles, 20, 2, 10, with_ids=True)
+    assert [r["raw"] for r in rows] == [r["raw"] for r in plain] and "ids" not in plain[0]
+    for row in rows:
+        assert len(row["ids"]) == row["new_tokens"] and len(row["prompt_ids"]) == row["prompt_tokens"]
+        body = row["ids"][:-1] if row["stopped"] else row["ids"]
+        assert tokenizer.decode([t for t in body if t != tokenizer.pad_token_id], skip_special_tokens=False) == row["raw"]
+
+
 def test_auto_batch_size_on_cpu_is_small_and_never_above_the_rows(tiny_gemma3_dir):
     model = load_base(str(tiny_gemma3_dir), "cpu")
     assert auto_batch_size(model, rows=3, row_bytes=None) == 3

@@ -1,0 +1,49 @@
+"""bench/eval_throughput.py: how a variant's titles are compared with the first variant's (near-ties, #14)."""
+
+import copy
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from titlegen.decoding import REPEAT_LAST_N, REPEAT_PENALTY  # noqa: E402
+from titlegen.generate import LastNRepetitionPenalty, generate_titles, load_base, load_tokenizer  # noqa: E402
+
+spec = importlib.util.spec_from_file_location("eval_throughput", Path(__file__).resolve().parents[2] / "bench" / "eval_throughput.py")
+eval_throughput = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(eval_throughput)
+
+
+@pytest.fixture(scope="module")
+def titled(tiny_gemma3_dir):
+    model, tokenizer = load_base(str(tiny_gemma3_dir), "cpu"), load_tokenizer(str(tiny_gemma3_dir))
+    articles = ["立法院今天三讀通過修正案。" * 5, "棒球隊贏得冠軍。" * 3]
+    return model, generate_titles(model, tokenizer, articles, 20, 2, 8, with_ids=True)
+
+
+def test_equal_titles_are_counted_equal_and_never_judged(titled):
+    model, rows = titled
+    found = eval_throughput.compare_titles(("auto-dynamic", rows), copy.deepcopy(rows), model, 0.5)
+    assert (found["equal"], found["of"], found["near_ties"], found["mismatches"], found["differing"]) == (2, 2, 0, 0, [])
+
+
+def test_a_difference_is_judged_by_the_reference_model_s_logits_of_the_two_tokens(titled):
+    model, rows = titled
+    step = 2
+    changed = copy.deepcopy(rows)
+    other_token = (rows[0]["ids"][step] + 7) % model.config.vocab_size
+    changed[0]["ids"] = rows[0]["ids"][:step] + [other_token] + rows[0]["ids"][step + 1 :]
+    # The margin is the reference model's own: the prompt and the shared tokens, one row, the default penalty.
+    ids = torch.tensor([rows[0]["prompt_ids"] + rows[0]["ids"][:step]])
+    with torch.inference_mode():
+        logits = LastNRepetitionPenalty(REPEAT_PENALTY, REPEAT_LAST_N)(ids, model(input_ids=ids).logits[:, -1].float())[0]
+    expected = float(logits[rows[0]["ids"][step]] - logits[other_token])
+    strict = eval_throughput.compare_titles(("auto-dynamic", rows), changed, model, 0.0)
+    assert (strict["equal"], strict["near_ties"], strict["mismatches"]) == (1, 0, 1)
+    assert strict["differing"][0]["step"] == step and strict["differing"][0]["margin"] == pytest.approx(expected, abs=1e-3)
+    # The greedy token won at that step, so the margin is positive; within a wide enough limit it is a near-tie.
+    assert expected > 0
+    lenient = eval_throughput.compare_titles(("auto-dynamic", rows), changed, model, expected + 1)
+    assert (lenient["near_ties"], lenient["mismatches"]) == (1, 0)
