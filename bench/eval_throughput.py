@@ -92,6 +92,10 @@ VARIANTS.update(NO_SYNC_VARIANTS)
 # predates that.
 FUSED_VARIANTS = {"auto-prefill-fused": (None, "dynamic", 1), "auto-dynamic-fused": (None, "dynamic", None)}
 VARIANTS.update(FUSED_VARIANTS)
+# Variants that first switch decode-step attention to grouped heads against the shared KV head
+# (`grouped_decode_attention`: no `repeat_kv` copy of the cache). The change stays on the model: list these last.
+GROUPED_VARIANTS = {"auto-dynamic-grouped": (None, "dynamic", None), "auto-static-grouped": (None, "static", None)}
+VARIANTS.update(GROUPED_VARIANTS)
 
 
 def reference_titles(model, tokenizer, contents: list[str], batch: int, budget: int) -> int:
@@ -195,7 +199,7 @@ def main() -> None:
     import torch
 
     from titlegen.generate import generate_titles, load_tokenizer, max_new_tokens_for
-    from titlegen.model_patches import fused_pointwise, without_host_syncs
+    from titlegen.model_patches import fused_pointwise, grouped_decode_attention, without_host_syncs
     from titlegen.runs import atomic_write_json, read_jsonl
 
     contents = [(r.get("content") or r["input"])[:1200] for r in read_jsonl(args.articles_file)][: args.articles]
@@ -250,6 +254,8 @@ def main() -> None:
             if compiles:
                 fused = True
                 print(f"{args.device} {name}: {fused_pointwise(model)} norm and MLP modules compiled (dynamic shapes)", flush=True)
+            if variant in GROUPED_VARIANTS and grouped_decode_attention(model):
+                print(f"{args.device} {name}: decode attention grouped by KV head", flush=True)
             new = new or budget
             out: list = []
             try:
@@ -273,6 +279,7 @@ def main() -> None:
                 "stopped_share": round(sum(o["stopped"] for o in out) / len(out), 3),
                 "seconds_per_500_titles": round(500 * s / len(out), 1), "peak_gib": peak,
                 **({"fused": True} if variant in FUSED_VARIANTS else {}),
+                "attention": model.config._attn_implementation,
             }
             # Greedy titles against the first variant that decoded the same budget (token for token: on real
             # weights, `--models 270m`, the fused and static paths must write the same titles but for near-ties).

@@ -71,3 +71,55 @@ def fused_pointwise(model) -> int:
             module.compile(dynamic=True)
             changed += 1
     return changed
+
+
+# The attention implementation `grouped_decode_attention` switches a model to (registered with transformers once).
+GROUPED_DECODE = "titlegen_sdpa_grouped_decode"
+
+
+def grouped_decode_attention(model) -> bool:
+    """Decode steps attend without copying the KV cache once per query head; returns whether the model changed.
+
+    Gemma's attention has fewer key/value heads than query heads (the 270M 1 for 4, E4B 2 for 8). With an
+    attention mask, which left-padded batches always have, transformers' SDPA path expands every key and
+    value `num_key_value_groups` times (`repeat_kv`) before calling the kernel, so each decode step reads
+    the whole cache that many times over. In a decode step there is one query position, so the query heads
+    of a group can stand in as that many query rows against their one key/value head: the same dot
+    products and softmax, with the row's mask broadcast to each of them and no copy. Prefill (more than one
+    query position) keeps transformers' own SDPA path. The result may round differently in the last bits
+    (another kernel order), which can flip only near-tie tokens.
+
+    The model's attention implementation becomes `GROUPED_DECODE` (SDPA masks). Models not on SDPA, or
+    a transformers without these interfaces, are left as they are (False).
+    """
+    if getattr(model.config, "_attn_implementation", None) == GROUPED_DECODE:
+        return False
+    if getattr(model.config, "_attn_implementation", None) != "sdpa":
+        return False
+    try:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    except ImportError:
+        return False
+    AttentionInterface.register(GROUPED_DECODE, _grouped_decode_sdpa)
+    AttentionMaskInterface.register(GROUPED_DECODE, sdpa_mask)
+    model.set_attn_implementation(GROUPED_DECODE)
+    return model.config._attn_implementation == GROUPED_DECODE
+
+
+def _grouped_decode_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, is_causal=None, **kwargs):
+    """`sdpa_attention_forward` for prefill; for one query position, grouped heads against their shared KV head."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    batch, heads, q_len, dim = query.shape
+    kv_heads, kv_len = key.shape[1], key.shape[2]
+    if q_len != 1 or heads == kv_heads or kwargs.get("output_attentions", False) or kwargs.get("position_bias") is not None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs)
+    groups = heads // kv_heads
+    rows = query.reshape(batch, kv_heads, groups, dim)  # query head h = kv head h // groups, as repeat_kv pairs them
+    mask = None
+    if attention_mask is not None:
+        mask = attention_mask[:, :, :, :kv_len].expand(batch, 1, groups, kv_len)
+    out = torch.nn.functional.scaled_dot_product_attention(rows, key, value, attn_mask=mask, dropout_p=0.0, scale=scaling, is_causal=False)
+    return out.reshape(batch, heads, 1, dim).transpose(1, 2).contiguous(), None
