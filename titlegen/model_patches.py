@@ -91,6 +91,11 @@ def grouped_decode_attention(model) -> bool:
 
     The model's attention implementation becomes `GROUPED_DECODE` (SDPA masks). Models not on SDPA, or
     a transformers without these interfaces, are left as they are (False).
+
+    Measured (one H200, 500 prompts, random 270M weights, docs/evaluate.md "Grouped decode attention"):
+    the dynamic cache 1.29x faster (61.3 against 47.5 titles/s), the compiled static cache not (276
+    against 287: cuDNN runs the grouped rows slower inside the graph). Not applied by the stage yet:
+    its titles are judged on random weights only (every difference a near-tie), not on real ones.
     """
     if getattr(model.config, "_attn_implementation", None) == GROUPED_DECODE:
         return False

@@ -4,7 +4,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from titlegen.model_patches import fused_pointwise, without_host_syncs  # noqa: E402
+from titlegen.model_patches import GROUPED_DECODE, fused_pointwise, grouped_decode_attention, without_host_syncs  # noqa: E402
 
 
 def test_without_host_syncs_keeps_gemma3n_outputs_identical():
@@ -42,3 +42,45 @@ def test_fused_pointwise_compiles_norms_and_mlps_once_and_keeps_greedy_titles(ti
     assert fused_pointwise(model) == 0  # already compiled: left alone
     fused = generate_titles(model, tokenizer, articles, 20, 2, 10)
     assert [r["raw"] for r in fused] == [r["raw"] for r in eager]
+
+
+def test_grouped_decode_attention_keeps_decode_logits_and_greedy_titles():
+    # Four query heads share one KV head (the 270M's ratio); left padding gives every step a mask; a
+    # sliding window shorter than the prompts puts the static cache's sliding layers in play.
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                              num_key_value_heads=1, head_dim=16, sliding_window=8, max_position_embeddings=256)
+    config._attn_implementation = "sdpa"
+    model = Gemma3ForCausalLM(config).eval()
+    mask = torch.ones(3, 20, dtype=torch.long)
+    mask[0, :5] = 0
+    mask[1, :2] = 0
+    ids = torch.randint(3, 300, (3, 20)) * mask
+
+    def titles(cache):
+        with torch.inference_mode():
+            return model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, cache_implementation=cache, pad_token_id=0)
+
+    def decode_step_logits():
+        with torch.inference_mode():
+            prefill = model(input_ids=ids, attention_mask=mask, use_cache=True)
+            return model(input_ids=torch.full((3, 1), 7), attention_mask=torch.cat([mask, torch.ones(3, 1, dtype=torch.long)], 1),
+                         past_key_values=prefill.past_key_values).logits
+
+    before, before_static, before_step = titles(None), titles("static"), decode_step_logits()
+    calls = []
+    from transformers import AttentionInterface
+
+    assert grouped_decode_attention(model) and model.config._attn_implementation == GROUPED_DECODE
+    assert not grouped_decode_attention(model)  # already switched
+    grouped = AttentionInterface._global_mapping[GROUPED_DECODE]
+    AttentionInterface._global_mapping[GROUPED_DECODE] = lambda m, q, *a, **k: calls.append(q.shape[2]) or grouped(m, q, *a, **k)
+    try:
+        after_step = decode_step_logits()
+        assert torch.equal(titles(None), before) and torch.equal(titles("static"), before_static)
+    finally:
+        AttentionInterface._global_mapping[GROUPED_DECODE] = grouped
+    assert 1 in calls and 20 in calls  # decode steps and the prefill both went through it
+    torch.testing.assert_close(after_step, before_step, rtol=0, atol=1e-5)
