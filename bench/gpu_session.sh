@@ -141,7 +141,7 @@ stream-a)  # E4B compile with cold and warm caches (#13), then Gemma 3 270M qual
   for s in 3407 1 2 3; do tail -2 $R/quality_president2k_seed$s.out | cut -c1-400 | tee -a $R/queue.log; done
   log "A: done"
   ;;
-stream-b)  # Gemma 3n E4B evaluation: grouped decode attention, and how long the static cache takes to compile
+stream-b)  # Gemma 3n E4B: evaluation (grouped decode attention, the static cache's compile time), then training under a token cap
   D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
   for _ in $(seq 120); do [ -e /tmp/ready.models ] && break; sleep 5; done
   # The stage's figure is the host-sync-free dynamic cache (20.5 titles/s in the fifth lease); grouped decode
@@ -152,6 +152,12 @@ stream-b)  # Gemma 3n E4B evaluation: grouped decode attention, and how long the
     --variants auto-dynamic-nosync,auto-dynamic-grouped,auto-static --ties 0.5 \
     --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer --results $R/eval_throughput_e4b.json \
     > $R/eval_e4b.out 2>&1; grep -E "^cuda|batch size|WARNING" $R/eval_e4b.out | cut -c1-300 | tee -a $R/queue.log
+  # #13 item 2: E4B QLoRA at <= 12 GiB. The preset's peak (13.87 GiB) is its longest batch (7,844 tokens); batches
+  # over a token cap as micro-batches, the validation in batches of 2 (its own peak), beside the preset and the raw loop.
+  log "B: E4B training, micro-batches over a token cap"
+  timeout 560 python3 bench/train_throughput.py run $D $M --timeout 240 \
+    --cases e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8,e4b-stage-4bit-b8+mbt4k+evalb2,e4b-stage-4bit-b8+mbt6k+evalb2 \
+    --out $R/train_throughput.json > $R/train_cap.out 2>&1; grep -E '^e4b' $R/train_cap.out | cut -c1-300 | tee -a $R/queue.log
   log "B: done"
   ;;
 stream-c)  # a short lease: near-ties of the compiled paths on real weights, and the chosen config's seed spread

@@ -223,6 +223,10 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "ga2": ({}, {"gradient_accumulation_steps": 2}),
     # Validation in batches of 2 rows: the validation forward holds every position's logits (262k vocabulary).
     "evalb2": ({}, {"eval_batch_size": 2}),
+    # Only batches over 4,096 / 6,144 padded tokens go through as micro-batches (train.micro_batch_tokens): ga2's
+    # memory on the longest batches, without splitting the rest.
+    "mbt4k": ({}, {"micro_batch_tokens": 4096}),
+    "mbt6k": ({}, {"micro_batch_tokens": 6144}),
 }
 
 

@@ -145,6 +145,9 @@ class TrainParams(Section):
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout (0 enables Unsloth's fast path).")
     per_device_batch_size: int | None = Field(None, ge=1, description="Batch size per device; None = preset.")
     gradient_accumulation_steps: int | None = Field(None, ge=1, description="Gradient accumulation; None = preset.")
+    micro_batch_tokens: int | None = Field(
+        None, ge=64, description="Largest padded batch (rows x width, in tokens) one forward and backward pass may hold: a longer batch runs as a few equal micro-batches whose gradients add up to the same optimizer step (the same update, less peak memory: E4B QLoRA's peak is set by its longest batch, docs/finetune.md \"Speed\"). None = no cap."
+    )
     eval_batch_size: int | None = Field(
         None, ge=1, description="Rows per validation-loss batch; None = `per_device_batch_size`. A validation forward holds the logits of every position over the 262k-token vocabulary, so a smaller batch lowers the validation peak (E4B QLoRA, batch 8, H200: 11.63 -> 10.13 GiB at 2 rows), not the training step's (13.87 GiB there, the stage's peak); docs/finetune.md \"Fourth lease\"."
     )

@@ -154,6 +154,44 @@ def trainer_class():
     return PlainLossSFTTrainer
 
 
+def token_capped(trainer_cls, micro_batch_tokens: int | None):
+    """`trainer_cls` whose training step splits a batch of more than `micro_batch_tokens` padded tokens into
+    equal micro-batches of rows (as few as fit the cap), one backward pass each, before the optimizer step.
+
+    TRL's loss (and the model's own, with `num_items_in_batch`) is a sum over label tokens divided by the
+    label tokens of the whole optimizer step, so the micro-batches' gradients add up to the batch's own:
+    the same update, with the activations of one micro-batch alive at a time. A step without
+    `num_items_in_batch` (a mean per call, which would not add up) is left whole. `split_steps` counts
+    the steps split.
+    """
+    if not micro_batch_tokens:
+        return trainer_cls
+
+    class TokenCappedTrainer(trainer_cls):
+        split_steps = 0
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            import torch
+
+            ids = inputs.get("input_ids")
+            if num_items_in_batch is None or ids is None or ids.dim() != 2 or ids.shape[0] < 2 or ids.numel() <= micro_batch_tokens:
+                return super().training_step(model, inputs, num_items_in_batch)
+            rows = ids.shape[0]
+            parts = min(rows, -(-ids.numel() // micro_batch_tokens))
+            size = -(-rows // parts)
+            self.split_steps += 1
+            loss = None
+            for start in range(0, rows, size):
+                part = {k: v[start : start + size] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == rows else v
+                        for k, v in inputs.items()}
+                this = super().training_step(model, part, num_items_in_batch)
+                loss = this if loss is None else loss + this
+            return loss
+
+    TokenCappedTrainer.__name__ = f"TokenCapped{trainer_cls.__name__}"
+    return TokenCappedTrainer
+
+
 def build_trainer(config: TrainWorkerConfig, model, tokenizer, cuda: bool, engine: str, train_limit: int | None = None):
     """TRL `SFTTrainer` over the train and validation splits with every hyperparameter from config."""
     from trl import SFTConfig, SFTTrainer
@@ -202,7 +240,7 @@ def build_trainer(config: TrainWorkerConfig, model, tokenizer, cuda: bool, engin
         # None leaves the choice to Unsloth (its SFTConfig's default); TRL's own default is False.
         **({"padding_free": t.padding_free} if engine == "unsloth" and t.padding_free is not None else {}),
     )
-    trainer = trainer_class()(
+    trainer = token_capped(trainer_class(), t.micro_batch_tokens)(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
         processing_class=tokenizer, callbacks=[make_callback(config)],
     )
@@ -348,6 +386,8 @@ def train(config: TrainWorkerConfig) -> WorkerResult:
         "unsloth_env": {k: v for k, v in os.environ.items() if k.startswith(("UNSLOTH_", "TORCH_LOGS"))},
         # What Unsloth made of train.padding_free (None = its own rule): the batches actually trained.
         "padding_free": bool(getattr(trainer.args, "padding_free", False)),
+        # Optimizer steps whose batch went through as micro-batches (train.micro_batch_tokens).
+        "split_steps": getattr(trainer, "split_steps", 0),
         "gradient_checkpointing": config.train.gradient_checkpointing,  # resolved by load_model
         "unsloth_compile": engine == "unsloth" and use_unsloth_compile(config),
         # The whole process's peak (windows folded by the progress callback), then its two parts.

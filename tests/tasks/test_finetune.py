@@ -75,6 +75,27 @@ def test_only_title_tokens_carry_loss(tiny_gemma3_dir, split_dir, tmp_path):
     assert trainable and all("lora_" in n for n in trainable)
 
 
+def test_a_token_cap_splits_long_batches_into_micro_batches_with_the_same_update(tiny_gemma3_dir, split_dir, tmp_path):
+    """`train.micro_batch_tokens` below a batch's padded tokens: each step runs as micro-batches of rows, the
+    adapter ends where the uncapped run's does (the gradients add up to the same optimizer step)."""
+    from titlegen.tasks.finetune import finetune
+
+    def run(name, **train):
+        return finetune(split_dir=str(split_dir), run_dir=str(tmp_path / name), base_model=str(tiny_gemma3_dir), epochs=1.0,
+                        max_steps=2, learning_rate=5e-3, lora_rank=8, max_title_chars=40,
+                        train=_train(per_device_batch_size=4, **train), device="cpu")
+
+    whole = run("whole")
+    capped = run("capped", micro_batch_tokens=64)  # a batch of 4 rows is well over 64 tokens: one row a micro-batch
+    worker = [json.loads(Path(r["training_json"]).read_text()) for r in (whole, capped)]
+    assert worker[0]["split_steps"] == 0 and worker[1]["split_steps"] == 2 == worker[1]["global_step"]
+    assert worker[1]["final_train_loss"] == pytest.approx(worker[0]["final_train_loss"], rel=1e-4)
+    a, b = _adapter_tensors(whole["adapter_dir"]), _adapter_tensors(capped["adapter_dir"])
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k] - b[k]).abs().max() < 1e-5, k
+
+
 def test_train_kill_resume_matches_uninterrupted(tiny_gemma3_dir, split_dir, tmp_path):
     """Kill the worker after its first checkpoint, re-run: it resumes and ends at the same adapter."""
     from peft import PeftModel
