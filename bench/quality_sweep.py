@@ -73,7 +73,7 @@ def add_extra_train(split_dir: str, extra_data: str, rows: int, out: str, seed: 
 
     from titlegen.neardup import near_duplicate_pairs
     from titlegen.params import TitlegenParams
-    from titlegen.runs import file_sha256, read_jsonl, write_jsonl
+    from titlegen.runs import atomic_dir, file_sha256, read_jsonl, write_jsonl
     from titlegen.tasks.clean import clean
     from titlegen.tasks.ingest import ingest
 
@@ -90,20 +90,16 @@ def add_extra_train(split_dir: str, extra_data: str, rows: int, out: str, seed: 
     if rows > len(kept):
         raise SystemExit(f"{extra_data} has {len(kept)} usable articles after cleaning, fewer than --rows {rows}")
     chosen = random.Random(seed).sample(kept, rows)
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name in ("validation.jsonl", "test.jsonl"):
-        shutil.copy2(src / name, tmp / name)
-    write_jsonl(tmp / "train.jsonl", read_jsonl(src / "train.jsonl") + chosen)
     manifest = json.loads((src / "manifest.json").read_text())
-    manifest["sizes"]["train"] += rows
-    manifest["sha256"] = {n: file_sha256(tmp / f"{n}.jsonl") for n in ("train", "validation", "test")}
-    manifest["extra_train"] = {"data": extra_data, "rows": rows, "seed": seed, "cleaned": len(extra),
-                               "left_out_as_near_duplicates_of_validation_or_test": len(leaking)}
-    atomic_write_json(tmp / "manifest.json", manifest)
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
+    with atomic_dir(dst) as tmp:
+        for name in ("validation.jsonl", "test.jsonl"):
+            shutil.copy2(src / name, tmp / name)
+        write_jsonl(tmp / "train.jsonl", read_jsonl(src / "train.jsonl") + chosen)
+        manifest["sizes"]["train"] += rows
+        manifest["sha256"] = {n: file_sha256(tmp / f"{n}.jsonl") for n in ("train", "validation", "test")}
+        manifest["extra_train"] = {"data": extra_data, "rows": rows, "seed": seed, "cleaned": len(extra),
+                                   "left_out_as_near_duplicates_of_validation_or_test": len(leaking)}
+        atomic_write_json(tmp / "manifest.json", manifest)
     print(json.dumps(manifest["extra_train"]))
     return manifest["extra_train"]
 
@@ -185,6 +181,11 @@ def decode_more(split_dir: str, base_model: str, out: str, penalties: tuple[str,
                             "chosen_repeat_penalty": choose_penalty(decoding)}
     atomic_write_json(out, doc)
     print("chosen repeat penalty:", doc["decoding_rule"]["chosen_repeat_penalty"])
+
+
+def penalty_specs(text: str) -> tuple[str, ...]:
+    """`--repeat-penalties` as a tuple of rule specs ("P" or "P:N"), empty items dropped."""
+    return tuple(x for x in text.split(",") if x)
 
 
 def decoding_summary(m: dict) -> dict:
@@ -286,10 +287,10 @@ def main() -> None:
         add_extra_train(args.split, args.data, args.rows, args.out)
         return
     if args.cmd == "decode":
-        return decode_more(args.split, args.base_model, args.out, tuple(x for x in args.repeat_penalties.split(",") if x))
+        return decode_more(args.split, args.base_model, args.out, penalty_specs(args.repeat_penalties))
     if args.cmd == "one":
-        penalties = tuple(x for x in args.repeat_penalties.split(",") if x)
-        row = run_one(args.name, args.split, args.base_model, args.work, COMPILE[args.unsloth_compile], penalties, json.loads(args.train_set))
+        row = run_one(args.name, args.split, args.base_model, args.work, COMPILE[args.unsloth_compile],
+                      penalty_specs(args.repeat_penalties), json.loads(args.train_set))
         atomic_write_json(args.result, row)
         return
 

@@ -97,9 +97,7 @@ def grouped_decode_attention(model) -> bool:
     against 287: cuDNN runs the grouped rows slower inside the graph). Not applied by the stage yet:
     its titles are judged on random weights only (every difference a near-tie), not on real ones.
     """
-    if getattr(model.config, "_attn_implementation", None) == GROUPED_DECODE:
-        return False
-    if getattr(model.config, "_attn_implementation", None) != "sdpa":
+    if getattr(model.config, "_attn_implementation", None) != "sdpa":  # already switched, or not on SDPA
         return False
     try:
         from transformers import AttentionInterface

@@ -166,13 +166,12 @@ def token_capped(trainer_cls, micro_batch_tokens: int | None):
     """
     if not micro_batch_tokens:
         return trainer_cls
+    import torch
 
     class TokenCappedTrainer(trainer_cls):
         split_steps = 0
 
         def training_step(self, model, inputs, num_items_in_batch=None):
-            import torch
-
             ids = inputs.get("input_ids")
             if num_items_in_batch is None or ids is None or ids.dim() != 2 or ids.shape[0] < 2 or ids.numel() <= micro_batch_tokens:
                 return super().training_step(model, inputs, num_items_in_batch)
