@@ -67,10 +67,7 @@ def build_model(name: str, device: str, config_dir: str | None, gguf: str = "pyp
 
 
 # Stage variants timed on the same model: (batch size or None = from free memory, cache, new tokens or None =
-# the whole budget). A static cache
-# compiled with torch.compile's `cudagraphs` backend instead of transformers' inductor default was measured
-# on 2026-11-29 (H200): 156 titles/s on 270M against inductor's 234, and on E4B the graphs were skipped
-# (Gemma 3n builds a CPU tensor in its forward), so that variant is gone.
+# the whole budget).
 VARIANTS = {
     "b128-dynamic": (128, "dynamic", None),
     # Smaller batches pad less (500 real bodies: 1.57x the real prompt tokens at 2 x 250 rows, 1.18x at
@@ -96,6 +93,13 @@ VARIANTS.update(FUSED_VARIANTS)
 # (`grouped_decode_attention`: no `repeat_kv` copy of the cache). The change stays on the model: list these last.
 GROUPED_VARIANTS = {"auto-dynamic-grouped": (None, "dynamic", None), "auto-static-grouped": (None, "static", None)}
 VARIANTS.update(GROUPED_VARIANTS)
+# The static cache's decode step compiled with torch.compile's `cudagraphs` backend (CUDA graphs of the eager
+# kernels, no code generation) instead of transformers' inductor default. Measured 2026-11-29 (H200): 156
+# titles/s on 270M against inductor's 234, and on E4B the graphs were skipped because Gemma 3n's MLP built a
+# CPU tensor; `without_host_syncs` (list a nosync variant first) has since taken that out, and E4B's inductor
+# compile never ended within 560 s (fifth lease), so E4B is measured again.
+CUDAGRAPH_VARIANTS = {"auto-static-cudagraphs": (None, "static", None)}
+VARIANTS.update(CUDAGRAPH_VARIANTS)
 
 
 def reference_titles(model, tokenizer, contents: list[str], batch: int, budget: int) -> int:
@@ -257,14 +261,15 @@ def main() -> None:
             if variant in GROUPED_VARIANTS and grouped_decode_attention(model):
                 print(f"{args.device} {name}: decode attention grouped by KV head", flush=True)
             new = new or budget
+            backend = "cudagraphs" if variant in CUDAGRAPH_VARIANTS else "inductor"
             out: list = []
             try:
                 # A static cache or a fused model compiles on its first pass: that pass is timed apart, the second is the figure.
                 first_s = None
                 if cache == "static" or compiles:
-                    first_s, _ = timed(lambda: out.extend(generate_titles(model, tokenizer, contents, MAX_TITLE_CHARS, batch, new, cache=cache, with_ids=True)))
+                    first_s, _ = timed(lambda: out.extend(generate_titles(model, tokenizer, contents, MAX_TITLE_CHARS, batch, new, cache=cache, with_ids=True, compile_backend=backend)))
                     out.clear()
-                s, peak = timed(lambda: out.extend(generate_titles(model, tokenizer, contents, MAX_TITLE_CHARS, batch, new, cache=cache, with_ids=True)))
+                s, peak = timed(lambda: out.extend(generate_titles(model, tokenizer, contents, MAX_TITLE_CHARS, batch, new, cache=cache, with_ids=True, compile_backend=backend)))
             except Exception as e:  # a variant that fails (e.g. compilation) is recorded, the others still run
                 rows.append({"variant": variant, "batch_size": batch or "auto", "cache": cache, "error": f"{type(e).__name__}: {str(e)[:400]}"})
                 print(f"{args.device} {name} {variant}: FAILED {rows[-1]['error']}", flush=True)
@@ -280,6 +285,8 @@ def main() -> None:
                 "seconds_per_500_titles": round(500 * s / len(out), 1), "peak_gib": peak,
                 **({"fused": True} if variant in FUSED_VARIANTS else {}),
                 "attention": model.config._attn_implementation,
+                # Static rows since 2026-11-30: sliding layers keep every position (`unrolled_static_cache`), no roll.
+                **({"static_cache": "unrolled", "compile_backend": backend} if cache == "static" else {}),
             }
             # Greedy titles against the first variant that decoded the same budget (token for token: on real
             # weights, `--models 270m`, the fused and static paths must write the same titles but for near-ties).
@@ -287,7 +294,7 @@ def main() -> None:
             if first[0] != variant:
                 row["titles_equal_to"] = compare_titles(first, out, reference_model, args.ties)
             if cuda and variant in args.profile.split(","):
-                row["profile_top"] = profile_table(lambda: generate_titles(model, tokenizer, contents, MAX_TITLE_CHARS, batch, new, cache=cache),
+                row["profile_top"] = profile_table(lambda: generate_titles(model, tokenizer, contents, MAX_TITLE_CHARS, batch, new, cache=cache, compile_backend=backend),
                                                    Path(args.results).with_name(f"profile-eval-{name}-{variant}.txt"))
             rows.append(row)
             print(f"{args.device} {name} {variant}: {row}", flush=True)

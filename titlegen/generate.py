@@ -277,6 +277,27 @@ def padded_width(longest: int, device) -> int:
     return -(-longest // WIDTH_MULTIPLE) * WIDTH_MULTIPLE if device.type == "cuda" else longest
 
 
+def unrolled_static_cache(model, rows: int, length: int, previous=None):
+    """A static KV cache of `rows` x `length` positions in which every layer, sliding-window ones included, keeps
+    every position: the window is applied by the attention mask (transformers builds the sliding-window mask from
+    absolute positions), so attention sees the same keys. transformers' own static sliding layers hold only the
+    window and, once it is full, roll the whole cache by one slot at every decode step: 19 % of a Gemma 3 270M
+    static pass's GPU time (fifth lease profile, docs/evaluate.md), and a Python position counter the compiled
+    step is specialised on. `previous` is reset and reused when it has the rows and room enough (batches come
+    longest first), as transformers reuses its own; call it under `torch.inference_mode()` like `generate`."""
+    import copy
+
+    from transformers import StaticCache
+
+    first = previous.layers[0] if previous is not None else None
+    if first is not None and first.max_cache_len >= length and getattr(first, "batch_size", rows) == rows:
+        previous.reset()
+        return previous
+    text = copy.copy(model.config.get_text_config(decoder=True))
+    text.layer_types = ["full_attention"] * text.num_hidden_layers
+    return StaticCache(config=text, max_cache_len=length)
+
+
 def generate_titles(
     model,
     tokenizer,
@@ -289,9 +310,12 @@ def generate_titles(
     repeat_penalty: float = REPEAT_PENALTY,
     repeat_last_n: int = REPEAT_LAST_N,
     with_ids: bool = False,
+    compile_backend: str = "inductor",
 ) -> list[dict]:
     """Greedy titles for `contents`, in input order: `{prediction, raw, stopped, prompt_tokens, new_tokens}`,
-    with `with_ids` also `ids` (the new token ids, the stop token included) and `prompt_ids`."""
+    with `with_ids` also `ids` (the new token ids, the stop token included) and `prompt_ids`. `compile_backend`:
+    the torch.compile backend of the static cache's decode step (transformers' default `inductor`; `cudagraphs`
+    records CUDA graphs of the eager kernels, no code generation)."""
     import torch
     from transformers import GenerationConfig, LogitsProcessorList
 
@@ -299,8 +323,11 @@ def generate_titles(
     stops = stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=pad)
-    if cache == "static":
-        config.cache_implementation = "static"
+    if cache == "static" and compile_backend != "inductor":
+        from transformers import CompileConfig
+
+        config.compile_config = CompileConfig(backend=compile_backend, mode=None)
+    static = None  # the static KV cache, reused by every batch of its row count (see `unrolled_static_cache`)
     processors = LogitsProcessorList()
     if repeat_penalty != 1.0 and repeat_last_n > 0:
         processors.append(LastNRepetitionPenalty(repeat_penalty, repeat_last_n))
@@ -332,8 +359,10 @@ def generate_titles(
             mask[row, width - len(prompts[i]) :] = 1
         try:
             with torch.inference_mode():
+                if cache == "static":
+                    static = unrolled_static_cache(model, len(chunk), width + max_new_tokens, static)
                 out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
-                                     logits_processor=processors)
+                                     logits_processor=processors, **({"past_key_values": static} if static else {}))
         except torch.OutOfMemoryError:
             if batch_size == 1:
                 raise
@@ -342,6 +371,7 @@ def generate_titles(
             print(f"WARNING: out of GPU memory; generation batch size lowered to {batch_size} "
                   "(set evaluation.batch_size to that to skip this retry)", flush=True)
             del ids, mask
+            static = None
             torch.cuda.empty_cache()
             continue
         new_rows = out[:, width:].tolist()

@@ -4,7 +4,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from titlegen.generate import LastNRepetitionPenalty, auto_batch_size, generate_titles, load_base, load_tokenizer  # noqa: E402
+from titlegen.generate import (  # noqa: E402
+    LastNRepetitionPenalty,
+    auto_batch_size,
+    generate_titles,
+    load_base,
+    load_tokenizer,
+    unrolled_static_cache,
+)
 
 
 def test_repeat_penalty_is_llama_cpp_s_rule():
@@ -53,6 +60,53 @@ def test_static_cache_gives_the_same_greedy_titles(tiny_gemma3_dir):
     dynamic = generate_titles(model, tokenizer, articles, 20, 2, 10)
     static = generate_titles(model, tokenizer, articles, 20, 2, 10, cache="static")
     assert [r["raw"] for r in dynamic] == [r["raw"] for r in static]
+
+
+@pytest.mark.parametrize("kind", ["gemma3", "gemma3n"])
+def test_unrolled_static_cache_keeps_the_sliding_window_by_its_mask(kind):
+    # A window of 8 against 20-token left-padded prompts: the sliding layers hold every position, and the
+    # mask alone must give the same decode logits as the dynamic cache's window (and not full attention's).
+    from transformers import Gemma3ForCausalLM, Gemma3nForCausalLM, Gemma3nTextConfig, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    if kind == "gemma3":
+        config = Gemma3TextConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                                  num_key_value_heads=1, head_dim=16, sliding_window=8, max_position_embeddings=256)
+        config._attn_implementation = "sdpa"
+        model = Gemma3ForCausalLM(config).eval()
+    else:
+        config = Gemma3nTextConfig(vocab_size=300, vocab_size_per_layer_input=300, hidden_size=64, hidden_size_per_layer_input=8,
+                                   intermediate_size=128, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+                                   max_position_embeddings=256, sliding_window=8, num_kv_shared_layers=2, laurel_rank=4,
+                                   layer_types=["sliding_attention", "full_attention"] * 2, activation_sparsity_pattern=[0.0] * 4)
+        config._attn_implementation = "sdpa"
+        model = Gemma3nForCausalLM(config).eval()
+    mask = torch.ones(3, 20, dtype=torch.long)
+    mask[0, :5] = 0
+    mask[1, :2] = 0
+    ids = torch.randint(3, 300, (3, 20)) * mask
+
+    def scores(cache=None):
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=0,
+                                 output_scores=True, return_dict_in_generate=True, past_key_values=cache)
+        return out.sequences, torch.stack(out.scores)
+
+    dynamic, dynamic_scores = scores()
+    with torch.inference_mode():
+        cache = unrolled_static_cache(model, 3, 40)
+    assert not any(cache.is_sliding) and all(layer.max_cache_len == 40 for layer in cache.layers)
+    unrolled, unrolled_scores = scores(cache)
+    assert torch.equal(unrolled, dynamic)
+    torch.testing.assert_close(unrolled_scores, dynamic_scores, rtol=0, atol=1e-5)
+    with torch.inference_mode():
+        assert unrolled_static_cache(model, 3, 32, cache) is cache  # room enough: reset and reused
+        assert unrolled_static_cache(model, 2, 32, cache) is not cache  # other rows: a new one
+    again, again_scores = scores(cache)
+    assert torch.equal(again, dynamic)
+    model.config.sliding_window = 1000  # full attention everywhere: the window was in play above
+    _, full_scores = scores()
+    assert (full_scores - dynamic_scores).abs().max() > 1e-3
 
 
 def test_with_ids_returns_the_new_token_ids_that_the_title_decodes_from(tiny_gemma3_dir):
