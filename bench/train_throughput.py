@@ -227,6 +227,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # memory on the longest batches, without splitting the rest.
     "mbt4k": ({}, {"micro_batch_tokens": 4096}),
     "mbt6k": ({}, {"micro_batch_tokens": 6144}),
+    # Gemma 3n's per-layer embedding table left on the GPU (the 4-bit default since 2026-11-30 keeps it in host memory).
+    "pledev": ({}, {"per_layer_embeddings_on_host": False}),
 }
 
 

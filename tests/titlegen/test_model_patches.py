@@ -4,7 +4,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from titlegen.model_patches import GROUPED_DECODE, fused_pointwise, grouped_decode_attention, without_host_syncs  # noqa: E402
+from titlegen.model_patches import (  # noqa: E402
+    GROUPED_DECODE,
+    fused_pointwise,
+    grouped_decode_attention,
+    per_layer_embeddings_on_host,
+    without_host_syncs,
+)
 
 
 def test_without_host_syncs_keeps_gemma3n_outputs_identical():
@@ -26,6 +32,35 @@ def test_without_host_syncs_keeps_gemma3n_outputs_identical():
         after = model(input_ids=ids).logits
     assert torch.equal(before, after)
     assert without_host_syncs(Gemma3nForCausalLM(Gemma3nTextConfig(**{**config.to_dict(), "activation_sparsity_pattern": [0.0] * 4}))) == 0
+
+
+def test_per_layer_embeddings_on_host_keeps_outputs_and_gradients_and_leaves_trained_tables_alone():
+    # On a CPU-only machine the table is already in host memory: what is checked is the lookup that replaces
+    # the module's own (same values, scale applied, result on the ids' device), once, and LoRA-style training
+    # through it (gradients reach the other weights, none the frozen table).
+    from transformers import Gemma3nForCausalLM, Gemma3nTextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3nTextConfig(
+        vocab_size=512, vocab_size_per_layer_input=512, hidden_size=64, hidden_size_per_layer_input=8,
+        intermediate_size=128, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+        sliding_window=16, num_kv_shared_layers=2, laurel_rank=4, layer_types=["sliding_attention", "full_attention"] * 2,
+        activation_sparsity_pattern=[0.0] * 4,
+    )
+    model = Gemma3nForCausalLM(config)
+    ids = torch.randint(3, 500, (2, 24))
+    table = model.model.embed_tokens_per_layer
+    assert per_layer_embeddings_on_host(model) == 0  # trainable: left alone
+    table.weight.requires_grad_(False)
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    assert per_layer_embeddings_on_host(model) == 512 * 4 * 8 * 4  # rows x layers x width x float32 bytes
+    assert per_layer_embeddings_on_host(model) == 0  # already changed
+    assert table.weight.device.type == "cpu" and "model.embed_tokens_per_layer.weight" in model.state_dict()
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, before)
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert table.weight.grad is None and model.model.layers[0].self_attn.q_proj.weight.grad is not None
 
 
 @pytest.mark.slow
