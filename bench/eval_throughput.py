@@ -100,6 +100,21 @@ VARIANTS.update(GROUPED_VARIANTS)
 # compile never ended within 560 s (fifth lease), so E4B is measured again.
 CUDAGRAPH_VARIANTS = {"auto-static-cudagraphs": (None, "static", None)}
 VARIANTS.update(CUDAGRAPH_VARIANTS)
+# The static cache as transformers builds it (sliding layers hold the window and roll it by one slot per decode
+# step), the stage's static mode before 2026-11-30: against `auto-static` (unrolled) in the same invocation.
+ROLLED_VARIANTS = {"auto-static-rolled": (None, "static", None)}
+VARIANTS.update(ROLLED_VARIANTS)
+
+
+def transformers_static_cache(model, rows: int, length: int, previous=None):
+    """`titlegen.generate.unrolled_static_cache`'s stand-in for `auto-static-rolled`: transformers' own layers."""
+    from transformers import StaticCache
+
+    first = previous.layers[0] if previous is not None else None
+    if first is not None and max(layer.max_cache_len for layer in previous.layers) >= length and getattr(first, "batch_size", rows) == rows:
+        previous.reset()
+        return previous
+    return StaticCache(config=model.config, max_cache_len=length)
 
 
 def reference_titles(model, tokenizer, contents: list[str], batch: int, budget: int) -> int:
@@ -202,7 +217,8 @@ def main() -> None:
 
     import torch
 
-    from titlegen.generate import generate_titles, load_tokenizer, max_new_tokens_for
+    import titlegen.generate as generate_module
+    from titlegen.generate import generate_titles, load_tokenizer, max_new_tokens_for, unrolled_static_cache
     from titlegen.model_patches import fused_pointwise, grouped_decode_attention, without_host_syncs
     from titlegen.runs import atomic_write_json, read_jsonl
 
@@ -262,6 +278,7 @@ def main() -> None:
                 print(f"{args.device} {name}: decode attention grouped by KV head", flush=True)
             new = new or budget
             backend = "cudagraphs" if variant in CUDAGRAPH_VARIANTS else "inductor"
+            generate_module.unrolled_static_cache = transformers_static_cache if variant in ROLLED_VARIANTS else unrolled_static_cache
             out: list = []
             try:
                 # A static cache or a fused model compiles on its first pass: that pass is timed apart, the second is the figure.
@@ -286,7 +303,7 @@ def main() -> None:
                 **({"fused": True} if variant in FUSED_VARIANTS else {}),
                 "attention": model.config._attn_implementation,
                 # Static rows since 2026-11-30: sliding layers keep every position (`unrolled_static_cache`), no roll.
-                **({"static_cache": "unrolled", "compile_backend": backend} if cache == "static" else {}),
+                **({"static_cache": "rolled" if variant in ROLLED_VARIANTS else "unrolled", "compile_backend": backend} if cache == "static" else {}),
             }
             # Greedy titles against the first variant that decoded the same budget (token for token: on real
             # weights, `--models 270m`, the fused and static paths must write the same titles but for near-ties).
