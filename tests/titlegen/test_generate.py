@@ -12,6 +12,7 @@ from titlegen.generate import (  # noqa: E402
     load_tokenizer,
     unrolled_static_cache,
 )
+from tests.tiny_models import left_padded_prompts, tiny_gemma3, tiny_gemma3n  # noqa: E402
 
 
 def test_repeat_penalty_is_llama_cpp_s_rule():
@@ -66,25 +67,8 @@ def test_static_cache_gives_the_same_greedy_titles(tiny_gemma3_dir):
 def test_unrolled_static_cache_keeps_the_sliding_window_by_its_mask(kind):
     # A window of 8 against 20-token left-padded prompts: the sliding layers hold every position, and the
     # mask alone must give the same decode logits as the dynamic cache's window (and not full attention's).
-    from transformers import Gemma3ForCausalLM, Gemma3nForCausalLM, Gemma3nTextConfig, Gemma3TextConfig
-
-    torch.manual_seed(0)
-    if kind == "gemma3":
-        config = Gemma3TextConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-                                  num_key_value_heads=1, head_dim=16, sliding_window=8, max_position_embeddings=256)
-        config._attn_implementation = "sdpa"
-        model = Gemma3ForCausalLM(config).eval()
-    else:
-        config = Gemma3nTextConfig(vocab_size=300, vocab_size_per_layer_input=300, hidden_size=64, hidden_size_per_layer_input=8,
-                                   intermediate_size=128, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
-                                   max_position_embeddings=256, sliding_window=8, num_kv_shared_layers=2, laurel_rank=4,
-                                   layer_types=["sliding_attention", "full_attention"] * 2, activation_sparsity_pattern=[0.0] * 4)
-        config._attn_implementation = "sdpa"
-        model = Gemma3nForCausalLM(config).eval()
-    mask = torch.ones(3, 20, dtype=torch.long)
-    mask[0, :5] = 0
-    mask[1, :2] = 0
-    ids = torch.randint(3, 300, (3, 20)) * mask
+    model = tiny_gemma3() if kind == "gemma3" else tiny_gemma3n(sliding_window=8, vocab=300)
+    ids, mask = left_padded_prompts()
 
     def scores(cache=None):
         with torch.inference_mode():

@@ -11,43 +11,26 @@ from titlegen.model_patches import (  # noqa: E402
     per_layer_embeddings_on_host,
     without_host_syncs,
 )
+from tests.tiny_models import left_padded_prompts, tiny_gemma3, tiny_gemma3n  # noqa: E402
 
 
 def test_without_host_syncs_keeps_gemma3n_outputs_identical():
     # E4B's first 10 layers are sparse; two sparse layers of four here, on the real Gemma 3n classes.
-    from transformers import Gemma3nForCausalLM, Gemma3nTextConfig
-
-    torch.manual_seed(0)
-    config = Gemma3nTextConfig(
-        vocab_size=512, vocab_size_per_layer_input=512, hidden_size=64, hidden_size_per_layer_input=8,
-        intermediate_size=128, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
-        sliding_window=16, num_kv_shared_layers=2, laurel_rank=4, layer_types=["sliding_attention", "full_attention"] * 2,
-        activation_sparsity_pattern=[0.95, 0.95, 0.0, 0.0],
-    )
-    model = Gemma3nForCausalLM(config).eval()
+    model = tiny_gemma3n(sparsity=(0.95, 0.95, 0.0, 0.0))
     ids = torch.randint(3, 500, (2, 24))
     with torch.inference_mode():
         before = model(input_ids=ids).logits
         assert without_host_syncs(model) == 2
         after = model(input_ids=ids).logits
     assert torch.equal(before, after)
-    assert without_host_syncs(Gemma3nForCausalLM(Gemma3nTextConfig(**{**config.to_dict(), "activation_sparsity_pattern": [0.0] * 4}))) == 0
+    assert without_host_syncs(tiny_gemma3n()) == 0
 
 
 def test_per_layer_embeddings_on_host_keeps_outputs_and_gradients_and_leaves_trained_tables_alone():
     # On a CPU-only machine the table is already in host memory: what is checked is the lookup that replaces
     # the module's own (same values, scale applied, result on the ids' device), once, and LoRA-style training
     # through it (gradients reach the other weights, none the frozen table).
-    from transformers import Gemma3nForCausalLM, Gemma3nTextConfig
-
-    torch.manual_seed(0)
-    config = Gemma3nTextConfig(
-        vocab_size=512, vocab_size_per_layer_input=512, hidden_size=64, hidden_size_per_layer_input=8,
-        intermediate_size=128, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
-        sliding_window=16, num_kv_shared_layers=2, laurel_rank=4, layer_types=["sliding_attention", "full_attention"] * 2,
-        activation_sparsity_pattern=[0.0] * 4,
-    )
-    model = Gemma3nForCausalLM(config)
+    model = tiny_gemma3n().train()
     ids = torch.randint(3, 500, (2, 24))
     table = model.model.embed_tokens_per_layer
     assert per_layer_embeddings_on_host(model) == 0  # trainable: left alone
@@ -82,17 +65,8 @@ def test_fused_pointwise_compiles_norms_and_mlps_once_and_keeps_greedy_titles(ti
 def test_grouped_decode_attention_keeps_decode_logits_and_greedy_titles():
     # Four query heads share one KV head (the 270M's ratio); left padding gives every step a mask; a
     # sliding window shorter than the prompts puts the static cache's sliding layers in play.
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    torch.manual_seed(0)
-    config = Gemma3TextConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-                              num_key_value_heads=1, head_dim=16, sliding_window=8, max_position_embeddings=256)
-    config._attn_implementation = "sdpa"
-    model = Gemma3ForCausalLM(config).eval()
-    mask = torch.ones(3, 20, dtype=torch.long)
-    mask[0, :5] = 0
-    mask[1, :2] = 0
-    ids = torch.randint(3, 300, (3, 20)) * mask
+    model = tiny_gemma3()
+    ids, mask = left_padded_prompts()
 
     def titles(cache):
         with torch.inference_mode():
