@@ -106,6 +106,13 @@ ROLLED_VARIANTS = {"auto-static-rolled": (None, "static", None)}
 VARIANTS.update(ROLLED_VARIANTS)
 
 
+def graph_skips() -> int:
+    """How many times torch.compile has declined CUDA graphs in this process (its `cudagraph_skips` counter)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["inductor"].get("cudagraph_skips", 0))
+
+
 def transformers_static_cache(model, rows: int, length: int, previous=None):
     """`titlegen.generate.unrolled_static_cache`'s stand-in for `auto-static-rolled`: transformers' own layers."""
     from transformers import StaticCache
@@ -280,6 +287,7 @@ def main() -> None:
             backend = "cudagraphs" if variant in CUDAGRAPH_VARIANTS else "inductor"
             generate_module.unrolled_static_cache = transformers_static_cache if variant in ROLLED_VARIANTS else unrolled_static_cache
             out: list = []
+            skips = graph_skips()
             try:
                 # A static cache or a fused model compiles on its first pass: that pass is timed apart, the second is the figure.
                 first_s = None
@@ -304,6 +312,8 @@ def main() -> None:
                 "attention": model.config._attn_implementation,
                 # Static rows since 2026-11-30: sliding layers keep every position (`unrolled_static_cache`), no roll.
                 **({"static_cache": "rolled" if variant in ROLLED_VARIANTS else "unrolled", "compile_backend": backend} if cache == "static" else {}),
+                # Decode graphs torch.compile ran without CUDA graphs (a CPU tensor or an input it cannot keep), this variant.
+                **({"cudagraph_skips": graph_skips() - skips} if cuda and cache == "static" else {}),
             }
             # Greedy titles against the first variant that decoded the same budget (token for token: on real
             # weights, `--models 270m`, the fused and static paths must write the same titles but for near-ties).

@@ -227,7 +227,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # memory on the longest batches, without splitting the rest.
     "mbt4k": ({}, {"micro_batch_tokens": 4096}),
     "mbt6k": ({}, {"micro_batch_tokens": 6144}),
-    # Gemma 3n's per-layer embedding table left on the GPU (the 4-bit default since 2026-11-30 keeps it in host memory).
+    # Gemma 3n's per-layer embedding table left to Unsloth's own rule (the 4-bit default since 2026-11-30 keeps it in host memory).
     "pledev": ({}, {"per_layer_embeddings_on_host": False}),
 }
 
@@ -328,7 +328,7 @@ def finish_case(proc, case_dir: Path, row: dict, started: float, timeout: float)
             "device", "global_step", "steady_tokens_per_second", "steady_steps_per_second", "peak_gpu_gib",
             "first_train_loss", "final_train_loss", "final_eval_loss", "tokens_seen", "train_seconds", "eval_seconds",
             "load_seconds", "label_stats", "first_step_seconds", "step_seconds", "wall_seconds", "train_rows", "padding_free",
-            "peak_train_step_gib", "peak_validation_gib", "max_step_tokens")})
+            "peak_train_step_gib", "peak_validation_gib", "max_step_tokens", "split_steps", "per_layer_embeddings_device")})
         profile = case_dir / "checkpoints" / "profile.txt"
         if profile.exists():
             row["profile_top"] = profile.read_text().splitlines()[:40]

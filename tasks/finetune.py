@@ -244,7 +244,7 @@ def finetune(
         "wall_seconds": round(wall, 2),
         # How fast it trained and on what batches (docs/finetune.md "Speed").
         **{k: worker.get(k) for k in ("steady_tokens_per_second", "steady_steps_per_second", "first_step_seconds", "padding_free",
-                                      "gradient_checkpointing", "unsloth_compile", "per_layer_embeddings_on_host", "peak_train_step_gib",
+                                      "gradient_checkpointing", "unsloth_compile", "per_layer_embeddings_device", "peak_train_step_gib",
                                       "peak_validation_gib", "max_step_tokens", "split_steps")},
     })
     with atomic_dir(adapter_dir) as tmp:

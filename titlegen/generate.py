@@ -284,7 +284,8 @@ def unrolled_static_cache(model, rows: int, length: int, previous=None):
     window and, once it is full, roll the whole cache by one slot at every decode step: 19 % of a Gemma 3 270M
     static pass's GPU time (fifth lease profile, docs/evaluate.md), and a Python position counter the compiled
     step is specialised on. `previous` is reset and reused when it has the rows and room enough (batches come
-    longest first), as transformers reuses its own; call it under `torch.inference_mode()` like `generate`."""
+    longest first, so one cache serves every batch of the same row count and the compiled step keeps its
+    addresses); call it under `torch.inference_mode()` like `generate`."""
     import copy
 
     from transformers import StaticCache
@@ -362,7 +363,7 @@ def generate_titles(
                 if cache == "static":
                     static = unrolled_static_cache(model, len(chunk), width + max_new_tokens, static)
                 out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
-                                     logits_processor=processors, **({"past_key_values": static} if static else {}))
+                                     logits_processor=processors, **({"past_key_values": static} if static is not None else {}))
         except torch.OutOfMemoryError:
             if batch_size == 1:
                 raise

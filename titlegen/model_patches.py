@@ -37,50 +37,6 @@ def _gaussian_topk_without_copy(self, inputs):
     return torch.nn.functional.relu(inputs - cutoff)
 
 
-def per_layer_embeddings_on_host(model) -> int:
-    """Keep Gemma 3n's frozen per-layer embedding tables in host memory; returns the bytes of the tables it
-    changed (0 when there is nothing to change, or on a second call).
-
-    Gemma 3n feeds every decoder layer a 256-wide slice of a per-token embedding: E4B's table is
-    262,144 x 8,960 values, 4.4 GiB in bf16, the largest single tensor of a QLoRA run (bitsandbytes
-    quantizes linear layers only; the 4-bit decoder itself is about 2 GiB). LoRA never trains it, and a
-    training step reads one row per token (8 x 1,024 tokens: 147 MB). So the table moves to host memory
-    and each lookup gathers its rows there and copies them to the ids' device, where the scale is applied
-    as before: the same values, a few tens of ms of copying per step, 4.4 GiB less on the card (the idea
-    of Google's on-device "PLE caching"; Unsloth's MLX loader offloads the same table). The table stays a
-    registered parameter (state dicts and `.to()` keep working; moved back, the lookup simply runs there).
-    Tables that require gradients, and models without such tables, are left alone.
-    """
-    import types
-
-    import torch
-
-    tables = [
-        m.embed_tokens_per_layer for m in model.modules()
-        if isinstance(getattr(m, "embed_tokens_per_layer", None), torch.nn.Embedding)
-    ]
-    changed = 0
-    for table in {id(t): t for t in tables}.values():
-        if table.weight.requires_grad or getattr(table.forward, "__func__", None) is _host_lookup:
-            continue
-        changed += table.weight.numel() * table.weight.element_size()
-        table.weight.data = table.weight.data.to("cpu")
-        table.forward = types.MethodType(_host_lookup, table)
-    if changed and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return changed
-
-
-def _host_lookup(self, input_ids):
-    """A scaled embedding lookup where the table lives (see `per_layer_embeddings_on_host`), result on the ids' device."""
-    import torch
-
-    rows = torch.nn.functional.embedding(input_ids.to(self.weight.device), self.weight, self.padding_idx)
-    rows = rows.to(input_ids.device, non_blocking=True)
-    scale = getattr(self, "embed_scale", None)
-    return rows if scale is None else rows * scale.to(device=rows.device, dtype=rows.dtype)
-
-
 # Module classes whose forward is element-wise work around at most two matrix multiplies: Gemma's float32
 # RMSNorm (upcast, square, mean, rsqrt, scale, downcast) and its GELU-gated MLP.
 FUSED_CLASSES = ("Gemma3RMSNorm", "Gemma3nRMSNorm", "Gemma3MLP", "Gemma3nTextMLP")

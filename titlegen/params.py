@@ -149,7 +149,7 @@ class TrainParams(Section):
         None, ge=64, description="Largest padded batch (rows x width, in tokens) one forward and backward pass may hold: a longer batch runs as a few equal micro-batches whose gradients add up to the same optimizer step (the same update, less peak memory: E4B QLoRA's peak is set by its longest batch, docs/finetune.md \"Speed\"). None = no cap."
     )
     per_layer_embeddings_on_host: bool | None = Field(
-        None, description="Keep Gemma 3n's frozen per-layer embedding table (E4B: 4.4 GiB in bf16) in host memory during training, its rows copied to the GPU per step (`titlegen.model_patches.per_layer_embeddings_on_host`). None = on for 4-bit QLoRA on CUDA, the memory-bound mode; other models have no such table. docs/finetune.md \"Speed\"."
+        None, description="Unsloth engine: keep Gemma 3n's frozen per-layer embedding table (E4B: 4.4 GiB in bf16, more than its 4-bit decoder) in host memory during training, its rows copied to the GPU per step (Unsloth's `offload_embedding=True`). None = on for 4-bit QLoRA, the memory-bound mode; off = Unsloth's own rule (only when the card is short of memory). training.json records where the table ended up (`per_layer_embeddings_device`). docs/finetune.md \"Speed\"."
     )
     eval_batch_size: int | None = Field(
         None, ge=1, description="Rows per validation-loss batch; None = `per_device_batch_size`. A validation forward holds the logits of every position over the 262k-token vocabulary, so a smaller batch lowers the validation peak (E4B QLoRA, batch 8, H200: 11.63 -> 10.13 GiB at 2 rows), not the training step's (13.87 GiB there, the stage's peak); docs/finetune.md \"Fourth lease\"."

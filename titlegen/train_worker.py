@@ -68,12 +68,39 @@ def use_unsloth_compile(config: TrainWorkerConfig) -> bool:
     return t.unsloth_compile if t.unsloth_compile is not None else t.quantization == "16bit"
 
 
+def unsloth_load_options(t, four_bit: bool) -> dict[str, Any]:
+    """Keyword arguments for Unsloth's `FastModel.from_pretrained` that follow `train` settings.
+
+    `train.per_layer_embeddings_on_host` (None = on for 4-bit QLoRA) asks Unsloth for
+    `offload_embedding=True`. Gemma 3n's input embedding is tied to its output head and stays, but its
+    per-layer embedding table, frozen under LoRA (E4B: 4.4 GiB in bf16, larger than its 4-bit decoder),
+    moves to host memory. Unsloth looks the rows up there and copies them to the card, and it keeps the
+    table in host memory when the trainer moves the model. Off leaves Unsloth's default: "auto", which
+    moves embeddings only when the card lacks a training step's reserve.
+    """
+    options: dict[str, Any] = {"attn_implementation": t.attn_implementation} if t.attn_implementation else {}
+    host = t.per_layer_embeddings_on_host if t.per_layer_embeddings_on_host is not None else four_bit
+    if host:
+        options["offload_embedding"] = True
+    return options
+
+
+def per_layer_embeddings_device(model) -> str | None:
+    """Where Gemma 3n's per-layer embedding table is (e.g. `cpu`, `cuda:0`); None for models without one."""
+    import torch
+
+    for module in model.modules():
+        table = getattr(module, "embed_tokens_per_layer", None)
+        if isinstance(table, torch.nn.Embedding):
+            return str(table.weight.device)
+    return None
+
+
 def load_model(config: TrainWorkerConfig, engine: str, cuda: bool):
     """(model with LoRA attached, tokenizer) for the chosen engine.
 
-    Resolves `config.train.gradient_checkpointing` (from the base model's size) and
-    `config.train.per_layer_embeddings_on_host` in place, once, so the LoRA call, the trainer, the
-    out-of-memory advice and the result record all see the same answer.
+    Resolves `config.train.gradient_checkpointing` in place from the base model's size, once, so the
+    LoRA call, the trainer, the out-of-memory advice and the result record all see the same answer.
     """
     from titlegen.prompt import chat_template
 
@@ -85,7 +112,7 @@ def load_model(config: TrainWorkerConfig, engine: str, cuda: bool):
     if engine == "unsloth":
         from unsloth import FastModel
 
-        extra = {"attn_implementation": t.attn_implementation} if t.attn_implementation else {}
+        extra = unsloth_load_options(t, four_bit)
         model, tokenizer = FastModel.from_pretrained(
             model_name=base, max_seq_length=t.max_seq_length, load_in_4bit=four_bit,
             load_in_16bit=not four_bit, full_finetuning=False, dtype=None, random_state=t.seed, **extra,
@@ -122,15 +149,6 @@ def load_model(config: TrainWorkerConfig, engine: str, cuda: bool):
         )
         model = get_peft_model(model, lora)
         tokenizer = AutoTokenizer.from_pretrained(base)
-    if t.per_layer_embeddings_on_host is None:
-        t.per_layer_embeddings_on_host = four_bit
-    if t.per_layer_embeddings_on_host:
-        # Gemma 3n's per-layer embedding table (frozen under LoRA) in host memory: 4.4 GiB less on the card for E4B.
-        from titlegen.model_patches import per_layer_embeddings_on_host
-
-        moved = per_layer_embeddings_on_host(model)
-        if moved:
-            print(f"per-layer embeddings looked up in host memory: {moved / 2**30:.2f} GiB", flush=True)
     if cuda and not (engine == "unsloth" and use_unsloth_compile(config)):
         # Gemma 3n, run eagerly: no host-to-device copy in each sparse MLP's forward (a compiled block
         # folds that copy into its graph already, so compiled runs are left as Unsloth traces them).
@@ -398,7 +416,8 @@ def train(config: TrainWorkerConfig) -> WorkerResult:
         # Optimizer steps whose batch went through as micro-batches (train.micro_batch_tokens).
         "split_steps": getattr(trainer, "split_steps", 0),
         "gradient_checkpointing": config.train.gradient_checkpointing,  # resolved by load_model
-        "per_layer_embeddings_on_host": config.train.per_layer_embeddings_on_host,  # resolved by load_model
+        # Where Gemma 3n's per-layer embedding table ended up after training (train.per_layer_embeddings_on_host).
+        "per_layer_embeddings_device": per_layer_embeddings_device(trainer.model),
         "unsloth_compile": engine == "unsloth" and use_unsloth_compile(config),
         # The whole process's peak (windows folded by the progress callback), then its two parts.
         "peak_gpu_gib": round(max(torch.cuda.max_memory_allocated(), *progress.peaks.values()) / 2**30, 3) if cuda else None,

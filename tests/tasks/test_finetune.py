@@ -39,11 +39,11 @@ def _train(**kw) -> TrainParams:
     return TrainParams(**{**base, **kw})
 
 
-def _run(split_dir, run_dir, model_dir, max_steps=4, train=None, **kw):
+def _run(split_dir, run_dir, model_dir, max_steps=4, **kw):
     from titlegen.tasks.finetune import finetune
 
     return finetune(split_dir=str(split_dir), run_dir=str(run_dir), base_model=str(model_dir), epochs=1.0,
-                    max_steps=max_steps, learning_rate=5e-3, lora_rank=8, max_title_chars=40, train=train or _train(),
+                    max_steps=max_steps, learning_rate=5e-3, lora_rank=8, max_title_chars=40, train=_train(),
                     device="cpu", **kw)
 
 
@@ -137,7 +137,8 @@ def test_train_kill_resume_matches_uninterrupted(tiny_gemma3_dir, split_dir, tmp
     assert set(rec["data"]["sha256"]) == {"train.jsonl", "validation.jsonl", "manifest.json"}
     assert {"torch", "transformers", "peft", "trl"} <= set(rec["libraries"])
     # How it trained, resolved (the model card shows these): the plain engine, padded batches, no compile.
-    assert (rec["gradient_checkpointing"], rec["padding_free"], rec["unsloth_compile"], rec["per_layer_embeddings_on_host"]) == (False, False, False, False)
+    assert (rec["gradient_checkpointing"], rec["padding_free"], rec["unsloth_compile"]) == (False, False, False)
+    assert rec["per_layer_embeddings_device"] is None  # Gemma 3 has no per-layer embedding table
     assert rec["steady_tokens_per_second"] is None or rec["steady_tokens_per_second"] > 0
     assert straight["base_model_dir"] == str(tiny_gemma3_dir.resolve())
     base = AutoModelForCausalLM.from_pretrained(straight["base_model_dir"])
@@ -166,10 +167,9 @@ def test_completed_training_is_reused_and_changed_data_retrains(tiny_gemma3_dir,
 
 
 def test_tiny_gemma3n_trains(tiny_gemma3n_dir, split_dir, tmp_path):
-    # With the per-layer embedding table looked up in host memory (the CUDA QLoRA default), asked for here.
-    out = _run(split_dir, tmp_path / "run", tiny_gemma3n_dir, max_steps=2, train=_train(per_layer_embeddings_on_host=True))
+    out = _run(split_dir, tmp_path / "run", tiny_gemma3n_dir, max_steps=2)
     rec = json.loads(Path(out["training_json"]).read_text())
-    assert rec["global_step"] == 2 and rec["final_train_loss"] > 0 and rec["per_layer_embeddings_on_host"] is True
+    assert rec["global_step"] == 2 and rec["final_train_loss"] > 0 and rec["per_layer_embeddings_device"] == "cpu"
     assert rec["label_stats"]["labelled_text"].endswith("<end_of_turn>\n")
     cfg = json.loads((Path(out["adapter_dir"]) / "adapter_config.json").read_text())
     assert cfg["r"] == 8

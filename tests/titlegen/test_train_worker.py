@@ -7,7 +7,7 @@ from titlegen.params import TrainParams
 from titlegen.records import TrainWorkerConfig
 from titlegen.runs import write_jsonl
 from titlegen.train_worker import (CHECKPOINTING_MIN_PARAMS, build_dataset, lead_view, out_of_memory_advice, use_checkpointing,
-                                   use_unsloth_compile)
+                                   unsloth_load_options, use_unsloth_compile)
 
 ARTICLE = "行政院今天通過明年度總預算案，總歲出創新高。社福與國防經費增幅最大，將送立法院審議。" * 4
 RESOLVED = {"per_device_batch_size": 2, "gradient_accumulation_steps": 1, "max_seq_length": 512, "optimizer": "adamw_torch"}
@@ -94,6 +94,14 @@ def test_gradient_checkpointing_default_follows_model_size_and_device():
     # The out-of-memory advice knows what the run actually used.
     assert "gradient_checkpointing=true" not in out_of_memory_advice(auto, 16 * 2**30, checkpointing=True)
     assert "gradient_checkpointing=true" in out_of_memory_advice(auto, 16 * 2**30, checkpointing=False)
+
+
+def test_per_layer_embeddings_go_to_host_memory_for_4bit_qlora_unless_turned_off():
+    # Unsloth's offload_embedding=True moves Gemma 3n's per-layer table; without it Unsloth keeps its own "auto" rule.
+    assert unsloth_load_options(_config(quantization="4bit").train, four_bit=True) == {"attn_implementation": "sdpa", "offload_embedding": True}
+    assert "offload_embedding" not in unsloth_load_options(_config(quantization="16bit").train, four_bit=False)
+    assert "offload_embedding" not in unsloth_load_options(_config(per_layer_embeddings_on_host=False).train, four_bit=True)
+    assert unsloth_load_options(_config(per_layer_embeddings_on_host=True, attn_implementation=None).train, four_bit=False) == {"offload_embedding": True}
 
 
 def test_unsloth_compile_default_is_on_for_16bit_lora_only():
