@@ -117,11 +117,10 @@ def transformers_static_cache(model, rows: int, length: int, previous=None):
     """`titlegen.generate.unrolled_static_cache`'s stand-in for `auto-static-rolled`: transformers' own layers."""
     from transformers import StaticCache
 
-    first = previous.layers[0] if previous is not None else None
-    if first is not None and max(layer.max_cache_len for layer in previous.layers) >= length and getattr(first, "batch_size", rows) == rows:
-        previous.reset()
-        return previous
-    return StaticCache(config=model.config, max_cache_len=length)
+    from titlegen.generate import reuse_static_cache
+
+    reused = reuse_static_cache(previous, rows, length)
+    return reused if reused is not None else StaticCache(config=model.config, max_cache_len=length)
 
 
 def reference_titles(model, tokenizer, contents: list[str], batch: int, budget: int) -> int:

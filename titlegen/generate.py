@@ -277,6 +277,17 @@ def padded_width(longest: int, device) -> int:
     return -(-longest // WIDTH_MULTIPLE) * WIDTH_MULTIPLE if device.type == "cuda" else longest
 
 
+def reuse_static_cache(previous, rows: int, length: int):
+    """`previous` (a static KV cache, or None) reset for the next batch when it has `rows` rows and room for
+    `length` positions (its longest layers, as transformers compares its own), else None."""
+    if previous is None or max(layer.max_cache_len for layer in previous.layers) < length:
+        return None
+    if getattr(previous.layers[0], "batch_size", rows) != rows:
+        return None
+    previous.reset()
+    return previous
+
+
 def unrolled_static_cache(model, rows: int, length: int, previous=None):
     """A static KV cache of `rows` x `length` positions in which every layer, sliding-window ones included, keeps
     every position: the window is applied by the attention mask (transformers builds the sliding-window mask from
@@ -290,10 +301,9 @@ def unrolled_static_cache(model, rows: int, length: int, previous=None):
 
     from transformers import StaticCache
 
-    first = previous.layers[0] if previous is not None else None
-    if first is not None and first.max_cache_len >= length and getattr(first, "batch_size", rows) == rows:
-        previous.reset()
-        return previous
+    reused = reuse_static_cache(previous, rows, length)
+    if reused is not None:
+        return reused
     text = copy.copy(model.config.get_text_config(decoder=True))
     text.layer_types = ["full_attention"] * text.num_hidden_layers
     return StaticCache(config=text, max_cache_len=length)
