@@ -130,7 +130,8 @@ stream-a)  # E4B QLoRA memory: the per-layer embedding table in host memory (the
     --out $R/train_full_pts.json > $R/train_full.out 2>&1; grep -E '^\{|^e4b' $R/train_full.out | cut -c1-300 | tee -a $R/queue.log
   log "A: done"
   ;;
-stream-b)  # Evaluation on an otherwise idle GPU: the unrolled static cache against transformers' rolled one (270M, real weights)
+stream-b)  # Evaluation (270M, real weights: the unrolled static cache against transformers' rolled one), E4B without
+  # gradient checkpointing, then E4B evaluation with CUDA graphs
   D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
   C="--articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer"
   for _ in $(seq 60); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
@@ -141,6 +142,15 @@ stream-b)  # Evaluation on an otherwise idle GPU: the unrolled static cache agai
     --variants auto-dynamic,auto-static,auto-static-rolled --ties 0.5 --profile auto-static $C --results $R/eval_throughput_270m.json \
     > $R/eval_270m.out 2>&1; grep -E "^cuda|WARNING" $R/eval_270m.out | cut -c1-300 | tee -a $R/queue.log
   for _ in $(seq 120); do [ -e /tmp/ready.models ] && break; sleep 5; done
+  # #13 items 1 and 4: what gradient checkpointing's recompute costs the eager E4B step (a card with memory to spare
+  # could turn it off), then the whole PTS-sized run that way. A work folder of its own: stream A runs the same raw case.
+  log "B: E4B training without gradient checkpointing"
+  timeout 420 python3 bench/train_throughput.py run $D $M --timeout 200 --work /tmp/titlegen-bench-b \
+    --cases e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8+nogc \
+    --out $R/train_nogc.json > $R/train_nogc.out 2>&1; grep -E '^e4b' $R/train_nogc.out | cut -c1-300 | tee -a $R/queue.log
+  log "B: the whole PTS-sized E4B fine-tune without gradient checkpointing"
+  timeout 420 python3 bench/train_throughput.py run $D $M --full-pts --timeout 400 --work /tmp/titlegen-bench-b --cases e4b-stage-4bit-b8+nogc \
+    --out $R/train_full_pts_nogc.json > $R/train_full_nogc.out 2>&1; grep -E '^\{|^e4b' $R/train_full_nogc.out | cut -c1-300 | tee -a $R/queue.log
   log "B: eval throughput E4B, CUDA graphs of the unrolled static cache"
   timeout 420 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 \
     --variants auto-dynamic-nosync,auto-static-cudagraphs $C --results $R/eval_throughput_e4b.json \
