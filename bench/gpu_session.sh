@@ -157,6 +157,24 @@ stream-b)  # Evaluation (270M, real weights: the unrolled static cache against t
     > $R/eval_e4b.out 2>&1; grep -E "^cuda|batch size|WARNING" $R/eval_e4b.out | cut -c1-300 | tee -a $R/queue.log
   log "B: done"
   ;;
+grouped)  # a short lease: decode attention as batched products per KV head (model_patches.grouped_decode_attention), #14 item 1
+  D=/tmp/devdata B=.cache/carry/boot
+  C="--articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer"
+  log "queue start on $(head -2 $R/gpu.txt | tail -1) ($(nvidia-smi -L | wc -l) GPU)"
+  log "E4B (GPU 1): dynamic cache against grouped decode attention"
+  CUDA_VISIBLE_DEVICES=$(( $(nvidia-smi -L | wc -l) - 1 )) timeout 400 python3 bench/eval_throughput.py --device cuda --models e4b-random \
+    --articles 500 --variants auto-dynamic-nosync,auto-dynamic-grouped $C --results $R/eval_throughput_e4b.json \
+    > $R/eval_e4b.out 2>&1 &
+  for _ in $(seq 60); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
+  log "270M (GPU 0): both caches, SDPA against grouped decode attention"
+  CUDA_VISIBLE_DEVICES=0 timeout 400 python3 bench/eval_throughput.py --device cuda --models 270m --gguf /tmp/w/gemma3-270m-q4_k_m.gguf \
+    --articles 500 --variants auto-dynamic,auto-static,auto-dynamic-grouped,auto-static-grouped --ties 0.5 --profile auto-static-grouped $C \
+    --results $R/eval_throughput_270m.json > $R/eval_270m.out 2>&1
+  grep -E "^cuda|WARNING" $R/eval_270m.out | cut -c1-300 | tee -a $R/queue.log
+  wait
+  grep -E "^cuda|WARNING" $R/eval_e4b.out | cut -c1-300 | tee -a $R/queue.log
+  log "queue done"; touch $R/queue.done
+  ;;
 stream-c)  # a short lease: near-ties of the compiled paths on real weights, and the chosen config's seed spread
   D=/tmp/devdata B=.cache/carry/boot
   log "queue start on $(head -2 $R/gpu.txt | tail -1) ($(nvidia-smi -L | wc -l) GPU)"

@@ -111,18 +111,27 @@ def grouped_decode_attention(model) -> bool:
 
 
 def _grouped_decode_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, is_causal=None, **kwargs):
-    """`sdpa_attention_forward` for prefill; for one query position, grouped heads against their shared KV head."""
+    """`sdpa_attention_forward` for prefill; for one query position, grouped heads against their shared KV head.
+
+    The decode step is two batched matrix products and a float32 softmax, not an SDPA kernel: with one query
+    position per row, a fused attention kernel works on tiles of 64+ query rows with one (or a group's few) in
+    use, while a batched product reads each key and value once at memory speed. The scores are formed from
+    the scaled query (bf16 products with float32 accumulation, as eager attention does), then masked and
+    normalised in float32."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     batch, heads, q_len, dim = query.shape
     kv_heads, kv_len = key.shape[1], key.shape[2]
-    if q_len != 1 or heads == kv_heads or kwargs.get("output_attentions", False) or kwargs.get("position_bias") is not None:
+    if (q_len != 1 or heads == kv_heads or dropout or kwargs.get("output_attentions", False)
+            or kwargs.get("position_bias") is not None or kwargs.get("softcap") is not None):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs)
     groups = heads // kv_heads
-    rows = query.reshape(batch, kv_heads, groups, dim)  # query head h = kv head h // groups, as repeat_kv pairs them
-    mask = None
+    scale = dim ** -0.5 if scaling is None else scaling
+    rows = query.reshape(batch, kv_heads, groups, dim) * scale  # query head h = kv head h // groups, as repeat_kv pairs them
+    scores = torch.matmul(rows, key.transpose(-1, -2)).float()  # (batch, kv heads, groups, kv_len)
     if attention_mask is not None:
-        mask = attention_mask[:, :, :, :kv_len].expand(batch, 1, groups, kv_len)
-    out = torch.nn.functional.scaled_dot_product_attention(rows, key, value, attn_mask=mask, dropout_p=0.0, scale=scaling, is_causal=False)
+        mask = attention_mask[:, :, :, :kv_len]  # (batch, 1, 1, kv_len), broadcast over heads and groups
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    out = torch.matmul(scores.softmax(-1).to(value.dtype), value)  # (batch, kv heads, groups, dim)
     return out.reshape(batch, heads, 1, dim).transpose(1, 2).contiguous(), None
