@@ -170,7 +170,7 @@ def evaluate(
         cfg = GenerateConfig(model=base_model_dir, adapter=adapter_dir, jobs=jobs, max_title_chars=max_title_chars,
                              max_new_tokens=budget, batch_size=None if evaluation.batch_size == "auto" else evaluation.batch_size,
                              cache=evaluation.cache or "dynamic", repeat_penalty=evaluation.repeat_penalty,
-                             repeat_last_n=evaluation.repeat_last_n)
+                             repeat_last_n=evaluation.repeat_last_n, decode_attention=evaluation.decode_attention)
         t0 = time.perf_counter()
         run_in_child(cfg, tmp / "generate.json", logger)
         if champ["status"] == "scored":

@@ -158,3 +158,14 @@ def test_auto_batch_size_on_cuda_uses_a_measured_row_size(tiny_gemma3_dir, monke
     model = model_seen_on_cuda(tiny_gemma3_dir, monkeypatch, free=100 * GIB, reserved=0, allocated=0)
     assert auto_batch_size(model, rows=500, row_bytes=300 * 2**20) == 250
 
+
+
+def test_evaluation_decodes_with_grouped_attention_by_default_and_can_turn_it_off():
+    from titlegen.generate import GenerateConfig
+    from titlegen.params import EvalParams, TitlegenParams
+
+    assert EvalParams().decode_attention == GenerateConfig.model_fields["decode_attention"].default == "grouped"
+    assert TitlegenParams(preset="gpu").resolve(cuda=True).evaluation.decode_attention == "grouped"
+    assert EvalParams(decode_attention="sdpa").decode_attention == "sdpa"
+    with pytest.raises(ValueError):
+        EvalParams(decode_attention="flash")

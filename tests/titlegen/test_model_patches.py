@@ -41,10 +41,12 @@ def test_fused_pointwise_compiles_norms_and_mlps_once_and_keeps_greedy_titles(ti
     assert [r["raw"] for r in fused] == [r["raw"] for r in eager]
 
 
-def test_grouped_decode_attention_keeps_decode_logits_and_greedy_titles():
-    # Four query heads share one KV head (the 270M's ratio); left padding gives every step a mask; a
-    # sliding window shorter than the prompts puts the static cache's sliding layers in play.
-    model = tiny_gemma3()
+@pytest.mark.parametrize("kind", ["gemma3", "gemma3n"])
+def test_grouped_decode_attention_keeps_decode_logits_and_greedy_titles(kind):
+    # Query heads share a KV head (Gemma 3: four to one, the 270M's ratio; Gemma 3n: two to one, with KV-shared
+    # layers); left padding gives every step a mask; a sliding window shorter than the prompts puts the static
+    # cache's sliding layers in play.
+    model = tiny_gemma3() if kind == "gemma3" else tiny_gemma3n(sliding_window=8, vocab=300)
     ids, mask = left_padded_prompts()
 
     def titles(cache):
