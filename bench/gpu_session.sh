@@ -175,21 +175,23 @@ grouped)  # a short lease: decode attention as batched products per KV head (mod
   grep -E "^cuda|WARNING" $R/eval_e4b.out | cut -c1-300 | tee -a $R/queue.log
   log "queue done"; touch $R/queue.done
   ;;
-stream-c)  # a short lease: near-ties of the compiled paths on real weights, and the chosen config's seed spread
+stream-c)  # the next lease (eighth): the chosen config's quality and seed spread with grouped decode attention (the evaluate
+  # stage's default since 2026-11-30), and grouped decoding's titles judged on a fine-tuned adapter
   D=/tmp/devdata B=.cache/carry/boot
   log "queue start on $(head -2 $R/gpu.txt | tail -1) ($(nvidia-smi -L | wc -l) GPU)"
   for _ in $(seq 60); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
   G=/tmp/w/gemma3-270m-q4_k_m.gguf
   python3 -c "from titlegen.models import resolve_base_model as r; print(r('$G'))" | tail -1 | tee -a $R/queue.log
-  # GPU 1: the chosen config (2 epochs, lr 5e-4, r 16) under three more training seeds (#14 item 3: how much one seed moves).
+  # GPU 1: the chosen config (2 epochs, lr 5e-4, r 16) under three training seeds (#14 item 3 and #13 item 5: quality with
+  # today's defaults, grouped decode attention included).
   for s in 2 3 4; do
     CUDA_VISIBLE_DEVICES=1 python3 bench/quality_sweep.py run $B/quality-split $G --timeout 480 --configs e2-lr5e-4-r16 \
       --train-set "{\"seed\": $s}" --work /tmp/qs-seed$s --out $R/quality_seed$s.json > $R/quality_seed$s.out 2>&1 &
   done
-  # GPU 0: titles of the static cache and the fused prefill against the dynamic cache, each difference judged
-  # by an unpatched copy of the model (#14 item 1: the same titles but for near-ties): base weights, then the
+  # GPU 0: titles of grouped decode attention (dynamic and static cache) against SDPA's dynamic cache, each difference
+  # judged by an unpatched copy of the model (#14 item 1: the same titles but for near-ties): base weights, then the
   # seed-2 adapter merged in (the titles the evaluate stage writes).
-  E="--device cuda --models 270m --gguf $G --articles 500 --reference-batch 0 --variants auto-dynamic,auto-static,auto-dynamic-fused --ties 0.5
+  E="--device cuda --models 270m --gguf $G --articles 500 --reference-batch 0 --variants auto-dynamic,auto-dynamic-grouped,auto-static-grouped --ties 0.5
      --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer"
   log "C: near-ties, base weights"
   CUDA_VISIBLE_DEVICES=0 timeout 300 python3 bench/eval_throughput.py $E --results $R/eval_ties_base.json > $R/eval_ties_base.out 2>&1
