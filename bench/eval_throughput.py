@@ -5,7 +5,8 @@
     # CUDA: 270M-shaped and E4B-shaped (`Gemma3nConfig()`) models with random weights
     python bench/eval_throughput.py --device cuda --models 270m-random,e4b-random --articles 500 --batch-sizes 32,64,128
 
-It times `titlegen.generate.generate_titles`, the function the stage's child process runs, on
+It times `titlegen.generate.generate_titles`, the function the stage's child process runs (the stage first
+switches decode attention to `grouped_decode_attention` on CUDA: the `-grouped` variants; the others are SDPA), on
 real zh-TW article bodies (`--articles-file`, JSONL with `content`, cut to 1,200 characters like
 the clean stage) with the stage's prompt and `max_new_tokens` (48 for a 40-character limit).
 Models with random weights never emit `<end_of_turn>`, so every title decodes the full budget:
@@ -90,7 +91,8 @@ VARIANTS.update(NO_SYNC_VARIANTS)
 FUSED_VARIANTS = {"auto-prefill-fused": (None, "dynamic", 1), "auto-dynamic-fused": (None, "dynamic", None)}
 VARIANTS.update(FUSED_VARIANTS)
 # Variants that first switch decode-step attention to grouped heads against the shared KV head
-# (`grouped_decode_attention`: no `repeat_kv` copy of the cache). The change stays on the model: list these last.
+# (`grouped_decode_attention`: no `repeat_kv` copy of the cache), what the evaluate stage runs on CUDA since
+# 2026-11-30 (`evaluation.decode_attention`). The change stays on the model: list these last.
 GROUPED_VARIANTS = {"auto-dynamic-grouped": (None, "dynamic", None), "auto-static-grouped": (None, "static", None)}
 VARIANTS.update(GROUPED_VARIANTS)
 # The static cache's decode step compiled with torch.compile's `cudagraphs` backend (CUDA graphs of the eager

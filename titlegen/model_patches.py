@@ -117,9 +117,11 @@ def _grouped_decode_sdpa(module, query, key, value, attention_mask, dropout: flo
 
     The decode step is two batched matrix products and a float32 softmax, not an SDPA kernel: with one query
     position per row, a fused attention kernel works on tiles of 64+ query rows with one (or a group's few) in
-    use, while a batched product reads each key and value once at memory speed. The scores are formed from
-    the scaled query (bf16 products with float32 accumulation, as eager attention does), then masked and
-    normalised in float32."""
+    use, while a batched product reads each key and value once at memory speed. The scores come out of the
+    product in the model's dtype (bf16 on CUDA: rounded to ~3 significant digits, as in transformers' eager
+    attention, where SDPA kernels keep them in float32), then are masked and normalised in float32. The
+    measured titles (docs/evaluate.md "Seventh lease") include that rounding; float32 scores from the product
+    (`torch.bmm(..., out_dtype=torch.float32)`, CUDA only) are the candidate if near-ties ever matter more."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
