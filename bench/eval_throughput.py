@@ -100,8 +100,13 @@ VARIANTS.update(GROUPED_VARIANTS)
 # titles/s on 270M against inductor's 234, and on E4B the graphs were skipped because Gemma 3n's MLP built a
 # CPU tensor; `without_host_syncs` (list a nosync variant first) has since taken that out, and E4B's inductor
 # compile never ended within 560 s (fifth lease), so E4B is measured again.
-CUDAGRAPH_VARIANTS = {"auto-static-cudagraphs": (None, "static", None)}
+CUDAGRAPH_VARIANTS = {"auto-static-cudagraphs": (None, "static", None), "auto-static-cudagraphs-altup": (None, "static", None)}
 VARIANTS.update(CUDAGRAPH_VARIANTS)
+# Variants that first take the six host-to-device copies out of Gemma 3n's AltUp setup and readout
+# (`without_altup_copies`), the CPU tensor that made torch.compile decline CUDA graphs on E4B (`cudagraph_skips`).
+# Built 2026-11-30, not measured on a GPU yet. The change stays on the model: list these last.
+ALTUP_VARIANTS = {"auto-dynamic-altup": (None, "dynamic", None), "auto-static-cudagraphs-altup": (None, "static", None)}
+VARIANTS.update(ALTUP_VARIANTS)
 # The static cache as transformers builds it (sliding layers hold the window and roll it by one slot per decode
 # step), the stage's static mode before 2026-11-30: against `auto-static` (unrolled) in the same invocation.
 ROLLED_VARIANTS = {"auto-static-rolled": (None, "static", None)}
@@ -227,7 +232,7 @@ def main() -> None:
 
     import titlegen.generate as generate_module
     from titlegen.generate import generate_titles, load_tokenizer, max_new_tokens_for, unrolled_static_cache
-    from titlegen.model_patches import fused_pointwise, grouped_decode_attention, without_host_syncs
+    from titlegen.model_patches import fused_pointwise, grouped_decode_attention, without_altup_copies, without_host_syncs
     from titlegen.runs import atomic_write_json, read_jsonl
 
     contents = [(r.get("content") or r["input"])[:1200] for r in read_jsonl(args.articles_file)][: args.articles]
@@ -284,6 +289,8 @@ def main() -> None:
                 print(f"{args.device} {name}: {fused_pointwise(model)} norm and MLP modules compiled (dynamic shapes)", flush=True)
             if variant in GROUPED_VARIANTS and grouped_decode_attention(model):
                 print(f"{args.device} {name}: decode attention grouped by KV head", flush=True)
+            if variant in ALTUP_VARIANTS:
+                print(f"{args.device} {name}: AltUp copies taken out of {without_altup_copies(model)} modules", flush=True)
             new = new or budget
             backend = "cudagraphs" if variant in CUDAGRAPH_VARIANTS else "inductor"
             generate_module.unrolled_static_cache = transformers_static_cache if variant in ROLLED_VARIANTS else unrolled_static_cache

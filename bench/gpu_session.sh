@@ -201,6 +201,13 @@ stream-c)  # the next lease (eighth): the chosen config's quality and seed sprea
   log "C: near-ties, fine-tuned adapter"
   CUDA_VISIBLE_DEVICES=0 timeout 300 python3 bench/eval_throughput.py $E --adapter $A --results $R/eval_ties_adapter.json > $R/eval_ties_adapter.out 2>&1
   grep -E "^cuda" $R/eval_ties_adapter.out | cut -c1-500 | tee -a $R/queue.log
+  # GPU 0, #14 item 1 (E4B): the AltUp floors without their host copies (`without_altup_copies`, built 2026-11-30),
+  # eager and as CUDA graphs of the static cache, after grouped decode attention (the stage's default).
+  log "C: E4B, AltUp copies out"
+  CUDA_VISIBLE_DEVICES=0 timeout 420 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
+    --variants auto-dynamic-nosync,auto-dynamic-grouped,auto-dynamic-altup,auto-static-cudagraphs-altup \
+    --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer --results $R/eval_throughput_e4b.json \
+    > $R/eval_e4b.out 2>&1; grep -E "^cuda" $R/eval_e4b.out | cut -c1-400 | tee -a $R/queue.log
   wait
   for s in 2 3 4; do tail -2 $R/quality_seed$s.out | cut -c1-400 | tee -a $R/queue.log; done
   log "queue done"; touch $R/queue.done

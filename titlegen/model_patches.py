@@ -37,6 +37,64 @@ def _gaussian_topk_without_copy(self, inputs):
     return torch.nn.functional.relu(inputs - cutoff)
 
 
+# The two AltUp magnitude floors of `Gemma3nTextModel.forward` (transformers 5.x), each a copy of a CPU scalar
+# tensor to the GPU: `torch.maximum(new_magnitude, epsilon_tensor.to(target_magnitude.device))`.
+ALTUP_FLOOR = "torch.maximum(new_magnitude, epsilon_tensor.to(target_magnitude.device))"
+_altup_forwards: dict[type, object] = {}
+
+
+def without_altup_copies(model) -> int:
+    """Take the host-to-device copies out of Gemma 3n's AltUp setup and readout; returns how many modules changed.
+
+    `Gemma3nTextModel.forward` floors the magnitude of each AltUp stream at 1e-5 with a CPU tensor that it
+    copies to the GPU, three times before the decoder layers and three times after, at every forward: every
+    decode step of generation. A blocking copy from host memory makes the host wait for the GPU, so the
+    host cannot queue the next kernels ahead; under torch.compile the CPU tensor also makes it decline
+    CUDA graphs (`cudagraph_skips`). Here that forward is recompiled from transformers' own source with the
+    floor written `new_magnitude.clamp_min(1e-5)`: the same bf16 maximum, no copy, nothing else changed.
+    The source is used only when it holds exactly the two expected floors (`ALTUP_FLOOR`); otherwise, or
+    for models without the module, nothing changes (0). Applied to instances, never to the class, and only
+    by evaluation benchmarks so far (Unsloth patches Gemma 3n's classes for training).
+    """
+    import types
+
+    changed = 0
+    for module in model.modules():
+        if type(module).__name__ != "Gemma3nTextModel":
+            continue
+        forward = _altup_forward_without_copies(type(module))
+        if forward is not None:
+            module.forward = types.MethodType(forward, module)
+            changed += 1
+    return changed
+
+
+def _altup_forward_without_copies(cls):
+    """`cls.forward` rebuilt from its source with `ALTUP_FLOOR` replaced, decorators included; None if it does not match."""
+    if cls not in _altup_forwards:
+        import inspect
+        import sys
+        import textwrap
+
+        forward = None
+        try:
+            lines, first = inspect.getsourcelines(cls.forward)
+            filename = inspect.getsourcefile(cls.forward)
+        except (OSError, TypeError):
+            lines, first, filename = [], 0, None
+        source = textwrap.dedent("".join(lines))
+        if filename and source.count(ALTUP_FLOOR) == 2 and "super(" not in source and "__class__" not in source:
+            # Compiled under transformers' own file name and line numbers, so tracebacks point at the original.
+            # `@auto_docstring` only writes the docstring, and needs the class body: its line is left blank.
+            source = "\n".join("" if line.strip() == "@auto_docstring" else line for line in source.split("\n"))
+            source = "\n" * (first - 1) + source.replace(ALTUP_FLOOR, "new_magnitude.clamp_min(1e-5)")
+            namespace = dict(vars(sys.modules[cls.__module__]))
+            exec(compile(source, filename, "exec"), namespace)  # noqa: S102
+            forward = namespace["forward"]
+        _altup_forwards[cls] = forward
+    return _altup_forwards[cls]
+
+
 # Module classes whose forward is element-wise work around at most two matrix multiplies: Gemma's float32
 # RMSNorm (upcast, square, mean, rsqrt, scale, downcast) and its GELU-gated MLP.
 FUSED_CLASSES = ("Gemma3RMSNorm", "Gemma3nRMSNorm", "Gemma3MLP", "Gemma3nTextMLP")

@@ -74,3 +74,31 @@ def test_grouped_decode_attention_keeps_decode_logits_and_greedy_titles(kind):
         AttentionInterface._global_mapping[GROUPED_DECODE] = grouped
     assert 1 in calls and 20 in calls  # decode steps and the prefill both went through it
     torch.testing.assert_close(after_step, before_step, rtol=0, atol=1e-5)
+
+
+def test_without_altup_copies_keeps_gemma3n_outputs_and_takes_the_copies_out():
+    import inspect
+
+    from titlegen.model_patches import ALTUP_FLOOR, without_altup_copies
+
+    model = tiny_gemma3n(sliding_window=8, vocab=300)
+    ids, mask = left_padded_prompts()
+
+    def run():
+        with torch.inference_mode():
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            titles = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, do_sample=False, pad_token_id=0)
+        return logits, titles
+
+    before_logits, before_titles = run()
+    text_model = model.model
+    class_forward = type(text_model).forward
+    assert inspect.getsource(class_forward).count(ALTUP_FLOOR) == 2  # the transformers source it rewrites
+    assert without_altup_copies(model) == 1
+    assert "forward" in vars(text_model) and type(text_model).forward is class_forward  # the instance changed, not the class
+    names = inspect.unwrap(text_model.forward.__func__).__code__.co_names
+    assert "clamp_min" in names and "maximum" not in names  # the floors no longer copy epsilon_tensor to the device
+    after_logits, after_titles = run()
+    assert torch.equal(after_titles, before_titles)
+    torch.testing.assert_close(after_logits, before_logits, rtol=0, atol=0)
+    assert without_altup_copies(tiny_gemma3()) == 0  # no Gemma 3n text model: unchanged
