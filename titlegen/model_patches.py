@@ -70,7 +70,7 @@ def without_altup_copies(model) -> int:
 
 
 def _altup_forward_without_copies(cls):
-    """`cls.forward` rebuilt from its source with `ALTUP_FLOOR` replaced, decorators included; None if it does not match."""
+    """`cls.forward` rebuilt from its source with `ALTUP_FLOOR` replaced and its decorators reapplied (but `@auto_docstring`); None if it does not match."""
     if cls not in _altup_forwards:
         import inspect
         import sys
