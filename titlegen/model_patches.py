@@ -1,5 +1,7 @@
 """Changes to a loaded model that keep its numbers and remove waiting: used by generation and training."""
 
+import functools
+
 
 def without_host_syncs(model) -> int:
     """Take the host-to-device copies out of Gemma 3n's MLP; returns how many modules changed.
@@ -40,7 +42,6 @@ def _gaussian_topk_without_copy(self, inputs):
 # The two AltUp magnitude floors of `Gemma3nTextModel.forward` (transformers 5.x), each a copy of a CPU scalar
 # tensor to the GPU: `torch.maximum(new_magnitude, epsilon_tensor.to(target_magnitude.device))`.
 ALTUP_FLOOR = "torch.maximum(new_magnitude, epsilon_tensor.to(target_magnitude.device))"
-_altup_forwards: dict[type, object] = {}
 
 
 def without_altup_copies(model) -> int:
@@ -69,30 +70,28 @@ def without_altup_copies(model) -> int:
     return changed
 
 
+@functools.cache
 def _altup_forward_without_copies(cls):
     """`cls.forward` rebuilt from its source with `ALTUP_FLOOR` replaced and its decorators reapplied (but `@auto_docstring`); None if it does not match."""
-    if cls not in _altup_forwards:
-        import inspect
-        import sys
-        import textwrap
+    import inspect
+    import sys
+    import textwrap
 
-        forward = None
-        try:
-            lines, first = inspect.getsourcelines(cls.forward)
-            filename = inspect.getsourcefile(cls.forward)
-        except (OSError, TypeError):
-            lines, first, filename = [], 0, None
-        source = textwrap.dedent("".join(lines))
-        if filename and source.count(ALTUP_FLOOR) == 2 and "super(" not in source and "__class__" not in source:
-            # Compiled under transformers' own file name and line numbers, so tracebacks point at the original.
-            # `@auto_docstring` only writes the docstring, and needs the class body: its line is left blank.
-            source = "\n".join("" if line.strip() == "@auto_docstring" else line for line in source.split("\n"))
-            source = "\n" * (first - 1) + source.replace(ALTUP_FLOOR, "new_magnitude.clamp_min(1e-5)")
-            namespace = dict(vars(sys.modules[cls.__module__]))
-            exec(compile(source, filename, "exec"), namespace)  # noqa: S102
-            forward = namespace["forward"]
-        _altup_forwards[cls] = forward
-    return _altup_forwards[cls]
+    try:
+        lines, first = inspect.getsourcelines(cls.forward)
+        filename = inspect.getsourcefile(cls.forward)
+    except (OSError, TypeError):
+        return None
+    source = textwrap.dedent("".join(lines))
+    if not filename or source.count(ALTUP_FLOOR) != 2 or "super(" in source or "__class__" in source:
+        return None
+    # Compiled under transformers' own file name and line numbers, so tracebacks point at the original.
+    # `@auto_docstring` only writes the docstring, and needs the class body: its line is left blank.
+    source = "\n".join("" if line.strip() == "@auto_docstring" else line for line in source.split("\n"))
+    source = "\n" * (first - 1) + source.replace(ALTUP_FLOOR, "new_magnitude.clamp_min(1e-5)")
+    namespace = dict(vars(sys.modules[cls.__module__]))
+    exec(compile(source, filename, "exec"), namespace)  # noqa: S102
+    return namespace["forward"]
 
 
 # Module classes whose forward is element-wise work around at most two matrix multiplies: Gemma's float32

@@ -5,9 +5,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from titlegen.model_patches import (  # noqa: E402
+    ALTUP_FLOOR,
     GROUPED_DECODE,
     fused_pointwise,
     grouped_decode_attention,
+    without_altup_copies,
     without_host_syncs,
 )
 from tests.tiny_models import left_padded_prompts, tiny_gemma3, tiny_gemma3n  # noqa: E402
@@ -78,8 +80,6 @@ def test_grouped_decode_attention_keeps_decode_logits_and_greedy_titles(kind):
 
 def test_without_altup_copies_keeps_gemma3n_outputs_and_takes_the_copies_out():
     import inspect
-
-    from titlegen.model_patches import ALTUP_FLOOR, without_altup_copies
 
     model = tiny_gemma3n(sliding_window=8, vocab=300)
     ids, mask = left_padded_prompts()
