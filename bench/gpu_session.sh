@@ -175,41 +175,51 @@ grouped)  # a short lease: decode attention as batched products per KV head (mod
   grep -E "^cuda|WARNING" $R/eval_e4b.out | cut -c1-300 | tee -a $R/queue.log
   log "queue done"; touch $R/queue.done
   ;;
-stream-c)  # the next lease (eighth): the chosen config's quality and seed spread with grouped decode attention (the evaluate
-  # stage's default since 2026-11-30), and grouped decoding's titles judged on a fine-tuned adapter
-  D=/tmp/devdata B=.cache/carry/boot
+stream-c)  # the eighth lease: the chosen config's quality and seed spread with grouped decode attention (the evaluate
+  # stage's default since 2026-11-30), grouped decoding's titles judged (bf16- and float32-rounded scores), E4B without
+  # the AltUp copies, and the 270M's step with a fused optimizer
+  D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
   log "queue start on $(head -2 $R/gpu.txt | tail -1) ($(nvidia-smi -L | wc -l) GPU)"
   for _ in $(seq 60); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
   G=/tmp/w/gemma3-270m-q4_k_m.gguf
   python3 -c "from titlegen.models import resolve_base_model as r; print(r('$G'))" | tail -1 | tee -a $R/queue.log
-  # GPU 1: the chosen config (2 epochs, lr 5e-4, r 16) under three training seeds (#14 item 3 and #13 item 5: quality with
-  # today's defaults, grouped decode attention included).
-  for s in 2 3 4; do
-    CUDA_VISIBLE_DEVICES=1 python3 bench/quality_sweep.py run $B/quality-split $G --timeout 480 --configs e2-lr5e-4-r16 \
-      --train-set "{\"seed\": $s}" --work /tmp/qs-seed$s --out $R/quality_seed$s.json > $R/quality_seed$s.out 2>&1 &
-  done
-  # GPU 0: titles of grouped decode attention (dynamic and static cache) against SDPA's dynamic cache, each difference
-  # judged by an unpatched copy of the model (#14 item 1: the same titles but for near-ties): base weights, then the
-  # seed-2 adapter merged in (the titles the evaluate stage writes).
-  E="--device cuda --models 270m --gguf $G --articles 500 --reference-batch 0 --variants auto-dynamic,auto-dynamic-grouped,auto-static-grouped --ties 0.5
+  # GPU 1: the chosen config (2 epochs, lr 5e-4, r 16) under five training seeds (#14 item 3 and #13 item 5: quality with
+  # today's defaults, grouped decode attention included), then the 270M's training step (#13 item 2).
+  (
+    for s in 2 3 4 5 6; do
+      CUDA_VISIBLE_DEVICES=1 python3 bench/quality_sweep.py run $B/quality-split $G --timeout 540 --configs e2-lr5e-4-r16 \
+        --train-set "{\"seed\": $s}" --work /tmp/qs-seed$s --out $R/quality_seed$s.json > $R/quality_seed$s.out 2>&1 &
+    done
+    wait
+    for s in 2 3 4 5 6; do tail -2 $R/quality_seed$s.out | cut -c1-400 | tee -a $R/queue.log; done
+    log "C: 270M training step, fused AdamW (GPU 1)"
+    CUDA_VISIBLE_DEVICES=1 python3 bench/train_throughput.py models $D $M 2>&1 | tail -2 | tee -a $R/queue.log
+    CUDA_VISIBLE_DEVICES=1 timeout 420 python3 bench/train_throughput.py run $D $M --timeout 150 --work /tmp/titlegen-bench-c \
+      --cases 270m-raw-unsloth-16bit,270m-stage-16bit-b8,270m-stage-16bit-b8+fusedadam --out $R/train_throughput.json > $R/train_270m.out 2>&1
+    grep -E "tokens/s|ratio|FAILED|Error" $R/train_270m.out | cut -c1-300 | tee -a $R/queue.log
+  ) &
+  # GPU 0: titles of grouped decode attention (dynamic and static cache; scores rounded to bf16, then kept in float32)
+  # against SDPA's dynamic cache, each difference judged by an unpatched copy of the model (#14 item 1: the same titles
+  # but for near-ties): base weights, then the seed-2 adapter merged in (the titles the evaluate stage writes).
+  E="--device cuda --models 270m --gguf $G --articles 500 --reference-batch 0 --ties 0.5
+     --variants auto-dynamic,auto-dynamic-grouped,auto-dynamic-grouped32,auto-static-grouped,auto-static-grouped32
      --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer"
   log "C: near-ties, base weights"
   CUDA_VISIBLE_DEVICES=0 timeout 300 python3 bench/eval_throughput.py $E --results $R/eval_ties_base.json > $R/eval_ties_base.out 2>&1
   grep -E "^cuda" $R/eval_ties_base.out | cut -c1-500 | tee -a $R/queue.log
+  # GPU 0, #14 item 1 (E4B): the AltUp floors without their host copies (`without_altup_copies`, built 2026-11-30),
+  # eager and as CUDA graphs of the static cache, after grouped decode attention (the stage's default); float32 scores last.
+  log "C: E4B, AltUp copies out"
+  CUDA_VISIBLE_DEVICES=0 timeout 480 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
+    --variants auto-dynamic-nosync,auto-dynamic-grouped,auto-dynamic-altup,auto-static-cudagraphs-altup,auto-dynamic-grouped32 \
+    --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer --results $R/eval_throughput_e4b.json \
+    > $R/eval_e4b.out 2>&1; grep -E "^cuda" $R/eval_e4b.out | cut -c1-400 | tee -a $R/queue.log
   A=/tmp/qs-seed2/e2-lr5e-4-r16/gemma3-270m-q4_k_m-lora
   for _ in $(seq 90); do [ -e $A/adapter_config.json ] && break; sleep 5; done
   log "C: near-ties, fine-tuned adapter"
   CUDA_VISIBLE_DEVICES=0 timeout 300 python3 bench/eval_throughput.py $E --adapter $A --results $R/eval_ties_adapter.json > $R/eval_ties_adapter.out 2>&1
   grep -E "^cuda" $R/eval_ties_adapter.out | cut -c1-500 | tee -a $R/queue.log
-  # GPU 0, #14 item 1 (E4B): the AltUp floors without their host copies (`without_altup_copies`, built 2026-11-30),
-  # eager and as CUDA graphs of the static cache, after grouped decode attention (the stage's default).
-  log "C: E4B, AltUp copies out"
-  CUDA_VISIBLE_DEVICES=0 timeout 420 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
-    --variants auto-dynamic-nosync,auto-dynamic-grouped,auto-dynamic-altup,auto-static-cudagraphs-altup \
-    --articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer --results $R/eval_throughput_e4b.json \
-    > $R/eval_e4b.out 2>&1; grep -E "^cuda" $R/eval_e4b.out | cut -c1-400 | tee -a $R/queue.log
   wait
-  for s in 2 3 4; do tail -2 $R/quality_seed$s.out | cut -c1-400 | tee -a $R/queue.log; done
   log "queue done"; touch $R/queue.done
   ;;
 esac

@@ -229,6 +229,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "mbt6k": ({}, {"micro_batch_tokens": 6144}),
     # Gemma 3n's per-layer embedding table left to Unsloth's own rule (the 4-bit default since 2026-11-30 keeps it in host memory).
     "pledev": ({}, {"per_layer_embeddings_on_host": False}),
+    # torch's fused AdamW (one kernel for every LoRA tensor) instead of bitsandbytes' 8-bit AdamW (a launch per tensor):
+    # the 270M's step is host-bound, and its LoRA optimizer state is a few MB either way.
+    "fusedadam": ({}, {"optimizer": "adamw_torch_fused"}),
 }
 
 

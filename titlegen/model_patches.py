@@ -132,9 +132,11 @@ def fused_pointwise(model) -> int:
 
 # The attention implementation `grouped_decode_attention` switches a model to (registered with transformers once).
 GROUPED_DECODE = "titlegen_sdpa_grouped_decode"
+# The same with the scores out of the first product in float32 (`grouped_decode_attention(model, fp32_scores=True)`).
+GROUPED_DECODE_FP32 = "titlegen_sdpa_grouped_decode_fp32"
 
 
-def grouped_decode_attention(model) -> bool:
+def grouped_decode_attention(model, fp32_scores: bool = False) -> bool:
     """Decode steps attend without copying the KV cache once per query head; returns whether the model changed.
 
     Gemma's attention has fewer key/value heads than query heads (the 270M 1 for 4, E4B 2 for 8). With an
@@ -146,8 +148,12 @@ def grouped_decode_attention(model) -> bool:
     query position) keeps transformers' own SDPA path. The result may round differently in the last bits
     (another kernel order), which can flip only near-tie tokens.
 
-    The model's attention implementation becomes `GROUPED_DECODE` (SDPA masks). Models not on SDPA, or
-    a transformers without these interfaces, are left as they are (False).
+    `fp32_scores` keeps the scores in float32 from the product on (`torch.bmm(..., out_dtype=torch.float32)` on
+    CUDA, as SDPA kernels keep them), instead of rounding them to the model's dtype first; a model already on one
+    grouped implementation can be switched to the other.
+
+    The model's attention implementation becomes `GROUPED_DECODE` or `GROUPED_DECODE_FP32` (SDPA masks). Models
+    not on SDPA, or a transformers without these interfaces, are left as they are (False).
 
     Measured (one H200, 500 real article bodies, full budget, one invocation per model, 2026-11-30; docs/evaluate.md
     "Seventh lease"): Gemma 3 270M with real weights 76.2 against 67.6 titles/s (dynamic cache) and 305.4 against
@@ -156,7 +162,9 @@ def grouped_decode_attention(model) -> bool:
     one or two titles (table in the docs).
     The evaluate stage applies it on CUDA (`evaluation.decode_attention`, default `grouped`).
     """
-    if getattr(model.config, "_attn_implementation", None) != "sdpa":  # already switched, or not on SDPA
+    name = GROUPED_DECODE_FP32 if fp32_scores else GROUPED_DECODE
+    if getattr(model.config, "_attn_implementation", None) not in ("sdpa", GROUPED_DECODE, GROUPED_DECODE_FP32) \
+            or model.config._attn_implementation == name:  # not on SDPA, or already switched
         return False
     try:
         from transformers import AttentionInterface
@@ -164,12 +172,15 @@ def grouped_decode_attention(model) -> bool:
     except ImportError:
         return False
     AttentionInterface.register(GROUPED_DECODE, _grouped_decode_sdpa)
-    AttentionMaskInterface.register(GROUPED_DECODE, sdpa_mask)
-    model.set_attn_implementation(GROUPED_DECODE)
-    return model.config._attn_implementation == GROUPED_DECODE
+    AttentionInterface.register(GROUPED_DECODE_FP32, functools.partial(_grouped_decode_sdpa, fp32_scores=True))
+    for registered in (GROUPED_DECODE, GROUPED_DECODE_FP32):
+        AttentionMaskInterface.register(registered, sdpa_mask)
+    model.set_attn_implementation(name)
+    return model.config._attn_implementation == name
 
 
-def _grouped_decode_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, is_causal=None, **kwargs):
+def _grouped_decode_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, is_causal=None,
+                         fp32_scores: bool = False, **kwargs):
     """`sdpa_attention_forward` for prefill; for one query position, grouped heads against their shared KV head.
 
     The decode step is two batched matrix products and a float32 softmax, not an SDPA kernel: with one query
@@ -177,8 +188,8 @@ def _grouped_decode_sdpa(module, query, key, value, attention_mask, dropout: flo
     use, while a batched product reads each key and value once at memory speed. The scores come out of the
     product in the model's dtype (bf16 on CUDA: rounded to ~3 significant digits, as in transformers' eager
     attention, where SDPA kernels keep them in float32), then are masked and normalised in float32. The
-    measured titles (docs/evaluate.md "Seventh lease") include that rounding; float32 scores from the product
-    (`torch.bmm(..., out_dtype=torch.float32)`, CUDA only) are the candidate if near-ties ever matter more."""
+    measured titles (docs/evaluate.md "Seventh lease") include that rounding. `fp32_scores` keeps them in float32:
+    `torch.bmm(..., out_dtype=torch.float32)` on CUDA (no float32 copy of the cache), the inputs upcast elsewhere."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -190,7 +201,13 @@ def _grouped_decode_sdpa(module, query, key, value, attention_mask, dropout: flo
     groups = heads // kv_heads
     scale = dim ** -0.5 if scaling is None else scaling
     rows = query.reshape(batch, kv_heads, groups, dim) * scale  # query head h = kv head h // groups, as repeat_kv pairs them
-    scores = torch.matmul(rows, key.transpose(-1, -2)).float()  # (batch, kv heads, groups, kv_len)
+    if not fp32_scores or query.dtype == torch.float32:
+        scores = torch.matmul(rows, key.transpose(-1, -2)).float()  # (batch, kv heads, groups, kv_len)
+    elif query.is_cuda:
+        scores = torch.bmm(rows.reshape(batch * kv_heads, groups, dim), key.reshape(batch * kv_heads, kv_len, dim).transpose(1, 2),
+                           out_dtype=torch.float32).view(batch, kv_heads, groups, kv_len)
+    else:
+        scores = torch.matmul(rows.float(), key.float().transpose(-1, -2))
     if attention_mask is not None:
         mask = attention_mask[:, :, :, :kv_len]  # (batch, 1, 1, kv_len), broadcast over heads and groups
         scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask

@@ -7,6 +7,8 @@ torch = pytest.importorskip("torch")
 from titlegen.model_patches import (  # noqa: E402
     ALTUP_FLOOR,
     GROUPED_DECODE,
+    GROUPED_DECODE_FP32,
+    _grouped_decode_sdpa,
     fused_pointwise,
     grouped_decode_attention,
     without_altup_copies,
@@ -76,6 +78,31 @@ def test_grouped_decode_attention_keeps_decode_logits_and_greedy_titles(kind):
         AttentionInterface._global_mapping[GROUPED_DECODE] = grouped
     assert 1 in calls and 20 in calls  # decode steps and the prefill both went through it
     torch.testing.assert_close(after_step, before_step, rtol=0, atol=1e-5)
+
+
+def test_grouped_decode_scores_can_stay_in_float32():
+    # bf16 inputs as on CUDA (CPU takes the upcast branch; CUDA's `bmm(..., out_dtype=float32)` is measured in the
+    # lease): float32 scores land closer to an exact float64 attention than scores rounded to bf16 first.
+    torch.manual_seed(0)
+    batch, heads, kv_heads, kv_len, dim = 3, 8, 2, 40, 64
+    q, k, v = (torch.randn(batch, h, n, dim) * 2 for h, n in ((heads, 1), (kv_heads, kv_len), (kv_heads, kv_len)))
+    mask = torch.ones(batch, 1, 1, kv_len, dtype=torch.bool)
+    mask[0, ..., :10] = False  # a left-padded row
+
+    def exact():
+        kk, vv = (t.double().repeat_interleave(heads // kv_heads, 1) for t in (k, v))
+        scores = (q.double() @ kk.transpose(-1, -2) * dim ** -0.5).masked_fill(~mask, float("-inf"))
+        return (scores.softmax(-1) @ vv).transpose(1, 2)
+
+    def error(fp32_scores):
+        out, _ = _grouped_decode_sdpa(None, q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, fp32_scores=fp32_scores)
+        assert out.dtype == torch.bfloat16 and out.shape == (batch, 1, heads, dim)
+        return (out.double() - exact()).abs().max().item()
+
+    assert error(True) < error(False)
+    model = tiny_gemma3()
+    assert grouped_decode_attention(model) and grouped_decode_attention(model, fp32_scores=True)  # one grouped kind to the other
+    assert model.config._attn_implementation == GROUPED_DECODE_FP32 and not grouped_decode_attention(model, fp32_scores=True)
 
 
 def test_without_altup_copies_keeps_gemma3n_outputs_and_takes_the_copies_out():
