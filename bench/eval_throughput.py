@@ -95,7 +95,8 @@ VARIANTS.update(FUSED_VARIANTS)
 # 2026-11-30 (`evaluation.decode_attention`). The change stays on the model: list these last.
 GROUPED_VARIANTS = {"auto-dynamic-grouped": (None, "dynamic", None), "auto-static-grouped": (None, "static", None)}
 # The same with the scores kept in float32 from the first product on (`fp32_scores=True`; bf16-rounded scores gave the
-# grouped dynamic path one title beyond the near-tie margin on 2026-11-30). Added 2026-11-30, measured in the next lease.
+# grouped dynamic path one title beyond the near-tie margin on 2026-11-30). Measured in the eighth lease; the stage's
+# `grouped` since.
 GROUPED_FP32_VARIANTS = {"auto-dynamic-grouped32": (None, "dynamic", None), "auto-static-grouped32": (None, "static", None)}
 GROUPED_VARIANTS.update(GROUPED_FP32_VARIANTS)
 VARIANTS.update(GROUPED_VARIANTS)
@@ -108,7 +109,8 @@ CUDAGRAPH_VARIANTS = {"auto-static-cudagraphs": (None, "static", None), "auto-st
 VARIANTS.update(CUDAGRAPH_VARIANTS)
 # Variants that first take the six host-to-device copies out of Gemma 3n's AltUp setup and readout
 # (`without_altup_copies`), the CPU tensor that made torch.compile decline CUDA graphs on E4B (`cudagraph_skips`).
-# Built 2026-11-30, not measured on a GPU yet. The change stays on the model: list these last.
+# Measured in the eighth lease (2026-11-30); the stage's `load_base` applies it on CUDA since, while this bench builds
+# E4B without it, as it does for `without_host_syncs`. The change stays on the model: list these last.
 ALTUP_VARIANTS = {"auto-dynamic-altup": (None, "dynamic", None), "auto-static-cudagraphs-altup": (None, "static", None)}
 VARIANTS.update(ALTUP_VARIANTS)
 # The static cache as transformers builds it (sliding layers hold the window and roll it by one slot per decode

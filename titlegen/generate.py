@@ -55,7 +55,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from titlegen.decoding import REPEAT_LAST_N, REPEAT_PENALTY
-from titlegen.model_patches import fused_pointwise, grouped_decode_attention, without_host_syncs
+from titlegen.model_patches import fused_pointwise, grouped_decode_attention, without_altup_copies, without_host_syncs
 from titlegen.prompt import END_OF_TURN, chat_template, prompt_messages
 from titlegen.runs import read_jsonl, write_jsonl
 
@@ -96,9 +96,10 @@ class GenerateConfig(BaseModel):
     cache: Literal["dynamic", "static"] = Field("dynamic", description="KV cache; `static` is the compiled mode (CUDA only): the decode step by transformers, the prefill's norms and MLPs by `fused_pointwise`.")
     repeat_penalty: float = Field(REPEAT_PENALTY, gt=0, description="llama.cpp's repetition penalty (1 = off); the Modelfile sets the same.")
     repeat_last_n: int = Field(REPEAT_LAST_N, ge=0, description="How many last context tokens the repetition penalty looks at (llama.cpp/Ollama `repeat_last_n`).")
-    decode_attention: Literal["grouped", "sdpa"] = Field(
+    decode_attention: Literal["grouped", "grouped-bf16", "sdpa"] = Field(
         "grouped", description="Decode-step attention on CUDA: `grouped` = each KV head's query heads as batched products "
-        "(`titlegen.model_patches.grouped_decode_attention`), `sdpa` = transformers' SDPA path. CPU always uses SDPA.")
+        "with float32 scores (`titlegen.model_patches.grouped_decode_attention`), `grouped-bf16` = the same with the scores "
+        "rounded to bf16, `sdpa` = transformers' SDPA path. CPU always uses SDPA.")
 
 
 def load_model(model_path: str, adapter: str | None = None, device: str = "auto", merge: bool | None = None):
@@ -134,8 +135,9 @@ def load_base(model_path: str, device: str):
     # Unsloth trains, so the adapter's module names match.
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, **kwargs)
     model = model.to(device).eval()
-    if device == "cuda":
+    if device == "cuda":  # both keep the numbers (tests/titlegen/test_model_patches.py); no-ops for models without those modules
         without_host_syncs(model)
+        without_altup_copies(model)
     return model
 
 
@@ -420,8 +422,8 @@ def run_config(cfg: GenerateConfig, log: Callable[[str], None] = print) -> None:
     model = load_base(cfg.model, device)
     tokenizer = load_tokenizer(cfg.adapter if cfg.adapter and _has_tokenizer(cfg.adapter) else cfg.model)
     log(f"loaded {cfg.model} on {device} in {time.perf_counter() - t0:.1f}s")
-    if device == "cuda" and cfg.decode_attention == "grouped" and grouped_decode_attention(model):
-        log("decode attention: grouped by KV head (batched products)")
+    if device == "cuda" and cfg.decode_attention != "sdpa" and grouped_decode_attention(model, fp32_scores=cfg.decode_attention == "grouped"):
+        log(f"decode attention: grouped by KV head (batched products, {'float32' if cfg.decode_attention == 'grouped' else 'bf16'} scores)")
     budget = cfg.max_new_tokens or max_new_tokens_for(cfg.max_title_chars)
     with_adapter = False
     for job in sorted(cfg.jobs, key=lambda j: j.use_adapter):

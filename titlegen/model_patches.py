@@ -54,8 +54,12 @@ def without_altup_copies(model) -> int:
     CUDA graphs (`cudagraph_skips`). Here that forward is recompiled from transformers' own source with the
     floor written `new_magnitude.clamp_min(1e-5)`: the same bf16 maximum, no copy, nothing else changed.
     The source is used only when it holds exactly the two expected floors (`ALTUP_FLOOR`); otherwise, or
-    for models without the module, nothing changes (0). Applied to instances, never to the class, and only
-    by evaluation benchmarks so far (Unsloth patches Gemma 3n's classes for training).
+    for models without the module, nothing changes (0). Applied to instances, never to the class (Unsloth
+    patches Gemma 3n's classes for training); `titlegen.generate.load_base` applies it on CUDA.
+
+    Measured (E4B random weights, 500 titles, one H200, 2026-11-30, docs/evaluate.md "Eighth lease"): the dynamic
+    cache 21.4 against 20.9 titles/s, and the static cache's CUDA graphs now record (`cudagraph_skips` 0, was 1):
+    30.4 titles/s after a 76 s first pass.
     """
     import types
 
@@ -155,12 +159,15 @@ def grouped_decode_attention(model, fp32_scores: bool = False) -> bool:
     The model's attention implementation becomes `GROUPED_DECODE` or `GROUPED_DECODE_FP32` (SDPA masks). Models
     not on SDPA, or a transformers without these interfaces, are left as they are (False).
 
-    Measured (one H200, 500 real article bodies, full budget, one invocation per model, 2026-11-30; docs/evaluate.md
-    "Seventh lease"): Gemma 3 270M with real weights 76.2 against 67.6 titles/s (dynamic cache) and 305.4 against
-    289.2 (static cache, whose decode-step graph took 321 instead of 615 ms); Gemma 3n E4B 23.2 against 17.7. The
-    270M's greedy titles, each difference judged by an unpatched copy, equal the SDPA path's but for near-ties and
-    one or two titles (table in the docs).
-    The evaluate stage applies it on CUDA (`evaluation.decode_attention`, default `grouped`).
+    Measured (one H200, 500 real article bodies, full budget, one invocation per model; docs/evaluate.md "Seventh
+    lease" and "Eighth lease"): Gemma 3 270M with real weights, bf16 scores, 76.2 against 67.6 titles/s for SDPA
+    (dynamic cache) and 305.4 against 289.2 (static cache, whose decode-step graph took 321 instead of 615 ms);
+    float32 scores as fast on the 270M (147.9 against 135.7 bf16 and 39.4 SDPA in a later invocation; static 338.7
+    against 343.0) but slower on E4B (18.4 against 21.4). Each title that differs from the SDPA path's, judged by an
+    unpatched copy of the model: with float32 scores every one is a near-tie (base weights and a fine-tuned
+    adapter); with bf16 scores one title of 500 on base weights was not.
+    The evaluate stage applies it on CUDA (`evaluation.decode_attention`: `grouped` = float32 scores, the default;
+    `grouped-bf16`).
     """
     name = GROUPED_DECODE_FP32 if fp32_scores else GROUPED_DECODE
     if getattr(model.config, "_attn_implementation", None) not in ("sdpa", GROUPED_DECODE, GROUPED_DECODE_FP32) \

@@ -167,5 +167,7 @@ def test_evaluation_decodes_with_grouped_attention_by_default_and_can_turn_it_of
     assert EvalParams().decode_attention == GenerateConfig.model_fields["decode_attention"].default == "grouped"
     assert TitlegenParams(preset="gpu").resolve(cuda=True).evaluation.decode_attention == "grouped"
     assert EvalParams(decode_attention="sdpa").decode_attention == "sdpa"
+    assert EvalParams(decode_attention="grouped-bf16").decode_attention == "grouped-bf16"
+    assert GenerateConfig.model_fields["decode_attention"].annotation == EvalParams.model_fields["decode_attention"].annotation
     with pytest.raises(ValueError):
         EvalParams(decode_attention="flash")
