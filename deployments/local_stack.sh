@@ -376,7 +376,10 @@ run_tests() {
   local home rc=0
   home="$(mktemp -d "${TMPDIR:-/tmp}/titlegen-test-prefect.XXXXXX")"
   # --durations=30: CI's log ends with the slowest tests (a later --durations in ARGS wins).
-  PREFECT_HOME="$home" "$VENV/bin/python" -m pytest --durations=30 "$@" || rc=$?
+  # -n: test files spread over TITLEGEN_TEST_WORKERS processes (pytest-xdist; default 2, CI's cores): most of the
+  # suite's time is servers starting and subprocesses waiting. Shared caches are built under a lock (build_lock).
+  # `make test PYTEST_ARGS='-n 0'` runs in one process.
+  PREFECT_HOME="$home" "$VENV/bin/python" -m pytest -n "${TITLEGEN_TEST_WORKERS:-2}" --dist loadfile --durations=30 "$@" || rc=$?
   rm -rf "$home"
   if [[ $rc -eq 5 ]]; then
     # A selection that matches nothing (a renamed test, a typo in -k) must not pass CI silently.

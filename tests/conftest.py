@@ -15,6 +15,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 ASSETS = ROOT / ".cache" / "test-assets"
 
+# Under pytest-xdist (`make test` runs two workers) each worker gets a Prefect home of its own, so result storage
+# and task caches of one worker never satisfy the cache checks of the other. Set before Prefect is imported.
+if (worker := os.environ.get("PYTEST_XDIST_WORKER")) and os.environ.get("PREFECT_HOME"):
+    os.environ["PREFECT_HOME"] = str(Path(os.environ["PREFECT_HOME"]) / worker)
+
 
 def shared_data(name: str) -> Path:
     """A stand-in dataset folder from ../shared/data, or a skip when this machine lacks it."""
@@ -25,16 +30,22 @@ def shared_data(name: str) -> Path:
 
 
 def _build_once(target: Path, build) -> Path:
-    """Build `target` through a temporary folder so an interrupted build is never reused."""
+    """Build `target` through a temporary folder so an interrupted build is never reused; one builder at a time
+    (test workers share the folder: a second one waits, then reuses it)."""
+    from titlegen.runs import build_lock
+
     if (target / ".complete").exists():
         return target
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    build(tmp)
-    (tmp / ".complete").write_text("ok\n")
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    with build_lock(target):
+        if (target / ".complete").exists():
+            return target
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        build(tmp)
+        (tmp / ".complete").write_text("ok\n")
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
     return target
 
 
@@ -128,8 +139,11 @@ def ollama_host(tmp_path_factory):
     setup = SHARED / "tools" / "ollama-cpu" / "setup.sh"
     if not setup.exists():
         pytest.skip(f"{setup} is absent: no Ollama server to test against (set TITLEGEN_TEST_OLLAMA_HOST)")
+    from titlegen.runs import build_lock
+
     dest = ROOT / ".cache" / "ollama-cpu"
-    env_sh = subprocess.run(["bash", str(setup), str(dest)], check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    with build_lock(dest):  # test workers install it one at a time; each starts its own server below
+        env_sh = subprocess.run(["bash", str(setup), str(dest)], check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
     env = dict(os.environ)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

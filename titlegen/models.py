@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 
 from titlegen.paths import project_root
-from titlegen.runs import atomic_dir, file_sha256, is_complete
+from titlegen.runs import atomic_dir, build_lock, file_sha256, is_complete
 
 PYPI_PREFIX = "pypi:"
 # The files of a saved Hugging Face tokenizer (tokenizer.model only for SentencePiece ones).
@@ -226,7 +226,13 @@ def gguf_to_hf(gguf: Path) -> Path:
     target = cache_root() / "hf" / f"{stem}-{digest}-v{GGUF_CONVERSION_VERSION}"
     if is_complete(target):
         return target
+    with build_lock(target):  # two runs (or test workers) on a fresh cache: one converts, the other reuses
+        if not is_complete(target):
+            _convert_gguf(gguf, target)
+    return target
 
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -251,4 +257,3 @@ def gguf_to_hf(gguf: Path) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "SOURCE.txt").write_text(f"converted from {gguf.name} (sha256 {file_sha256(gguf)})\n")
-    return target

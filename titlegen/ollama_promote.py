@@ -17,7 +17,6 @@ runs on one machine promote one at a time and cannot undo each other's promotion
 machines are not covered by the lock; the read-back in step 3 still catches them.
 """
 
-import fcntl
 import hashlib
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from titlegen.ollama_client import OllamaClient, OllamaError
 from titlegen.ollama_names import RunTags
+from titlegen.runs import file_lock
 
 
 class PromotionFailed(OllamaError):
@@ -40,12 +40,8 @@ def lock_path(base: str, serving: str) -> Path:
 @contextmanager
 def promotion_lock(base: str, serving: str) -> Iterator[None]:
     """Hold the machine-wide lock of `serving` on the server at `base` (blocks while another run holds it)."""
-    with open(lock_path(base, serving), "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with file_lock(lock_path(base, serving)):
+        yield
 
 
 def _short(digest: str | None) -> str:

@@ -87,6 +87,24 @@ def is_complete(folder: str | Path) -> bool:
 
 
 @contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive `flock` on `path` (created if absent), waiting while another process holds it."""
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield  # closing the file drops the lock
+
+
+@contextlib.contextmanager
+def build_lock(target: str | Path) -> Iterator[None]:
+    """One builder at a time for a shared cache entry `target` (a lock file beside it): a second process waits, then
+    finds the entry complete instead of replacing it while the first one reads it. Re-check completeness inside."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(target.with_name(f".{target.name}.lock")):
+        yield
+
+
+@contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary folder beside `target`; on success it replaces `target` whole.
 

@@ -15,6 +15,7 @@ from titlegen.runs import (
     LOCK_FILE,
     RunFolderBusy,
     acquire_run_lock,
+    build_lock,
     default_run_name,
     lock_run_folder,
     releases_run_locks,
@@ -167,3 +168,22 @@ def test_a_flow_run_on_a_locked_folder_fails_before_writing_anything(holder, tmp
     assert done.returncode == 1, out
     assert "RunFolderBusy" in out and f"pid {proc.pid} on host" in out, out
     assert sorted(p.name for p in folder.iterdir()) == [LOCK_FILE], "nothing may be written into a busy folder"
+
+
+def test_build_lock_lets_one_builder_of_a_cache_entry_in_at_a_time(tmp_path):
+    import fcntl
+
+    target = tmp_path / "models" / "hf" / "entry"
+    lock_file = target.with_name(".entry.lock")
+
+    def try_lock() -> bool:  # another open file description, as another process would have
+        with open(lock_file, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+    with build_lock(target):
+        assert lock_file.exists() and not try_lock()
+    assert try_lock() and not target.exists()  # released; the lock never creates the entry itself
