@@ -8,7 +8,7 @@
 # waits and copies the results to $OUT. Every stage writes into /tmp/gpu-results as it finishes,
 # so a lease that ends early still returns what was measured.
 #
-#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a, stream-b or stream-c
+#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a, stream-b, stream-c or none
 #   bash bench/gpu_session.sh install       # carry .whl
 #   bash bench/gpu_session.sh part N        # carry .cache/carry/gguf-N
 #   bash bench/gpu_session.sh collect SECS  # waits up to SECS, then copies results to $OUT
@@ -65,13 +65,15 @@ boot)
   for f in bench/results/*.json; do cp "$f" $R/; done
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee $R/gpu.txt
   cd $REPO && setsid nohup bash bench/gpu_session.sh "${2:-queue}" > $R/queue.out 2>&1 < /dev/null &
-  sleep 5; cat $R/queue.log
+  sleep 5; cat $R/queue.log 2>/dev/null || true
+  ;;
+none)  # `boot none`: the machine set up, no queue (for direct calls)
   ;;
 install)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site-extra .whl/*.whl \
     && python3 -c "import prefect, rouge_score, pydantic; print('prefect', prefect.__version__)" \
     && touch /tmp/ready.install
-  tail -5 $R/queue.log
+  tail -5 $R/queue.log 2>/dev/null || true
   ;;
 part)
   cp .cache/carry/gguf-$2/part /tmp/w/part-$2
@@ -81,7 +83,7 @@ part)
     [ "$(sha256sum /tmp/w/gemma3-270m-q4_k_m.gguf | cut -d' ' -f1)" = "$(cat $REPO/.cache/carry/boot/gguf.sha256)" ] \
       && touch /tmp/ready.gguf && echo "gguf ok"
   fi
-  tail -5 $R/queue.log
+  tail -5 $R/queue.log 2>/dev/null || true
   ;;
 collect)
   end=$((SECONDS + ${2:-0}))
