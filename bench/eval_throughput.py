@@ -17,6 +17,7 @@ their figures are a worst case for that architecture (a fine-tuned model stops a
 """
 
 import argparse
+import contextlib
 import copy
 import datetime as dt
 import json
@@ -113,6 +114,12 @@ VARIANTS.update(CUDAGRAPH_VARIANTS)
 # E4B without it, as it does for `without_host_syncs`. The change stays on the model: list these last.
 ALTUP_VARIANTS = {"auto-dynamic-altup": (None, "dynamic", None), "auto-static-cudagraphs-altup": (None, "static", None)}
 VARIANTS.update(ALTUP_VARIANTS)
+# The CUDA-graph variant as the stage runs it since 2026-11-30: the graphs read the weights in place
+# (`static_weights_in_cuda_graphs`); the other cudagraphs variants keep the copies made before every replay.
+STATIC_WEIGHT_VARIANTS = {"auto-static-cudagraphs-altup-sw": (None, "static", None)}
+ALTUP_VARIANTS.update(STATIC_WEIGHT_VARIANTS)
+CUDAGRAPH_VARIANTS.update(STATIC_WEIGHT_VARIANTS)
+VARIANTS.update(STATIC_WEIGHT_VARIANTS)
 # The static cache as transformers builds it (sliding layers hold the window and roll it by one slot per decode
 # step), the stage's static mode before 2026-11-30: against `auto-static` (unrolled) in the same invocation.
 ROLLED_VARIANTS = {"auto-static-rolled": (None, "static", None)}
@@ -238,7 +245,7 @@ def main() -> None:
 
     import titlegen.generate as generate_module
     from titlegen.generate import generate_titles, load_tokenizer, max_new_tokens_for, unrolled_static_cache
-    from titlegen.model_patches import fused_pointwise, grouped_decode_attention, without_altup_copies, without_host_syncs
+    from titlegen.model_patches import fused_pointwise, grouped_decode_attention, static_weights_in_cuda_graphs, without_altup_copies, without_host_syncs
     from titlegen.runs import atomic_write_json, read_jsonl
 
     contents = [(r.get("content") or r["input"])[:1200] for r in read_jsonl(args.articles_file)][: args.articles]
@@ -300,6 +307,9 @@ def main() -> None:
             new = new or budget
             backend = "cudagraphs" if variant in CUDAGRAPH_VARIANTS else "inductor"
             generate_module.unrolled_static_cache = transformers_static_cache if variant in ROLLED_VARIANTS else unrolled_static_cache
+            generate_module.cuda_graph_inputs = static_weights_in_cuda_graphs if variant in STATIC_WEIGHT_VARIANTS else contextlib.nullcontext
+            if variant in STATIC_WEIGHT_VARIANTS:
+                torch._dynamo.reset()  # compile again: graphs recorded by an earlier variant would keep their copies
             out: list = []
             skips = graph_skips()
             try:

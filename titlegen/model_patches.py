@@ -1,6 +1,8 @@
 """Changes to a loaded model that keep its numbers and remove waiting: used by generation and training."""
 
+import contextlib
 import functools
+from collections.abc import Iterator
 
 
 def without_host_syncs(model) -> int:
@@ -42,6 +44,36 @@ def _gaussian_topk_without_copy(self, inputs):
 # The two AltUp magnitude floors of `Gemma3nTextModel.forward` (transformers 5.x), each a copy of a CPU scalar
 # tensor to the GPU: `torch.maximum(new_magnitude, epsilon_tensor.to(target_magnitude.device))`.
 ALTUP_FLOOR = "torch.maximum(new_magnitude, epsilon_tensor.to(target_magnitude.device))"
+
+
+@contextlib.contextmanager
+def static_weights_in_cuda_graphs() -> Iterator[None]:
+    """While active, CUDA graphs recorded by torch.compile's `cudagraphs` backend read the weights in place.
+
+    With nn modules inlined (torch.compile's default), the weights reach that backend as ordinary graph inputs,
+    and it declares only `num_fw_fixed_arguments` of its inputs static, which is then zero: before every replay
+    the graph copies each weight into a buffer of its own (an E4B profile of 2026-11-30: ~990 device-to-device
+    copies per decode step, 1.9 s of a 15.6 s pass). Inductor's own CUDA graphs use the static inputs that
+    AOT autograd records (`get_static_input_idxs`: parameters, buffers, tensors marked with
+    `mark_static_address` such as the static KV cache); here the `cudagraphs` backend gets the same list. A
+    static input whose address changes makes the graph record again, so this trades no correctness for speed.
+    Without that torch function (another torch version) nothing changes."""
+    try:
+        import torch._inductor.cudagraph_trees as trees
+        from torch._inductor.compile_fx import get_static_input_idxs
+    except ImportError:
+        yield
+        return
+    original = trees.cudagraphify_impl
+
+    def with_static_weights(fn, inputs, static_input_idxs, *args, **kwargs):
+        return original(fn, inputs, sorted({*static_input_idxs, *get_static_input_idxs(0)}), *args, **kwargs)
+
+    trees.cudagraphify_impl = with_static_weights
+    try:
+        yield
+    finally:
+        trees.cudagraphify_impl = original
 
 
 def without_altup_copies(model) -> int:

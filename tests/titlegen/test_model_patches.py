@@ -1,5 +1,7 @@
 """Model changes that keep the numbers (titlegen.model_patches)."""
 
+import contextlib
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -11,6 +13,7 @@ from titlegen.model_patches import (  # noqa: E402
     _grouped_decode_sdpa,
     fused_pointwise,
     grouped_decode_attention,
+    static_weights_in_cuda_graphs,
     without_altup_copies,
     without_host_syncs,
 )
@@ -129,3 +132,31 @@ def test_without_altup_copies_keeps_gemma3n_outputs_and_takes_the_copies_out():
     assert torch.equal(after_titles, before_titles)
     torch.testing.assert_close(after_logits, before_logits, rtol=0, atol=0)
     assert without_altup_copies(tiny_gemma3()) == 0  # no Gemma 3n text model: unchanged
+
+
+def test_cuda_graphs_of_the_cudagraphs_backend_get_the_weights_as_static_inputs(monkeypatch):
+    # The `cudagraphs` backend hands `cudagraphify_impl` range(num_fw_fixed_arguments) as its static inputs: zero
+    # with inlined nn modules, so every weight would be copied before each replay. A real AOT trace on CPU with a
+    # stand-in for cudagraphify_impl (CUDA graphs need a GPU) shows what the backend would pass, without and with.
+    import torch._inductor.cudagraph_trees as trees
+    from torch._dynamo.backends.common import aot_autograd
+
+    passed = []
+    monkeypatch.setattr(trees, "cudagraphify_impl", lambda fn, inputs, static_idxs, *a, **k: passed.append(list(static_idxs)) or fn)
+
+    def backend(gm, example_inputs):
+        def forward(aot_gm, aot_inputs):
+            trees.cudagraphify_impl(aot_gm, aot_inputs, range(0))  # what the `cudagraphs` backend does
+            return aot_gm
+        return aot_autograd(fw_compiler=forward)(gm, example_inputs)
+
+    model = tiny_gemma3()
+    ids = torch.randint(3, 100, (2, 8))
+    weights = sum(1 for _ in model.parameters())
+    for patched in (False, True):
+        torch._dynamo.reset()
+        with static_weights_in_cuda_graphs() if patched else contextlib.nullcontext(), torch.no_grad():
+            logits = torch.compile(model, backend=backend)(input_ids=ids).logits
+        assert torch.equal(logits, model(input_ids=ids).logits)
+    assert passed[0] == [] and len(passed[1]) >= weights  # weights (and buffers) now static; input_ids is not
+    assert trees.cudagraphify_impl.__name__ == "<lambda>"  # the context put the function back
