@@ -111,7 +111,8 @@ VARIANTS.update(CUDAGRAPH_VARIANTS)
 # Variants that first take the six host-to-device copies out of Gemma 3n's AltUp setup and readout
 # (`without_altup_copies`), the CPU tensor that made torch.compile decline CUDA graphs on E4B (`cudagraph_skips`).
 # Measured in the eighth lease (2026-11-30); the stage's `load_base` applies it on CUDA since, while this bench builds
-# E4B without it, as it does for `without_host_syncs`. The change stays on the model: list these last.
+# E4B without it. These variants also take out the host syncs (`without_host_syncs`), as `load_base` does: without
+# them the graphs are skipped again (2026-11-30 f: `cudagraph_skips` 1). The change stays on the model: list these last.
 ALTUP_VARIANTS = {"auto-dynamic-altup": (None, "dynamic", None), "auto-static-cudagraphs-altup": (None, "static", None)}
 VARIANTS.update(ALTUP_VARIANTS)
 # The CUDA-graph variant as the stage runs it since 2026-11-30: the graphs read the weights in place
@@ -302,8 +303,9 @@ def main() -> None:
                 print(f"{args.device} {name}: {fused_pointwise(model)} norm and MLP modules compiled (dynamic shapes)", flush=True)
             if variant in GROUPED_VARIANTS and grouped_decode_attention(model, fp32_scores=variant in GROUPED_FP32_VARIANTS):
                 print(f"{args.device} {name}: decode attention grouped by KV head ({model.config._attn_implementation})", flush=True)
-            if variant in ALTUP_VARIANTS:
-                print(f"{args.device} {name}: AltUp copies taken out of {without_altup_copies(model)} modules", flush=True)
+            if variant in ALTUP_VARIANTS:  # what `load_base` does on CUDA: both kinds of host copies out
+                print(f"{args.device} {name}: AltUp copies taken out of {without_altup_copies(model)} modules, "
+                      f"host syncs out of {without_host_syncs(model)} more", flush=True)
             new = new or budget
             backend = "cudagraphs" if variant in CUDAGRAPH_VARIANTS else "inductor"
             generate_module.unrolled_static_cache = transformers_static_cache if variant in ROLLED_VARIANTS else unrolled_static_cache
