@@ -8,7 +8,7 @@
 # waits and copies the results to $OUT. Every stage writes into /tmp/gpu-results as it finishes,
 # so a lease that ends early still returns what was measured.
 #
-#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a, stream-b, stream-c or none
+#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a, stream-b, stream-c, stream-d or none
 #   bash bench/gpu_session.sh install       # carry .whl
 #   bash bench/gpu_session.sh part N        # carry .cache/carry/gguf-N
 #   bash bench/gpu_session.sh collect SECS  # waits up to SECS, then copies results to $OUT
@@ -221,6 +221,42 @@ stream-c)  # the eighth lease: the chosen config's quality and seed spread with 
   log "C: near-ties, fine-tuned adapter"
   CUDA_VISIBLE_DEVICES=0 timeout 300 python3 bench/eval_throughput.py $E --adapter $A --results $R/eval_ties_adapter.json > $R/eval_ties_adapter.out 2>&1
   grep -E "^cuda" $R/eval_ties_adapter.out | cut -c1-500 | tee -a $R/queue.log
+  wait
+  log "queue done"; touch $R/queue.done
+  ;;
+stream-d)  # the next lease (ninth): what the eighth could not finish. GPU 0: E4B's CUDA graphs with the weights as static
+  # inputs (`static_weights_in_cuda_graphs`), the same for the 270M against Inductor; GPU 1: the 270M's training step with
+  # fused AdamW (the eighth lease lost those rows), then its quality under three seeds.
+  D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
+  C="--articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer"
+  log "queue start on $(head -2 $R/gpu.txt | tail -1) ($(nvidia-smi -L | wc -l) GPU)"
+  for _ in $(seq 60); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
+  G=/tmp/w/gemma3-270m-q4_k_m.gguf
+  python3 -c "from titlegen.models import resolve_base_model as r; print(r('$G'))" | tail -1 | tee -a $R/queue.log
+  (
+    log "D: 270M training step, fused AdamW (GPU 1)"
+    CUDA_VISIBLE_DEVICES=1 python3 bench/train_throughput.py models $D $M 2>&1 | tail -2 | tee -a $R/queue.log
+    CUDA_VISIBLE_DEVICES=1 timeout 480 python3 bench/train_throughput.py run $D $M --timeout 150 --work /tmp/titlegen-bench-d \
+      --cases 270m-raw-unsloth-16bit,270m-stage-16bit-b8,270m-stage-16bit-b8+fusedadam --out $R/train_throughput.json > $R/train_270m.out 2>&1
+    grep -E '^\{' $R/train_270m.out | cut -c1-300 | tee -a $R/queue.log
+    for s in 2 3 4; do
+      CUDA_VISIBLE_DEVICES=1 python3 bench/quality_sweep.py run $B/quality-split $G --timeout 540 --configs e2-lr5e-4-r16 \
+        --train-set "{\"seed\": $s, \"optimizer\": \"adamw_torch_fused\"}" --work /tmp/qf-seed$s --out $R/quality_fused_seed$s.json \
+        > $R/quality_fused_seed$s.out 2>&1 &
+    done
+    wait
+    for s in 2 3 4; do tail -2 $R/quality_fused_seed$s.out | cut -c1-400 | tee -a $R/queue.log; done
+  ) &
+  log "D: E4B, CUDA graphs with the weights as static inputs (GPU 0)"
+  CUDA_VISIBLE_DEVICES=0 timeout 540 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
+    --variants auto-dynamic-nosync,auto-dynamic-grouped,auto-dynamic-altup,auto-static-cudagraphs-altup,auto-static-cudagraphs-altup-sw \
+    --profile auto-static-cudagraphs-altup-sw $C --results $R/eval_throughput_e4b.json > $R/eval_e4b.out 2>&1
+  grep -E "^cuda" $R/eval_e4b.out | cut -c1-400 | tee -a $R/queue.log
+  log "D: 270M, Inductor against CUDA graphs with static weights (GPU 0)"
+  CUDA_VISIBLE_DEVICES=0 timeout 400 python3 bench/eval_throughput.py --device cuda --models 270m --gguf $G --articles 500 --reference-batch 0 \
+    --ties 0.5 --variants auto-dynamic,auto-static-grouped32,auto-static-cudagraphs,auto-static-cudagraphs-altup-sw $C \
+    --results $R/eval_throughput_270m.json > $R/eval_270m.out 2>&1
+  grep -E "^cuda" $R/eval_270m.out | cut -c1-400 | tee -a $R/queue.log
   wait
   log "queue done"; touch $R/queue.done
   ;;
