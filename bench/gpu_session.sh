@@ -236,8 +236,8 @@ stream-d)  # the next lease (ninth): what the eighth could not finish. GPU 0: E4
   (
     log "D: 270M training step, fused AdamW (GPU 1)"
     CUDA_VISIBLE_DEVICES=1 python3 bench/train_throughput.py models $D $M 2>&1 | tail -2 | tee -a $R/queue.log
-    CUDA_VISIBLE_DEVICES=1 timeout 480 python3 bench/train_throughput.py run $D $M --timeout 150 --work /tmp/titlegen-bench-d \
-      --cases 270m-raw-unsloth-16bit,270m-stage-16bit-b8,270m-stage-16bit-b8+fusedadam --out $R/train_throughput.json > $R/train_270m.out 2>&1
+    CUDA_VISIBLE_DEVICES=1 timeout 600 python3 bench/train_throughput.py run $D $M --timeout 140 --work /tmp/titlegen-bench-d \
+      --cases 270m-raw-unsloth-16bit,270m-stage-16bit-b8,270m-stage-16bit-b8+fusedadam,270m-stage-16bit-b16+fusedadam --out $R/train_throughput.json > $R/train_270m.out 2>&1
     grep -E '^\{' $R/train_270m.out | cut -c1-300 | tee -a $R/queue.log
     for s in 2 3 4; do
       CUDA_VISIBLE_DEVICES=1 python3 bench/quality_sweep.py run $B/quality-split $G --timeout 540 --configs e2-lr5e-4-r16 \
