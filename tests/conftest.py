@@ -6,7 +6,6 @@ cached under `.cache/test-assets/` because reading it from the GGUF takes ~30 s 
 """
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,8 @@ ASSETS = ROOT / ".cache" / "test-assets"
 if (worker := os.environ.get("PYTEST_XDIST_WORKER")) and os.environ.get("PREFECT_HOME"):
     os.environ["PREFECT_HOME"] = str(Path(os.environ["PREFECT_HOME"]) / worker)
 
+from titlegen.runs import build_lock, build_once  # noqa: E402  (after the Prefect home is set)
+
 
 def shared_data(name: str) -> Path:
     """A stand-in dataset folder from ../shared/data, or a skip when this machine lacks it."""
@@ -27,26 +28,6 @@ def shared_data(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (only the project's dev machines and CI have ../shared)")
     return path
-
-
-def _build_once(target: Path, build) -> Path:
-    """Build `target` through a temporary folder so an interrupted build is never reused; one builder at a time
-    (test workers share the folder: a second one waits, then reuses it)."""
-    from titlegen.runs import build_lock
-
-    if (target / ".complete").exists():
-        return target
-    with build_lock(target):
-        if (target / ".complete").exists():
-            return target
-        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        build(tmp)
-        (tmp / ".complete").write_text("ok\n")
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
-    return target
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +52,7 @@ def gemma_tokenizer_dir(gemma270m_gguf) -> Path:
 
         gguf_tokenizer(gemma270m_gguf).save_pretrained(tmp)
 
-    return _build_once(ASSETS / "gemma-tokenizer-v3", build)
+    return build_once(ASSETS / "gemma-tokenizer-v3", build)
 
 
 def _tiny(kind: str, tokenizer_dir: Path, target: Path) -> Path:
@@ -105,7 +86,7 @@ def _tiny(kind: str, tokenizer_dir: Path, target: Path) -> Path:
         model.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tmp)
 
-    return _build_once(target, build)
+    return build_once(target, build)
 
 
 @pytest.fixture(scope="session")
@@ -139,8 +120,6 @@ def ollama_host(tmp_path_factory):
     setup = SHARED / "tools" / "ollama-cpu" / "setup.sh"
     if not setup.exists():
         pytest.skip(f"{setup} is absent: no Ollama server to test against (set TITLEGEN_TEST_OLLAMA_HOST)")
-    from titlegen.runs import build_lock
-
     dest = ROOT / ".cache" / "ollama-cpu"
     with build_lock(dest):  # test workers install it one at a time; each starts its own server below
         env_sh = subprocess.run(["bash", str(setup), str(dest)], check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]

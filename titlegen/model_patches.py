@@ -202,8 +202,8 @@ def grouped_decode_attention(model, fp32_scores: bool = False) -> bool:
     `grouped-bf16`).
     """
     name = GROUPED_DECODE_FP32 if fp32_scores else GROUPED_DECODE
-    if getattr(model.config, "_attn_implementation", None) not in ("sdpa", GROUPED_DECODE, GROUPED_DECODE_FP32) \
-            or model.config._attn_implementation == name:  # not on SDPA, or already switched
+    current = getattr(model.config, "_attn_implementation", None)
+    if current == name or current not in ("sdpa", GROUPED_DECODE, GROUPED_DECODE_FP32):  # switched already, or not on SDPA
         return False
     try:
         from transformers import AttentionInterface

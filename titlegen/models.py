@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 
 from titlegen.paths import project_root
-from titlegen.runs import atomic_dir, build_lock, file_sha256, is_complete
+from titlegen.runs import build_once, file_sha256
 
 PYPI_PREFIX = "pypi:"
 # The files of a saved Hugging Face tokenizer (tokenizer.model only for SentencePiece ones).
@@ -224,36 +224,31 @@ def gguf_to_hf(gguf: Path) -> Path:
     digest = file_sha256(gguf)[:12]
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", gguf.stem)
     target = cache_root() / "hf" / f"{stem}-{digest}-v{GGUF_CONVERSION_VERSION}"
-    if is_complete(target):
-        return target
-    with build_lock(target):  # two runs (or test workers) on a fresh cache: one converts, the other reuses
-        if not is_complete(target):
-            _convert_gguf(gguf, target)
-    return target
+    return build_once(target, lambda tmp: _convert_gguf(gguf, tmp))  # two runs on a fresh cache: one converts
 
 
-def _convert_gguf(gguf: Path, target: Path) -> None:
+def _convert_gguf(gguf: Path, tmp: Path) -> None:
+    """The HF folder of `gguf`, written into `tmp`."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from titlegen.prompt import END_OF_TURN
 
-    with atomic_dir(target) as tmp:
-        tokenizer = gguf_tokenizer(gguf)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-        # The dequantized weights are plain tensors, but the model still says "quantized with gguf"
-        # and refuses to save; these three markers are all that says so.
-        model.hf_quantizer = None
-        model.is_quantized = False
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        # bf16 is Gemma's native dtype; it halves the cache (and the dequantized Q4 values lose little).
-        model = model.to(torch.bfloat16)
-        model.config.dtype = torch.bfloat16
-        # Generation must stop at the end of the model turn, not only at <eos>.
-        eot = tokenizer.convert_tokens_to_ids(END_OF_TURN)
-        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-        model.generation_config.eos_token_id = sorted({*eos, eot})
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "SOURCE.txt").write_text(f"converted from {gguf.name} (sha256 {file_sha256(gguf)})\n")
+    tokenizer = gguf_tokenizer(gguf)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    # The dequantized weights are plain tensors, but the model still says "quantized with gguf"
+    # and refuses to save; these three markers are all that says so.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    # bf16 is Gemma's native dtype; it halves the cache (and the dequantized Q4 values lose little).
+    model = model.to(torch.bfloat16)
+    model.config.dtype = torch.bfloat16
+    # Generation must stop at the end of the model turn, not only at <eos>.
+    eot = tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    model.generation_config.eos_token_id = sorted({*eos, eot})
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "SOURCE.txt").write_text(f"converted from {gguf.name} (sha256 {file_sha256(gguf)})\n")

@@ -24,7 +24,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,18 @@ def build_lock(target: str | Path) -> Iterator[None]:
     target.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(target.with_name(f".{target.name}.lock")):
         yield
+
+
+def build_once(target: str | Path, build: Callable[[Path], None]) -> Path:
+    """A shared cache folder `target`, built by `build(tmp)` into a temporary folder (`atomic_dir`) unless it is
+    complete already; under `build_lock`, so of two processes on a fresh cache one builds and the other reuses."""
+    target = Path(target)
+    if not is_complete(target):
+        with build_lock(target):
+            if not is_complete(target):
+                with atomic_dir(target) as tmp:
+                    build(tmp)
+    return target
 
 
 @contextlib.contextmanager

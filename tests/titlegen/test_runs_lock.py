@@ -16,6 +16,7 @@ from titlegen.runs import (
     RunFolderBusy,
     acquire_run_lock,
     build_lock,
+    build_once,
     default_run_name,
     lock_run_folder,
     releases_run_locks,
@@ -187,3 +188,21 @@ def test_build_lock_lets_one_builder_of_a_cache_entry_in_at_a_time(tmp_path):
     with build_lock(target):
         assert lock_file.exists() and not try_lock()
     assert try_lock() and not target.exists()  # released; the lock never creates the entry itself
+
+
+def test_build_once_builds_a_cache_folder_once_and_leaves_nothing_after_a_failed_build(tmp_path):
+    target, calls = tmp_path / "cache" / "entry", []
+
+    def build(tmp: Path) -> None:
+        calls.append(tmp)
+        (tmp / "weights").write_text("w")
+
+    def broken(tmp: Path) -> None:
+        (tmp / "half").write_text("x")
+        raise RuntimeError("conversion failed")
+
+    with pytest.raises(RuntimeError):
+        build_once(target, broken)
+    assert not target.exists() and [p.name for p in target.parent.iterdir()] == [".entry.lock"]
+    assert build_once(target, build) == build_once(target, build) == target
+    assert len(calls) == 1 and (target / "weights").read_text() == "w"
