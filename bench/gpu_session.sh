@@ -8,7 +8,7 @@
 # waits and copies the results to $OUT. Every stage writes into /tmp/gpu-results as it finishes,
 # so a lease that ends early still returns what was measured.
 #
-#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a, stream-b, stream-c, stream-d or none
+#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a, stream-b, stream-c, stream-d, stream-e or none
 #   bash bench/gpu_session.sh install       # carry .whl
 #   bash bench/gpu_session.sh part N        # carry .cache/carry/gguf-N
 #   bash bench/gpu_session.sh collect SECS  # waits up to SECS, then copies results to $OUT
@@ -266,6 +266,52 @@ stream-d)  # the next lease (ninth): what the eighth could not finish. GPU 0: E4
     --ties 0.5 --variants auto-dynamic,auto-static-grouped32,auto-static-cudagraphs-altup-sw $C \
     --results $R/eval_throughput_270m.json > $R/eval_270m.out 2>&1
   grep -E "^cuda" $R/eval_270m.out | cut -c1-400 | tee -a $R/queue.log
+  wait
+  log "queue done"; touch $R/queue.done
+  ;;
+stream-e)  # the next lease (tenth). GPU 0: E4B's static decoding with grouped decode attention on (the ninth lease's
+  # E4B rows ran SDPA, whose repeat_kv copies were 39 % of the graphs' GPU time), bf16 and float32 scores, the weights
+  # copied or read in place; then the E4B training step with fused AdamW. GPU 1: the 270M's QLoRA step (what the
+  # quality sweep trains) at batch 8 and 16 against the raw loop, then 3 epochs at batch 16 with fused AdamW under
+  # 16-bit LoRA (the fast step) and two more 4-bit seeds.
+  D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
+  C="--articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer"
+  log "queue start on $(head -2 $R/gpu.txt | tail -1) ($(nvidia-smi -L | wc -l) GPU)"
+  for _ in $(seq 60); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
+  G=/tmp/w/gemma3-270m-q4_k_m.gguf
+  python3 -c "from titlegen.models import resolve_base_model as r; print(r('$G'))" | tail -1 | tee -a $R/queue.log
+  (
+    log "E: 270M QLoRA and 16-bit steps against the raw loop (GPU 1)"
+    CUDA_VISIBLE_DEVICES=1 python3 bench/train_throughput.py models $D $M 2>&1 | tail -2 | tee -a $R/queue.log
+    CUDA_VISIBLE_DEVICES=1 timeout 560 python3 bench/train_throughput.py run $D $M --timeout 120 --work /tmp/titlegen-bench-e \
+      --cases 270m-raw-unsloth-16bit,270m-stage-4bit-b8,270m-stage-4bit-b16+fusedadam,270m-stage-16bit-b16+fusedadam --out $R/train_270m_e.json > $R/train_270m_e.out 2>&1
+    grep -E '^\{' $R/train_270m_e.out | cut -c1-300 | tee -a $R/queue.log
+    for s in 2 3 4; do
+      CUDA_VISIBLE_DEVICES=1 python3 bench/quality_sweep.py run $B/quality-split $G --timeout 400 --configs e3-lr5e-4-r16-b16 \
+        --train-set "{\"seed\": $s, \"optimizer\": \"adamw_torch_fused\", \"quantization\": \"16bit\"}" --work /tmp/q16-seed$s \
+        --out $R/quality_e3b16_16bit_seed$s.json > $R/quality_e3b16_16bit_seed$s.out 2>&1 &
+    done
+    for s in 5 6; do
+      CUDA_VISIBLE_DEVICES=1 python3 bench/quality_sweep.py run $B/quality-split $G --timeout 400 --configs e3-lr5e-4-r16-b16 \
+        --train-set "{\"seed\": $s, \"optimizer\": \"adamw_torch_fused\"}" --work /tmp/q4-seed$s \
+        --out $R/quality_e3b16_4bit_seed$s.json > $R/quality_e3b16_4bit_seed$s.out 2>&1 &
+    done
+    wait
+    for f in $R/quality_e3b16_*.out; do tail -n 2 $f | head -1 | cut -c1-400 | tee -a $R/queue.log; done
+  ) &
+  log "E: E4B static decoding, grouped attention with bf16 scores (GPU 0)"
+  CUDA_VISIBLE_DEVICES=0 timeout 450 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
+    --variants auto-dynamic-grouped,auto-static-cudagraphs-altup,auto-static-cudagraphs-altup-sw --profile auto-static-cudagraphs-altup-sw \
+    $C --results $R/eval_e4b_e1.json > $R/eval_e4b_e1.out 2>&1
+  grep -E "^cuda" $R/eval_e4b_e1.out | cut -c1-400 | tee -a $R/queue.log
+  log "E: E4B static decoding, grouped attention with float32 scores (the stage's default) (GPU 0)"
+  CUDA_VISIBLE_DEVICES=0 timeout 300 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
+    --variants auto-dynamic-grouped32,auto-static-cudagraphs-altup-sw $C --results $R/eval_e4b_e2.json > $R/eval_e4b_e2.out 2>&1
+  grep -E "^cuda" $R/eval_e4b_e2.out | cut -c1-400 | tee -a $R/queue.log
+  log "E: E4B QLoRA step, fused AdamW (GPU 0)"
+  CUDA_VISIBLE_DEVICES=0 timeout 400 python3 bench/train_throughput.py run $D $M --timeout 120 --work /tmp/titlegen-bench-e4b \
+    --cases e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8,e4b-stage-4bit-b8+fusedadam --out $R/train_e4b_e.json > $R/train_e4b_e.out 2>&1
+  grep -E '^\{' $R/train_e4b_e.out | cut -c1-300 | tee -a $R/queue.log
   wait
   log "queue done"; touch $R/queue.done
   ;;

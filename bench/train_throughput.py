@@ -51,6 +51,9 @@ CASES = {
     "270m-stage-16bit-b8": ("gemma3-270m", "unsloth", "16bit", 8, 60),
     "270m-stage-16bit-b16": ("gemma3-270m", "unsloth", "16bit", 16, 40),
     "270m-stage-16bit-b32": ("gemma3-270m", "unsloth", "16bit", 32, 30),
+    # The 270M as the quality sweep trains it (the GPU preset's QLoRA, compile off): its quality rows are of this kind.
+    "270m-stage-4bit-b8": ("gemma3-270m", "unsloth", "4bit", 8, 60),
+    "270m-stage-4bit-b16": ("gemma3-270m", "unsloth", "4bit", 16, 40),
     # The stage as it was before 2026-11-29 (eager, compile off, random order, padding to the longest row).
     "e4b-stage-4bit-b8-old": ("gemma3n-e4b", "unsloth", "4bit", 8, 16, {"attn_implementation": "eager", "unsloth_compile": False,
                                                                        "group_by_length": False, "pad_to_multiple_of": None}),
