@@ -216,8 +216,24 @@ def profile_table(fn, out: Path, rows: int = 30) -> list[str]:
         table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=60)
     except Exception as e:  # a profile is extra evidence: its failure must not cost the measured rows
         return [f"profile failed: {type(e).__name__}: {str(e)[:300]}"]
-    out.write_text(table)
+    out.write_text(table + "\n" + kernel_table(prof))
     return table.splitlines()[: rows + 6]
+
+
+def kernel_table(prof, rows: int = 60) -> str:
+    """The GPU kernels of a profile (those inside CUDA graph replays included) by total time, full names: what a
+    decode step's time is made of (divide `calls` by the pass's decode steps), which the operator table cannot say
+    for a graph replay."""
+    from torch.autograd import DeviceType
+
+    kernels = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA]
+    total = sum(e.self_device_time_total for e in kernels) or 1
+    lines = [f"GPU kernels by total time ({len(kernels)} kinds, {total / 1e6:.3f} s in all)",
+             f"{'share':>6} {'total ms':>10} {'calls':>7} {'avg us':>9}  kernel"]
+    for e in sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:rows]:
+        t = e.self_device_time_total
+        lines.append(f"{100 * t / total:5.1f}% {t / 1e3:10.1f} {e.count:7d} {t / max(e.count, 1):9.1f}  {e.key}")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
