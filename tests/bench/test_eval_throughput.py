@@ -47,3 +47,21 @@ def test_a_difference_is_judged_by_the_reference_model_s_logits_of_the_two_token
     assert expected > 0
     lenient = eval_throughput.compare_titles(("auto-dynamic", rows), changed, model, expected + 1)
     assert (lenient["near_ties"], lenient["mismatches"]) == (1, 0)
+
+
+def test_the_kernel_table_lists_gpu_kernels_only_longest_first_with_their_full_names():
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    long_name = "void at::native::elementwise_kernel<128, 4, at::native::gpu_kernel_impl_nocast<direct_copy_kernel_cuda>>"
+    events = [
+        SimpleNamespace(device_type=DeviceType.CPU, self_device_time_total=0, count=9, key="aten::copy_"),
+        SimpleNamespace(device_type=DeviceType.CUDA, self_device_time_total=1_000, count=10, key="small_gemm"),
+        SimpleNamespace(device_type=DeviceType.CUDA, self_device_time_total=3_000, count=2, key=long_name),
+    ]
+    lines = eval_throughput.kernel_table(SimpleNamespace(key_averages=lambda: events)).splitlines()
+    assert lines[0] == "GPU kernels by total time (2 kinds, 0.004 s in all)"
+    assert lines[2].split()[:4] == ["75.0%", "3.0", "2", "1500.0"] and lines[2].endswith(long_name)
+    assert lines[3].split()[:4] == ["25.0%", "1.0", "10", "100.0"] and lines[3].endswith("small_gemm")
+    assert len(lines) == 4
