@@ -19,6 +19,9 @@ ASSETS = ROOT / ".cache" / "test-assets"
 if (worker := os.environ.get("PYTEST_XDIST_WORKER")) and os.environ.get("PREFECT_HOME"):
     os.environ["PREFECT_HOME"] = str(Path(os.environ["PREFECT_HOME"]) / worker)
 
+# Children that compile (none on CPU today) keep their caches under the checkout, not in the user's compile cache.
+os.environ.setdefault("TITLEGEN_COMPILE_CACHE", str(ROOT / ".cache" / "test-torch-compile"))
+
 from titlegen.runs import build_lock, build_once  # noqa: E402  (after the Prefect home is set)
 
 

@@ -13,7 +13,9 @@ before transformers/trl/peft. Every child started here
   waits for the child, so it ends only with the process;
 - gets the environment without the Hub token (`child_env`): none of these children uploads, and a
   converter or a training library that logs its environment, or a crash dump, must not carry it.
-  The upload stage talks to the Hub from the parent process only.
+  The upload stage talks to the Hub from the parent process only;
+- `run_logged`'s children keep torch.compile's caches in one folder across runs
+  (`titlegen.paths.compile_cache_env`), unless the environment names its own.
 """
 
 import ctypes
@@ -24,6 +26,8 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
+
+from titlegen.paths import compile_cache_env
 
 # The variables huggingface_hub reads a token from (HUGGING_FACE_HUB_TOKEN is its legacy name).
 HUB_TOKEN_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
@@ -73,7 +77,7 @@ def run_logged(
     """
     proc = subprocess.Popen(
         list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-        env=child_env({"PYTHONUNBUFFERED": "1", **(env or {})}), cwd=cwd, start_new_session=True,
+        env=child_env({"PYTHONUNBUFFERED": "1", **compile_cache_env(), **(env or {})}), cwd=cwd, start_new_session=True,
         preexec_fn=die_with_parent(),
     )
     tail: list[str] = []

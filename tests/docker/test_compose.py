@@ -81,6 +81,14 @@ def test_services_reach_each_other_by_name_and_get_the_hub_settings():
         assert {"HF_TOKEN", "HF_ORG", "HF_REPO"} <= set(env)
 
 
+def test_gpu_work_keeps_torch_compile_caches_on_a_volume():
+    services = _config("train")["services"]
+    for name in ("prefect-worker", "trainer"):
+        cache = services[name]["environment"]["TITLEGEN_COMPILE_CACHE"]
+        mounts = {v["target"]: v.get("source") for v in services[name]["volumes"]}
+        assert mounts.get(cache) == "compile-cache", name
+
+
 def test_images_are_pinned():
     for name, service in _config("train")["services"].items():
         image = service["image"]

@@ -31,6 +31,16 @@ def test_run_logged_child_sees_no_token_but_the_rest_of_the_environment(monkeypa
     assert json.loads(lines[-1]) == {"HF_TOKEN": None, "HUGGING_FACE_HUB_TOKEN": None, "TITLEGEN_PROBE": "kept", "EXTRA": "1"}
 
 
+def test_run_logged_children_share_one_compile_cache_folder_unless_the_environment_names_its_own(monkeypatch, tmp_path):
+    monkeypatch.setenv("TITLEGEN_COMPILE_CACHE", str(tmp_path / "cc"))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("TRITON_CACHE_DIR", "/mine/triton")
+    lines: list[str] = []
+    probe = "import json, os; print(json.dumps([os.environ.get('TORCHINDUCTOR_CACHE_DIR'), os.environ.get('TRITON_CACHE_DIR')]))"
+    run_logged([sys.executable, "-c", probe], logging.getLogger("test"), on_line=lines.append)
+    assert json.loads(lines[-1]) == [str(tmp_path / "cc" / "inductor"), "/mine/triton"]
+
+
 def _alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
