@@ -301,7 +301,8 @@ stream-e)  # the next lease (tenth). GPU 0: E4B's static decoding with grouped d
   ) &
   log "E: E4B static decoding, grouped attention with bf16 scores (GPU 0)"
   CUDA_VISIBLE_DEVICES=0 timeout 450 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
-    --variants auto-dynamic-grouped,auto-static-cudagraphs-altup,auto-static-cudagraphs-altup-sw --profile auto-static-cudagraphs-altup-sw \
+    --variants auto-dynamic-grouped,auto-static-cudagraphs-altup,auto-static-cudagraphs-altup-sw,auto-static-cudagraphs-altup-sw-inplace \
+    --profile auto-static-cudagraphs-altup-sw,auto-static-cudagraphs-altup-sw-inplace \
     $C --results $R/eval_e4b_e1.json > $R/eval_e4b_e1.out 2>&1
   grep -E "^cuda" $R/eval_e4b_e1.out | cut -c1-400 | tee -a $R/queue.log
   log "E: E4B static decoding, grouped attention with float32 scores (the stage's default) (GPU 0)"

@@ -65,3 +65,13 @@ def test_the_kernel_table_lists_gpu_kernels_only_longest_first_with_their_full_n
     assert lines[2].split()[:4] == ["75.0%", "3.0", "2", "1500.0"] and lines[2].endswith(long_name)
     assert lines[3].split()[:4] == ["25.0%", "1.0", "10", "100.0"] and lines[3].endswith("small_gemm")
     assert len(lines) == 4
+
+
+def test_cache_writes_in_graph_switches_the_cudagraphs_backend_s_mutation_rules_only_while_active():
+    import torch._dynamo.config as dynamo_config
+
+    names = ("cudagraph_backend_keep_input_mutation", "cudagraph_backend_support_input_mutation")
+    before = [getattr(dynamo_config, n) for n in names]
+    with eval_throughput.cache_writes_in_graph():
+        assert [getattr(dynamo_config, n) for n in names] == [True, True]
+    assert [getattr(dynamo_config, n) for n in names] == before
