@@ -300,7 +300,7 @@ stream-e)  # the next lease (tenth). GPU 0: E4B's static decoding with grouped d
     for f in $R/quality_e3b16_*.out; do tail -n 2 $f | head -1 | cut -c1-400 | tee -a $R/queue.log; done
   ) &
   log "E: E4B static decoding, grouped attention with bf16 scores (GPU 0)"
-  CUDA_VISIBLE_DEVICES=0 timeout 450 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
+  CUDA_VISIBLE_DEVICES=0 timeout 560 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
     --variants auto-dynamic-grouped,auto-static-cudagraphs-altup,auto-static-cudagraphs-altup-sw,auto-static-cudagraphs-altup-sw-inplace \
     --profile auto-static-cudagraphs-altup-sw,auto-static-cudagraphs-altup-sw-inplace \
     $C --results $R/eval_e4b_e1.json > $R/eval_e4b_e1.out 2>&1
