@@ -20,6 +20,15 @@ REPO=/tmp/repo
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false PREFECT_HOME=/tmp/prefect-home
 export PYTHONPATH=$REPO:/tmp/site-extra:/tmp/site
 log() { echo "$(date +%T) $*" | tee -a $R/queue.log; }
+# A stream's start: its folders (D devdata, M models, B boot carry, G the 270M GGUF, C the eval bench's inputs), once
+# `install` and the GGUF parts have landed, and the 270M converted to HF once.
+stream_start() {
+  D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot G=/tmp/w/gemma3-270m-q4_k_m.gguf
+  C="--articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer"
+  log "queue start on $(head -2 $R/gpu.txt | tail -1) ($(nvidia-smi -L | wc -l) GPU)"
+  for _ in $(seq 60); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
+  python3 -c "from titlegen.models import resolve_base_model as r; print(r('$G'))" | tail -1 | tee -a $R/queue.log
+}
 
 case "${1:?usage: gpu_session.sh pack|boot|install|part N|collect SECS|queue}" in
 pack)  # here: what the calls carry
@@ -227,12 +236,7 @@ stream-c)  # the eighth lease: the chosen config's quality and seed spread with 
 stream-d)  # the next lease (ninth): what the eighth could not finish. GPU 0: E4B's CUDA graphs with the weights as static
   # inputs (`static_weights_in_cuda_graphs`), the same for the 270M against Inductor; GPU 1: the 270M's training step with
   # fused AdamW (the eighth lease lost those rows), then its quality under three seeds.
-  D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
-  C="--articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer"
-  log "queue start on $(head -2 $R/gpu.txt | tail -1) ($(nvidia-smi -L | wc -l) GPU)"
-  for _ in $(seq 60); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
-  G=/tmp/w/gemma3-270m-q4_k_m.gguf
-  python3 -c "from titlegen.models import resolve_base_model as r; print(r('$G'))" | tail -1 | tee -a $R/queue.log
+  stream_start
   (
     log "D: 270M training step, fused AdamW (GPU 1)"
     CUDA_VISIBLE_DEVICES=1 python3 bench/train_throughput.py models $D $M 2>&1 | tail -2 | tee -a $R/queue.log
@@ -274,12 +278,7 @@ stream-e)  # the next lease (tenth). GPU 0: E4B's static decoding with grouped d
   # copied or read in place; then the E4B training step with fused AdamW. GPU 1: the 270M's QLoRA step (what the
   # quality sweep trains) at batch 8 and 16 against the raw loop, then 3 epochs at batch 16 with fused AdamW under
   # 16-bit LoRA (the fast step) and two more 4-bit seeds.
-  D=/tmp/devdata M=/tmp/gpumodels B=.cache/carry/boot
-  C="--articles-file $B/articles.jsonl --tokenizer $D/tokenizer --config-dir $D/tokenizer"
-  log "queue start on $(head -2 $R/gpu.txt | tail -1) ($(nvidia-smi -L | wc -l) GPU)"
-  for _ in $(seq 60); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
-  G=/tmp/w/gemma3-270m-q4_k_m.gguf
-  python3 -c "from titlegen.models import resolve_base_model as r; print(r('$G'))" | tail -1 | tee -a $R/queue.log
+  stream_start
   (
     log "E: 270M QLoRA and 16-bit steps against the raw loop (GPU 1)"
     CUDA_VISIBLE_DEVICES=1 python3 bench/train_throughput.py models $D $M 2>&1 | tail -2 | tee -a $R/queue.log
