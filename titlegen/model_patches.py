@@ -59,7 +59,7 @@ def static_weights_in_cuda_graphs() -> Iterator[None]:
     static input whose address changes makes the graph record again, so this trades no correctness for speed.
     Without that torch function (another torch version) nothing changes. Measured (one H200, E4B random weights,
     500 titles, one invocation, 2026-11-30g): 19.73 against 18.79 titles/s, and ~350 instead of ~990 copies per
-    replay (the rest are the static KV cache's inputs); docs/evaluate.md "Ninth lease"."""
+    replay (the rest not yet broken down); docs/evaluate.md "Ninth lease"."""
     try:
         import torch._inductor.cudagraph_trees as trees
         from torch._inductor.compile_fx import get_static_input_idxs
