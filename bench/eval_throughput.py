@@ -100,6 +100,9 @@ GROUPED_VARIANTS = {"auto-dynamic-grouped": (None, "dynamic", None), "auto-stati
 # `grouped` since.
 GROUPED_FP32_VARIANTS = {"auto-dynamic-grouped32": (None, "dynamic", None), "auto-static-grouped32": (None, "static", None)}
 GROUPED_VARIANTS.update(GROUPED_FP32_VARIANTS)
+# The grouped heads through one fused SDPA kernel (`fused=True`), not the two products and softmax: tenth lease.
+GROUPED_FUSED_VARIANTS = {"auto-dynamic-groupedfused": (None, "dynamic", None), "auto-static-groupedfused": (None, "static", None)}
+GROUPED_VARIANTS.update(GROUPED_FUSED_VARIANTS)
 VARIANTS.update(GROUPED_VARIANTS)
 # The static cache's decode step compiled with torch.compile's `cudagraphs` backend (CUDA graphs of the eager
 # kernels, no code generation) instead of transformers' inductor default. Measured 2026-11-29 (H200): 156
@@ -345,7 +348,8 @@ def main() -> None:
             if compiles:
                 fused = True
                 print(f"{args.device} {name}: {fused_pointwise(model)} norm and MLP modules compiled (dynamic shapes)", flush=True)
-            if variant in GROUPED_VARIANTS and grouped_decode_attention(model, fp32_scores=variant in GROUPED_FP32_VARIANTS):
+            if variant in GROUPED_VARIANTS and grouped_decode_attention(model, fp32_scores=variant in GROUPED_FP32_VARIANTS,
+                                                                        fused=variant in GROUPED_FUSED_VARIANTS):
                 print(f"{args.device} {name}: decode attention grouped by KV head ({model.config._attn_implementation})", flush=True)
             if variant in ALTUP_VARIANTS:  # what `load_base` does on CUDA: both kinds of host copies out
                 print(f"{args.device} {name}: AltUp copies taken out of {without_altup_copies(model)} modules, "

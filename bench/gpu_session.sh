@@ -308,6 +308,13 @@ stream-e)  # the next lease (tenth). GPU 0: E4B's static decoding with grouped d
   CUDA_VISIBLE_DEVICES=0 timeout 300 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
     --variants auto-dynamic-grouped32,auto-static-cudagraphs-altup-sw $C --results $R/eval_e4b_e2.json > $R/eval_e4b_e2.out 2>&1
   grep -E "^cuda" $R/eval_e4b_e2.out | cut -c1-400 | tee -a $R/queue.log
+  log "E: E4B and the 270M, grouped heads through one fused SDPA kernel (GPU 0)"
+  CUDA_VISIBLE_DEVICES=0 timeout 300 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
+    --variants auto-dynamic-grouped32,auto-dynamic-groupedfused,auto-static-cudagraphs-altup-sw $C --results $R/eval_e4b_e3.json > $R/eval_e4b_e3.out 2>&1
+  grep -E "^cuda" $R/eval_e4b_e3.out | cut -c1-400 | tee -a $R/queue.log
+  CUDA_VISIBLE_DEVICES=0 timeout 300 python3 bench/eval_throughput.py --device cuda --models 270m --gguf $G --articles 500 --reference-batch 0 \
+    --ties 0.5 --variants auto-dynamic,auto-static-grouped32,auto-static-groupedfused $C --results $R/eval_270m_e.json > $R/eval_270m_e.out 2>&1
+  grep -E "^cuda" $R/eval_270m_e.out | cut -c1-400 | tee -a $R/queue.log
   log "E: E4B QLoRA step, fused AdamW (GPU 0)"
   CUDA_VISIBLE_DEVICES=0 timeout 400 python3 bench/train_throughput.py run $D $M --timeout 120 --work /tmp/titlegen-bench-e4b \
     --cases e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8,e4b-stage-4bit-b8+fusedadam --out $R/train_e4b_e.json > $R/train_e4b_e.out 2>&1

@@ -172,9 +172,12 @@ def fused_pointwise(model) -> int:
 GROUPED_DECODE = "titlegen_sdpa_grouped_decode"
 # The same with the scores out of the first product in float32 (`grouped_decode_attention(model, fp32_scores=True)`).
 GROUPED_DECODE_FP32 = "titlegen_sdpa_grouped_decode_fp32"
+# The grouped heads through one fused SDPA kernel (`grouped_decode_attention(model, fused=True)`): not measured yet.
+GROUPED_DECODE_FUSED = "titlegen_sdpa_grouped_decode_fused"
+GROUPED_KINDS = (GROUPED_DECODE, GROUPED_DECODE_FP32, GROUPED_DECODE_FUSED)
 
 
-def grouped_decode_attention(model, fp32_scores: bool = False) -> bool:
+def grouped_decode_attention(model, fp32_scores: bool = False, fused: bool = False) -> bool:
     """Decode steps attend without copying the KV cache once per query head; returns whether the model changed.
 
     Gemma's attention has fewer key/value heads than query heads (the 270M 1 for 4, E4B 2 for 8). With an
@@ -202,10 +205,14 @@ def grouped_decode_attention(model, fp32_scores: bool = False) -> bool:
     adapter); with bf16 scores one title of 500 on base weights was not.
     The evaluate stage applies it on CUDA (`evaluation.decode_attention`: `grouped` = float32 scores, the default;
     `grouped-bf16`).
+
+    `fused` (bench only until measured) hands the grouped heads to one SDPA kernel instead of the two products and
+    the softmax: a group's query heads become that many query positions against their one KV head, all under the
+    row's mask, so the kernel reads each key and value once and keeps its scores in float32 as SDPA does.
     """
-    name = GROUPED_DECODE_FP32 if fp32_scores else GROUPED_DECODE
+    name = GROUPED_DECODE_FUSED if fused else GROUPED_DECODE_FP32 if fp32_scores else GROUPED_DECODE
     current = getattr(model.config, "_attn_implementation", None)
-    if current == name or current not in ("sdpa", GROUPED_DECODE, GROUPED_DECODE_FP32):  # switched already, or not on SDPA
+    if current == name or current not in ("sdpa", *GROUPED_KINDS):  # switched already, or not on SDPA
         return False
     try:
         from transformers import AttentionInterface
@@ -214,14 +221,15 @@ def grouped_decode_attention(model, fp32_scores: bool = False) -> bool:
         return False
     AttentionInterface.register(GROUPED_DECODE, _grouped_decode_sdpa)
     AttentionInterface.register(GROUPED_DECODE_FP32, functools.partial(_grouped_decode_sdpa, fp32_scores=True))
-    for registered in (GROUPED_DECODE, GROUPED_DECODE_FP32):
+    AttentionInterface.register(GROUPED_DECODE_FUSED, functools.partial(_grouped_decode_sdpa, fused=True))
+    for registered in GROUPED_KINDS:
         AttentionMaskInterface.register(registered, sdpa_mask)
     model.set_attn_implementation(name)
     return model.config._attn_implementation == name
 
 
 def _grouped_decode_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, is_causal=None,
-                         fp32_scores: bool = False, **kwargs):
+                         fp32_scores: bool = False, fused: bool = False, **kwargs):
     """`sdpa_attention_forward` for prefill; for one query position, grouped heads against their shared KV head.
 
     The decode step is two batched matrix products and a float32 softmax, not an SDPA kernel: with one query
@@ -230,7 +238,8 @@ def _grouped_decode_sdpa(module, query, key, value, attention_mask, dropout: flo
     product in the model's dtype (bf16 on CUDA: rounded to ~3 significant digits, as in transformers' eager
     attention, where SDPA kernels keep them in float32), then are masked and normalised in float32. The
     measured titles (docs/evaluate.md "Seventh lease") include that rounding. `fp32_scores` keeps them in float32:
-    `torch.bmm(..., out_dtype=torch.float32)` on CUDA (no float32 copy of the cache), the inputs upcast elsewhere."""
+    `torch.bmm(..., out_dtype=torch.float32)` on CUDA (no float32 copy of the cache), the inputs upcast elsewhere.
+    `fused`: the same grouping through one `scaled_dot_product_attention` call (`grouped_decode_attention`)."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -241,6 +250,11 @@ def _grouped_decode_sdpa(module, query, key, value, attention_mask, dropout: flo
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs)
     groups = heads // kv_heads
     scale = dim ** -0.5 if scaling is None else scaling
+    if fused:  # the group's query heads as query positions of their KV head, each under the row's mask
+        rows = query.reshape(batch, kv_heads, groups, dim)  # query head h = kv head h // groups, as repeat_kv pairs them
+        mask = None if attention_mask is None else attention_mask[:, :, :, :kv_len]
+        out = torch.nn.functional.scaled_dot_product_attention(rows, key, value, attn_mask=mask, scale=scale)
+        return out.reshape(batch, heads, 1, dim).transpose(1, 2).contiguous(), None
     rows = query.reshape(batch, kv_heads, groups, dim) * scale  # query head h = kv head h // groups, as repeat_kv pairs them
     if not fp32_scores or query.dtype == torch.float32:
         scores = torch.matmul(rows, key.transpose(-1, -2)).float()  # (batch, kv heads, groups, kv_len)

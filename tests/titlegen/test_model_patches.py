@@ -10,6 +10,7 @@ from titlegen.model_patches import (  # noqa: E402
     ALTUP_FLOOR,
     GROUPED_DECODE,
     GROUPED_DECODE_FP32,
+    GROUPED_DECODE_FUSED,
     _grouped_decode_sdpa,
     fused_pointwise,
     grouped_decode_attention,
@@ -97,15 +98,37 @@ def test_grouped_decode_scores_can_stay_in_float32():
         scores = (q.double() @ kk.transpose(-1, -2) * dim ** -0.5).masked_fill(~mask, float("-inf"))
         return (scores.softmax(-1) @ vv).transpose(1, 2)
 
-    def error(fp32_scores):
-        out, _ = _grouped_decode_sdpa(None, q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, fp32_scores=fp32_scores)
+    def error(fp32_scores, fused=False):
+        out, _ = _grouped_decode_sdpa(None, q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, fp32_scores=fp32_scores, fused=fused)
         assert out.dtype == torch.bfloat16 and out.shape == (batch, 1, heads, dim)
         return (out.double() - exact()).abs().max().item()
 
     assert error(True) < error(False)
+    assert error(False, fused=True) < error(False)  # the fused kernel keeps its scores in float32 too
     model = tiny_gemma3()
     assert grouped_decode_attention(model) and grouped_decode_attention(model, fp32_scores=True)  # one grouped kind to the other
     assert model.config._attn_implementation == GROUPED_DECODE_FP32 and not grouped_decode_attention(model, fp32_scores=True)
+    assert grouped_decode_attention(model, fused=True) and model.config._attn_implementation == GROUPED_DECODE_FUSED
+
+
+@pytest.mark.parametrize("kind", ["gemma3", "gemma3n"])
+def test_fused_grouped_decode_keeps_decode_logits_and_greedy_titles(kind):
+    model = tiny_gemma3() if kind == "gemma3" else tiny_gemma3n(sliding_window=8, vocab=300)
+    ids, mask = left_padded_prompts()
+
+    def run():
+        with torch.inference_mode():
+            titles = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=0)
+            prefill = model(input_ids=ids, attention_mask=mask, use_cache=True)
+            step = model(input_ids=torch.full((3, 1), 7), attention_mask=torch.cat([mask, torch.ones(3, 1, dtype=torch.long)], 1),
+                         past_key_values=prefill.past_key_values).logits
+        return titles, step
+
+    before_titles, before_step = run()
+    assert grouped_decode_attention(model, fused=True)
+    after_titles, after_step = run()
+    assert torch.equal(after_titles, before_titles)
+    torch.testing.assert_close(after_step, before_step, rtol=0, atol=1e-5)
 
 
 def test_without_altup_copies_keeps_gemma3n_outputs_and_takes_the_copies_out():
