@@ -250,21 +250,20 @@ def _grouped_decode_sdpa(module, query, key, value, attention_mask, dropout: flo
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs)
     groups = heads // kv_heads
     scale = dim ** -0.5 if scaling is None else scaling
+    grouped = query.reshape(batch, kv_heads, groups, dim)  # query head h = kv head h // groups, as repeat_kv pairs them
+    mask = None if attention_mask is None else attention_mask[:, :, :, :kv_len]  # (batch, 1, 1, kv_len): broadcast
     if fused:  # the group's query heads as query positions of their KV head, each under the row's mask
-        rows = query.reshape(batch, kv_heads, groups, dim)  # query head h = kv head h // groups, as repeat_kv pairs them
-        mask = None if attention_mask is None else attention_mask[:, :, :, :kv_len]
-        out = torch.nn.functional.scaled_dot_product_attention(rows, key, value, attn_mask=mask, scale=scale)
-        return out.reshape(batch, heads, 1, dim).transpose(1, 2).contiguous(), None
-    rows = query.reshape(batch, kv_heads, groups, dim) * scale  # query head h = kv head h // groups, as repeat_kv pairs them
-    if not fp32_scores or query.dtype == torch.float32:
-        scores = torch.matmul(rows, key.transpose(-1, -2)).float()  # (batch, kv heads, groups, kv_len)
-    elif query.is_cuda:
-        scores = torch.bmm(rows.reshape(batch * kv_heads, groups, dim), key.reshape(batch * kv_heads, kv_len, dim).transpose(1, 2),
-                           out_dtype=torch.float32).view(batch, kv_heads, groups, kv_len)
+        out = torch.nn.functional.scaled_dot_product_attention(grouped, key, value, attn_mask=mask, scale=scale)
     else:
-        scores = torch.matmul(rows.float(), key.float().transpose(-1, -2))
-    if attention_mask is not None:
-        mask = attention_mask[:, :, :, :kv_len]  # (batch, 1, 1, kv_len), broadcast over heads and groups
-        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
-    out = torch.matmul(scores.softmax(-1).to(value.dtype), value)  # (batch, kv heads, groups, dim)
+        rows = grouped * scale
+        if not fp32_scores or query.dtype == torch.float32:
+            scores = torch.matmul(rows, key.transpose(-1, -2)).float()  # (batch, kv heads, groups, kv_len)
+        elif query.is_cuda:
+            scores = torch.bmm(rows.reshape(batch * kv_heads, groups, dim), key.reshape(batch * kv_heads, kv_len, dim).transpose(1, 2),
+                               out_dtype=torch.float32).view(batch, kv_heads, groups, kv_len)
+        else:
+            scores = torch.matmul(rows.float(), key.float().transpose(-1, -2))
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+        out = torch.matmul(scores.softmax(-1).to(value.dtype), value)  # (batch, kv heads, groups, dim)
     return out.reshape(batch, heads, 1, dim).transpose(1, 2).contiguous(), None

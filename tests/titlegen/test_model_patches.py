@@ -49,6 +49,14 @@ def test_fused_pointwise_compiles_norms_and_mlps_once_and_keeps_greedy_titles(ti
     assert [r["raw"] for r in fused] == [r["raw"] for r in eager]
 
 
+def decode_step_logits(model, ids, mask):
+    """The logits of one decode step after the prefill of the left-padded `ids`."""
+    with torch.inference_mode():
+        prefill = model(input_ids=ids, attention_mask=mask, use_cache=True)
+        return model(input_ids=torch.full((ids.shape[0], 1), 7), attention_mask=torch.cat([mask, torch.ones(ids.shape[0], 1, dtype=torch.long)], 1),
+                     past_key_values=prefill.past_key_values).logits
+
+
 @pytest.mark.parametrize("kind", ["gemma3", "gemma3n"])
 def test_grouped_decode_attention_keeps_decode_logits_and_greedy_titles(kind):
     # Query heads share a KV head (Gemma 3: four to one, the 270M's ratio; Gemma 3n: two to one, with KV-shared
@@ -61,13 +69,7 @@ def test_grouped_decode_attention_keeps_decode_logits_and_greedy_titles(kind):
         with torch.inference_mode():
             return model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, cache_implementation=cache, pad_token_id=0)
 
-    def decode_step_logits():
-        with torch.inference_mode():
-            prefill = model(input_ids=ids, attention_mask=mask, use_cache=True)
-            return model(input_ids=torch.full((3, 1), 7), attention_mask=torch.cat([mask, torch.ones(3, 1, dtype=torch.long)], 1),
-                         past_key_values=prefill.past_key_values).logits
-
-    before, before_static, before_step = titles(None), titles("static"), decode_step_logits()
+    before, before_static, before_step = titles(None), titles("static"), decode_step_logits(model, ids, mask)
     calls = []
     from transformers import AttentionInterface
 
@@ -76,7 +78,7 @@ def test_grouped_decode_attention_keeps_decode_logits_and_greedy_titles(kind):
     grouped = AttentionInterface._global_mapping[GROUPED_DECODE]
     AttentionInterface._global_mapping[GROUPED_DECODE] = lambda m, q, *a, **k: calls.append(q.shape[2]) or grouped(m, q, *a, **k)
     try:
-        after_step = decode_step_logits()
+        after_step = decode_step_logits(model, ids, mask)
         assert torch.equal(titles(None), before) and torch.equal(titles("static"), before_static)
     finally:
         AttentionInterface._global_mapping[GROUPED_DECODE] = grouped
@@ -119,10 +121,7 @@ def test_fused_grouped_decode_keeps_decode_logits_and_greedy_titles(kind):
     def run():
         with torch.inference_mode():
             titles = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=0)
-            prefill = model(input_ids=ids, attention_mask=mask, use_cache=True)
-            step = model(input_ids=torch.full((3, 1), 7), attention_mask=torch.cat([mask, torch.ones(3, 1, dtype=torch.long)], 1),
-                         past_key_values=prefill.past_key_values).logits
-        return titles, step
+        return titles, decode_step_logits(model, ids, mask)
 
     before_titles, before_step = run()
     assert grouped_decode_attention(model, fused=True)
