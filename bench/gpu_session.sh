@@ -8,7 +8,7 @@
 # waits and copies the results to $OUT. Every stage writes into /tmp/gpu-results as it finishes,
 # so a lease that ends early still returns what was measured.
 #
-#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a, stream-b, stream-c, stream-d, stream-e or none
+#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-f or none
 #   bash bench/gpu_session.sh install       # carry .whl
 #   bash bench/gpu_session.sh part N        # carry .cache/carry/gguf-N
 #   bash bench/gpu_session.sh collect SECS  # waits up to SECS, then copies results to $OUT
@@ -316,6 +316,21 @@ stream-e)  # the next lease (tenth). GPU 0: E4B's static decoding with grouped d
     --cases e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8,e4b-stage-4bit-b8+fusedadam --out $R/train_e4b_e.json > $R/train_e4b_e.out 2>&1
   grep -E '^\{' $R/train_e4b_e.out | cut -c1-300 | tee -a $R/queue.log
   wait
+  log "queue done"; touch $R/queue.done
+  ;;
+stream-f)  # the tenth lease's second machine: the quality of the 270M recipe that the tenth lease picked (3 epochs,
+  # batch 16, fused AdamW, QLoRA as the sweep trains): one sweep against the ninth lease's chosen config (seed 7, picked
+  # by validation), and four more seeds of the recipe; three trainings at a time per GPU.
+  stream_start
+  q() {  # q GPU SEED CONFIGS OUT
+    CUDA_VISIBLE_DEVICES=$1 python3 bench/quality_sweep.py run $B/quality-split $G --timeout 420 --configs $3 \
+      --train-set "{\"seed\": $2, \"optimizer\": \"adamw_torch_fused\"}" --work /tmp/qf-$2 --out $R/$4.json > $R/$4.out 2>&1
+  }
+  log "F: quality sweep seed 7 and recipe seeds 8-11 (GPU 0 and 1)"
+  q 0 7 e2-lr5e-4-r16,e3-lr5e-4-r16-b16 quality_sweep_f & q 0 8 e3-lr5e-4-r16-b16 quality_e3b16_4bit_seed8 &
+  for s in 9 10 11; do q 1 $s e3-lr5e-4-r16-b16 quality_e3b16_4bit_seed$s & done
+  wait
+  for f in $R/quality_sweep_f.out $R/quality_e3b16_4bit_seed*.out; do grep -E '^\{|^chosen' $f | cut -c1-400 | tee -a $R/queue.log; done
   log "queue done"; touch $R/queue.done
   ;;
 esac
