@@ -157,7 +157,7 @@ class TrainParams(Section):
     warmup_steps: int = Field(5, ge=0, description="Linear warm-up steps.")
     weight_decay: float = Field(0.001, ge=0, description="AdamW weight decay.")
     lr_scheduler: Text = Field("linear", description="transformers scheduler name.")
-    optimizer: Text | None = Field(None, description="transformers optimizer name; None = `adamw_8bit` on CUDA, `adamw_torch` on CPU.")
+    optimizer: Text | None = Field(None, description="transformers optimizer name; None = `adamw_8bit` on CUDA, `adamw_torch` on CPU. `adamw_torch_fused` suits a small host-bound model (Gemma 3 270M, H200, 2026-11-30: 1.16x the steps/s at batch 8) but not E4B QLoRA (0.94x the tokens/s of `adamw_8bit`, more memory); docs/finetune.md \"Tenth lease\".")
     max_seq_length: int | None = Field(None, ge=64, description="Prompt+title tokens; longer prompts are cut from the article's end. None = preset.")
     seed: int = Field(3407, description="Training seed.")
     eval_every_epoch: bool = Field(True, description="Validation loss each epoch; the best epoch's adapter is kept.")
