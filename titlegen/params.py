@@ -160,7 +160,10 @@ class TrainParams(Section):
     optimizer: Text | None = Field(None, description="transformers optimizer name; None = `adamw_8bit` on CUDA, `adamw_torch` on CPU. `adamw_torch_fused` suits a small host-bound model (Gemma 3 270M, H200, 2026-11-30: 1.16x the steps/s at batch 8) but not E4B QLoRA (0.94x the tokens/s of `adamw_8bit`, more memory); docs/finetune.md \"Tenth lease\".")
     max_seq_length: int | None = Field(None, ge=64, description="Prompt+title tokens; longer prompts are cut from the article's end. None = preset.")
     seed: int = Field(3407, description="Training seed.")
-    eval_every_epoch: bool = Field(True, description="Validation loss each epoch; the best epoch's adapter is kept.")
+    eval_every_epoch: bool = Field(True, description="Validation loss each epoch; which epoch's adapter is kept: `keep_adapter`.")
+    keep_adapter: Literal["best", "last"] = Field(
+        "best", description="Which adapter the stage keeps: `best` = the epoch of the lowest validation loss, `last` = the final weights. Gemma 3 270M, 3 epochs at batch 16, ten seeds (H200, 2026-11-30): the two runs whose lowest loss fell on epoch 1 failed 4.3 and 6.8 % of the headline checks, the eight that kept epoch 2 1.3-4.3 % (docs/evaluate.md, \"Training-side fixes\"); `last` is there to measure against it. Without validation rows the last weights are kept either way."
+    )
     max_validation_rows: int | None = Field(
         None, ge=1, description="Compute the validation loss on at most this many validation rows; None = all (the cpu preset uses 40: each row costs a forward pass over the 262k-token vocabulary)."
     )

@@ -374,14 +374,13 @@ def train(config: TrainWorkerConfig) -> WorkerResult:
     out.mkdir(parents=True)
     best_dir = Path(config.checkpoint_dir) / BEST_DIR
     best_record = json.loads((best_dir / "best.json").read_text()) if (best_dir / "best.json").exists() else None
-    if best and best_record and best_record["step"] == best["step"]:
+    kept = adapter_to_keep(config.train.keep_adapter, evals, best_record, state.global_step)
+    if kept["from"] == "best":
         for f in best_dir.iterdir():
             if f.name != "best.json":
                 shutil.copy2(f, out / f.name)
-        kept = {"from": "best", "step": best["step"], "eval_loss": best["eval_loss"]}
     else:
         trainer.model.save_pretrained(out)
-        kept = {"from": "last", "step": state.global_step, "eval_loss": evals[-1]["eval_loss"] if evals else None}
     tokenizer.save_pretrained(out)
     (out / "log_history.json").write_text(json.dumps(state.log_history, indent=1))
     record = {
@@ -429,6 +428,16 @@ def train(config: TrainWorkerConfig) -> WorkerResult:
     result.write(out / "worker_result.json")
     emit("done", **{k: record[k] for k in ("global_step", "final_train_loss", "best_eval_loss", "tokens_seen", "wall_seconds")})
     return result
+
+
+def adapter_to_keep(keep: str, evals: list[dict], best_record: dict | None, global_step: int) -> dict:
+    """Which adapter the stage keeps (`train.keep_adapter`): the saved best one when asked for and it is the
+    lowest validation loss on record, else the final weights. `evals` are the log entries with an `eval_loss`."""
+    best = min(evals, key=lambda h: h["eval_loss"]) if evals else None
+    if keep == "best" and best and best_record and best_record["step"] == best["step"]:
+        return {"from": "best", "step": best["step"], "eval_loss": best["eval_loss"]}
+    last = next((h["eval_loss"] for h in evals if h["step"] == global_step), None)
+    return {"from": "last", "step": global_step, "eval_loss": last}
 
 
 def out_of_memory_advice(config: TrainWorkerConfig, total_bytes: int, checkpointing: bool | None = None) -> str:

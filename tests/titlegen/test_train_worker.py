@@ -6,7 +6,7 @@ import pytest
 from titlegen.params import TrainParams
 from titlegen.records import TrainWorkerConfig
 from titlegen.runs import write_jsonl
-from titlegen.train_worker import (CHECKPOINTING_MIN_PARAMS, build_dataset, lead_view, out_of_memory_advice, use_checkpointing,
+from titlegen.train_worker import (CHECKPOINTING_MIN_PARAMS, adapter_to_keep, build_dataset, lead_view, out_of_memory_advice, use_checkpointing,
                                    unsloth_load_options, use_unsloth_compile)
 
 ARTICLE = "行政院今天通過明年度總預算案，總歲出創新高。社福與國防經費增幅最大，將送立法院審議。" * 4
@@ -109,3 +109,16 @@ def test_unsloth_compile_default_is_on_for_16bit_lora_only():
     assert use_unsloth_compile(_config(quantization="4bit")) is False
     assert use_unsloth_compile(_config(quantization="4bit", unsloth_compile=True)) is True
     assert use_unsloth_compile(_config(quantization="16bit", unsloth_compile=False)) is False
+
+
+def test_kept_adapter_is_the_lowest_validation_loss_unless_last_is_asked_for():
+    evals = [{"step": 118, "eval_loss": 2.95}, {"step": 236, "eval_loss": 2.99}, {"step": 354, "eval_loss": 3.10}]
+    saved_best = {"step": 118, "eval_loss": 2.95}
+    assert adapter_to_keep("best", evals, saved_best, 354) == {"from": "best", "step": 118, "eval_loss": 2.95}
+    assert adapter_to_keep("last", evals, saved_best, 354) == {"from": "last", "step": 354, "eval_loss": 3.10}
+    # The saved best adapter is not the lowest loss on record (a resumed run, say), or there was no validation:
+    # the final weights, whatever was asked for.
+    assert adapter_to_keep("best", evals, {"step": 236, "eval_loss": 2.99}, 354)["from"] == "last"
+    assert adapter_to_keep("best", [], None, 40) == {"from": "last", "step": 40, "eval_loss": None}
+    with pytest.raises(ValueError, match="keep_adapter"):
+        TrainParams(**{**RESOLVED, "keep_adapter": "first"})
