@@ -8,7 +8,7 @@
 # waits and copies the results to $OUT. Every stage writes into /tmp/gpu-results as it finishes,
 # so a lease that ends early still returns what was measured.
 #
-#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-f or none
+#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-g or none
 #   bash bench/gpu_session.sh install       # carry .whl
 #   bash bench/gpu_session.sh part N        # carry .cache/carry/gguf-N
 #   bash bench/gpu_session.sh collect SECS  # waits up to SECS, then copies results to $OUT
@@ -28,6 +28,12 @@ stream_start() {
   log "queue start on $(head -2 $R/gpu.txt | tail -1) ($(nvidia-smi -L | wc -l) GPU)"
   for _ in $(seq 60); do [ -e /tmp/ready.install ] && [ -e /tmp/ready.gguf ] && break; sleep 5; done
   python3 -c "from titlegen.models import resolve_base_model as r; print(r('$G'))" | tail -1 | tee -a $R/queue.log
+}
+
+# q GPU SEED CONFIGS OUT [TRAIN_JSON]: one quality sweep (QLoRA, fused AdamW, the seed, more train parameters) on a GPU.
+q() {
+  CUDA_VISIBLE_DEVICES=$1 python3 bench/quality_sweep.py run $B/quality-split $G --timeout 420 --configs $3 \
+    --train-set "{\"seed\": $2, \"optimizer\": \"adamw_torch_fused\"${5:+, $5}}" --work /tmp/q-$4 --out $R/$4.json > $R/$4.out 2>&1
 }
 
 case "${1:?usage: gpu_session.sh pack|boot|install|part N|collect SECS|queue}" in
@@ -322,15 +328,23 @@ stream-f)  # the tenth lease's second machine: the quality of the 270M recipe th
   # batch 16, fused AdamW, QLoRA as the sweep trains): one sweep against the ninth lease's chosen config (seed 7, picked
   # by validation), and four more seeds of the recipe; three trainings at a time per GPU.
   stream_start
-  q() {  # q GPU SEED CONFIGS OUT
-    CUDA_VISIBLE_DEVICES=$1 python3 bench/quality_sweep.py run $B/quality-split $G --timeout 420 --configs $3 \
-      --train-set "{\"seed\": $2, \"optimizer\": \"adamw_torch_fused\"}" --work /tmp/qf-$2 --out $R/$4.json > $R/$4.out 2>&1
-  }
   log "F: quality sweep seed 7 and recipe seeds 8-11 (GPU 0 and 1)"
   q 0 7 e2-lr5e-4-r16,e3-lr5e-4-r16-b16 quality_sweep_f & q 0 8 e3-lr5e-4-r16-b16 quality_e3b16_4bit_seed8 &
   for s in 9 10 11; do q 1 $s e3-lr5e-4-r16-b16 quality_e3b16_4bit_seed$s & done
   wait
   for f in $R/quality_sweep_f.out $R/quality_e3b16_4bit_seed*.out; do grep -E '^\{|^chosen' $f | cut -c1-400 | tee -a $R/queue.log; done
+  log "queue done"; touch $R/queue.done
+  ;;
+stream-g)  # the next lease: does keeping the final adapter instead of the lowest-loss one stop the runaway titles of
+  # the 3-epoch batch-16 recipe? The same seeds as the tenth lease (2-11, kept best there), now with keep_adapter=last,
+  # five trainings at a time per GPU, so each seed pairs with its tenth-lease run.
+  stream_start
+  log "G: e3-lr5e-4-r16-b16 seeds 2-11 with the final adapter kept (GPU 0: 2-6, GPU 1: 7-11)"
+  for s in 2 3 4 5 6 7 8 9 10 11; do
+    q $(( s >= 7 )) $s e3-lr5e-4-r16-b16 quality_e3b16_last_seed$s '"keep_adapter": "last"' &
+  done
+  wait
+  for f in $R/quality_e3b16_last_seed*.out; do grep -E '^\{' $f | cut -c1-400 | tee -a $R/queue.log; done
   log "queue done"; touch $R/queue.done
   ;;
 esac
