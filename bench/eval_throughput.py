@@ -242,12 +242,12 @@ def profile_table(fn, out: Path, rows: int = 30) -> list[str]:
     from torch.profiler import ProfilerActivity, profile
 
     try:
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True, with_flops=True) as prof:
             fn()
         table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=60)
     except Exception as e:  # a profile is extra evidence: its failure must not cost the measured rows
         return [f"profile failed: {type(e).__name__}: {str(e)[:300]}"]
-    out.write_text(table + "\n" + kernel_table(prof))
+    out.write_text(table + "\n" + kernel_table(prof) + "\n" + product_table(prof))
     return table.splitlines()[: rows + 6]
 
 
@@ -264,6 +264,23 @@ def kernel_table(prof, rows: int = 60) -> str:
     for e in sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:rows]:
         t = e.self_device_time_total
         lines.append(f"{100 * t / total:5.1f}% {t / 1e3:10.1f} {e.count:7d} {t / max(e.count, 1):9.1f}  {e.key}")
+    return "\n".join(lines) + "\n"
+
+
+PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def product_table(prof, rows: int = 40) -> str:
+    """The matrix products a profile ran eagerly, by operator and input shapes, with their achieved TFLOP/s: whether
+    a decode step's GEMMs run near the card's peak or far below it, and at which shapes. Products replayed inside a
+    CUDA graph have no operator events (only kernels, in `kernel_table`): profile a dynamic-cache variant for those."""
+    events = [e for e in prof.key_averages(group_by_input_shape=True) if e.key in PRODUCTS]
+    lines = [f"Matrix products by input shapes ({len(events)} kinds; eager operators only)",
+             f"{'GPU ms':>9} {'calls':>7} {'avg us':>9} {'TFLOP/s':>8}  operator  input shapes"]
+    for e in sorted(events, key=lambda e: e.device_time_total, reverse=True)[:rows]:
+        t = e.device_time_total  # microseconds
+        rate = f"{e.flops / (t * 1e6):8.1f}" if t and e.flops else f"{'-':>8}"
+        lines.append(f"{t / 1e3:9.1f} {e.count:7d} {t / max(e.count, 1):9.1f} {rate}  {e.key}  {e.input_shapes}")
     return "\n".join(lines) + "\n"
 
 

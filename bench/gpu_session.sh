@@ -337,7 +337,9 @@ stream-f)  # the tenth lease's second machine: the quality of the 270M recipe th
   ;;
 stream-g)  # the next lease: does keeping the final adapter instead of the lowest-loss one stop the runaway titles of
   # the 3-epoch batch-16 recipe? The same seeds as the tenth lease (2-11, kept best there), now with keep_adapter=last,
-  # five trainings at a time per GPU, so each seed pairs with its tenth-lease run.
+  # five trainings at a time per GPU, so each seed pairs with its tenth-lease run. Then, on an idle host, E4B's decode
+  # GEMMs by shape and achieved TFLOP/s (the static pass's decode GEMMs ran at ~1/10 of what their sizes predict),
+  # and the stage's exact static mode (grouped float32 scores, CUDA graphs reading the weights in place).
   stream_start
   log "G: e3-lr5e-4-r16-b16 seeds 2-11 with the final adapter kept (GPU 0: 2-6, GPU 1: 7-11)"
   for s in 2 3 4 5 6 7 8 9 10 11; do
@@ -345,6 +347,11 @@ stream-g)  # the next lease: does keeping the final adapter instead of the lowes
   done
   wait
   for f in $R/quality_e3b16_last_seed*.out; do grep -E '^\{' $f | cut -c1-400 | tee -a $R/queue.log; done
+  log "G: E4B's decode-step matrix products by shape (the dynamic cache runs them eagerly, so the profile sees them) (GPU 0)"
+  CUDA_VISIBLE_DEVICES=0 timeout 300 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
+    --variants auto-dynamic-grouped32,auto-static-cudagraphs-altup-sw --profile auto-dynamic-grouped32 $C \
+    --results $R/eval_e4b_g.json > $R/eval_e4b_g.out 2>&1
+  grep -E "^cuda" $R/eval_e4b_g.out | cut -c1-400 | tee -a $R/queue.log
   log "queue done"; touch $R/queue.done
   ;;
 esac

@@ -67,6 +67,30 @@ def test_the_kernel_table_lists_gpu_kernels_only_longest_first_with_their_full_n
     assert len(lines) == 4
 
 
+def test_the_product_table_groups_matrix_products_by_shape_with_their_achieved_rate():
+    from types import SimpleNamespace
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    # A real (CPU) profile: each product is listed once per shape, with its calls, and nothing else is.
+    a, b = torch.randn(8, 16), torch.randn(16, 4)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True, with_flops=True) as prof:
+        for _ in range(3):
+            torch.mm(a, b)
+        torch.bmm(a[None], b[None])
+        torch.relu(a)
+    lines = eval_throughput.product_table(prof).splitlines()
+    assert lines[0] == "Matrix products by input shapes (2 kinds; eager operators only)"
+    listed = {line.split()[4]: line for line in lines[2:]}
+    assert set(listed) == {"aten::mm", "aten::bmm"}
+    assert listed["aten::mm"].split()[1] == "3" and "[[8, 16], [16, 4]]" in listed["aten::mm"]
+    # The achieved rate: FLOPs over GPU time (a product of 2 * 256 * 4096 * 4096 FLOPs in 100 us: 85.9 TFLOP/s).
+    gemm = SimpleNamespace(key="aten::mm", device_time_total=100.0, count=1, flops=2 * 256 * 4096 * 4096, input_shapes=[[256, 4096], [4096, 4096]])
+    fake = SimpleNamespace(key_averages=lambda group_by_input_shape: [gemm])
+    assert eval_throughput.product_table(fake).splitlines()[2].split()[:4] == ["0.1", "1", "100.0", "85.9"]
+
+
 def test_cache_writes_in_graph_switches_the_cudagraphs_backend_s_mutation_rules_only_while_active():
     import torch._dynamo.config as dynamo_config
 
