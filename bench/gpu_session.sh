@@ -335,18 +335,21 @@ stream-f)  # the tenth lease's second machine: the quality of the 270M recipe th
   for f in $R/quality_sweep_f.out $R/quality_e3b16_4bit_seed*.out; do grep -E '^\{|^chosen' $f | cut -c1-400 | tee -a $R/queue.log; done
   log "queue done"; touch $R/queue.done
   ;;
-stream-g)  # the next lease: does keeping the final adapter instead of the lowest-loss one stop the runaway titles of
-  # the 3-epoch batch-16 recipe? The same seeds as the tenth lease (2-11, kept best there), now with keep_adapter=last,
-  # five trainings at a time per GPU, so each seed pairs with its tenth-lease run. Then, on an idle host, E4B's decode
+stream-g)  # the next lease: does keeping another epoch's adapter than the lowest-loss one stop the runaway titles of
+  # the 3-epoch batch-16 recipe? The same seeds as the tenth lease (2-11, kept best there), with keep_adapter=last, then
+  # =checks (the fewest failed checks on validation titles), five trainings at a time per GPU, so each seed pairs
+  # with its tenth-lease run. Then, on an idle host, E4B's decode
   # GEMMs by shape and achieved TFLOP/s (the static pass's decode GEMMs ran at ~1/10 of what their sizes predict),
   # and the stage's exact static mode (grouped float32 scores, CUDA graphs reading the weights in place).
   stream_start
-  log "G: e3-lr5e-4-r16-b16 seeds 2-11 with the final adapter kept (GPU 0: 2-6, GPU 1: 7-11)"
-  for s in 2 3 4 5 6 7 8 9 10 11; do
-    q $(( s >= 7 )) $s e3-lr5e-4-r16-b16 quality_e3b16_last_seed$s '"keep_adapter": "last"' &
+  for keep in last checks; do
+    log "G: e3-lr5e-4-r16-b16 seeds 2-11 with keep_adapter=$keep (GPU 0: 2-6, GPU 1: 7-11)"
+    for s in 2 3 4 5 6 7 8 9 10 11; do
+      q $(( s >= 7 )) $s e3-lr5e-4-r16-b16 quality_e3b16_${keep}_seed$s "\"keep_adapter\": \"$keep\"" &
+    done
+    wait
+    for f in $R/quality_e3b16_${keep}_seed*.out; do grep -E '^\{' $f | cut -c1-400 | tee -a $R/queue.log; done
   done
-  wait
-  for f in $R/quality_e3b16_last_seed*.out; do grep -E '^\{' $f | cut -c1-400 | tee -a $R/queue.log; done
   log "G: E4B's decode-step matrix products by shape (the dynamic cache runs them eagerly, so the profile sees them) (GPU 0)"
   CUDA_VISIBLE_DEVICES=0 timeout 300 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
     --variants auto-dynamic-grouped32,auto-static-cudagraphs-altup-sw --profile auto-dynamic-grouped32 $C \

@@ -126,7 +126,8 @@ def run_one(name: str, split_dir: str, base_model: str, work: str, unsloth_compi
     run_dir = Path(work) / name
     t = time.time()
     trained = finetune(split_dir=split_dir, run_dir=str(run_dir), base_model=base_model, epochs=epochs, max_steps=None,
-                       learning_rate=lr, lora_rank=rank, max_title_chars=p.clean.max_title_chars, train=train, device="cuda")
+                       learning_rate=lr, lora_rank=rank, max_title_chars=p.clean.max_title_chars,
+                       min_title_chars=p.clean.min_title_chars, train=train, device="cuda")
     train_s = time.time() - t
     t = time.time()
     evaluation = sweep_evaluation()

@@ -135,6 +135,7 @@ def titlegen(
         learning_rate=params.learning_rate,
         lora_rank=params.lora_rank,
         max_title_chars=params.clean.max_title_chars,
+        min_title_chars=params.clean.min_title_chars,
         train=params.train,
     )
     # --- champion (#19): this run's model is the one served -> nothing to evaluate, gate or publish ---

@@ -91,7 +91,7 @@ def _git_commit() -> str | None:
 def worker_config(
     *, split_dir: str | Path, base_model_dir: str, checkpoint_dir: str | Path, output_dir: str | Path,
     epochs: float, max_steps: int | None, learning_rate: float, lora_rank: int, max_title_chars: int,
-    train: TrainParams, device: str = "auto",
+    train: TrainParams, device: str = "auto", min_title_chars: int = 1,
 ) -> TrainWorkerConfig:
     """The config the worker reads (`titlegen.records.TrainWorkerConfig`, documented in docs/finetune.md)."""
     # Absolute paths: the worker runs with the checkpoint folder as its working directory.
@@ -104,6 +104,7 @@ def worker_config(
         output_dir=str(Path(output_dir).resolve()),
         checkpoint_dir=str(Path(checkpoint_dir).resolve()),
         max_title_chars=max_title_chars,
+        min_title_chars=min_title_chars,
         epochs=epochs,
         max_steps=max_steps,
         learning_rate=learning_rate,
@@ -141,9 +142,11 @@ def finetune(
     train: TrainParams,
     device: str = "auto",
     on_event: Callable[[dict], None] | None = None,
+    min_title_chars: int | None = None,
 ) -> dict:
     """Train a LoRA adapter; returns `adapter_dir`, `base_model_dir`, `training_json` (paths as str).
 
+    `min_title_chars` (None = the `clean` section's default) matters only to `train.keep_adapter=checks`.
     `device`: `auto`, `cuda` or `cpu`. `on_event` receives each progress record of the worker
     (an exception raised there stops and kills the worker, as a cancelled task does).
     """
@@ -154,6 +157,10 @@ def finetune(
 
     cuda = device != "cpu" and cuda_available()
     train = _fill_defaults(train, cuda)
+    if min_title_chars is None:
+        from titlegen.params import CleanParams
+
+        min_title_chars = CleanParams().min_title_chars
     if epochs is None:
         epochs = _preset_epochs(cuda)
     run = Path(run_dir).resolve()
@@ -163,7 +170,8 @@ def finetune(
     identity = {
         "base_model": base_model, "base_model_dir": base_model_dir, "data": hashes, "epochs": epochs,
         "max_steps": max_steps, "learning_rate": learning_rate, "lora_rank": lora_rank,
-        "max_title_chars": max_title_chars, "train": train.model_dump(mode="json"), "code": code_version(),
+        "max_title_chars": max_title_chars, "min_title_chars": min_title_chars, "train": train.model_dump(mode="json"),
+        "code": code_version(),
         "cuda": cuda,
     }
     if train.adapter_dir:
@@ -194,7 +202,7 @@ def finetune(
     config = worker_config(
         split_dir=split_dir, base_model_dir=base_model_dir, checkpoint_dir=checkpoint_dir, output_dir=staging,
         epochs=epochs, max_steps=max_steps, learning_rate=learning_rate, lora_rank=lora_rank,
-        max_title_chars=max_title_chars, train=train, device=device,
+        max_title_chars=max_title_chars, train=train, device=device, min_title_chars=min_title_chars,
     )
     config_path = config.write(checkpoint_dir / "worker_config.json")
     logger.info(
@@ -306,6 +314,7 @@ def finetune_task(
     lora_rank: int,
     max_title_chars: int,
     train: TrainParams,
+    min_title_chars: int | None = None,
 ) -> dict:
     """Prefect task around `finetune` (no retries: a crash is resumed from checkpoints by re-running).
 
@@ -316,4 +325,5 @@ def finetune_task(
         return finetune(
             split_dir=split_dir, run_dir=run_dir, base_model=base_model, epochs=epochs, max_steps=max_steps,
             learning_rate=learning_rate, lora_rank=lora_rank, max_title_chars=max_title_chars, train=train,
+            min_title_chars=min_title_chars,
         )

@@ -161,8 +161,8 @@ class TrainParams(Section):
     max_seq_length: int | None = Field(None, ge=64, description="Prompt+title tokens; longer prompts are cut from the article's end. None = preset.")
     seed: int = Field(3407, description="Training seed.")
     eval_every_epoch: bool = Field(True, description="Validation loss each epoch; which epoch's adapter is kept: `keep_adapter`.")
-    keep_adapter: Literal["best", "last"] = Field(
-        "best", description="Which adapter the stage keeps: `best` = the epoch of the lowest validation loss, `last` = the final weights. Gemma 3 270M, 3 epochs at batch 16, ten seeds (H200, 2026-11-30): the two runs whose lowest loss fell on epoch 1 failed 4.3 and 6.8 % of the headline checks, the eight that kept epoch 2 1.3-4.3 % (docs/evaluate.md, \"Training-side fixes\"); `last` is there to measure against it. Without validation rows the last weights are kept either way."
+    keep_adapter: Literal["best", "last", "checks"] = Field(
+        "best", description="Which epoch's adapter the stage keeps: `best` = the lowest validation loss; `last` = the final weights; `checks` = the fewest failed headline checks on greedy validation titles written after each validation pass (the evaluate stage's checks and decoding rule; ties go to the lower loss; costs one generation pass over the validation rows per epoch). Gemma 3 270M, 3 epochs at batch 16, ten seeds (H200, 2026-11-30): the two runs whose lowest loss fell on epoch 1 failed 4.3 and 6.8 % of the test checks, the eight that kept epoch 2 1.3-4.3 %, and the bad runs' validation checks showed it (docs/evaluate.md, \"Training-side fixes\"); `last` and `checks` are there to be measured against `best`. Without validation rows the last weights are kept."
     )
     max_validation_rows: int | None = Field(
         None, ge=1, description="Compute the validation loss on at most this many validation rows; None = all (the cpu preset uses 40: each row costs a forward pass over the 262k-token vocabulary)."

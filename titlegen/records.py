@@ -69,6 +69,7 @@ class TrainWorkerConfig(Record):
     output_dir: str = Field(description="Where the adapter, tokenizer, log_history.json and worker_result.json go.")
     checkpoint_dir: str = Field(description="Resumable checkpoints (also the worker's working directory).")
     max_title_chars: int = Field(ge=1, description="The title limit written into the instruction.")
+    min_title_chars: int = Field(1, ge=1, description="The shortest title the headline checks accept (`train.keep_adapter=checks`).")
     epochs: float = Field(gt=0, description="Training epochs.")
     max_steps: int | None = Field(None, description="Stop after this many optimizer steps; None = the epochs decide.")
     learning_rate: float = Field(gt=0)

@@ -34,8 +34,54 @@ def parse_progress(line: str) -> dict | None:
         return None
 
 
-def make_callback(config: TrainWorkerConfig):
-    """Progress lines plus best-adapter bookkeeping (the adapter of the lowest validation loss)."""
+FAILED_CHECKS = "eval_failed_checks"  # the log-history key of a validation pass's failed-check share (keep_adapter=checks)
+
+
+def eval_rank(entry: dict, keep: str) -> tuple:
+    """How a validation pass ranks for the adapter the stage keeps, lower first: under `train.keep_adapter=checks`
+    its share of failed headline checks, then its loss (a pass without titles counts as all failed); else its loss."""
+    if keep == "checks":
+        return (entry.get(FAILED_CHECKS, 1.0), entry["eval_loss"])
+    return (entry["eval_loss"],)
+
+
+def validation_failed_checks(model, tokenizer, config: TrainWorkerConfig, engine: str) -> float:
+    """Greedy titles for the validation rows (at most `max_validation_rows`) from the weights as they are now, under
+    the evaluate stage's decoding rule, and the share of them failing a headline check (`titlegen.metrics`)."""
+    import torch
+
+    from titlegen.generate import generate_titles
+    from titlegen.metrics import check_rates, headline_checks
+    from titlegen.runs import read_jsonl
+    from titlegen.train_data import field_names
+
+    rows = read_jsonl(config.validation_file)[: config.max_validation_rows or None]
+    content_key, _ = field_names(rows[0], config)
+    contents = [r[content_key] for r in rows]
+    cuda = next(model.parameters()).device.type == "cuda"
+    fast = None
+    if engine == "unsloth":
+        from unsloth import FastModel as fast
+    was_training = model.training
+    model.eval()
+    if fast:
+        fast.for_inference(model)
+    try:
+        titles = generate_titles(model, tokenizer, contents, config.max_title_chars, None if cuda else 8)
+    finally:
+        if fast:  # back to training, with gradient checkpointing as get_peft_model set it (Unsloth's default: on)
+            fast.for_training(model, use_gradient_checkpointing="unsloth" if config.train.gradient_checkpointing else False)
+        model.train(was_training)
+        if cuda:
+            torch.cuda.empty_cache()
+    checks = [headline_checks(t["prediction"], c, config.min_title_chars, config.max_title_chars, t["stopped"])
+              for t, c in zip(titles, contents)]
+    return check_rates(checks)["any"]
+
+
+def make_callback(config: TrainWorkerConfig, engine: str = "transformers"):
+    """Progress lines plus bookkeeping of the adapter to keep (`train.keep_adapter`: the best validation pass by
+    `eval_rank`, saved as it happens)."""
     from transformers import TrainerCallback
 
     best_dir = Path(config.checkpoint_dir) / BEST_DIR
@@ -86,21 +132,28 @@ def make_callback(config: TrainWorkerConfig):
         def on_save(self, args, state, control, **kw):
             emit("checkpoint", step=state.global_step, dir=str(Path(args.output_dir) / f"checkpoint-{state.global_step}"))
 
-        def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
+        def on_evaluate(self, args, state, control, metrics=None, model=None, processing_class=None, **kw):
             self.take_peak("eval")
             loss = (metrics or {}).get("eval_loss")
             if loss is None:
                 return
-            # log_history already holds this evaluation; it survives resume inside each checkpoint.
+            # log_history already holds this evaluation (its last entry); it survives resume inside each checkpoint.
+            keep = config.train.keep_adapter
+            extra = {}
+            entry = state.log_history[-1]
+            if keep == "checks" and model is not None and entry.get("eval_loss") == loss:
+                entry[FAILED_CHECKS] = extra["failed_checks"] = round(
+                    validation_failed_checks(model, processing_class, config, engine), 4)
+                self.take_peak("eval")
             evals = [h for h in state.log_history if "eval_loss" in h]
-            best = min(evals, key=lambda h: h["eval_loss"])
+            best = min(evals, key=lambda h: eval_rank(h, keep))
             is_best = best["step"] == state.global_step
-            emit("eval", step=state.global_step, epoch=state.epoch, eval_loss=loss, best=is_best)
+            emit("eval", step=state.global_step, epoch=state.epoch, eval_loss=loss, best=is_best, **extra)
             if is_best and model is not None:
                 tmp = best_dir.with_name(BEST_DIR + ".tmp")
                 shutil.rmtree(tmp, ignore_errors=True)
                 model.save_pretrained(tmp)
-                (tmp / "best.json").write_text(json.dumps({"step": state.global_step, "eval_loss": loss}))
+                (tmp / "best.json").write_text(json.dumps({"step": state.global_step, "eval_loss": loss, **extra}))
                 shutil.rmtree(best_dir, ignore_errors=True)
                 os.replace(tmp, best_dir)
 

@@ -35,7 +35,7 @@ from typing import Any
 from titlegen.records import TrainWorkerConfig, WorkerResult
 # Re-exported: the parent process and the tests import them from here.
 from titlegen.train_data import build_dataset, field_names, fit_content, lead_view, tokenize_example  # noqa: F401
-from titlegen.train_progress import BEST_DIR, PROGRESS_PREFIX, emit, make_callback, memory_split, parse_progress, steady_rate  # noqa: F401
+from titlegen.train_progress import BEST_DIR, FAILED_CHECKS, PROGRESS_PREFIX, emit, eval_rank, make_callback, memory_split, parse_progress, steady_rate  # noqa: F401
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # PEFT full-match regex: the projections of the language model only, never a vision or audio tower.
@@ -269,7 +269,7 @@ def build_trainer(config: TrainWorkerConfig, model, tokenizer, cuda: bool, engin
     )
     trainer = token_capped(trainer_class(), t.micro_batch_tokens)(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-        processing_class=tokenizer, callbacks=[make_callback(config)],
+        processing_class=tokenizer, callbacks=[make_callback(config, engine)],
     )
     # Our progress lines replace the dict that transformers prints at each log step.
     from transformers.trainer_callback import PrinterCallback
@@ -431,13 +431,16 @@ def train(config: TrainWorkerConfig) -> WorkerResult:
 
 
 def adapter_to_keep(keep: str, evals: list[dict], best_record: dict | None, global_step: int) -> dict:
-    """Which adapter the stage keeps (`train.keep_adapter`): the saved best one when asked for and it is the
-    lowest validation loss on record, else the final weights. `evals` are the log entries with an `eval_loss`."""
-    best = min(evals, key=lambda h: h["eval_loss"]) if evals else None
-    if keep == "best" and best and best_record and best_record["step"] == best["step"]:
-        return {"from": "best", "step": best["step"], "eval_loss": best["eval_loss"]}
-    last = next((h["eval_loss"] for h in evals if h["step"] == global_step), None)
-    return {"from": "last", "step": global_step, "eval_loss": last}
+    """Which adapter the stage keeps (`train.keep_adapter`): unless `last` is asked for, the saved best one when it
+    is the best validation pass on record by `eval_rank`, else the final weights. `evals` are the log entries with an
+    `eval_loss` (and, under `checks`, the failed-check share)."""
+    best = min(evals, key=lambda h: eval_rank(h, keep)) if evals else None
+    if keep != "last" and best and best_record and best_record["step"] == best["step"]:
+        return {"from": "best", "step": best["step"], "eval_loss": best["eval_loss"],
+                **({"failed_checks": best[FAILED_CHECKS]} if FAILED_CHECKS in best else {})}
+    last = next((h for h in evals if h["step"] == global_step), {})
+    return {"from": "last", "step": global_step, "eval_loss": last.get("eval_loss"),
+            **({"failed_checks": last[FAILED_CHECKS]} if FAILED_CHECKS in last else {})}
 
 
 def out_of_memory_advice(config: TrainWorkerConfig, total_bytes: int, checkpointing: bool | None = None) -> str:

@@ -166,6 +166,30 @@ def test_completed_training_is_reused_and_changed_data_retrains(tiny_gemma3_dir,
     assert rec["resumed_from_checkpoint"] is None and not stale.exists()
 
 
+def test_keep_adapter_checks_scores_validation_titles_each_epoch_and_keeps_the_fewest_failures(tiny_gemma3_dir, tmp_path):
+    """train.keep_adapter=checks: after each epoch's validation loss the worker writes greedy validation titles with
+    the weights of that moment, records their failed-check share in the log history, and keeps the epoch that ranks
+    first by (failed share, loss)."""
+    from titlegen.tasks.finetune import finetune
+    from titlegen.train_progress import FAILED_CHECKS
+
+    split = tmp_path / "split"
+    write_jsonl(split / "train.jsonl", _rows(2))
+    write_jsonl(split / "validation.jsonl", _rows(2, 100))
+    (split / "manifest.json").write_text(json.dumps({"seed": 1}))
+    out = finetune(split_dir=str(split), run_dir=str(tmp_path / "run"), base_model=str(tiny_gemma3_dir), epochs=2.0,
+                   max_steps=None, learning_rate=5e-3, lora_rank=8, max_title_chars=12, train=_train(keep_adapter="checks"),
+                   device="cpu", min_title_chars=4)
+    rec = json.loads(Path(out["training_json"]).read_text())
+    history = json.loads((Path(out["adapter_dir"]) / "log_history.json").read_text())
+    evals = [h for h in history if "eval_loss" in h]
+    assert [h["step"] for h in evals] == [1, 2]
+    assert all(0.0 <= h[FAILED_CHECKS] <= 1.0 for h in evals)
+    chosen = min(evals, key=lambda h: (h[FAILED_CHECKS], h["eval_loss"]))
+    assert rec["kept_adapter"]["step"] == chosen["step"] and rec["kept_adapter"]["failed_checks"] == chosen[FAILED_CHECKS]
+    assert rec["parameters"]["train"]["keep_adapter"] == "checks"
+
+
 def test_tiny_gemma3n_trains(tiny_gemma3n_dir, split_dir, tmp_path):
     out = _run(split_dir, tmp_path / "run", tiny_gemma3n_dir, max_steps=2)
     rec = json.loads(Path(out["training_json"]).read_text())

@@ -122,3 +122,14 @@ def test_kept_adapter_is_the_lowest_validation_loss_unless_last_is_asked_for():
     assert adapter_to_keep("best", [], None, 40) == {"from": "last", "step": 40, "eval_loss": None}
     with pytest.raises(ValueError, match="keep_adapter"):
         TrainParams(**{**RESOLVED, "keep_adapter": "first"})
+
+
+def test_kept_adapter_under_checks_is_the_fewest_failed_checks_then_the_lower_loss():
+    evals = [{"step": 118, "eval_loss": 2.95, "eval_failed_checks": 0.055},
+             {"step": 236, "eval_loss": 2.99, "eval_failed_checks": 0.017},
+             {"step": 354, "eval_loss": 3.10, "eval_failed_checks": 0.017}]
+    assert adapter_to_keep("checks", evals, {"step": 236}, 354) == {"from": "best", "step": 236, "eval_loss": 2.99, "failed_checks": 0.017}
+    # The loss alone would have kept epoch 1; a pass without titles ranks as all failed.
+    assert adapter_to_keep("best", evals, {"step": 118}, 354)["step"] == 118
+    assert adapter_to_keep("checks", [{"step": 10, "eval_loss": 1.0}, {"step": 20, "eval_loss": 2.0, "eval_failed_checks": 0.5}],
+                           {"step": 20}, 20)["from"] == "best"
