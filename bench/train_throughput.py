@@ -176,8 +176,8 @@ def prepare(data_dir: str, out: str) -> None:
     print(f"wrote {out_dir}: {PTS_TRAIN_ROWS} train, {PTS_VALIDATION_ROWS} validation rows; tokenizer + 270M config")
 
 
-def make_models(devdata: str, out: str) -> None:
-    """Random-weight Gemma 3 270M (real config) and Gemma 3n E4B (`Gemma3nConfig()`), bf16, on disk."""
+def make_models(devdata: str, out: str, only: str = "") -> None:
+    """Random-weight Gemma 3 270M (real config) and Gemma 3n E4B (`Gemma3nConfig()`), bf16, on disk (`only`: one of them)."""
     import torch
     from transformers import AutoConfig, AutoTokenizer, Gemma3nConfig, Gemma3nForConditionalGeneration
 
@@ -191,7 +191,7 @@ def make_models(devdata: str, out: str) -> None:
         ("gemma3n-e4b", lambda: Gemma3nForConditionalGeneration(Gemma3nConfig())),
     ):
         target = Path(out) / name
-        if (target / "config.json").exists():
+        if (target / "config.json").exists() or (only and name != only):
             continue
         t = time.time()
         torch.set_default_dtype(torch.bfloat16)
@@ -235,6 +235,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # torch's fused AdamW (one kernel for every LoRA tensor) instead of bitsandbytes' 8-bit AdamW (a launch per tensor):
     # the 270M's step is host-bound, and its LoRA optimizer state is a few MB either way.
     "fusedadam": ({}, {"optimizer": "adamw_torch_fused"}),
+    # The adapter kept by the fewest failed headline checks on validation titles (train.keep_adapter=checks): one
+    # generation pass over the validation rows after the epoch's validation loss, in process_wall_s, not in the rate.
+    "checks": ({}, {"keep_adapter": "checks"}),
 }
 
 
@@ -386,6 +389,7 @@ def main() -> None:
     m = sub.add_parser("models")
     m.add_argument("devdata")
     m.add_argument("out")
+    m.add_argument("--only", choices=["gemma3-270m", "gemma3n-e4b"], default="", help="build this model only")
     r = sub.add_parser("run")
     r.add_argument("devdata")
     r.add_argument("models")
@@ -401,7 +405,7 @@ def main() -> None:
     if args.cmd == "prepare":
         return prepare(args.data_dir, args.out)
     if args.cmd == "models":
-        return make_models(args.devdata, args.out)
+        return make_models(args.devdata, args.out, args.only)
     if args.cmd == "raw-case":
         return raw_loop(args.model_dir, args.four_bit == "1", int(args.batch), int(args.seq), int(args.steps), args.out)
 
