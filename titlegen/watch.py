@@ -210,7 +210,9 @@ class Follower:
             return text
         if event == "eval" and record.get("eval_loss") is not None:
             best = " (best so far)" if record.get("best") else ""
-            return f"    validation loss {record['eval_loss']:.3f} at step {record.get('step')}{best}"
+            checks = record.get("failed_checks")  # train.keep_adapter=checks: the validation titles' failed checks
+            checks = f", {100 * checks:.1f} % of validation titles fail a headline check" if checks is not None else ""
+            return f"    validation loss {record['eval_loss']:.3f} at step {record.get('step')}{checks}{best}"
         if event == "checkpoint" and record.get("step"):
             return f"    checkpoint saved at step {record['step']}"
         if event == "done":

@@ -106,6 +106,10 @@ def test_training_progress_with_step_loss_and_eta_from_the_measured_steps():
         "    checkpoint saved at step 4",
         "    trained 40 steps in 11 min 20 s, final loss 2.500, best validation loss 3.100",
     ]
+    # train.keep_adapter=checks: the pass's failed headline checks on its validation titles are shown too.
+    assert Follower(Clock()).log_lines([progress("eval", t=99.0, step=4, eval_loss=3.9, best=False, failed_checks=0.0213)]) == [
+        "    validation loss 3.900 at step 4, 2.1 % of validation titles fail a headline check",
+    ]
 
 
 def test_a_resumed_training_measures_its_eta_from_the_resumed_step():
