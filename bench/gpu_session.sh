@@ -30,6 +30,14 @@ stream_start() {
   python3 -c "from titlegen.models import resolve_base_model as r; print(r('$G'))" | tail -1 | tee -a $R/queue.log
 }
 
+# tb GPU CASES OUT [CASE_TIMEOUT]: one training-bench invocation on a GPU (random models built once), its rows into the log.
+tb() {
+  CUDA_VISIBLE_DEVICES=$1 python3 bench/train_throughput.py models $D $M 2>&1 | tail -2 | tee -a $R/queue.log
+  CUDA_VISIBLE_DEVICES=$1 timeout 600 python3 bench/train_throughput.py run $D $M --timeout ${4:-120} --work /tmp/tb-$3 \
+    --cases $2 --out $R/$3.json > $R/$3.out 2>&1
+  grep -E '^\{' $R/$3.out | cut -c1-300 | tee -a $R/queue.log
+}
+
 # q GPU SEED CONFIGS OUT [TRAIN_JSON]: one quality sweep (QLoRA, fused AdamW, the seed, more train parameters) on a GPU.
 q() {
   CUDA_VISIBLE_DEVICES=$1 python3 bench/quality_sweep.py run $B/quality-split $G --timeout 420 --configs $3 \
@@ -245,10 +253,7 @@ stream-d)  # the next lease (ninth): what the eighth could not finish. GPU 0: E4
   stream_start
   (
     log "D: 270M training step, fused AdamW (GPU 1)"
-    CUDA_VISIBLE_DEVICES=1 python3 bench/train_throughput.py models $D $M 2>&1 | tail -2 | tee -a $R/queue.log
-    CUDA_VISIBLE_DEVICES=1 timeout 600 python3 bench/train_throughput.py run $D $M --timeout 140 --work /tmp/titlegen-bench-d \
-      --cases 270m-raw-unsloth-16bit,270m-stage-16bit-b8,270m-stage-16bit-b8+fusedadam,270m-stage-16bit-b16+fusedadam --out $R/train_throughput.json > $R/train_270m.out 2>&1
-    grep -E '^\{' $R/train_270m.out | cut -c1-300 | tee -a $R/queue.log
+    tb 1 270m-raw-unsloth-16bit,270m-stage-16bit-b8,270m-stage-16bit-b8+fusedadam,270m-stage-16bit-b16+fusedadam train_270m 140
     for s in 2 3 4; do
       CUDA_VISIBLE_DEVICES=1 python3 bench/quality_sweep.py run $B/quality-split $G --timeout 540 --configs e2-lr5e-4-r16 \
         --train-set "{\"seed\": $s, \"optimizer\": \"adamw_torch_fused\"}" --work /tmp/qf-seed$s --out $R/quality_fused_seed$s.json \
@@ -287,20 +292,9 @@ stream-e)  # the next lease (tenth). GPU 0: E4B's static decoding with grouped d
   stream_start
   (
     log "E: 270M QLoRA and 16-bit steps against the raw loop (GPU 1)"
-    CUDA_VISIBLE_DEVICES=1 python3 bench/train_throughput.py models $D $M 2>&1 | tail -2 | tee -a $R/queue.log
-    CUDA_VISIBLE_DEVICES=1 timeout 560 python3 bench/train_throughput.py run $D $M --timeout 120 --work /tmp/titlegen-bench-e \
-      --cases 270m-raw-unsloth-16bit,270m-stage-4bit-b8,270m-stage-4bit-b16+fusedadam,270m-stage-16bit-b16+fusedadam --out $R/train_270m_e.json > $R/train_270m_e.out 2>&1
-    grep -E '^\{' $R/train_270m_e.out | cut -c1-300 | tee -a $R/queue.log
-    for s in 2 3 4; do
-      CUDA_VISIBLE_DEVICES=1 python3 bench/quality_sweep.py run $B/quality-split $G --timeout 400 --configs e3-lr5e-4-r16-b16 \
-        --train-set "{\"seed\": $s, \"optimizer\": \"adamw_torch_fused\", \"quantization\": \"16bit\"}" --work /tmp/q16-seed$s \
-        --out $R/quality_e3b16_16bit_seed$s.json > $R/quality_e3b16_16bit_seed$s.out 2>&1 &
-    done
-    for s in 5 6; do
-      CUDA_VISIBLE_DEVICES=1 python3 bench/quality_sweep.py run $B/quality-split $G --timeout 400 --configs e3-lr5e-4-r16-b16 \
-        --train-set "{\"seed\": $s, \"optimizer\": \"adamw_torch_fused\"}" --work /tmp/q4-seed$s \
-        --out $R/quality_e3b16_4bit_seed$s.json > $R/quality_e3b16_4bit_seed$s.out 2>&1 &
-    done
+    tb 1 270m-raw-unsloth-16bit,270m-stage-4bit-b8,270m-stage-4bit-b16+fusedadam,270m-stage-16bit-b16+fusedadam train_270m_e
+    for s in 2 3 4; do q 1 $s e3-lr5e-4-r16-b16 quality_e3b16_16bit_seed$s '"quantization": "16bit"' & done
+    for s in 5 6; do q 1 $s e3-lr5e-4-r16-b16 quality_e3b16_4bit_seed$s & done
     wait
     for f in $R/quality_e3b16_*.out; do tail -n 2 $f | head -1 | cut -c1-400 | tee -a $R/queue.log; done
   ) &
@@ -318,9 +312,7 @@ stream-e)  # the next lease (tenth). GPU 0: E4B's static decoding with grouped d
     --ties 0.5 --variants auto-dynamic,auto-static-grouped32,auto-static-groupedfused $C --results $R/eval_270m_e.json > $R/eval_270m_e.out 2>&1
   grep -E "^cuda" $R/eval_270m_e.out | cut -c1-400 | tee -a $R/queue.log
   log "E: E4B QLoRA step, fused AdamW (GPU 0)"
-  CUDA_VISIBLE_DEVICES=0 timeout 400 python3 bench/train_throughput.py run $D $M --timeout 120 --work /tmp/titlegen-bench-e4b \
-    --cases e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8,e4b-stage-4bit-b8+fusedadam --out $R/train_e4b_e.json > $R/train_e4b_e.out 2>&1
-  grep -E '^\{' $R/train_e4b_e.out | cut -c1-300 | tee -a $R/queue.log
+  tb 0 e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8,e4b-stage-4bit-b8+fusedadam train_e4b_e
   wait
   log "queue done"; touch $R/queue.done
   ;;

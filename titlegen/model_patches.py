@@ -172,7 +172,8 @@ def fused_pointwise(model) -> int:
 GROUPED_DECODE = "titlegen_sdpa_grouped_decode"
 # The same with the scores out of the first product in float32 (`grouped_decode_attention(model, fp32_scores=True)`).
 GROUPED_DECODE_FP32 = "titlegen_sdpa_grouped_decode_fp32"
-# The grouped heads through one fused SDPA kernel (`grouped_decode_attention(model, fused=True)`): not measured yet.
+# The grouped heads through one fused SDPA kernel (`grouped_decode_attention(model, fused=True)`): bench only, slower
+# (H200, 2026-11-30: E4B dynamic 16.76 against 21.08 titles/s for float32 grouped, the 270M static 313 against 350).
 GROUPED_DECODE_FUSED = "titlegen_sdpa_grouped_decode_fused"
 GROUPED_KINDS = (GROUPED_DECODE, GROUPED_DECODE_FP32, GROUPED_DECODE_FUSED)
 
@@ -206,7 +207,7 @@ def grouped_decode_attention(model, fp32_scores: bool = False, fused: bool = Fal
     The evaluate stage applies it on CUDA (`evaluation.decode_attention`: `grouped` = float32 scores, the default;
     `grouped-bf16`).
 
-    `fused` (bench only until measured) hands the grouped heads to one SDPA kernel instead of the two products and
+    `fused` (bench only: measured slower, docs/evaluate.md "Tenth lease") hands the grouped heads to one SDPA kernel instead of the two products and
     the softmax: a group's query heads become that many query positions against their one KV head, all under the
     row's mask, so the kernel reads each key and value once and keeps its scores in float32 as SDPA does.
     """

@@ -436,11 +436,13 @@ def adapter_to_keep(keep: str, evals: list[dict], best_record: dict | None, glob
     `eval_loss` (and, under `checks`, the failed-check share)."""
     best = min(evals, key=lambda h: eval_rank(h, keep)) if evals else None
     if keep != "last" and best and best_record and best_record["step"] == best["step"]:
-        return {"from": "best", "step": best["step"], "eval_loss": best["eval_loss"],
-                **({"failed_checks": best[FAILED_CHECKS]} if FAILED_CHECKS in best else {})}
-    last = next((h for h in evals if h["step"] == global_step), {})
-    return {"from": "last", "step": global_step, "eval_loss": last.get("eval_loss"),
-            **({"failed_checks": last[FAILED_CHECKS]} if FAILED_CHECKS in last else {})}
+        origin, entry = "best", best
+    else:
+        origin, entry = "last", next((h for h in evals if h["step"] == global_step), {})
+    kept = {"from": origin, "step": entry.get("step", global_step), "eval_loss": entry.get("eval_loss")}
+    if FAILED_CHECKS in entry:
+        kept["failed_checks"] = entry[FAILED_CHECKS]
+    return kept
 
 
 def out_of_memory_advice(config: TrainWorkerConfig, total_bytes: int, checkpointing: bool | None = None) -> str:
