@@ -32,6 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results" / "decode_ops.json"
+# `titlegen.generate.max_new_tokens_for(40)`, written out: the GPU image lacks pydantic, which that module imports.
+STAGE_BUDGET = 52
 
 
 def build(device: str, layers: int | None, vocab: int | None):
@@ -76,8 +78,9 @@ def op_table(prof, rows: int = 45) -> tuple[str, list[dict]]:
     return "\n".join(lines), out
 
 
-def timed_ms(fn, reps: int, cuda: bool) -> float:
-    """Median wall time of `fn` in ms (CUDA events on CUDA), after two warm-up calls."""
+def timed_ms(fn, reps: int, cuda: bool, inner: int = 20) -> float:
+    """Median time of one `fn` call in ms, after two warm-up calls: on CUDA, CUDA events around `inner` calls queued
+    back to back (one call alone would time its launch, ~50 us, not its kernel)."""
     import torch
 
     for _ in range(2):
@@ -87,10 +90,11 @@ def timed_ms(fn, reps: int, cuda: bool) -> float:
         if cuda:
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             a.record()
-            fn()
+            for _ in range(inner):
+                fn()
             b.record()
             b.synchronize()
-            times.append(a.elapsed_time(b))
+            times.append(a.elapsed_time(b) / inner)
         else:
             t = time.perf_counter()
             fn()
@@ -145,6 +149,30 @@ def product_rows(cfg, rows: int, length: int, device: str, reps: int) -> list[di
     return out
 
 
+def altup_prefill_rows(model, rows: int, width: int, reps: int) -> list[dict]:
+    """One AltUp `predict` over a prefill's (4, rows, width, hidden) streams: transformers' against
+    `titlegen.model_patches.altup_mixing_fused` (compiled), on the model's first layer."""
+    import torch
+
+    from titlegen.model_patches import altup_mixing_fused
+
+    altup = next(m for m in model.modules() if type(m).__name__ == "Gemma3nTextAltUp")
+    p = next(model.parameters())
+    h = torch.randn(altup.config.altup_num_inputs, rows, width, altup.config.hidden_size, device=p.device, dtype=p.dtype)
+    cuda = p.device.type == "cuda"
+    out = []
+    with torch.inference_mode():
+        ms = timed_ms(lambda: type(altup).predict(altup, h), reps, cuda, inner=3)
+        out.append({"part": "altup prefill", "name": "AltUp predict (transformers)", "rows": rows, "width": width, "ms": round(ms, 3)})
+        reference = type(altup).predict(altup, h)
+        altup_mixing_fused(model)
+        ms = timed_ms(lambda: altup.predict(h), reps, cuda, inner=3)
+        diff = (altup.predict(h).float() - reference.float()).abs().max().item()
+        out.append({"part": "altup prefill", "name": "AltUp predict, mixing fused (altup_mixing_fused)", "rows": rows, "width": width,
+                    "ms": round(ms, 3), "max_abs_diff": diff})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda")
@@ -162,18 +190,17 @@ def main() -> None:
     import torch
     from transformers import StaticCache
 
-    from titlegen.generate import max_new_tokens_for
-    from titlegen.runs import atomic_write_json
-
     cuda = args.device == "cuda"
-    new = args.new or max_new_tokens_for(40)
+    new = args.new or STAGE_BUDGET
     length = args.width + new
     model, cfg = build(args.device, args.layers or None, args.vocab or None)
     text = copy.copy(cfg)
     text.layer_types = ["full_attention"] * cfg.num_hidden_layers  # the stage's unrolled static cache
     cache = StaticCache(config=text, max_cache_len=length)
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(10, cfg.vocab_size, (args.rows, args.width), generator=g)
+    # Token ids the per-layer embeddings can look up (Gemma 3n's output vocabulary is larger than theirs).
+    limit = min(cfg.vocab_size, cfg.vocab_size_per_layer_input)
+    ids = torch.randint(10, limit, (args.rows, args.width), generator=g)
     pad = torch.randint(0, args.width // 2, (args.rows,), generator=g)
     mask = (torch.arange(length)[None, :] >= pad[:, None]).long()  # left padding, then every position to come
     ids, mask = ids.to(args.device), mask.to(args.device)
@@ -183,9 +210,9 @@ def main() -> None:
                      cache_position=torch.arange(pos, pos + tokens.shape[1], device=args.device), logits_to_keep=1)
 
     with torch.inference_mode():
-        nxt = step(0, ids).logits[:, -1:].argmax(-1)
+        nxt = step(0, ids).logits[:, -1:].argmax(-1) % limit
         for k in range(2):  # warm-up decode steps
-            nxt = step(args.width + k, nxt).logits[:, -1:].argmax(-1)
+            nxt = step(args.width + k, nxt).logits[:, -1:].argmax(-1) % limit
         pos = args.width + 2
         # Timed steps (each one its own position, as generation runs them).
         times = []
@@ -194,7 +221,7 @@ def main() -> None:
                 a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 a.record()
             t = time.perf_counter()
-            nxt = step(pos + k, nxt).logits[:, -1:].argmax(-1)
+            nxt = step(pos + k, nxt).logits[:, -1:].argmax(-1) % limit
             if cuda:
                 b.record()
                 b.synchronize()
@@ -207,7 +234,7 @@ def main() -> None:
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
         with profile(activities=acts, record_shapes=True) as prof:
             for k in range(args.steps):
-                nxt = step(pos + k, nxt).logits[:, -1:].argmax(-1)
+                nxt = step(pos + k, nxt).logits[:, -1:].argmax(-1) % limit
             if cuda:
                 torch.cuda.synchronize()
         cache.reset()  # one prefill of the batch, profiled apart (its shapes are the prompt's, not a step's)
@@ -217,14 +244,14 @@ def main() -> None:
                 torch.cuda.synchronize()
     ops_text, ops = op_table(prof) if cuda else ("(CPU: no GPU times)", [])
     prefill_text, prefill_ops = op_table(prefill_prof, rows=25) if cuda else ("", [])
-    products = product_rows(cfg, args.rows, length, args.device, args.reps)
+    products = product_rows(cfg, args.rows, length, args.device, args.reps) + altup_prefill_rows(model, args.rows, args.width, min(args.reps, 10))
     card = torch.cuda.get_device_name(0) if cuda else "cpu"
     lines = [f"decode_ops: {card}, {cfg.num_hidden_layers} layers, rows {args.rows}, width {args.width}, cache {length}",
              f"eager decode step: {statistics.median(times):.2f} ms (median of {args.steps})", "", f"{args.steps} decode steps:", ops_text, "",
              "one prefill:", prefill_text, "",
              "| part | product | rows | in x out / cache | ms | TFLOP/s | GB/s |", "|---|---|---|---|---|---|---|"]
     for r in products:
-        size = f"{r['in']} x {r['out']}" if "in" in r else str(r.get("cache_len", ""))
+        size = f"{r['in']} x {r['out']}" if "in" in r else str(r.get("cache_len", r.get("width", "")))
         lines.append(f"| {r['part']} | {r['name']} | {r['rows']} | {size} | {r['ms']} | {r.get('tflops', '')} | "
                      f"{r.get('weight_gb_s', r.get('cache_gb_s', ''))} |")
     report = "\n".join(lines)
@@ -236,7 +263,9 @@ def main() -> None:
         "command": "python3 " + " ".join(sys.argv), "layers": cfg.num_hidden_layers, "cache_len": length,
         "eager_step_ms": round(statistics.median(times), 3), "steps_profiled": args.steps, "ops": ops, "prefill_ops": prefill_ops,
         "products": products}
-    atomic_write_json(args.out, results)
+    tmp = Path(f"{args.out}.tmp")
+    tmp.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    tmp.replace(args.out)
 
 
 if __name__ == "__main__":

@@ -126,6 +126,14 @@ STATIC_WEIGHT_VARIANTS = {"auto-static-cudagraphs-altup-sw": (None, "static", No
 # and copies it back over the cache after the replay. Not in the stage: measured first (tenth lease).
 INPLACE_CACHE_VARIANTS = {"auto-static-cudagraphs-altup-sw-inplace": (None, "static", None)}
 STATIC_WEIGHT_VARIANTS.update(INPLACE_CACHE_VARIANTS)
+# The stage's static mode, and AltUp's 4 x 4 stream mixing in the prefill as fused element-wise work
+# (`altup_mixing_fused`: the WMMA product that took 8 ms a layer in a 128-row E4B prefill, `bench/decode_ops.py`);
+# `-layers` also compiles each whole decoder layer with dynamic shapes for the prefill (`compiled_decoder_layers`:
+# AltUp, LAuReL, per-layer inputs and norms fused together). Bench only until measured (eleventh lease). The
+# changes stay on the model: list these last, `-mix` before `-mix-layers`.
+MIX_VARIANTS = {"auto-static-cudagraphs-altup-sw-mix": (None, "static", None), "auto-static-cudagraphs-altup-sw-mix-layers": (None, "static", None)}
+LAYER_VARIANTS = {"auto-static-cudagraphs-altup-sw-mix-layers"}
+STATIC_WEIGHT_VARIANTS.update(MIX_VARIANTS)
 ALTUP_VARIANTS.update(STATIC_WEIGHT_VARIANTS)
 CUDAGRAPH_VARIANTS.update(STATIC_WEIGHT_VARIANTS)
 VARIANTS.update(STATIC_WEIGHT_VARIANTS)
@@ -156,6 +164,18 @@ def cache_writes_in_graph():
     finally:
         for n, v in zip(names, saved):
             setattr(dynamo_config, n, v)
+
+
+def compiled_decoder_layers(model) -> int:
+    """Compile each decoder layer of `model` with dynamic shapes, in place (as `fused_pointwise` does for norms and
+    MLPs); returns how many changed. The static cache's decode step, which transformers compiles as a whole, traces
+    through them; the prefill runs them as compiled."""
+    changed = 0
+    for module in model.modules():
+        if type(module).__name__.endswith("DecoderLayer") and getattr(module, "_compiled_call_impl", None) is None:
+            module.compile(dynamic=True)
+            changed += 1
+    return changed
 
 
 def graph_skips() -> int:
@@ -310,7 +330,7 @@ def main() -> None:
 
     import titlegen.generate as generate_module
     from titlegen.generate import generate_titles, load_tokenizer, max_new_tokens_for, unrolled_static_cache
-    from titlegen.model_patches import fused_pointwise, grouped_decode_attention, static_weights_in_cuda_graphs, without_altup_copies, without_host_syncs
+    from titlegen.model_patches import altup_mixing_fused, fused_pointwise, grouped_decode_attention, static_weights_in_cuda_graphs, without_altup_copies, without_host_syncs
     from titlegen.runs import atomic_write_json, read_jsonl
 
     contents = [(r.get("content") or r["input"])[:1200] for r in read_jsonl(args.articles_file)][: args.articles]
@@ -371,6 +391,10 @@ def main() -> None:
             if variant in ALTUP_VARIANTS:  # what `load_base` does on CUDA: both kinds of host copies out
                 print(f"{args.device} {name}: AltUp copies taken out of {without_altup_copies(model)} modules, "
                       f"host syncs out of {without_host_syncs(model)} more", flush=True)
+            if variant in MIX_VARIANTS:
+                print(f"{args.device} {name}: AltUp mixing fused for prompts in {altup_mixing_fused(model)} modules", flush=True)
+            if variant in LAYER_VARIANTS:
+                print(f"{args.device} {name}: {compiled_decoder_layers(model)} decoder layers compiled (dynamic shapes)", flush=True)
             new = new or budget
             backend = "cudagraphs" if variant in CUDAGRAPH_VARIANTS else "inductor"
             generate_module.unrolled_static_cache = transformers_static_cache if variant in ROLLED_VARIANTS else unrolled_static_cache

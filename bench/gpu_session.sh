@@ -8,7 +8,7 @@
 # waits and copies the results to $OUT. Every stage writes into /tmp/gpu-results as it finishes,
 # so a lease that ends early still returns what was measured.
 #
-#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-g or none
+#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-h or none
 #   bash bench/gpu_session.sh install       # carry .whl
 #   bash bench/gpu_session.sh part N        # carry .cache/carry/gguf-N
 #   bash bench/gpu_session.sh collect SECS  # waits up to SECS, then copies results to $OUT
@@ -40,7 +40,7 @@ tb() {
 
 # q GPU SEED CONFIGS OUT [TRAIN_JSON]: one quality sweep (QLoRA, fused AdamW, the seed, more train parameters) on a GPU.
 q() {
-  CUDA_VISIBLE_DEVICES=$1 python3 bench/quality_sweep.py run $B/quality-split $G --timeout 420 --configs $3 \
+  CUDA_VISIBLE_DEVICES=$1 python3 bench/quality_sweep.py run $B/quality-split $G --timeout ${QT:-420} --configs $3 \
     --train-set "{\"seed\": $2, \"optimizer\": \"adamw_torch_fused\"${5:+, $5}}" --work /tmp/q-$4 --out $R/$4.json > $R/$4.out 2>&1
 }
 
@@ -347,6 +347,36 @@ stream-g)  # the next lease: does keeping another epoch's adapter than the lowes
     --variants auto-dynamic-grouped32,auto-static-cudagraphs-altup-sw --profile auto-dynamic-grouped32 $C \
     --results $R/eval_e4b_g.json > $R/eval_e4b_g.out 2>&1
   grep -E "^cuda" $R/eval_e4b_g.out | cut -c1-400 | tee -a $R/queue.log
+  log "queue done"; touch $R/queue.done
+  ;;
+stream-h)  # the eleventh lease: stream-g's quality question on GPU 1 (and GPU 0 once it is free), and on GPU 0 where
+  # E4B's decode step and prefill spend their time by operator and shape (`bench/decode_ops.py`), then the stage's
+  # static mode against the AltUp mixing fused for prompts, and whole decoder layers compiled for them.
+  stream_start
+  export QT=600  # ten trainings at once on one GPU take longer than five
+  (
+    log "H: e3-lr5e-4-r16-b16 seeds 2-11 with keep_adapter=last (GPU 1, ten at once)"
+    for s in 2 3 4 5 6 7 8 9 10 11; do q 1 $s e3-lr5e-4-r16-b16 quality_e3b16_last_seed$s '"keep_adapter": "last"' & done
+    wait
+    log "H: seeds 7-11 with keep_adapter=checks (GPU 1)"
+    for s in 7 8 9 10 11; do q 1 $s e3-lr5e-4-r16-b16 quality_e3b16_checks_seed$s '"keep_adapter": "checks"' & done
+    wait
+  ) &
+  log "H: E4B decode step and prefill by operator and shape, 250 rows x 576 tokens (GPU 0)"
+  CUDA_VISIBLE_DEVICES=0 timeout 300 python3 bench/decode_ops.py --device cuda --rows 250 --width 576 --out $R/decode_ops.json \
+    --profile-out $R/decode-ops-250.txt > $R/decode_ops.out 2>&1
+  grep -E "eager decode|altup prefill" $R/decode_ops.out | tee -a $R/queue.log
+  log "H: E4B static mode, then AltUp mixing fused for prompts, then decoder layers compiled (GPU 0)"
+  CUDA_VISIBLE_DEVICES=0 timeout 900 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
+    --variants auto-dynamic-grouped32,auto-static-cudagraphs-altup-sw,auto-static-cudagraphs-altup-sw-mix,auto-static-cudagraphs-altup-sw-mix-layers \
+    --profile auto-static-cudagraphs-altup-sw-mix $C --results $R/eval_e4b_h.json > $R/eval_e4b_h.out 2>&1
+  grep -E "^cuda" $R/eval_e4b_h.out | cut -c1-420 | tee -a $R/queue.log
+  log "H: seeds 2-6 with keep_adapter=checks (GPU 0)"
+  pids=""
+  for s in 2 3 4 5 6; do q 0 $s e3-lr5e-4-r16-b16 quality_e3b16_checks_seed$s '"keep_adapter": "checks"' & pids="$pids $!"; done
+  wait $pids
+  wait
+  for f in $R/quality_e3b16_*_seed*.out; do echo "$(basename $f): $(grep -E '^\{' $f | cut -c1-400)" | tee -a $R/queue.log; done
   log "queue done"; touch $R/queue.done
   ;;
 esac

@@ -168,6 +168,51 @@ def fused_pointwise(model) -> int:
     return changed
 
 
+def altup_mixing_fused(model) -> int:
+    """Gemma 3n's AltUp `predict` mixes its four streams with a 4 x 4 matrix per token as element-wise float32 work
+    that torch.compile fuses (dynamic shapes), for inputs longer than one token (prefill); returns how many modules
+    changed.
+
+    transformers writes that mixing as `torch.matmul` of a (batch, tokens, hidden, 4) view with (batch, tokens, 4, 4)
+    coefficients: a batched product with one 4 x 4 problem per token, which cuBLAS runs with a 16 x 16-tile WMMA
+    kernel. An E4B prefill of 128 prompts x 576 tokens spent 8.0 ms per layer in it (H200, 2026-11-30,
+    `bench/decode_ops.py`), 35 times per prefill; the same arithmetic as one fused pass reads and writes each stream
+    once. Each output stream is the float32 sum of the four products (bf16 products are exact in float32), rounded to
+    the model's dtype, then the input added as before: the same numbers but for the last bit where float32 sums in
+    another order, which can flip only near-tie tokens. A decode step (one token) keeps transformers' product, so
+    the decode graphs do not change. Models without the module are left as they are (0); a second call changes
+    nothing. Bench only until measured (`bench/eval_throughput.py`, `-mix` variants)."""
+    import types
+
+    import torch
+
+    mixing = torch.compile(_altup_predict_elementwise, dynamic=True)  # one compiled function: every layer's graphs
+    changed = 0
+    for module in model.modules():
+        if type(module).__name__ == "Gemma3nTextAltUp" and getattr(module, "_titlegen_mixing", None) is None:
+            module._titlegen_mixing = mixing
+            module.predict = types.MethodType(_altup_predict_fused, module)
+            changed += 1
+    return changed
+
+
+def _altup_predict_fused(self, hidden_states):
+    """`Gemma3nTextAltUp.predict`, its mixing compiled for prompts (see `altup_mixing_fused`)."""
+    if hidden_states.shape[2] == 1 or self.training:  # a decode step, or training: transformers' own
+        return type(self).predict(self, hidden_states)
+    return self._titlegen_mixing(self, hidden_states)
+
+
+def _altup_predict_elementwise(altup, hidden_states):
+    """`Gemma3nTextAltUp.predict` (inference) with the 4 x 4 mixing as broadcast float32 products and a sum."""
+    modalities = altup.compute_router_modalities(hidden_states[altup.config.altup_active_idx])
+    n = altup.config.altup_num_inputs
+    # coefs[..., j, k] weighs input stream k in output stream j (transformers transposes it for its matmul).
+    coefs = altup.prediction_coefs(modalities).reshape(*modalities.shape[:-1], n, n)
+    mixed = (coefs.permute(2, 3, 0, 1).unsqueeze(-1).float() * hidden_states.unsqueeze(0).float()).sum(1)
+    return (mixed.to(hidden_states.dtype) + hidden_states).contiguous()
+
+
 # The attention implementation `grouped_decode_attention` switches a model to (registered with transformers once).
 GROUPED_DECODE = "titlegen_sdpa_grouped_decode"
 # The same with the scores out of the first product in float32 (`grouped_decode_attention(model, fp32_scores=True)`).
