@@ -28,7 +28,7 @@ comes from the free GPU memory and one row's memory, measured by a 4-row probe p
 size), prompts of similar length are batched together and padded to a multiple of 64 tokens, a
 batch stops as soon as every row has stopped, and `cache="static"` decodes with a static KV cache
 that transformers compiles (CUDA graphs) once per batch shape, and compiles the RMSNorm and MLP
-modules with dynamic shapes for the prefill (`titlegen.model_patches.fused_pointwise`).
+modules (and Gemma 3n's AltUp mixing) with dynamic shapes for the prefill (`titlegen.model_patches.fused_pointwise`).
 
 Decoding rule (`titlegen.decoding`: 1.4 over 16 tokens by default; 1 = plain greedy): greedy with a
 repetition penalty that is exactly llama.cpp's (the engine inside Ollama), so the Ollama Modelfile
@@ -100,7 +100,7 @@ class GenerateConfig(BaseModel):
     max_new_tokens: int | None = Field(None, ge=1, description="None = max_new_tokens_for(max_title_chars).")
     batch_size: int | None = Field(8, ge=1, description="Rows per generate() call; None = from the free GPU memory (8 on CPU).")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    cache: Literal["dynamic", "static"] = Field("dynamic", description="KV cache; `static` is the compiled mode (CUDA only): the decode step by transformers, the prefill's norms and MLPs by `fused_pointwise`.")
+    cache: Literal["dynamic", "static"] = Field("dynamic", description="KV cache; `static` is the compiled mode (CUDA only): the decode step by transformers, the prefill's norms, MLPs and AltUp mixing by `fused_pointwise`.")
     repeat_penalty: float = Field(REPEAT_PENALTY, gt=0, description="llama.cpp's repetition penalty (1 = off); the Modelfile sets the same.")
     repeat_last_n: int = Field(REPEAT_LAST_N, ge=0, description="How many last context tokens the repetition penalty looks at (llama.cpp/Ollama `repeat_last_n`).")
     decode_attention: Literal["grouped", "grouped-bf16", "sdpa"] = Field(
@@ -376,7 +376,7 @@ def generate_titles(
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     device = next(model.parameters()).device
     if cache == "static" and device.type == "cuda":
-        # The compiled mode: transformers compiles the decode step, the prefill's norms and MLPs are fused here.
+        # The compiled mode: transformers compiles the decode step, the prefill's norms, MLPs and AltUp mixing are fused here.
         fused_pointwise(model)
     if batch_size is None:
         row_bytes = None

@@ -8,6 +8,7 @@ torch = pytest.importorskip("torch")
 
 from titlegen.model_patches import (  # noqa: E402
     ALTUP_FLOOR,
+    altup_mixing_fused,
     GROUPED_DECODE,
     GROUPED_DECODE_FP32,
     GROUPED_DECODE_FUSED,
@@ -47,6 +48,23 @@ def test_fused_pointwise_compiles_norms_and_mlps_once_and_keeps_greedy_titles(ti
     assert fused_pointwise(model) == 0  # already compiled: left alone
     fused = generate_titles(model, tokenizer, articles, 20, 2, 10)
     assert [r["raw"] for r in fused] == [r["raw"] for r in eager]
+
+
+@pytest.mark.slow
+def test_altup_mixing_fused_keeps_prompt_logits_and_greedy_titles():
+    # Inductor's CPU backend compiles the same mixing the stage's CUDA prefill would; decode steps keep transformers' product.
+    model = tiny_gemma3n(sparsity=(0.95, 0.95, 0.0, 0.0), sliding_window=8, vocab=300)
+    ids, mask = left_padded_prompts()
+    with torch.inference_mode():
+        before = model(input_ids=ids, attention_mask=mask).logits
+        titles = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=0)
+        assert altup_mixing_fused(model) == model.config.get_text_config().num_hidden_layers
+        assert altup_mixing_fused(model) == 0  # already changed: left alone
+        after = model(input_ids=ids, attention_mask=mask).logits
+        again = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=0)
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    assert torch.equal(again, titles)
+    assert altup_mixing_fused(tiny_gemma3()) == 0  # no AltUp: nothing to change
 
 
 def decode_step_logits(model, ids, mask):
