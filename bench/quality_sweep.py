@@ -141,7 +141,18 @@ def run_one(name: str, split_dir: str, base_model: str, work: str, unsloth_compi
             "adapter_dir": trained["adapter_dir"], "metrics_path": scored["metrics_path"],
             "training": {k: training.get(k) for k in ("engine", "device", "global_step", "best_eval_loss", "kept_adapter",
                                                       "train_rows", "first_step_seconds", "train_seconds", "steady_tokens_per_second", "padding_free")},
-            "metrics": json.loads(Path(scored["metrics_path"]).read_text())}
+            "metrics": json.loads(Path(scored["metrics_path"]).read_text()),
+            "failed_titles": failed_titles(Path(scored["metrics_path"]).parent / "predictions.test.jsonl")}
+
+
+def failed_titles(predictions: Path) -> list[dict]:
+    """Every test title that failed a headline check, as generated (`raw`), with its checks, whether generation
+    stopped, and the reference: what a decoding-side or training-side fix has to change (#14 item 3)."""
+    from titlegen.runs import read_jsonl
+
+    return [{"id": r["id"], "failed_checks": r["failed_checks"], "raw": r["raw"], "stopped": r["stopped"],
+             "new_tokens": r["new_tokens"], "reference": r["reference"]}
+            for r in read_jsonl(predictions) if r["failed_checks"]]
 
 
 def sweep_evaluation():

@@ -53,3 +53,16 @@ def test_extra_articles_go_to_training_only_and_never_copy_a_scored_article(spli
     with pytest.raises(SystemExit, match="fewer than --rows 7"):
         quality_sweep.add_extra_train(str(split_dir), str(data), 7, str(tmp_path / "too-many"))
     assert not (tmp_path / "too-many").exists()
+
+
+def test_failed_titles_lists_each_failing_test_title_as_generated(tmp_path):
+    rows = [
+        {"id": "a", "failed_checks": [], "raw": "立法院三讀通過", "stopped": True, "new_tokens": 8, "reference": "三讀"},
+        {"id": "b", "failed_checks": ["line_break", "template_residue"], "raw": "颱風來襲\n標題：颱風", "stopped": True,
+         "new_tokens": 12, "reference": "颱風"},
+        {"id": "c", "failed_checks": ["no_stop"], "raw": "蓋" * 52, "stopped": False, "new_tokens": 52, "reference": "天氣"},
+    ]
+    write_jsonl(tmp_path / "predictions.test.jsonl", [{**r, "content": "…", "prediction": r["raw"].strip()} for r in rows])
+    failed = quality_sweep.failed_titles(tmp_path / "predictions.test.jsonl")
+    assert [f["id"] for f in failed] == ["b", "c"]
+    assert failed[0] == {k: rows[1][k] for k in ("id", "failed_checks", "raw", "stopped", "new_tokens", "reference")}
