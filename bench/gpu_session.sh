@@ -8,7 +8,7 @@
 # waits and copies the results to $OUT. Every stage writes into /tmp/gpu-results as it finishes,
 # so a lease that ends early still returns what was measured.
 #
-#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-h or none
+#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-i or none
 #   bash bench/gpu_session.sh install       # carry .whl
 #   bash bench/gpu_session.sh part N        # carry .cache/carry/gguf-N
 #   bash bench/gpu_session.sh collect SECS  # waits up to SECS, then copies results to $OUT
@@ -377,6 +377,33 @@ stream-h)  # the eleventh lease: stream-g's quality question on GPU 1 (and GPU 0
   wait $pids
   wait
   for f in $R/quality_e3b16_*_seed*.out; do echo "$(basename $f): $(grep -E '^\{' $f | cut -c1-400)" | tee -a $R/queue.log; done
+  log "queue done"; touch $R/queue.done
+  ;;
+stream-i)  # the next lease: the eleventh lease's quality rows ran on a rebuilt split (test sha256 a4df1feb..., Lead 0.2241),
+  # so keep_adapter=last/checks there have no `best` rows to pair with. Here `best` (the default) on the same seeds and
+  # split, ten at once on GPU 1 as there, and the chosen config (e2, batch 8) on seeds 2-11 (GPU 0 and 1): its mean on
+  # this split. Every row now keeps its failed test titles (`failed_titles`): the evidence for a decoding-side rule.
+  # First on GPU 0: the stage's static mode (AltUp mixing fused since the eleventh lease) against the dynamic cache.
+  stream_start
+  export QT=600
+  (
+    log "I: e3-lr5e-4-r16-b16 seeds 2-11 with keep_adapter=best (GPU 1, ten at once)"
+    for s in 2 3 4 5 6 7 8 9 10 11; do q 1 $s e3-lr5e-4-r16-b16 quality_e3b16_best_seed$s '"keep_adapter": "best"' & done
+    wait
+    log "I: e2-lr5e-4-r16 seeds 7-11 (GPU 1)"
+    for s in 7 8 9 10 11; do q 1 $s e2-lr5e-4-r16 quality_e2_seed$s & done
+    wait
+  ) &
+  log "I: E4B, the stage's static mode against the dynamic cache (GPU 0)"
+  CUDA_VISIBLE_DEVICES=0 timeout 500 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
+    --variants auto-dynamic-grouped32,auto-static-cudagraphs-altup-sw $C --results $R/eval_e4b_i.json > $R/eval_e4b_i.out 2>&1
+  grep -E "^cuda" $R/eval_e4b_i.out | cut -c1-420 | tee -a $R/queue.log
+  log "I: e2-lr5e-4-r16 seeds 2-6 (GPU 0)"
+  pids=""
+  for s in 2 3 4 5 6; do q 0 $s e2-lr5e-4-r16 quality_e2_seed$s & pids="$pids $!"; done
+  wait $pids
+  wait
+  for f in $R/quality_e*_seed*.out; do echo "$(basename $f): $(grep -E '^\{' $f | cut -c1-400)" | tee -a $R/queue.log; done
   log "queue done"; touch $R/queue.done
   ;;
 esac
