@@ -383,7 +383,9 @@ stream-i)  # the next lease: the eleventh lease's quality rows ran on a rebuilt 
   # so keep_adapter=last/checks there have no `best` rows to pair with. Here `best` (the default) on the same seeds and
   # split, ten at once on GPU 1 as there, and the chosen config (e2, batch 8) on seeds 2-11 (GPU 0 and 1): its mean on
   # this split. Every row now keeps its failed test titles (`failed_titles`): the evidence for a decoding-side rule.
-  # First on GPU 0: the stage's static mode (AltUp mixing fused since the eleventh lease) against the dynamic cache.
+  # First on GPU 0: the stage's static mode (AltUp mixing fused since the eleventh lease) against the dynamic cache and
+  # against each batch prefilled 64 rows at a time (`prefill_rows`, bench only), as two batches of 250 and as one of
+  # 500 (half the decode steps); then the same on the 270M's real weights, titles judged against the dynamic path's.
   stream_start
   export QT=600
   (
@@ -394,10 +396,16 @@ stream-i)  # the next lease: the eleventh lease's quality rows ran on a rebuilt 
     for s in 7 8 9 10 11; do q 1 $s e2-lr5e-4-r16 quality_e2_seed$s & done
     wait
   ) &
-  log "I: E4B, the stage's static mode against the dynamic cache (GPU 0)"
-  CUDA_VISIBLE_DEVICES=0 timeout 500 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
-    --variants auto-dynamic-grouped32,auto-static-cudagraphs-altup-sw $C --results $R/eval_e4b_i.json > $R/eval_e4b_i.out 2>&1
+  log "I: E4B, the stage's static mode against the dynamic cache and chunked prefills (GPU 0)"
+  CUDA_VISIBLE_DEVICES=0 timeout 900 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
+    --variants auto-dynamic-grouped32,auto-static-cudagraphs-altup-sw,auto-static-cudagraphs-altup-sw-chunk64,b500-static-cudagraphs-altup-sw-chunk64 \
+    --profile b500-static-cudagraphs-altup-sw-chunk64 $C --results $R/eval_e4b_i.json > $R/eval_e4b_i.out 2>&1
   grep -E "^cuda" $R/eval_e4b_i.out | cut -c1-420 | tee -a $R/queue.log
+  log "I: the 270M's static mode with chunked prefills, titles judged (GPU 0)"
+  CUDA_VISIBLE_DEVICES=0 timeout 400 python3 bench/eval_throughput.py --device cuda --models 270m --gguf $G --articles 500 --reference-batch 0 \
+    --ties 0.5 --variants auto-dynamic,auto-static-grouped32,auto-static-grouped32-chunk64,b500-static-grouped32-chunk64 $C \
+    --results $R/eval_270m_i.json > $R/eval_270m_i.out 2>&1
+  grep -E "^cuda" $R/eval_270m_i.out | cut -c1-420 | tee -a $R/queue.log
   log "I: e2-lr5e-4-r16 seeds 2-6 (GPU 0)"
   pids=""
   for s in 2 3 4 5 6; do q 0 $s e2-lr5e-4-r16 quality_e2_seed$s & pids="$pids $!"; done

@@ -321,6 +321,52 @@ def unrolled_static_cache(model, rows: int, length: int, previous=None):
     return StaticCache(config=text, max_cache_len=length)
 
 
+def prefill_in_chunks(model, ids, mask, cache, chunk_rows: int) -> None:
+    """Write every prompt token but the last of a left-padded batch (`ids`, `mask`: rows x width, rows longest
+    first) into the static `cache`, `chunk_rows` rows at a time, each chunk only as wide as its own longest prompt.
+
+    Left padding puts every row's prompt at the end of the batch width, so a chunk of shorter prompts reads and
+    writes only its last `padded_width` positions: each chunk's keys land where the whole batch's prefill would
+    have put them, with the same positions (from the mask, as `generate` counts them) and the same mask. The cache
+    then holds `width - 1` positions, and `generate(input_ids=ids, attention_mask=mask, past_key_values=cache)`
+    feeds the last column alone before decoding the batch as one. A prefill no longer pads every row to the
+    batch's longest prompt (500 real bodies: 1.55x the real tokens at two batches of 250), and its activations
+    are a chunk's, not the batch's. Call it under `torch.inference_mode()`, with a cache of `unrolled_static_cache`."""
+    import copy
+
+    import torch
+
+    rows, width = ids.shape
+    text = model.config.get_text_config(decoder=True)
+    heads = getattr(text, "num_key_value_heads", text.num_attention_heads)
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    # Every cache layer gets its tensors now, as its first update would (a static cache holds only the layers that
+    # keep their own keys: E4B's 20 of 35); the chunks write into slices of them.
+    shape = torch.empty(rows, heads, 1, head_dim, dtype=next(model.parameters()).dtype, device=ids.device)
+    for layer in cache.layers:
+        if not layer.is_initialized:
+            layer.lazy_initialization(shape, shape)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate() derives them from the mask
+    lengths = mask.sum(-1).tolist()
+    for r0 in range(0, rows, chunk_rows):
+        r1 = min(rows, r0 + chunk_rows)
+        start = width - min(width, padded_width(max(lengths[r0:r1]), ids.device))
+        if start >= width - 1:  # prompts of one token: nothing before the last column
+            continue
+        part = copy.copy(cache)
+        part.layers = []
+        for layer in cache.layers:  # the chunk's rows of every layer, in place, written from `start` on
+            view = copy.copy(layer)
+            view.keys, view.values = layer.keys[r0:r1], layer.values[r0:r1]
+            view.batch_size = r1 - r0
+            view.cumulative_length = torch.full_like(layer.cumulative_length, start)
+            part.layers.append(view)
+        model(input_ids=ids[r0:r1, start : width - 1], attention_mask=mask[r0:r1, : width - 1],
+              position_ids=positions[r0:r1, start : width - 1], past_key_values=part, use_cache=True, logits_to_keep=1)
+    for layer in cache.layers:
+        layer.cumulative_length.fill_(width - 1)
+
+
 # What the `cudagraphs` backend's graphs treat as fixed inputs (the benchmark swaps in `contextlib.nullcontext` to
 # measure the weights copied before each replay, as before 2026-11-30).
 cuda_graph_inputs = static_weights_in_cuda_graphs
@@ -348,11 +394,14 @@ def generate_titles(
     repeat_last_n: int = REPEAT_LAST_N,
     with_ids: bool = False,
     compile_backend: str = "auto",
+    prefill_rows: int | None = None,
 ) -> list[dict]:
     """Greedy titles for `contents`, in input order: `{prediction, raw, stopped, prompt_tokens, new_tokens}`,
     with `with_ids` also `ids` (the new token ids, the stop token included) and `prompt_ids`. `compile_backend`:
     the torch.compile backend of the static cache's decode step (transformers' default `inductor`; `cudagraphs`
-    records CUDA graphs of the eager kernels, no code generation; `auto` = `static_compile_backend(model)`)."""
+    records CUDA graphs of the eager kernels, no code generation; `auto` = `static_compile_backend(model)`).
+    `prefill_rows` (static cache only; bench only until measured): each batch's prompts are prefilled that many rows
+    at a time, each chunk as wide as its own longest prompt (`prefill_in_chunks`), then decoded as one batch."""
     import torch
     from transformers import GenerationConfig, LogitsProcessorList
 
@@ -402,6 +451,8 @@ def generate_titles(
             with torch.inference_mode(), graph_inputs():
                 if cache == "static":
                     static = unrolled_static_cache(model, len(chunk), width + max_new_tokens, static)
+                    if prefill_rows:
+                        prefill_in_chunks(model, ids.to(device), mask.to(device), static, prefill_rows)
                 out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
                                      logits_processor=processors, **({"past_key_values": static} if static is not None else {}))
         except torch.OutOfMemoryError:

@@ -10,6 +10,7 @@ from titlegen.generate import (  # noqa: E402
     generate_titles,
     load_base,
     load_tokenizer,
+    prefill_in_chunks,
     unrolled_static_cache,
 )
 from tests.tiny_models import left_padded_prompts, tiny_gemma3, tiny_gemma3n  # noqa: E402
@@ -91,6 +92,39 @@ def test_unrolled_static_cache_keeps_the_sliding_window_by_its_mask(kind):
     model.config.sliding_window = 1000  # full attention everywhere: the window was in play above
     _, full_scores = scores()
     assert (full_scores - dynamic_scores).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("kind", ["gemma3", "gemma3n"])
+def test_prefill_in_chunks_gives_the_whole_batch_prefill_s_titles_and_scores(kind):
+    # Seven prompts of 3-20 tokens, longest first, left-padded to 20; chunks of two rows: each as wide as its longest
+    # prompt (20, 14, 9, 3), with a sliding window of 8 in play and, on Gemma 3n, KV-shared layers.
+    model = tiny_gemma3() if kind == "gemma3" else tiny_gemma3n(sliding_window=8, vocab=300)
+    lengths, width = [20, 19, 14, 11, 9, 6, 3], 20
+    mask = (torch.arange(width)[None, :] >= width - torch.tensor(lengths)[:, None]).long()
+    ids = torch.randint(3, 300, (len(lengths), width)) * mask
+
+    def titles(cache=None):
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=0,
+                                 output_scores=True, return_dict_in_generate=True, past_key_values=cache)
+        return out.sequences, torch.stack(out.scores)
+
+    whole, whole_scores = titles()
+    with torch.inference_mode():
+        cache = unrolled_static_cache(model, len(lengths), width + 12)
+        prefill_in_chunks(model, ids, mask, cache, 2)
+    assert int(cache.get_seq_length()) == width - 1  # generate() then feeds the last column alone
+    chunked, chunked_scores = titles(cache)
+    assert torch.equal(chunked, whole)
+    torch.testing.assert_close(chunked_scores, whole_scores, rtol=0, atol=1e-5)
+
+
+def test_prefill_rows_keeps_the_greedy_titles(tiny_gemma3_dir):
+    model, tokenizer = load_base(str(tiny_gemma3_dir), "cpu"), load_tokenizer(str(tiny_gemma3_dir))
+    articles = ["立法院今天三讀通過修正案。" * 5, "股市收盤上漲，成交量放大。" * 2, "棒球隊贏得冠軍。", "颱風。"]
+    dynamic = generate_titles(model, tokenizer, articles, 20, 4, 10)
+    chunked = generate_titles(model, tokenizer, articles, 20, 4, 10, cache="static", prefill_rows=2)
+    assert [r["raw"] for r in chunked] == [r["raw"] for r in dynamic]
 
 
 def test_with_ids_returns_the_new_token_ids_that_the_title_decodes_from(tiny_gemma3_dir):
