@@ -37,3 +37,11 @@ def left_padded_prompts(vocab: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
     mask[0, :5] = 0
     mask[1, :2] = 0
     return torch.randint(3, vocab, (3, 20)) * mask, mask
+
+
+def greedy_with_scores(model, ids: torch.Tensor, mask: torch.Tensor, cache=None, new_tokens: int = 12):
+    """(sequences, stacked per-step scores) of greedy `generate` on the left-padded `ids`, with `cache` if given."""
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, do_sample=False, pad_token_id=0,
+                             output_scores=True, return_dict_in_generate=True, past_key_values=cache)
+    return out.sequences, torch.stack(out.scores)

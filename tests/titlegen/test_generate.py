@@ -13,7 +13,7 @@ from titlegen.generate import (  # noqa: E402
     prefill_in_chunks,
     unrolled_static_cache,
 )
-from tests.tiny_models import left_padded_prompts, tiny_gemma3, tiny_gemma3n  # noqa: E402
+from tests.tiny_models import greedy_with_scores, left_padded_prompts, tiny_gemma3, tiny_gemma3n  # noqa: E402
 
 
 def test_repeat_penalty_is_llama_cpp_s_rule():
@@ -72,10 +72,7 @@ def test_unrolled_static_cache_keeps_the_sliding_window_by_its_mask(kind):
     ids, mask = left_padded_prompts()
 
     def scores(cache=None):
-        with torch.inference_mode():
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=0,
-                                 output_scores=True, return_dict_in_generate=True, past_key_values=cache)
-        return out.sequences, torch.stack(out.scores)
+        return greedy_with_scores(model, ids, mask, cache)
 
     dynamic, dynamic_scores = scores()
     with torch.inference_mode():
@@ -103,18 +100,12 @@ def test_prefill_in_chunks_gives_the_whole_batch_prefill_s_titles_and_scores(kin
     mask = (torch.arange(width)[None, :] >= width - torch.tensor(lengths)[:, None]).long()
     ids = torch.randint(3, 300, (len(lengths), width)) * mask
 
-    def titles(cache=None):
-        with torch.inference_mode():
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=0,
-                                 output_scores=True, return_dict_in_generate=True, past_key_values=cache)
-        return out.sequences, torch.stack(out.scores)
-
-    whole, whole_scores = titles()
+    whole, whole_scores = greedy_with_scores(model, ids, mask)
     with torch.inference_mode():
         cache = unrolled_static_cache(model, len(lengths), width + 12)
         prefill_in_chunks(model, ids, mask, cache, 2)
     assert int(cache.get_seq_length()) == width - 1  # generate() then feeds the last column alone
-    chunked, chunked_scores = titles(cache)
+    chunked, chunked_scores = greedy_with_scores(model, ids, mask, cache)
     assert torch.equal(chunked, whole)
     torch.testing.assert_close(chunked_scores, whole_scores, rtol=0, atol=1e-5)
 
