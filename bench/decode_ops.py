@@ -195,7 +195,9 @@ def main() -> None:
     length = args.width + new
     model, cfg = build(args.device, args.layers or None, args.vocab or None)
     text = copy.copy(cfg)
-    text.layer_types = ["full_attention"] * cfg.num_hidden_layers  # the stage's unrolled static cache
+    # The stage's unrolled static cache, built as `titlegen.generate.unrolled_static_cache` builds it (that module
+    # imports pydantic, which the GPU image lacks without the lease's wheels).
+    text.layer_types = ["full_attention"] * cfg.num_hidden_layers
     cache = StaticCache(config=text, max_cache_len=length)
     g = torch.Generator().manual_seed(0)
     # Token ids the per-layer embeddings can look up (Gemma 3n's output vocabulary is larger than theirs).

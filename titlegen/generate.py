@@ -236,10 +236,15 @@ def balanced_batch(rows: int, max_batch: int) -> int:
     return -(-rows // -(-rows // max_batch)) if rows else 1
 
 
+def kv_heads_and_dim(cfg) -> tuple[int, int]:
+    """(key/value heads, head dimension) of a text config: one layer's cache is rows x heads x positions x dim."""
+    heads = cfg.num_attention_heads
+    return getattr(cfg, "num_key_value_heads", heads), getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+
+
 def kv_bytes_per_token(cfg) -> int:
     """KV cache bytes per token of one row, bf16, over the layers that keep their own cache."""
-    heads, kv_heads = cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", cfg.num_attention_heads)
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    kv_heads, head_dim = kv_heads_and_dim(cfg)
     layers = cfg.num_hidden_layers - (getattr(cfg, "num_kv_shared_layers", 0) or 0)
     return layers * 2 * kv_heads * head_dim * 2
 
@@ -337,9 +342,7 @@ def prefill_in_chunks(model, ids, mask, cache, chunk_rows: int) -> None:
     import torch
 
     rows, width = ids.shape
-    text = model.config.get_text_config(decoder=True)
-    heads = getattr(text, "num_key_value_heads", text.num_attention_heads)
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    heads, head_dim = kv_heads_and_dim(model.config.get_text_config(decoder=True))
     # Every cache layer gets its tensors now, as its first update would (a static cache holds only the layers that
     # keep their own keys: E4B's 20 of 35); the chunks write into slices of them.
     shape = torch.empty(rows, heads, 1, head_dim, dtype=next(model.parameters()).dtype, device=ids.device)
@@ -447,13 +450,14 @@ def generate_titles(
         for row, i in enumerate(chunk):  # left padding: the prompt ends where generation starts
             ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
             mask[row, width - len(prompts[i]) :] = 1
+        ids, mask = ids.to(device), mask.to(device)
         try:
             with torch.inference_mode(), graph_inputs():
                 if cache == "static":
                     static = unrolled_static_cache(model, len(chunk), width + max_new_tokens, static)
                     if prefill_rows:
-                        prefill_in_chunks(model, ids.to(device), mask.to(device), static, prefill_rows)
-                out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
+                        prefill_in_chunks(model, ids, mask, static, prefill_rows)
+                out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
                                      logits_processor=processors, **({"past_key_values": static} if static is not None else {}))
         except torch.OutOfMemoryError:
             if batch_size == 1:
