@@ -382,7 +382,8 @@ stream-h)  # the eleventh lease: stream-g's quality question on GPU 1 (and GPU 0
 stream-i)  # the next lease: the eleventh lease's quality rows ran on a rebuilt split (test sha256 a4df1feb..., Lead 0.2241),
   # so keep_adapter=last/checks there have no `best` rows to pair with. Here `best` (the default) on the same seeds and
   # split, ten at once on GPU 1 as there, and the chosen config (e2, batch 8) on seeds 2-11 (GPU 0 and 1): its mean on
-  # this split. Every row now keeps its failed test titles (`failed_titles`): the evidence for a decoding-side rule.
+  # this split; `last` again on seeds 2-6. Every row now keeps its failed test titles (`failed_titles`) and all of them
+  # (`test_titles`): a stop-string rule (a line break ends the title) is then scored afterwards, on CPU.
   # First on GPU 0: the stage's static mode (AltUp mixing fused since the eleventh lease) against the dynamic cache and
   # against each batch prefilled 64 rows at a time (`prefill_rows`, bench only), as two batches of 250 and as one of
   # 500 (half the decode steps); then the same on the 270M's real weights, titles judged against the dynamic path's.
@@ -392,8 +393,9 @@ stream-i)  # the next lease: the eleventh lease's quality rows ran on a rebuilt 
     log "I: e3-lr5e-4-r16-b16 seeds 2-11 with keep_adapter=best (GPU 1, ten at once)"
     for s in 2 3 4 5 6 7 8 9 10 11; do q 1 $s e3-lr5e-4-r16-b16 quality_e3b16_best_seed$s '"keep_adapter": "best"' & done
     wait
-    log "I: e2-lr5e-4-r16 seeds 7-11 (GPU 1)"
+    log "I: e2-lr5e-4-r16 seeds 7-11 and e3-lr5e-4-r16-b16 keep_adapter=last seeds 2-6, with every test title kept (GPU 1)"
     for s in 7 8 9 10 11; do q 1 $s e2-lr5e-4-r16 quality_e2_seed$s & done
+    for s in 2 3 4 5 6; do q 1 $s e3-lr5e-4-r16-b16 quality_e3b16_last_seed$s '"keep_adapter": "last"' & done
     wait
   ) &
   log "I: E4B, the stage's static mode against the dynamic cache and chunked prefills (GPU 0)"

@@ -142,7 +142,8 @@ def run_one(name: str, split_dir: str, base_model: str, work: str, unsloth_compi
             "training": {k: training.get(k) for k in ("engine", "device", "global_step", "best_eval_loss", "kept_adapter",
                                                       "train_rows", "first_step_seconds", "train_seconds", "steady_tokens_per_second", "padding_free")},
             "metrics": json.loads(Path(scored["metrics_path"]).read_text()),
-            "failed_titles": failed_titles(Path(scored["metrics_path"]).parent / "predictions.test.jsonl")}
+            "failed_titles": failed_titles(Path(scored["metrics_path"]).parent / "predictions.test.jsonl"),
+            "test_titles": test_titles(Path(scored["metrics_path"]).parent / "predictions.test.jsonl")}
 
 
 def failed_titles(predictions: Path) -> list[dict]:
@@ -153,6 +154,14 @@ def failed_titles(predictions: Path) -> list[dict]:
     return [{"id": r["id"], "failed_checks": r["failed_checks"], "raw": r["raw"], "stopped": r["stopped"],
              "new_tokens": r["new_tokens"], "reference": r["reference"]}
             for r in read_jsonl(predictions) if r["failed_checks"]]
+
+
+def test_titles(predictions: Path) -> list[dict]:
+    """Every test title as generated, in split order: enough to score a stop-string rule afterwards without a GPU
+    (greedy decoding is causal, so a stop string only cuts the text it already wrote)."""
+    from titlegen.runs import read_jsonl
+
+    return [{"id": r["id"], "raw": r["raw"], "stopped": r["stopped"]} for r in read_jsonl(predictions)]
 
 
 def sweep_evaluation():

@@ -66,3 +66,5 @@ def test_failed_titles_lists_each_failing_test_title_as_generated(tmp_path):
     failed = quality_sweep.failed_titles(tmp_path / "predictions.test.jsonl")
     assert [f["id"] for f in failed] == ["b", "c"]
     assert failed[0] == {k: rows[1][k] for k in ("id", "failed_checks", "raw", "stopped", "new_tokens", "reference")}
+    assert quality_sweep.test_titles(tmp_path / "predictions.test.jsonl") == [
+        {k: r[k] for k in ("id", "raw", "stopped")} for r in rows]
