@@ -12,6 +12,8 @@ so the numbers are what `titlegen/full` would produce with those parameters. Con
     # on the GPU machine (the 270M GGUF from the PyPI package travels with the call)
     python3 bench/quality_sweep.py run .cache/carry/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf \\
         --configs all --out bench/results/quality_sweep.json
+    # here, no GPU: a stop string (Ollama `PARAMETER stop`) scored on the test_titles of earlier results
+    python bench/quality_sweep.py restop .cache/carry/quality-split bench/results/quality_sweep.json --stop "\\n" --out /tmp/restop.json
 """
 
 import argparse
@@ -208,6 +210,90 @@ def decode_more(split_dir: str, base_model: str, out: str, penalties: tuple[str,
     print("chosen repeat penalty:", doc["decoding_rule"]["chosen_repeat_penalty"])
 
 
+def stop_string(text: str) -> str:
+    """A `--stop` value with its Python escapes decoded (`\\n` is a line break); other characters kept as typed."""
+    import codecs
+
+    return codecs.decode(text.encode("latin-1", "backslashreplace"), "unicode_escape")
+
+
+def rescore(test_rows: list[dict], raws: list[str], stopped: list[bool], evaluation, clean) -> tuple[dict, list[dict]]:
+    """The evaluate stage's scores of these generated texts (`prediction` = raw stripped, as `titlegen.generate` makes
+    it): the candidate's summary with its check rates and `minus_lead` (paired difference to Lead), and each title's checks."""
+    from titlegen.metrics import lead_title, paired_difference
+    from titlegen.tasks.evaluate import score_system
+
+    lo, hi = clean.min_title_chars, clean.max_title_chars
+    summary, per, checks = score_system([r.strip() for r in raws], test_rows, stopped, evaluation, lo, hi)
+    leads = [lead_title(r["content"], hi) for r in test_rows]
+    _, lead_per, _ = score_system(leads, test_rows, [True] * len(leads), evaluation, lo, hi)
+    return {**summary, "minus_lead": paired_difference(per, lead_per, evaluation.bootstrap_samples, evaluation.seed)}, checks
+
+
+def restop(split_dir: str, results: list[str], stops: list[str], out: str) -> dict:
+    """A stop-string rule scored without a GPU: every row's `test_titles` rescored as generated and cut before the first
+    stop string (`titlegen.decoding.cut_at_stop`; greedy decoding is causal, so a stop only cuts text already written,
+    and the title then counts as stopped), with the evaluate stage's scoring. The as-generated rescoring must reproduce
+    the row's stored metrics (ROUGE-L, checks `any`, minus Lead) within 1e-9, or it raises."""
+    from titlegen.decoding import cut_at_stop
+    from titlegen.params import EvalParams, TitlegenParams, TrainParams
+    from titlegen.tasks.evaluate import load_rows, split_file
+
+    clean = TitlegenParams().clean
+    rows = []
+    for path in results:
+        doc = json.loads(Path(path).read_text())
+        for i, row in enumerate(doc["rows"]):
+            where = f"{path} row {i} ({row.get('config')})"
+            if "test_titles" not in row:
+                print(f"{where}: no test_titles, skipped")
+                continue
+            m = row["metrics"]
+            evaluation = EvalParams(**m.get("inputs", {}).get("evaluation", {}))
+            test = load_rows(split_file(split_dir, "test"), evaluation.max_eval_rows, evaluation.seed)
+            titles = row["test_titles"]
+            if [t["id"] for t in titles] != [r["id"] for r in test]:
+                raise ValueError(f"{where}: test_titles are not the test rows of {split_dir} in split order")
+            cuts = [cut_at_stop(t["raw"], stops) for t in titles]
+            before, b_checks = rescore(test, [t["raw"] for t in titles], [t["stopped"] for t in titles], evaluation, clean)
+            after, a_checks = rescore(test, [c for c, _ in cuts], [t["stopped"] or cut for t, (_, cut) in zip(titles, cuts)], evaluation, clean)
+            for name, got, stored in (("rouge_l", before["rouge_l"], m["candidate"]["rouge_l"]),
+                                      ("checks any", before["checks"]["any"], m["candidate"]["checks"]["any"]),
+                                      ("minus Lead", before["minus_lead"]["rouge_l"]["diff"], m["differences"]["lead"]["rouge_l"]["diff"])):
+                if abs(got - stored) > 1e-9:
+                    raise ValueError(f"{where}: rescored as generated, {name} is {got!r} but the stored metrics say {stored!r}")
+            changed = [{"id": t["id"], "raw": t["raw"], "before": t["raw"].strip(), "after": c.strip(), "stopped_before": t["stopped"],
+                        "stopped_after": t["stopped"] or cut, "failed_before": [k for k, v in bc.items() if v],
+                        "failed_after": [k for k, v in ac.items() if v]}
+                       for t, (c, cut), bc, ac in zip(titles, cuts, b_checks, a_checks) if (c.strip(), cut) != (t["raw"].strip(), False)]
+            seed = {**row.get("train_overrides", {}), **doc.get("train_set", {})}.get("seed", TrainParams().seed)
+            rows.append({"file": path, "config": row["config"], "seed": seed, "before": before, "after": after, "changed": changed})
+    if not rows:
+        raise SystemExit("no row of the result files has test_titles: nothing to rescore")
+
+    def cols(r: dict) -> list[float]:
+        b, a = r["before"], r["after"]
+        return [b["checks"]["any"], a["checks"]["any"], b["checks"]["no_stop"], a["checks"]["no_stop"], b["rouge_l"], a["rouge_l"],
+                b["minus_lead"]["rouge_l"]["diff"], a["minus_lead"]["rouge_l"]["diff"]]
+
+    def line(label: str, v: list[float], ci: str = "") -> str:
+        return (f"{label:<60} any {v[0]:.4f}→{v[1]:.4f}  no_stop {v[2]:.4f}→{v[3]:.4f}  "
+                f"rouge_l {v[4]:.4f}→{v[5]:.4f}  -Lead {v[6]:+.4f}→{v[7]:+.4f}{ci}")
+
+    print(f"stop strings {stops!r} on {split_dir}: before = as generated, after = cut at the first stop string")
+    for r in rows:
+        lo_ci, hi_ci = r["after"]["minus_lead"]["rouge_l"]["ci"]
+        print(line(f"{Path(r['file']).name} {r['config']} seed {r['seed']}", cols(r), f" [{lo_ci:+.4f}, {hi_ci:+.4f}]  {len(r['changed'])} changed"))
+    mean = [sum(col) / len(rows) for col in zip(*(cols(r) for r in rows))]
+    print(line(f"mean of {len(rows)} rows", mean))
+    keys = ("checks_any_before", "checks_any_after", "no_stop_before", "no_stop_after", "rouge_l_before", "rouge_l_after",
+            "minus_lead_before", "minus_lead_after")
+    doc = {"split_dir": split_dir, "results": results, "stop": stops, "rule": "title = raw cut before the first stop string, then stripped; "
+           "stopped = stopped or cut (titlegen.decoding.cut_at_stop)", "mean": dict(zip(keys, mean)), "rows": rows}
+    atomic_write_json(out, doc)
+    return doc
+
+
 def penalty_specs(text: str) -> tuple[str, ...]:
     """`--repeat-penalties` as a tuple of rule specs ("P" or "P:N"), empty items dropped."""
     return tuple(x for x in text.split(",") if x)
@@ -294,6 +380,11 @@ def main() -> None:
     more.add_argument("base_model")
     more.add_argument("--repeat-penalties", required=True)
     more.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality_sweep.json"))
+    rs = sub.add_parser("restop", help="score a stop-string rule on the test_titles of earlier results, without a GPU")
+    rs.add_argument("split")
+    rs.add_argument("results", nargs="+")
+    rs.add_argument("--stop", action="append", required=True, help=r'a stop string with Python escapes, e.g. "\n"; repeatable')
+    rs.add_argument("--out", required=True)
     r = sub.add_parser("run")
     r.add_argument("split")
     r.add_argument("base_model")
@@ -313,6 +404,9 @@ def main() -> None:
         return
     if args.cmd == "decode":
         return decode_more(args.split, args.base_model, args.out, penalty_specs(args.repeat_penalties))
+    if args.cmd == "restop":
+        restop(args.split, args.results, [stop_string(s) for s in args.stop], args.out)
+        return
     if args.cmd == "one":
         row = run_one(args.name, args.split, args.base_model, args.work, COMPILE[args.unsloth_compile],
                       penalty_specs(args.repeat_penalties), json.loads(args.train_set))

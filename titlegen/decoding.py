@@ -14,7 +14,22 @@ the stop token itself; a 16-token window lets `<end_of_turn>` leave it after 11 
 loop stays in it. Chosen on the validation split among 10 rules (H200, 2026-11-29,
 `bench/results/quality_sweep.json`): 0.9 % of validation titles fail a check, none runs away; on the
 test split 2.1 % and 0.4 %, ROUGE-L minus Lead +0.076 (plain greedy +0.069).
+
+A stop string (Ollama's `PARAMETER stop`) is scored offline with `cut_at_stop`: greedy decoding is causal, so it
+only cuts text the model already wrote (`bench/quality_sweep.py restop`).
 """
+
+from collections.abc import Sequence
 
 REPEAT_PENALTY = 1.4
 REPEAT_LAST_N = 16
+
+
+def cut_at_stop(raw: str, stop_strings: Sequence[str]) -> tuple[str, bool]:
+    """`raw` cut before the earliest occurrence of any stop string, and True; `(raw, False)` when none occurs.
+
+    What Ollama / llama.cpp do with a stop string: generation ends there and the text before it is kept, even
+    the part of the same token that came before the stop string. Empty stop strings are ignored.
+    """
+    cut = min((i for s in stop_strings if s and (i := raw.find(s)) >= 0), default=None)
+    return (raw, False) if cut is None else (raw[:cut], True)

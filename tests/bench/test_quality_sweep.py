@@ -68,3 +68,44 @@ def test_failed_titles_lists_each_failing_test_title_as_generated(tmp_path):
     assert failed[0] == {k: rows[1][k] for k in ("id", "failed_checks", "raw", "stopped", "new_tokens", "reference")}
     assert quality_sweep.test_titles(tmp_path / "predictions.test.jsonl") == [
         {k: r[k] for k in ("id", "raw", "stopped")} for r in rows]
+
+
+def test_restop_cuts_at_a_line_break_and_reproduces_the_stored_metrics_as_generated(tmp_path):
+    from titlegen.params import EvalParams
+    from titlegen.tasks.evaluate import load_rows, score_run, split_file
+
+    split = tmp_path / "split"
+    split.mkdir()
+    titles = ["颱風來襲全台戒備", "立法院三讀通過預算", "股市大漲創下新高", "市長宣布興建新捷運"]
+    write_jsonl(split / "test.jsonl", [{"id": f"t{i}", "input": body(200 + i), "target": t, "source_row": i, "category": "社會"}
+                                       for i, t in enumerate(titles)])
+    generated = [("颱風來襲全台戒備\n標題：颱風來襲全台戒備", True), ("立法院三讀通過預算", True),
+                 ("股市大漲股市大漲股市大漲股市大漲", False), ("市長宣布興建捷運", True)]
+    evaluation = EvalParams(bootstrap_samples=200, seed=7)
+    # The row's metrics and test_titles come from the evaluate stage's own scoring of these generations.
+    eval_dir = tmp_path / "eval"
+    write_jsonl(eval_dir / "candidate.test.jsonl", [{"prediction": raw.strip(), "raw": raw, "stopped": s, "new_tokens": 9} for raw, s in generated])
+    test_rows = load_rows(split_file(split, "test"), None, evaluation.seed)
+    metrics = score_run(eval_dir, test_rows, [], False, {"status": "none"}, 40, 6, evaluation, final_predictions=eval_dir / "predictions.test.jsonl")
+    metrics["inputs"] = {"evaluation": evaluation.model_dump(mode="json")}
+    row = {"config": "e2-lr5e-4-r16", "metrics": metrics, "test_titles": quality_sweep.test_titles(eval_dir / "predictions.test.jsonl")}
+    result = tmp_path / "sweep.json"
+    result.write_text(json.dumps({"train_set": {"seed": 5}, "rows": [row, {"config": "old-row", "metrics": metrics}]}, ensure_ascii=False))
+
+    out = tmp_path / "restop.json"
+    doc = quality_sweep.restop(str(split), [str(result)], [quality_sweep.stop_string(r"\n")], str(out))
+    assert json.loads(out.read_text(encoding="utf-8")) == json.loads(json.dumps(doc))
+    (r,) = doc["rows"]
+    assert r["seed"] == 5 and r["before"]["rouge_l"] == metrics["candidate"]["rouge_l"]
+    assert r["before"]["checks"]["line_break"] == 0.25 and r["after"]["checks"]["line_break"] == 0.0
+    assert r["after"]["checks"]["no_stop"] == r["before"]["checks"]["no_stop"] == 0.25  # no line break, still runs away
+    (changed,) = r["changed"]
+    assert changed["id"] == "t0" and changed["after"] == "颱風來襲全台戒備" and changed["stopped_after"]
+    assert "line_break" in changed["failed_before"] and changed["failed_after"] == []
+    assert r["after"]["rouge_l"] > r["before"]["rouge_l"]
+
+    row["metrics"] = {**metrics, "candidate": {**metrics["candidate"], "rouge_l": metrics["candidate"]["rouge_l"] + 1e-6}}
+    result.write_text(json.dumps({"rows": [row]}, ensure_ascii=False))
+    with pytest.raises(ValueError, match=r"sweep\.json row 0 \(e2-lr5e-4-r16\): rescored as generated, rouge_l"):
+        quality_sweep.restop(str(split), [str(result)], ["\n"], str(tmp_path / "never.json"))
+    assert not (tmp_path / "never.json").exists()
