@@ -135,11 +135,14 @@ STATIC_WEIGHT_VARIANTS.update(INPLACE_CACHE_VARIANTS)
 MIX_VARIANTS = {"auto-static-cudagraphs-altup-sw-mix": (None, "static", None), "auto-static-cudagraphs-altup-sw-mix-layers": (None, "static", None)}
 LAYER_VARIANTS = {"auto-static-cudagraphs-altup-sw-mix-layers"}
 STATIC_WEIGHT_VARIANTS.update(MIX_VARIANTS)
-# The static modes with each batch's prompts prefilled 64 rows at a time, each chunk as wide as its own longest prompt
-# (`prefill_rows=64`, `titlegen.generate.prefill_in_chunks`; bench only until measured): the two batches of 250 the
-# stage picks (`auto-`), and all 500 rows in one batch (`b500-`: its memory is the KV cache's and one chunk's, so
-# half the decode steps). 500 real bodies are 1.55x their real tokens when padded as two batches of 250.
-CHUNKED_VARIANTS = {"auto-static-cudagraphs-altup-sw-chunk64": (None, "static", None), "b500-static-cudagraphs-altup-sw-chunk64": (500, "static", None)}
+# The static modes with each batch's prompts prefilled N rows at a time (`-chunkN`), each chunk as wide as its own
+# longest prompt (`prefill_rows=N`, `titlegen.generate.prefill_in_chunks`): the batches the stage picks (`auto-`), and
+# all 500 rows in one batch (`b500-`: its memory is the KV cache's and one chunk's, so half the decode steps). 500 real
+# bodies are 1.55x their real tokens when padded as two batches of 250. Measured in the twelfth lease (2026-11-30) and
+# the stage's static mode since (`PREFILL_ROWS` = 64, and the auto batch counts one chunk's prefill): every other
+# static variant here prefills whole batches (`prefill_rows=0`), as the stage did before.
+CHUNKED_VARIANTS = {"auto-static-cudagraphs-altup-sw-chunk64": (None, "static", None), "b500-static-cudagraphs-altup-sw-chunk64": (500, "static", None),
+                    "b500-static-cudagraphs-altup-sw-chunk32": (500, "static", None), "b500-static-cudagraphs-altup-sw-chunk128": (500, "static", None)}
 STATIC_WEIGHT_VARIANTS.update(CHUNKED_VARIANTS)
 CHUNKED_GROUPED_VARIANTS = {"auto-static-grouped32-chunk64": (None, "static", None), "b500-static-grouped32-chunk64": (500, "static", None)}
 GROUPED_VARIANTS.update(CHUNKED_GROUPED_VARIANTS)
@@ -408,7 +411,7 @@ def main() -> None:
             if variant in LAYER_VARIANTS:
                 print(f"{args.device} {name}: {compiled_decoder_layers(model)} decoder layers compiled (dynamic shapes)", flush=True)
             new = new or budget
-            chunk_rows = 64 if variant in CHUNKED_VARIANTS else None
+            chunk_rows = int(variant.rsplit("-chunk", 1)[1]) if variant in CHUNKED_VARIANTS else 0
             backend = "cudagraphs" if variant in CUDAGRAPH_VARIANTS else "inductor"
             generate_module.unrolled_static_cache = transformers_static_cache if variant in ROLLED_VARIANTS else unrolled_static_cache
             generate_module.cuda_graph_inputs = (cache_writes_in_graph if variant in INPLACE_CACHE_VARIANTS else
@@ -439,7 +442,7 @@ def main() -> None:
                 "seconds_per_500_titles": round(500 * s / len(out), 1), "peak_gib": peak,
                 **({"fused": True} if variant in FUSED_VARIANTS else {}),
                 "attention": model.config._attn_implementation,
-                **({"prefill_rows": chunk_rows} if chunk_rows else {}),
+                "prefill_rows": chunk_rows,
                 # Static rows since 2026-11-30: sliding layers keep every position (`unrolled_static_cache`), no roll.
                 **({"static_cache": "rolled" if variant in ROLLED_VARIANTS else "unrolled", "compile_backend": backend} if cache == "static" else {}),
                 # Decode graphs torch.compile ran without CUDA graphs (a CPU tensor or an input it cannot keep), this variant.

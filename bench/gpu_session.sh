@@ -8,7 +8,7 @@
 # waits and copies the results to $OUT. Every stage writes into /tmp/gpu-results as it finishes,
 # so a lease that ends early still returns what was measured.
 #
-#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-i or none
+#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-j or none
 #   bash bench/gpu_session.sh install       # carry .whl
 #   bash bench/gpu_session.sh part N        # carry .cache/carry/gguf-N
 #   bash bench/gpu_session.sh collect SECS  # waits up to SECS, then copies results to $OUT
@@ -414,6 +414,22 @@ stream-i)  # the next lease: the eleventh lease's quality rows ran on a rebuilt 
   wait $pids
   wait
   for f in $R/quality_e*_seed*.out; do echo "$(basename $f): $(grep -E '^\{' $f | cut -c1-400)" | tee -a $R/queue.log; done
+  log "queue done"; touch $R/queue.done
+  ;;
+stream-j)  # the static mode as adopted after the twelfth lease (prefill 64 rows at a time, the auto batch counting one
+  # chunk's prefill: E4B's 500 prompts should now run as one batch) against whole-batch prefills and other chunk sizes;
+  # then the 270M's titles judged again (every title now also ends at a line break, titlegen.decoding.TITLE_STOPS).
+  # One GPU.
+  stream_start
+  log "J: E4B, the static mode as shipped (auto) against 32/128-row chunks and the whole-batch prefill"
+  timeout 660 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
+    --variants auto-dynamic-grouped32,auto-static-cudagraphs-altup-sw-chunk64,b500-static-cudagraphs-altup-sw-chunk128,b500-static-cudagraphs-altup-sw-chunk32,auto-static-cudagraphs-altup-sw \
+    $C --results $R/eval_e4b_j.json > $R/eval_e4b_j.out 2>&1
+  grep -E "^cuda|generation" $R/eval_e4b_j.out | cut -c1-420 | tee -a $R/queue.log
+  log "J: the 270M, dynamic against the static mode as shipped, titles judged"
+  timeout 300 python3 bench/eval_throughput.py --device cuda --models 270m --gguf $G --articles 500 --reference-batch 0 \
+    --ties 0.5 --variants auto-dynamic,auto-static-grouped32-chunk64 $C --results $R/eval_270m_j.json > $R/eval_270m_j.out 2>&1
+  grep -E "^cuda|generation" $R/eval_270m_j.out | cut -c1-420 | tee -a $R/queue.log
   log "queue done"; touch $R/queue.done
   ;;
 esac

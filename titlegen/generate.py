@@ -16,10 +16,10 @@ for every in-limit title plus the stop token. The Ollama Modelfile's `num_predic
 budget (`titlegen.modelfile.num_predict_for`). A generation that hits the limit is marked
 `stopped: false` and fails the `no_stop` headline check.
 
-What a prediction is: the generated text before the stop token, special padding removed and
-surrounding whitespace stripped; nothing else is cleaned, so template residue, line breaks and
-runaway text remain visible to the headline checks (the deployed Ollama model, which stops at
-`<end_of_turn>` too, would print the same text).
+What a prediction is: the generated text before the stop token or the first line break (`titlegen.decoding.TITLE_STOPS`:
+a title is one line, and the Modelfile stops there too), special padding removed and surrounding whitespace stripped;
+nothing else is cleaned, so template residue and runaway text remain visible to the headline checks (the deployed
+Ollama model, which stops at `<end_of_turn>` and at a line break too, would print the same text).
 
 On CUDA the model runs in bf16 and the adapter is merged into the weights (exactly what the merge
 stage ships); on CPU it runs in float32. Speed on CUDA (docs/evaluate.md "Speed"): the batch size
@@ -28,7 +28,8 @@ comes from the free GPU memory and one row's memory, measured by a 4-row probe p
 size), prompts of similar length are batched together and padded to a multiple of 64 tokens, a
 batch stops as soon as every row has stopped, and `cache="static"` decodes with a static KV cache
 that transformers compiles (CUDA graphs) once per batch shape, and compiles the RMSNorm and MLP
-modules (and Gemma 3n's AltUp mixing) with dynamic shapes for the prefill (`titlegen.model_patches.fused_pointwise`).
+modules (and Gemma 3n's AltUp mixing) with dynamic shapes for the prefill (`titlegen.model_patches.fused_pointwise`),
+which it runs `PREFILL_ROWS` rows at a time, each chunk only as wide as its own prompts (`prefill_in_chunks`).
 
 Decoding rule (`titlegen.decoding`: 1.4 over 16 tokens by default; 1 = plain greedy): greedy with a
 repetition penalty that is exactly llama.cpp's (the engine inside Ollama), so the Ollama Modelfile
@@ -55,7 +56,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from titlegen.decoding import REPEAT_LAST_N, REPEAT_PENALTY
+from titlegen.decoding import REPEAT_LAST_N, REPEAT_PENALTY, TITLE_STOPS, cut_at_stop
 from titlegen.model_patches import (
     fused_pointwise,
     grouped_decode_attention,
@@ -74,6 +75,13 @@ WIDTH_MULTIPLE = 64
 # Auto batch size: at most this many rows, using at most this share of the free GPU memory.
 MAX_AUTO_BATCH = 512
 FREE_MEMORY_SHARE = 0.8
+# The static mode prefills each batch this many rows at a time (`prefill_in_chunks`). One H200, 500 real article
+# prompts, 2026-11-30 (docs/evaluate.md, "Twelfth lease"): E4B 41.6 titles/s against 36.9 in two batches of 250, 46.8
+# as one batch of 500; Gemma 3 270M 389 and 419 against 322, its greedy titles as close to the dynamic cache's.
+PREFILL_ROWS = 64
+# Bytes a row holds in a decode step besides its KV cache: the last position's logits over a 262k vocabulary in bf16,
+# their float32 copy and the repeat penalty's scores (a chunked static batch's rows hold nothing else).
+DECODE_BYTES_PER_VOCAB_ENTRY = 12
 
 
 def max_new_tokens_for(max_title_chars: int) -> int:
@@ -211,9 +219,9 @@ class LastNRepetitionPenalty:
         return scores.scatter(1, window, picked)
 
 
-def auto_batch_size(model, rows: int, row_bytes: int | None) -> int:
-    """Rows per batch that fit `FREE_MEMORY_SHARE` of the free GPU memory (CPU, or no row measured: 8),
-    balanced over `rows`.
+def auto_batch_size(model, rows: int, row_bytes: int | None, fixed_bytes: int = 0) -> int:
+    """Rows per batch that fit `FREE_MEMORY_SHARE` of the free GPU memory, less `fixed_bytes` a batch holds whatever its
+    size (CPU, or no row measured: 8), balanced over `rows`.
 
     `row_bytes` is one row's peak memory (`measure_row_bytes`). An underestimate costs one
     out-of-memory retry at half the size, never a failed stage. The batch is then evened out: 500
@@ -227,7 +235,7 @@ def auto_batch_size(model, rows: int, row_bytes: int | None) -> int:
     free, _ = torch.cuda.mem_get_info()
     # Memory PyTorch holds in its cache (an earlier, larger batch) is free for this one too.
     free += torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
-    return balanced_batch(rows, min(MAX_AUTO_BATCH, int(free * FREE_MEMORY_SHARE // row_bytes)))
+    return balanced_batch(rows, min(MAX_AUTO_BATCH, max(1, int((free * FREE_MEMORY_SHARE - fixed_bytes) // row_bytes))))
 
 
 def balanced_batch(rows: int, max_batch: int) -> int:
@@ -277,6 +285,14 @@ def measure_row_bytes(model, width: int, new_tokens: int, pad_token_id: int) -> 
     peak = torch.cuda.max_memory_allocated() - before
     del out, ids
     return int(peak / PROBE_ROWS * PROBE_MARGIN) + kv_bytes_per_token(model.config.get_text_config()) * new_tokens
+
+
+def chunked_row_bytes(model, width: int, new_tokens: int) -> int:
+    """One row's memory in a static batch prefilled in chunks (`prefill_in_chunks`): its KV cache over the prompt and
+    the title, and a decode step's logits. The prefill's activations are one chunk's, a fixed cost (`measure_row_bytes`
+    x `PREFILL_ROWS`), so a batch is no longer bounded by them: E4B's 500 prompts fit one batch on an H200."""
+    cfg = model.config.get_text_config(decoder=True)
+    return kv_bytes_per_token(cfg) * (width + new_tokens) + cfg.vocab_size * DECODE_BYTES_PER_VOCAB_ENTRY
 
 
 def encode_prompts(tokenizer, contents: Sequence[str], max_title_chars: int) -> list[list[int]]:
@@ -403,8 +419,9 @@ def generate_titles(
     with `with_ids` also `ids` (the new token ids, the stop token included) and `prompt_ids`. `compile_backend`:
     the torch.compile backend of the static cache's decode step (transformers' default `inductor`; `cudagraphs`
     records CUDA graphs of the eager kernels, no code generation; `auto` = `static_compile_backend(model)`).
-    `prefill_rows` (static cache only; bench only until measured): each batch's prompts are prefilled that many rows
-    at a time, each chunk as wide as its own longest prompt (`prefill_in_chunks`), then decoded as one batch."""
+    `prefill_rows` (static cache only; None = `PREFILL_ROWS`, 0 = the whole batch at once): each batch's prompts are
+    prefilled that many rows at a time, each chunk as wide as its own longest prompt (`prefill_in_chunks`), then decoded
+    as one batch; the auto batch size then counts a row's KV cache and logits, and one chunk's prefill."""
     import torch
     from transformers import GenerationConfig, LogitsProcessorList
 
@@ -430,13 +447,18 @@ def generate_titles(
     if cache == "static" and device.type == "cuda":
         # The compiled mode: transformers compiles the decode step, the prefill's norms, MLPs and AltUp mixing are fused here.
         fused_pointwise(model)
+    prefill_rows = (PREFILL_ROWS if prefill_rows is None else prefill_rows) if cache == "static" else 0
     if batch_size is None:
-        row_bytes = None
+        row_bytes, fixed_bytes = None, 0
         if device.type == "cuda" and order:
             width = padded_width(len(prompts[order[0]]), device)
             row_bytes = measure_row_bytes(model, width, max_new_tokens, pad)
             print(f"generation: {row_bytes / 2**20:.0f} MiB a row, measured at {width} tokens", flush=True)
-        batch_size = auto_batch_size(model, len(order), row_bytes)
+            if prefill_rows:  # a chunk's prefill once, then each row's cache and logits
+                fixed_bytes, row_bytes = row_bytes * min(prefill_rows, len(order)), chunked_row_bytes(model, width, max_new_tokens)
+                print(f"generation: {row_bytes / 2**20:.0f} MiB a row decoding, {fixed_bytes / 2**30:.1f} GiB for a "
+                      f"prefill of {prefill_rows} rows", flush=True)
+        batch_size = auto_batch_size(model, len(order), row_bytes, fixed_bytes)
         print(f"generation batch size {batch_size} (from free memory)", flush=True)
     results: list[dict | None] = [None] * len(prompts)
     done = 0
@@ -476,13 +498,17 @@ def generate_titles(
             stop_at = next((k for k, t in enumerate(new) if t in stops), None)
             kept = new if stop_at is None else new[:stop_at]
             raw = tokenizer.decode([t for t in kept if t != pad], skip_special_tokens=False)
+            used = len(kept) + (stop_at is not None)  # new tokens, the stop token's included
+            raw, cut = cut_at_stop(raw, TITLE_STOPS)  # a line break ends the title, as the Modelfile's stop string does
+            if cut:  # the tokens up to the one that wrote the stop string
+                used = next(k for k in range(1, len(kept) + 1) if cut_at_stop(tokenizer.decode(kept[:k], skip_special_tokens=False), TITLE_STOPS)[1])
             results[i] = {
                 "prediction": raw.strip(),
                 "raw": raw,
-                "stopped": stop_at is not None,
+                "stopped": stop_at is not None or cut,
                 "prompt_tokens": len(prompts[i]),
-                "new_tokens": len(kept) + (stop_at is not None),
-                **({"ids": new if stop_at is None else new[: stop_at + 1], "prompt_ids": prompts[i]} if with_ids else {}),
+                "new_tokens": used,
+                **({"ids": new[:used], "prompt_ids": prompts[i]} if with_ids else {}),
             }
         start += len(chunk)
         done += len(chunk)

@@ -147,6 +147,20 @@ def _value(raw: str) -> object:
     return raw
 
 
+def _multiline_value(rest: str, lines: list[str], i: int, what: str) -> tuple[str | int | float, int]:
+    """A directive's value, which may run over the lines after line `i - 1` inside triple quotes (the TEMPLATE, and
+    the line-break stop); returns it and the index of the line after it."""
+    if not rest.startswith('"""'):
+        return _value(rest), i
+    body = rest[3:]
+    while '"""' not in body:
+        if i >= len(lines):
+            raise ValueError(f'Modelfile {what} has no closing """.')
+        body += "\n" + lines[i]
+        i += 1
+    return body[: body.index('"""')], i
+
+
 def parse_modelfile(text: str) -> ModelfileParts:
     """Read back FROM, TEMPLATE, SYSTEM and PARAMETER lines (the directives titlegen writes).
 
@@ -165,26 +179,17 @@ def parse_modelfile(text: str) -> ModelfileParts:
         directive, _, rest = line.partition(" ")
         directive = directive.upper()
         if directive in ("TEMPLATE", "SYSTEM"):
-            rest = rest.strip()
-            if rest.startswith('"""'):
-                body = rest[3:]
-                while '"""' not in body:
-                    if i >= len(lines):
-                        raise ValueError(f'Modelfile {directive} has no closing """.')
-                    body += "\n" + lines[i]
-                    i += 1
-                value = body[: body.index('"""')]
-            else:
-                value = str(_value(rest))
-            setattr(parts, directive.lower(), value)
+            value, i = _multiline_value(rest.strip(), lines, i, directive)
+            setattr(parts, directive.lower(), str(value))
         elif directive == "FROM":
             source = rest.strip()
         elif directive == "PARAMETER":
             key, _, raw = rest.strip().partition(" ")
+            value, i = _multiline_value(raw.strip(), lines, i, f"PARAMETER {key}")
             if key == "stop":
-                parts.parameters.setdefault("stop", []).append(_value(raw))
+                parts.parameters.setdefault("stop", []).append(value)
             else:
-                parts.parameters[key] = _value(raw)
+                parts.parameters[key] = value
         else:
             raise ValueError(f"Modelfile directive {directive} is not supported by titlegen's REST create; remove it from {TEMPLATE_FILE}.")
     if not source:

@@ -84,3 +84,20 @@ def test_the_served_model_decodes_with_titlegen_s_default_rule(served, hf_270m):
     assert expected != _first_token(model, tokenizer, 1.0, 0)
     answer = served.generate(MODEL, PATTERN, raw=True, options={**OPTIONS, "num_predict": 1})
     assert answer["response"] == expected
+
+
+@pytest.mark.slow
+@pytest.mark.ollama
+def test_the_served_model_ends_a_title_at_a_line_break_as_evaluation_does(served, hf_270m):
+    # The Modelfile's triple-quoted stop reaches the server as a line break (Ollama 0.5.4 shows it as "\n"), and the
+    # text before it is what evaluation keeps (`cut_at_stop`): here the rule's first token is "\n\n", so nothing.
+    from titlegen.decoding import TITLE_STOPS, cut_at_stop
+
+    assert 'stop "\\n"' in " ".join((served.api.show(MODEL).parameters or "").split())
+    model, tokenizer = hf_270m
+    first = _first_token(model, tokenizer, REPEAT_PENALTY, REPEAT_LAST_N)
+    kept, cut = cut_at_stop(first, TITLE_STOPS)
+    assert cut
+    options = {k: v for k, v in OPTIONS.items() if k != "stop"}  # the Modelfile's stops, not the request's
+    answer = served.generate(MODEL, PATTERN, raw=True, options={**options, "num_predict": 8})
+    assert (answer["response"], answer["done_reason"]) == (kept, "stop")

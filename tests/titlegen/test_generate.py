@@ -164,6 +164,18 @@ def test_auto_batch_size_on_cuda_counts_memory_pytorch_holds_in_its_cache(tiny_g
     assert 1 <= without < with_cache <= 512, (without, with_cache)
 
 
+def test_auto_batch_size_takes_a_chunked_prefill_s_memory_off_once(tiny_gemma3_dir, monkeypatch):
+    # A static batch prefilled in chunks holds one chunk's prefill whatever its size, then each row's cache and logits.
+    from titlegen.generate import chunked_row_bytes, kv_bytes_per_token
+
+    model = model_seen_on_cuda(tiny_gemma3_dir, monkeypatch, free=10 * GIB, reserved=0, allocated=0)
+    row = 100 * 2**20
+    assert auto_batch_size(model, rows=100_000, row_bytes=row, fixed_bytes=4 * GIB) == int((8 - 4) * GIB // row)
+    assert auto_batch_size(model, rows=100_000, row_bytes=row, fixed_bytes=20 * GIB) == 1  # never below one row
+    cfg = model.config.get_text_config(decoder=True)
+    assert chunked_row_bytes(model, 512, 52) == kv_bytes_per_token(cfg) * 564 + cfg.vocab_size * 12
+
+
 def test_auto_batch_size_runs_every_row(tiny_gemma3_dir):
     model, tokenizer = load_base(str(tiny_gemma3_dir), "cpu"), load_tokenizer(str(tiny_gemma3_dir))
     out = generate_titles(model, tokenizer, ["新聞內容。" * k for k in range(1, 12)], 20, None, 4)

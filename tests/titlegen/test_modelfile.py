@@ -2,6 +2,7 @@
 
 import pytest
 
+from titlegen.decoding import TITLE_STOPS
 from titlegen.modelfile import (
     ModelfileValues,
     check_source,
@@ -38,7 +39,7 @@ def test_parse_reads_back_what_render_wrote(gguf):
     parts = parse_modelfile(render_modelfile(values))
     assert parts.source == str(gguf.resolve())
     assert parts.template == ollama_template(32)
-    assert parts.parameters == {"stop": ["<end_of_turn>", "。"], "temperature": 0.2, "num_ctx": 1024, "repeat_penalty": 1.4, "repeat_last_n": 16, "num_predict": num_predict_for(32)}
+    assert parts.parameters == {"stop": ["<end_of_turn>", *TITLE_STOPS, "。"], "temperature": 0.2, "num_ctx": 1024, "repeat_penalty": 1.4, "repeat_last_n": 16, "num_predict": num_predict_for(32)}
 
 
 def test_ollama_template_builds_the_training_prompt():
