@@ -144,7 +144,8 @@ STATIC_WEIGHT_VARIANTS.update(MIX_VARIANTS)
 CHUNKED_VARIANTS = {"auto-static-cudagraphs-altup-sw-chunk64": (None, "static", None), "b500-static-cudagraphs-altup-sw-chunk64": (500, "static", None),
                     "b500-static-cudagraphs-altup-sw-chunk32": (500, "static", None), "b500-static-cudagraphs-altup-sw-chunk128": (500, "static", None)}
 STATIC_WEIGHT_VARIANTS.update(CHUNKED_VARIANTS)
-CHUNKED_GROUPED_VARIANTS = {"auto-static-grouped32-chunk64": (None, "static", None), "b500-static-grouped32-chunk64": (500, "static", None)}
+CHUNKED_GROUPED_VARIANTS = {"auto-static-grouped32-chunk64": (None, "static", None), "b500-static-grouped32-chunk64": (500, "static", None),
+                            "auto-static-grouped32-chunk32": (None, "static", None)}
 GROUPED_VARIANTS.update(CHUNKED_GROUPED_VARIANTS)
 GROUPED_FP32_VARIANTS.update(CHUNKED_GROUPED_VARIANTS)
 VARIANTS.update(CHUNKED_GROUPED_VARIANTS)

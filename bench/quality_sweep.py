@@ -241,12 +241,16 @@ def restop(split_dir: str, results: list[str], stops: list[str], out: str) -> di
 
     clean = TitlegenParams().clean
     rows = []
+    skipped: list[str] = []  # rows without test_titles (older than 2026-11-30 m)
+    sweeps = []  # (where, one sweep's output): a sweep's output file, or each run of bench/results/quality_training.json
     for path in results:
         doc = json.loads(Path(path).read_text())
-        for i, row in enumerate(doc["rows"]):
+        sweeps += [(f"{path} run {k}", r.get("output") or {}) for k, r in enumerate(doc["runs"])] if "runs" in doc else [(path, doc)]
+    for path, doc in sweeps:
+        for i, row in enumerate(doc.get("rows", [])):
             where = f"{path} row {i} ({row.get('config')})"
             if "test_titles" not in row:
-                print(f"{where}: no test_titles, skipped")
+                skipped.append(where)
                 continue
             m = row["metrics"]
             evaluation = EvalParams(**m.get("inputs", {}).get("evaluation", {}))
@@ -268,6 +272,8 @@ def restop(split_dir: str, results: list[str], stops: list[str], out: str) -> di
                        for t, (c, cut), bc, ac in zip(titles, cuts, b_checks, a_checks) if (c.strip(), cut) != (t["raw"].strip(), False)]
             seed = {**row.get("train_overrides", {}), **doc.get("train_set", {})}.get("seed", TrainParams().seed)
             rows.append({"file": path, "config": row["config"], "seed": seed, "before": before, "after": after, "changed": changed})
+    if skipped:
+        print(f"{len(skipped)} rows without test_titles skipped, e.g. {skipped[0]}")
     if not rows:
         raise SystemExit("no row of the result files has test_titles: nothing to rescore")
 
