@@ -29,7 +29,7 @@ size), prompts of similar length are batched together and padded to a multiple o
 batch stops as soon as every row has stopped, and `cache="static"` decodes with a static KV cache
 that transformers compiles (CUDA graphs) once per batch shape, and compiles the RMSNorm and MLP
 modules (and Gemma 3n's AltUp mixing) with dynamic shapes for the prefill (`titlegen.model_patches.fused_pointwise`),
-which it runs `PREFILL_ROWS` rows at a time, each chunk only as wide as its own prompts (`prefill_in_chunks`).
+which it runs a few rows at a time (`prefill_rows_for`), each chunk only as wide as its own prompts (`prefill_in_chunks`).
 
 Decoding rule (`titlegen.decoding`: 1.4 over 16 tokens by default; 1 = plain greedy): greedy with a
 repetition penalty that is exactly llama.cpp's (the engine inside Ollama), so the Ollama Modelfile
@@ -75,10 +75,13 @@ WIDTH_MULTIPLE = 64
 # Auto batch size: at most this many rows, using at most this share of the free GPU memory.
 MAX_AUTO_BATCH = 512
 FREE_MEMORY_SHARE = 0.8
-# The static mode prefills each batch this many rows at a time (`prefill_in_chunks`). One H200, 500 real article
-# prompts, 2026-11-30 (docs/evaluate.md, "Twelfth lease"): E4B 41.6 titles/s against 36.9 in two batches of 250, 46.8
-# as one batch of 500; Gemma 3 270M 389 and 419 against 322, its greedy titles as close to the dynamic cache's.
+# The static mode prefills each batch this many rows at a time (`prefill_in_chunks`, `prefill_rows_for`). One H200, 500
+# real article prompts, 2026-11-30 (docs/evaluate.md, "Twelfth lease"): E4B as one batch of 500 at 49.9 titles/s with
+# 32-row chunks, 48.1 with 64, 46.1 with 128, against 38.1 for whole batches of 250 (one invocation); Gemma 3 270M
+# 401 titles/s with 64-row chunks against 371 with 32 (one invocation) and 410 against 66 for the dynamic cache, its
+# greedy titles as close to the dynamic cache's as before.
 PREFILL_ROWS = 64
+PREFILL_ROWS_GEMMA3N = 32
 # Bytes a row holds in a decode step besides its KV cache: the last position's logits over a 262k vocabulary in bf16,
 # their float32 copy and the repeat penalty's scores (a chunked static batch's rows hold nothing else).
 DECODE_BYTES_PER_VOCAB_ENTRY = 12
@@ -290,7 +293,7 @@ def measure_row_bytes(model, width: int, new_tokens: int, pad_token_id: int) -> 
 def chunked_row_bytes(model, width: int, new_tokens: int) -> int:
     """One row's memory in a static batch prefilled in chunks (`prefill_in_chunks`): its KV cache over the prompt and
     the title, and a decode step's logits. The prefill's activations are one chunk's, a fixed cost (`measure_row_bytes`
-    x `PREFILL_ROWS`), so a batch is no longer bounded by them: E4B's 500 prompts fit one batch on an H200."""
+    x the chunk's rows), so a batch is no longer bounded by them: E4B's 500 prompts fit one batch on an H200."""
     cfg = model.config.get_text_config(decoder=True)
     return kv_bytes_per_token(cfg) * (width + new_tokens) + cfg.vocab_size * DECODE_BYTES_PER_VOCAB_ENTRY
 
@@ -391,13 +394,23 @@ def prefill_in_chunks(model, ids, mask, cache, chunk_rows: int) -> None:
 cuda_graph_inputs = static_weights_in_cuda_graphs
 
 
+def is_gemma3n(model) -> bool:
+    return str(getattr(model.config, "model_type", "")).startswith("gemma3n")
+
+
 def static_compile_backend(model) -> str:
     """The static cache's compile backend for `model`: `cudagraphs` for Gemma 3n, `inductor` (transformers'
     default) otherwise. Measured on one H200 (docs/evaluate.md): Inductor's compile of E4B's decode step never
     ended within 560 s (fifth lease), while CUDA graphs of the eager kernels record in 47-90 s and decode E4B at
     23-30 titles/s against 19-24 with the dynamic cache (eighth lease, AltUp copies out); for Gemma 3 270M
     Inductor is the faster one (234 against 156 titles/s, 2026-11-29)."""
-    return "cudagraphs" if str(getattr(model.config, "model_type", "")).startswith("gemma3n") else "inductor"
+    return "cudagraphs" if is_gemma3n(model) else "inductor"
+
+
+def prefill_rows_for(model) -> int:
+    """Rows per prefill chunk of the static mode: `PREFILL_ROWS_GEMMA3N` for Gemma 3n (E4B's prefill is heavy per
+    row, and smaller chunks also hold less memory), `PREFILL_ROWS` otherwise (the 270M's is launch-bound)."""
+    return PREFILL_ROWS_GEMMA3N if is_gemma3n(model) else PREFILL_ROWS
 
 
 def generate_titles(
@@ -419,7 +432,7 @@ def generate_titles(
     with `with_ids` also `ids` (the new token ids, the stop token included) and `prompt_ids`. `compile_backend`:
     the torch.compile backend of the static cache's decode step (transformers' default `inductor`; `cudagraphs`
     records CUDA graphs of the eager kernels, no code generation; `auto` = `static_compile_backend(model)`).
-    `prefill_rows` (static cache only; None = `PREFILL_ROWS`, 0 = the whole batch at once): each batch's prompts are
+    `prefill_rows` (static cache only; None = `prefill_rows_for(model)`, 0 = the whole batch at once): each batch's prompts are
     prefilled that many rows at a time, each chunk as wide as its own longest prompt (`prefill_in_chunks`), then decoded
     as one batch; the auto batch size then counts a row's KV cache and logits, and one chunk's prefill."""
     import torch
@@ -447,7 +460,7 @@ def generate_titles(
     if cache == "static" and device.type == "cuda":
         # The compiled mode: transformers compiles the decode step, the prefill's norms, MLPs and AltUp mixing are fused here.
         fused_pointwise(model)
-    prefill_rows = (PREFILL_ROWS if prefill_rows is None else prefill_rows) if cache == "static" else 0
+    prefill_rows = (prefill_rows_for(model) if prefill_rows is None else prefill_rows) if cache == "static" else 0
     if batch_size is None:
         row_bytes, fixed_bytes = None, 0
         if device.type == "cuda" and order:

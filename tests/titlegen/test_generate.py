@@ -217,3 +217,12 @@ def test_the_static_cache_compiles_gemma3n_with_cuda_graphs_and_gemma3_with_indu
 
     assert static_compile_backend(tiny_gemma3n()) == "cudagraphs"
     assert static_compile_backend(tiny_gemma3()) == "inductor"
+
+
+def test_prefill_rows_for_takes_smaller_chunks_for_gemma3n(tiny_gemma3_dir):
+    from types import SimpleNamespace
+
+    from titlegen.generate import PREFILL_ROWS, PREFILL_ROWS_GEMMA3N, prefill_rows_for
+
+    assert prefill_rows_for(load_base(str(tiny_gemma3_dir), "cpu")) == PREFILL_ROWS
+    assert prefill_rows_for(SimpleNamespace(config=SimpleNamespace(model_type="gemma3n"))) == PREFILL_ROWS_GEMMA3N < PREFILL_ROWS
