@@ -89,11 +89,12 @@ def test_the_served_model_decodes_with_titlegen_s_default_rule(served, hf_270m):
 @pytest.mark.slow
 @pytest.mark.ollama
 def test_the_served_model_ends_a_title_at_a_line_break_as_evaluation_does(served, hf_270m):
-    # The Modelfile's triple-quoted stop reaches the server as a line break (Ollama 0.5.4 shows it as "\n"), and the
+    # The Modelfile's triple-quoted stop reaches the server as a line break (Ollama 0.5.4 shows it as "\n"), with "<", and the
     # text before it is what evaluation keeps (`cut_at_stop`): here the rule's first token is "\n\n", so nothing.
     from titlegen.decoding import TITLE_STOPS, cut_at_stop
 
-    assert 'stop "\\n"' in " ".join((served.api.show(MODEL).parameters or "").split())
+    parameters = " ".join((served.api.show(MODEL).parameters or "").split())
+    assert 'stop "\\n"' in parameters and 'stop "<"' in parameters, parameters
     model, tokenizer = hf_270m
     first = _first_token(model, tokenizer, REPEAT_PENALTY, REPEAT_LAST_N)
     kept, cut = cut_at_stop(first, TITLE_STOPS)
