@@ -12,8 +12,9 @@ so the numbers are what `titlegen/full` would produce with those parameters. Con
     # on the GPU machine (the 270M GGUF from the PyPI package travels with the call)
     python3 bench/quality_sweep.py run .cache/carry/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf \\
         --configs all --out bench/results/quality_sweep.json
-    # here, no GPU: a stop string (Ollama `PARAMETER stop`) scored on the test_titles of earlier results
-    python bench/quality_sweep.py restop .cache/carry/quality-split bench/results/quality_sweep.json --stop "\\n" --out /tmp/restop.json
+    # here, no GPU: stop strings (Ollama `PARAMETER stop`) scored on the test_titles of earlier results
+    python bench/quality_sweep.py restop .cache/carry/quality-split bench/results/quality_training.json --stop "\\n" --stop "<" \\
+        --out bench/results/quality_title_stops.json
 """
 
 import argparse

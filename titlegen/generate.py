@@ -16,10 +16,10 @@ for every in-limit title plus the stop token. The Ollama Modelfile's `num_predic
 budget (`titlegen.modelfile.num_predict_for`). A generation that hits the limit is marked
 `stopped: false` and fails the `no_stop` headline check.
 
-What a prediction is: the generated text before the stop token or the first line break (`titlegen.decoding.TITLE_STOPS`:
-a title is one line, and the Modelfile stops there too), special padding removed and surrounding whitespace stripped;
-nothing else is cleaned, so template residue and runaway text remain visible to the headline checks (the deployed
-Ollama model, which stops at `<end_of_turn>` and at a line break too, would print the same text).
+What a prediction is: the generated text before the stop token, the first line break or the first `<`
+(`titlegen.decoding.TITLE_STOPS`: a title is one line of plain text, and the Modelfile stops there too), special padding
+removed and surrounding whitespace stripped; nothing else is cleaned, so repeats and runaway text remain visible to the
+headline checks (the deployed Ollama model, with the same stops, would print the same text).
 
 On CUDA the model runs in bf16 and the adapter is merged into the weights (exactly what the merge
 stage ships); on CPU it runs in float32. Speed on CUDA (docs/evaluate.md "Speed"): the batch size
@@ -395,6 +395,7 @@ cuda_graph_inputs = static_weights_in_cuda_graphs
 
 
 def is_gemma3n(model) -> bool:
+    """Whether `model` is a Gemma 3n (E2B/E4B), whose static mode differs (compile backend, prefill chunks)."""
     return str(getattr(model.config, "model_type", "")).startswith("gemma3n")
 
 
@@ -512,7 +513,7 @@ def generate_titles(
             kept = new if stop_at is None else new[:stop_at]
             raw = tokenizer.decode([t for t in kept if t != pad], skip_special_tokens=False)
             used = len(kept) + (stop_at is not None)  # new tokens, the stop token's included
-            raw, cut = cut_at_stop(raw, TITLE_STOPS)  # a line break ends the title, as the Modelfile's stop string does
+            raw, cut = cut_at_stop(raw, TITLE_STOPS)  # a line break or `<` ends the title, as the Modelfile's stops do
             if cut:  # the tokens up to the one that wrote the stop string
                 used = next(k for k in range(1, len(kept) + 1) if cut_at_stop(tokenizer.decode(kept[:k], skip_special_tokens=False), TITLE_STOPS)[1])
             results[i] = {
