@@ -226,3 +226,23 @@ def test_prefill_rows_for_takes_smaller_chunks_for_gemma3n(tiny_gemma3_dir):
 
     assert prefill_rows_for(load_base(str(tiny_gemma3_dir), "cpu")) == PREFILL_ROWS
     assert prefill_rows_for(SimpleNamespace(config=SimpleNamespace(model_type="gemma3n"))) == PREFILL_ROWS_GEMMA3N < PREFILL_ROWS
+
+
+def test_a_title_stop_cuts_the_title_where_its_token_writes_it(tiny_gemma3_dir, monkeypatch):
+    # As Ollama does with a stop string: the text before it is kept, the title counts as stopped, and `new_tokens`
+    # (with `ids`) ends at the token that wrote it. The tiny model writes no line break, so a character it does write
+    # stands in for the stop.
+    import titlegen.generate as generate
+
+    model, tokenizer = load_base(str(tiny_gemma3_dir), "cpu"), load_tokenizer(str(tiny_gemma3_dir))
+    articles = ["立法院今天三讀通過修正案。" * 5, "棒球隊贏得冠軍。"]
+    monkeypatch.setattr(generate, "TITLE_STOPS", ())
+    whole = generate_titles(model, tokenizer, articles, 20, 2, 10, with_ids=True)
+    row = max(whole, key=lambda r: len(r["raw"].strip()))
+    stop = row["raw"].strip()[len(row["raw"].strip()) // 2]
+    monkeypatch.setattr(generate, "TITLE_STOPS", (stop,))
+    cut = generate_titles(model, tokenizer, articles, 20, 2, 10, with_ids=True)[whole.index(row)]
+    assert cut["raw"] == row["raw"][: row["raw"].index(stop)] and cut["stopped"]
+    assert cut["ids"] == row["ids"][: cut["new_tokens"]]
+    assert stop in tokenizer.decode(cut["ids"], skip_special_tokens=False)
+    assert stop not in tokenizer.decode(cut["ids"][:-1], skip_special_tokens=False)
