@@ -298,8 +298,9 @@ def test_evaluate_end_to_end(tiny_gemma3_dir, tiny_adapter, split_dir, tmp_path)
     assert 0 < metrics["baselines"]["lead"]["rouge_l"] < 1  # Lead overlaps the reference titles
     assert metrics["baselines"]["lead"]["checks"]["copies_first_sentence"] == 1.0
     assert set(metrics["differences"]) == {"lead", "base"}
-    assert metrics["candidate"]["checks"]["no_stop"] == 1.0  # 6 tokens are not enough for a random model to stop
     preds = read_jsonl(out["predictions_path"])
+    # 6 tokens are not enough for a random model to write `<end_of_turn>`; a title stop (the `<` of a random `<unusedN>`) can end one.
+    assert metrics["candidate"]["checks"]["no_stop"] == sum(not p["stopped"] for p in preds) / 5 >= 0.6
     assert [p["id"] for p in preds] == [f"a{i}" for i in range(5)]
     assert {"reference", "prediction", "lead", "base", "failed_checks", "rouge_l"} <= set(preds[0])
     assert json.loads((tiny_adapter / "eval_metrics.json").read_text(encoding="utf-8"))["inputs_fingerprint"] == metrics["inputs_fingerprint"]

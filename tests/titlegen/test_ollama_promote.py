@@ -128,7 +128,8 @@ def _tags(host: str, prefix: str) -> dict[str, str]:
 @pytest.mark.ollama
 @pytest.mark.slow
 def test_real_racing_runs_promote_only_the_tested_model(ollama_host, gemma270m_gguf, real_split, tmp_path, monkeypatch):
-    """Run B (which will fail its smoke test) creates its candidate of the same model after run A
+    """Run B (which will fail its smoke test: its base model's first line, 10 characters, is under its 15-character
+    minimum) creates its candidate of the same model after run A
     created its own and before A promotes. With one shared `name:candidate` tag, A copied B's untested
     model to the serving tag (and left it there), and A's cleanup deleted B's candidate under B."""
     a_created, b_created, a_done = threading.Event(), threading.Event(), threading.Event()
@@ -166,7 +167,7 @@ def test_real_racing_runs_promote_only_the_tested_model(ollama_host, gemma270m_g
             done.set()
 
     threads = [threading.Thread(target=run, name="run-a", args=("run-a", _relaxed(ollama_host), 60, 1, a_done)),
-               threading.Thread(target=run, name="run-b", args=("run-b", strict, 20, 4, b_created))]
+               threading.Thread(target=run, name="run-b", args=("run-b", strict, 20, 15, b_created))]
     for t in threads:
         t.start()
     for t in threads:
