@@ -25,9 +25,10 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from titlegen.decoding import REPEAT_LAST_N, REPEAT_PENALTY, TITLE_STOPS
 from titlegen.generate import max_new_tokens_for
 from titlegen.params import CPU_BASE_MODEL
-from titlegen.prompt import instruction_template, ollama_template
+from titlegen.prompt import END_OF_TURN, instruction_template, ollama_template
 from titlegen.records import ExportRecord, Record, TrainingRecord
 
 # The card's markdown (Jinja2, as huggingface_hub.ModelCard.from_template renders it), shipped as package data.
@@ -337,13 +338,16 @@ def build_model_card(
     )
 
 
-def ollama_repo_files(max_title_chars: int, temperature: float = 0.0, num_ctx: int = 2048) -> dict[str, bytes]:
+def ollama_repo_files(max_title_chars: int, temperature: float = 0.0, num_ctx: int = 2048,
+                      repeat_penalty: float = REPEAT_PENALTY, repeat_last_n: int = REPEAT_LAST_N) -> dict[str, bytes]:
     """The `template` and `params` files the Hub serves to `ollama pull hf.co/<repo>:<quant>`.
 
-    Without them Ollama guesses a template from the GGUF's metadata; with them the pulled model
-    wraps the article in exactly the prompt it was trained on and stops at `<end_of_turn>`.
+    Without them Ollama guesses a template from the GGUF's metadata; with them the pulled model wraps the article in
+    exactly the prompt it was trained on and decodes as the run's Modelfile does: the same stops (`<end_of_turn>` and
+    the title stops), repeat penalty and title budget, so `ollama pull` serves the titles that passed the gate.
     """
-    params = {"stop": ["<end_of_turn>"], "temperature": temperature, "num_ctx": num_ctx}
+    params = {"stop": [END_OF_TURN, *TITLE_STOPS], "temperature": temperature, "repeat_penalty": repeat_penalty,
+              "repeat_last_n": repeat_last_n, "num_ctx": num_ctx, "num_predict": max_new_tokens_for(max_title_chars)}
     return {
         "template": ollama_template(max_title_chars).encode(),
         "params": (json.dumps(params, indent=2) + "\n").encode(),

@@ -104,6 +104,7 @@ def plan_upload(
             (params.get("clean") or {}).get("max_title_chars", 40),
             temperature=ollama.get("temperature", 0.0),
             num_ctx=ollama.get("num_ctx", 2048),
+            **{k: v for k, v in (params.get("evaluation") or {}).items() if k in ("repeat_penalty", "repeat_last_n")},
         )
         files += [PlannedFile(gguf_repo, name, data=data) for name, data in extra.items()]
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from titlegen.modelfile import ModelfileValues, parse_modelfile, render_modelfile
 from titlegen.params import PublishParams, TitlegenParams
 
 TOKEN = "hf_TESTtokenDoNotLeak0123456789abcdef"
@@ -411,7 +412,9 @@ def test_upload_creates_repo_with_files_card_and_one_commit(hub, tmp_path, monke
     assert hub.count("PUT", r"^/_lfs/") == 4
     # Ollama's hf.co pull reads these two files from the repo root.
     assert "<start_of_turn>user\n" in files["template"].decode() and "{{ .Prompt }}" in files["template"].decode()
-    assert json.loads(files["params"])["stop"] == ["<end_of_turn>"]
+    # ... and decode as the run's Modelfile does (its stops, repeat penalty, budget, temperature and context).
+    modelfile = render_modelfile(ModelfileValues(source=run["gguf"]["q8_0"], max_title_chars=40))
+    assert json.loads(files["params"]) == parse_modelfile(modelfile).parameters
 
     card = ModelCard(files["README.md"].decode())
     assert card.data.license == "gemma" and card.data.base_model == "google/gemma-3-270m"
