@@ -285,7 +285,7 @@ class OllamaParams(Section):
     temperature: float = Field(0.0, ge=0, description="Sampling temperature in the Modelfile.")
     num_ctx: int = Field(2048, ge=256, description="Context length in the Modelfile.")
     extra_stop: list[Text] = Field(
-        default_factory=list, description="Stop strings besides `<end_of_turn>` (one `PARAMETER stop` each; Modelfile strings cannot hold a newline)."
+        default_factory=list, description="Stop strings besides `<end_of_turn>` and the title stops, a line break and `<` (titlegen.decoding.TITLE_STOPS, always in the Modelfile): one `PARAMETER stop` each, without a quote, backslash or newline. Evaluation does not apply them, so the served titles then differ from the gated ones."
     )
     smoke_articles: int = Field(5, ge=1, description="Held-out test articles the candidate must title correctly before promotion.")
     keep_alive: Text = Field("10m", description="`keep_alive` of the smoke and latency requests (keeps the model loaded between them).")
