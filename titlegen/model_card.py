@@ -25,10 +25,11 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from titlegen.decoding import REPEAT_LAST_N, REPEAT_PENALTY, TITLE_STOPS
+from titlegen.decoding import REPEAT_LAST_N, REPEAT_PENALTY
 from titlegen.generate import max_new_tokens_for
+from titlegen.modelfile import ModelfileValues, parse_modelfile, render_modelfile
 from titlegen.params import CPU_BASE_MODEL
-from titlegen.prompt import END_OF_TURN, instruction_template, ollama_template
+from titlegen.prompt import instruction_template
 from titlegen.records import ExportRecord, Record, TrainingRecord
 
 # The card's markdown (Jinja2, as huggingface_hub.ModelCard.from_template renders it), shipped as package data.
@@ -338,17 +339,19 @@ def build_model_card(
     )
 
 
-def ollama_repo_files(max_title_chars: int, temperature: float = 0.0, num_ctx: int = 2048,
+def ollama_repo_files(source: str, max_title_chars: int, temperature: float = 0.0, num_ctx: int = 2048,
                       repeat_penalty: float = REPEAT_PENALTY, repeat_last_n: int = REPEAT_LAST_N) -> dict[str, bytes]:
-    """The `template` and `params` files the Hub serves to `ollama pull hf.co/<repo>:<quant>`.
+    """The `template` and `params` files the Hub serves to `ollama pull hf.co/<repo>:<quant>`, read back from the
+    Modelfile rendered with these values (`source`, its FROM, a local GGUF or hf.co reference, is in neither file).
 
     Without them Ollama guesses a template from the GGUF's metadata; with them the pulled model wraps the article in
-    exactly the prompt it was trained on and decodes as the run's Modelfile does: the same stops (`<end_of_turn>` and
-    the title stops), repeat penalty and title budget, so `ollama pull` serves the titles that passed the gate.
+    exactly the prompt it was trained on and decodes as the run's Modelfile does (its stops, the title stops among
+    them, repeat penalty and title budget), so `ollama pull` serves the titles that passed the gate.
     """
-    params = {"stop": [END_OF_TURN, *TITLE_STOPS], "temperature": temperature, "repeat_penalty": repeat_penalty,
-              "repeat_last_n": repeat_last_n, "num_ctx": num_ctx, "num_predict": max_new_tokens_for(max_title_chars)}
+    values = ModelfileValues(source=source, max_title_chars=max_title_chars, temperature=temperature, num_ctx=num_ctx,
+                             repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n)
+    parts = parse_modelfile(render_modelfile(values))
     return {
-        "template": ollama_template(max_title_chars).encode(),
-        "params": (json.dumps(params, indent=2) + "\n").encode(),
+        "template": parts.template.encode(),
+        "params": (json.dumps(parts.parameters, indent=2) + "\n").encode(),
     }

@@ -101,6 +101,7 @@ def plan_upload(
     ollama = params.get("ollama") or {}
     if names:
         extra = ollama_repo_files(
+            gguf_files[next(iter(names))],  # the Modelfile's FROM: not in either file
             (params.get("clean") or {}).get("max_title_chars", 40),
             temperature=ollama.get("temperature", 0.0),
             num_ctx=ollama.get("num_ctx", 2048),
