@@ -142,7 +142,11 @@ STATIC_WEIGHT_VARIANTS.update(MIX_VARIANTS)
 # the stage's static mode since (`PREFILL_ROWS` = 64, and the auto batch counts one chunk's prefill): every other
 # static variant here prefills whole batches (`prefill_rows=0`), as the stage did before.
 CHUNKED_VARIANTS = {"auto-static-cudagraphs-altup-sw-chunk64": (None, "static", None), "b500-static-cudagraphs-altup-sw-chunk64": (500, "static", None),
-                    "b500-static-cudagraphs-altup-sw-chunk32": (500, "static", None), "b500-static-cudagraphs-altup-sw-chunk128": (500, "static", None)}
+                    "b500-static-cudagraphs-altup-sw-chunk32": (500, "static", None), "b500-static-cudagraphs-altup-sw-chunk128": (500, "static", None),
+                    # The stage's E4B setting (32 rows: `PREFILL_ROWS_GEMMA3N`) against smaller chunks (less padding per chunk,
+                    # more prefill launches), measured in the thirteenth lease.
+                    "auto-static-cudagraphs-altup-sw-chunk32": (None, "static", None), "auto-static-cudagraphs-altup-sw-chunk24": (None, "static", None),
+                    "auto-static-cudagraphs-altup-sw-chunk16": (None, "static", None)}
 STATIC_WEIGHT_VARIANTS.update(CHUNKED_VARIANTS)
 CHUNKED_GROUPED_VARIANTS = {"auto-static-grouped32-chunk64": (None, "static", None), "b500-static-grouped32-chunk64": (500, "static", None),
                             "auto-static-grouped32-chunk32": (None, "static", None)}

@@ -8,7 +8,7 @@
 # waits and copies the results to $OUT. Every stage writes into /tmp/gpu-results as it finishes,
 # so a lease that ends early still returns what was measured.
 #
-#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-l or none
+#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-m or none
 #   bash bench/gpu_session.sh install       # carry .whl
 #   bash bench/gpu_session.sh part N        # carry .cache/carry/gguf-N
 #   bash bench/gpu_session.sh collect SECS  # waits up to SECS, then copies results to $OUT
@@ -451,6 +451,30 @@ stream-l)  # the next lease: the chosen config since the twelfth lease (e3-lr5e-
   for s in $(seq 22 26); do q 0 $s e3-lr5e-4-r16-b16 quality_e3b16_best_seed$s '"keep_adapter": "best"' & done
   wait
   for f in $R/quality_e*_seed*.out; do echo "$(basename $f): $(grep -E '^\{' $f | cut -c1-400)" | tee -a $R/queue.log; done
+  log "queue done"; touch $R/queue.done
+  ;;
+stream-m)  # the thirteenth lease. #13: where E4B's eager QLoRA step goes now (profiled, with the GPU's busy share), the
+  # checkpointed layer inputs kept on the card instead of Unsloth's copy to host memory and back (`+keepacts`), and
+  # batch 16; the 270M's QLoRA step profiled and compiled. #14: E4B's prefill in 16/24/32-row chunks (32 shipped), and
+  # the chosen 270M config on fresh seeds 12-21 with the stage's own title stops (ten at once).
+  stream_start
+  export QT=600
+  (
+    log "M: the 270M's QLoRA step: raw loop, batch 16 fused AdamW (profiled), the same compiled (GPU 1)"
+    tb 1 270m-raw-unsloth-16bit,270m-stage-4bit-b16+fusedadam+profile,270m-stage-4bit-b16+fusedadam+compile train_270m_m 150
+    log "M: e3-lr5e-4-r16-b16 seeds 12-21 (GPU 1, ten at once), title stops in the stage"
+    for s in $(seq 12 21); do q 1 $s e3-lr5e-4-r16-b16 quality_e3b16_best_seed$s '"keep_adapter": "best"' & done
+    wait
+    for f in $R/quality_e*_seed*.out; do echo "$(basename $f): $(grep -E '^\{' $f | cut -c1-400)" | tee -a $R/queue.log; done
+  ) &
+  log "M: E4B QLoRA: raw loop, the preset (profiled), inputs kept on the card, batch 16 (GPU 0)"
+  tb 0 e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8+profile,e4b-stage-4bit-b8+keepacts+profile,e4b-stage-4bit-b16,e4b-stage-4bit-b16+keepacts train_e4b_m 150
+  log "M: E4B evaluation, prefill chunks of 32 (shipped), 24 and 16 rows (GPU 0)"
+  CUDA_VISIBLE_DEVICES=0 timeout 600 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
+    --variants auto-static-cudagraphs-altup-sw-chunk32,auto-static-cudagraphs-altup-sw-chunk24,auto-static-cudagraphs-altup-sw-chunk16 \
+    $C --results $R/eval_e4b_m.json > $R/eval_e4b_m.out 2>&1
+  grep -E "^cuda|generation" $R/eval_e4b_m.out | cut -c1-420 | tee -a $R/queue.log
+  wait
   log "queue done"; touch $R/queue.done
   ;;
 esac

@@ -235,6 +235,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # torch's fused AdamW (one kernel for every LoRA tensor) instead of bitsandbytes' 8-bit AdamW (a launch per tensor):
     # the 270M's step is host-bound, and its LoRA optimizer state is a few MB either way.
     "fusedadam": ({}, {"optimizer": "adamw_torch_fused"}),
+    # Plain gradient checkpointing: each checkpointed layer's input stays on the card (train.offload_activations=false)
+    # instead of Unsloth's copy to host memory and back (a host-side wait per layer in the eager step's profile).
+    "keepacts": ({}, {"offload_activations": False}),
     # The adapter kept by the fewest failed headline checks on validation titles (train.keep_adapter=checks): one
     # generation pass over the validation rows after the epoch's validation loss, in process_wall_s, not in the rate.
     "checks": ({}, {"keep_adapter": "checks"}),
@@ -340,7 +343,7 @@ def finish_case(proc, case_dir: Path, row: dict, started: float, timeout: float)
             "peak_train_step_gib", "peak_validation_gib", "max_step_tokens", "split_steps", "per_layer_embeddings_device")})
         profile = case_dir / "checkpoints" / "profile.txt"
         if profile.exists():
-            row["profile_top"] = profile.read_text().splitlines()[:40]
+            row["profile_top"] = profile.read_text().splitlines()[:80]
         row["libraries"] = r.get("libraries")
     else:
         lines = text.splitlines()

@@ -173,6 +173,9 @@ class TrainParams(Section):
     gradient_checkpointing: bool | None = Field(
         None, description="Recompute activations in the backward pass (Unsloth's variant under Unsloth): less memory, less speed. None = on for models of 1 B parameters or more and on CPU, off for smaller models on CUDA (Gemma 3 270M at batch 8: 4.9 GiB without it, and 1.67x the tokens/s; docs/finetune.md \"Speed\")."
     )
+    offload_activations: bool | None = Field(
+        None, description="Unsloth engine, with gradient checkpointing on: copy each checkpointed layer's input to host memory and back for the backward pass (Unsloth's `use_gradient_checkpointing=\"unsloth\"`), or keep it on the card (`false`: plain checkpointing, a few GiB more GPU memory for E4B at batch 8 and no host copies). None = offload (Unsloth's recipe). docs/finetune.md \"Speed\"."
+    )
     checkpoint_steps: int = Field(50, ge=1, description="Save a resumable checkpoint every this many optimizer steps (the last 2 are kept).")
     logging_steps: int = Field(5, ge=1, description="Log the training loss every this many optimizer steps.")
     adapter_dir: Text | None = Field(

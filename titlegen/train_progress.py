@@ -176,6 +176,7 @@ def start_profiler():
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     prof = profile(activities=activities, record_shapes=False)
     prof.__enter__()
+    prof.titlegen_started = time.perf_counter()
     return prof
 
 
@@ -185,10 +186,15 @@ def write_profile(prof, path: Path) -> None:
 
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+    wall = time.perf_counter() - prof.titlegen_started
     prof.__exit__(None, None, None)
     table = prof.key_averages()
     sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
-    text = table.table(sort_by=sort, row_limit=30) + "\n\n" + table.table(sort_by="self_cpu_time_total", row_limit=20)
+    # A step is host-bound when the GPU's kernels fill little of the window's wall time (the profiler's own
+    # overhead slows the host, so the busy share is a lower bound).
+    kernels = sum(e.self_device_time_total for e in table if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA) / 1e6
+    head = f"profiled window: {wall:.3f} s wall, {kernels:.3f} s of GPU kernels ({100 * kernels / wall:.0f} % busy)\n\n"
+    text = head + table.table(sort_by=sort, row_limit=30) + "\n\n" + table.table(sort_by="self_cpu_time_total", row_limit=20)
     path.write_text(text)
     emit("profile", path=str(path))
 

@@ -68,6 +68,15 @@ def use_unsloth_compile(config: TrainWorkerConfig) -> bool:
     return t.unsloth_compile if t.unsloth_compile is not None else t.quantization == "16bit"
 
 
+def unsloth_checkpointing(t) -> str | bool:
+    """`use_gradient_checkpointing` for Unsloth's `get_peft_model` from resolved `train` settings: False without
+    checkpointing; with it, "unsloth" (each checkpointed layer's input offloaded to host memory, Unsloth's recipe)
+    unless `train.offload_activations` is false, then True (plain checkpointing, the inputs stay on the card)."""
+    if not t.gradient_checkpointing:
+        return False
+    return True if t.offload_activations is False else "unsloth"
+
+
 def unsloth_load_options(t, four_bit: bool) -> dict[str, Any]:
     """Keyword arguments for Unsloth's `FastModel.from_pretrained` that follow `train` settings.
 
@@ -122,7 +131,7 @@ def load_model(config: TrainWorkerConfig, engine: str, cuda: bool):
             model, finetune_vision_layers=False, finetune_language_layers=True,
             finetune_attention_modules=True, finetune_mlp_modules=True, r=rank, lora_alpha=alpha,
             lora_dropout=t.lora_dropout, bias="none", random_state=t.seed,
-            use_gradient_checkpointing="unsloth" if t.gradient_checkpointing else False,
+            use_gradient_checkpointing=unsloth_checkpointing(t),
         )
     else:
         import torch
@@ -415,6 +424,8 @@ def train(config: TrainWorkerConfig) -> WorkerResult:
         # Optimizer steps whose batch went through as micro-batches (train.micro_batch_tokens).
         "split_steps": getattr(trainer, "split_steps", 0),
         "gradient_checkpointing": config.train.gradient_checkpointing,  # resolved by load_model
+        # Where checkpointed layer inputs waited for the backward pass (train.offload_activations); None without checkpointing.
+        "activations_offloaded": (unsloth_checkpointing(config.train) == "unsloth") if engine == "unsloth" and config.train.gradient_checkpointing else None,
         # Where Gemma 3n's per-layer embedding table ended up after training (train.per_layer_embeddings_on_host).
         "per_layer_embeddings_device": per_layer_embeddings_device(trainer.model),
         "unsloth_compile": engine == "unsloth" and use_unsloth_compile(config),

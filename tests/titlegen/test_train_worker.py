@@ -6,7 +6,7 @@ import pytest
 from titlegen.params import TrainParams
 from titlegen.records import TrainWorkerConfig
 from titlegen.runs import write_jsonl
-from titlegen.train_worker import (CHECKPOINTING_MIN_PARAMS, adapter_to_keep, build_dataset, lead_view, out_of_memory_advice, use_checkpointing,
+from titlegen.train_worker import (CHECKPOINTING_MIN_PARAMS, adapter_to_keep, build_dataset, lead_view, out_of_memory_advice, unsloth_checkpointing, use_checkpointing,
                                    unsloth_load_options, use_unsloth_compile)
 
 ARTICLE = "行政院今天通過明年度總預算案，總歲出創新高。社福與國防經費增幅最大，將送立法院審議。" * 4
@@ -94,6 +94,15 @@ def test_gradient_checkpointing_default_follows_model_size_and_device():
     # The out-of-memory advice knows what the run actually used.
     assert "gradient_checkpointing=true" not in out_of_memory_advice(auto, 16 * 2**30, checkpointing=True)
     assert "gradient_checkpointing=true" in out_of_memory_advice(auto, 16 * 2**30, checkpointing=False)
+
+
+def test_checkpointed_activations_go_to_host_memory_unless_turned_off():
+    # Unsloth's own recipe ("unsloth": offloaded) by default; false keeps the checkpointed inputs on the card.
+    assert unsloth_checkpointing(_config(gradient_checkpointing=True).train) == "unsloth"
+    assert unsloth_checkpointing(_config(gradient_checkpointing=True, offload_activations=True).train) == "unsloth"
+    assert unsloth_checkpointing(_config(gradient_checkpointing=True, offload_activations=False).train) is True
+    # Without checkpointing there is nothing to offload, whatever the setting says.
+    assert unsloth_checkpointing(_config(gradient_checkpointing=False, offload_activations=False).train) is False
 
 
 def test_per_layer_embeddings_go_to_host_memory_for_4bit_qlora_unless_turned_off():
