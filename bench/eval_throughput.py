@@ -148,6 +148,11 @@ CHUNKED_VARIANTS = {"auto-static-cudagraphs-altup-sw-chunk64": (None, "static", 
                     "auto-static-cudagraphs-altup-sw-chunk32": (None, "static", None), "auto-static-cudagraphs-altup-sw-chunk24": (None, "static", None),
                     "auto-static-cudagraphs-altup-sw-chunk16": (None, "static", None)}
 STATIC_WEIGHT_VARIANTS.update(CHUNKED_VARIANTS)
+# These run with the stage's decode attention (grouped, float32 scores), installed by the variant itself. Until the
+# thirteenth lease they got it only from an earlier `-grouped32` variant of the same invocation (every row until then
+# records `attention: titlegen_sdpa_grouped_decode_fp32`); run first, they ran transformers' SDPA (its rows say `sdpa`).
+GROUPED_VARIANTS.update(CHUNKED_VARIANTS)
+GROUPED_FP32_VARIANTS.update(CHUNKED_VARIANTS)
 CHUNKED_GROUPED_VARIANTS = {"auto-static-grouped32-chunk64": (None, "static", None), "b500-static-grouped32-chunk64": (500, "static", None),
                             "auto-static-grouped32-chunk32": (None, "static", None)}
 GROUPED_VARIANTS.update(CHUNKED_GROUPED_VARIANTS)

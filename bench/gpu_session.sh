@@ -8,7 +8,7 @@
 # waits and copies the results to $OUT. Every stage writes into /tmp/gpu-results as it finishes,
 # so a lease that ends early still returns what was measured.
 #
-#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-m or none
+#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-n or none
 #   bash bench/gpu_session.sh install       # carry .whl
 #   bash bench/gpu_session.sh part N        # carry .cache/carry/gguf-N
 #   bash bench/gpu_session.sh collect SECS  # waits up to SECS, then copies results to $OUT
@@ -474,6 +474,26 @@ stream-m)  # the thirteenth lease. #13: where E4B's eager QLoRA step goes now (p
     --variants auto-static-cudagraphs-altup-sw-chunk32,auto-static-cudagraphs-altup-sw-chunk24,auto-static-cudagraphs-altup-sw-chunk16 \
     $C --results $R/eval_e4b_m.json > $R/eval_e4b_m.out 2>&1
   grep -E "^cuda|generation" $R/eval_e4b_m.out | cut -c1-420 | tee -a $R/queue.log
+  wait
+  log "queue done"; touch $R/queue.done
+  ;;
+stream-n)  # the thirteenth lease's second machine. GPU 1: the chosen 270M config trained with Unsloth's compile on (QLoRA,
+  # batch 16: 47,282 against 36,393 tokens/s eager in stream-m, first step 31.7 s) on the seeds 12-21 that stream-m
+  # trained eagerly: does its quality hold? GPU 0: E4B's prefill in 16/24/32-row chunks again, now with the stage's
+  # grouped decode attention (stream-m's rows ran SDPA).
+  stream_start
+  export QT=600
+  (
+    log "N: e3-lr5e-4-r16-b16 compiled, seeds 12-21 (GPU 1, ten at once)"
+    for s in $(seq 12 21); do q 1 $s e3-lr5e-4-r16-b16 quality_e3b16_compiled_seed$s '"keep_adapter": "best", "unsloth_compile": true' & done
+    wait
+    for f in $R/quality_e*_seed*.out; do echo "$(basename $f): $(grep -E '^\{' $f | cut -c1-400)" | tee -a $R/queue.log; done
+  ) &
+  log "N: E4B evaluation with grouped decode attention, prefill chunks of 32 (shipped), 24 and 16 rows (GPU 0)"
+  CUDA_VISIBLE_DEVICES=0 timeout 600 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
+    --variants auto-static-cudagraphs-altup-sw-chunk32,auto-static-cudagraphs-altup-sw-chunk24,auto-static-cudagraphs-altup-sw-chunk16 \
+    $C --results $R/eval_e4b_n.json > $R/eval_e4b_n.out 2>&1
+  grep -E "^cuda|generation" $R/eval_e4b_n.out | cut -c1-420 | tee -a $R/queue.log
   wait
   log "queue done"; touch $R/queue.done
   ;;
