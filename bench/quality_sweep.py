@@ -113,7 +113,8 @@ def add_extra_train(split_dir: str, extra_data: str, rows: int, out: str, seed: 
     return manifest["extra_train"]
 
 
-# --unsloth-compile: `auto` = the stage's default (on for 16-bit LoRA, off for 4-bit QLoRA).
+# --unsloth-compile: `auto` = the stage's default (on, but off for 4-bit QLoRA of a base of 1 B parameters or more:
+# the 270M's quality runs compile since the thirteenth lease, 2026-11-30; earlier rows trained eagerly).
 COMPILE = {"on": True, "off": False, "auto": None}
 
 

@@ -43,15 +43,16 @@ DESCRIPTION = (
 CASES = {
     # name: (model folder, engine, quantization, batch, steps[, train overrides]). Every stage case runs the
     # worker with the flow's defaults (SDPA attention, padded batches grouped by length and padded to a multiple
-    # of 64, flex attention off; Unsloth compile on and gradient checkpointing off for the 16-bit 270M, the
-    # reverse for E4B QLoRA) unless its overrides or suffixes say otherwise. Rows measured before 2026-11-29
-    # 14:40 UTC ran the defaults of their day (their `stage_defaults_then`, and docs/finetune.md "Speed").
+    # of 64, flex attention off; Unsloth compile on and gradient checkpointing off for the 270M, the reverse for
+    # E4B QLoRA) unless its overrides or suffixes say otherwise. Rows measured before 2026-11-29 14:40 UTC ran the
+    # defaults of their day (their `stage_defaults_then`, and docs/finetune.md "Speed"); the 270M's 4-bit rows before
+    # the thirteenth lease (2026-11-30 17:20 UTC) ran with compile off, the 4-bit default then (now `+eager`).
     "e4b-stage-4bit-b8": ("gemma3n-e4b", "unsloth", "4bit", 8, 36),  # the GPU preset
     "e4b-stage-4bit-b16": ("gemma3n-e4b", "unsloth", "4bit", 16, 24),
     "270m-stage-16bit-b8": ("gemma3-270m", "unsloth", "16bit", 8, 60),
     "270m-stage-16bit-b16": ("gemma3-270m", "unsloth", "16bit", 16, 40),
     "270m-stage-16bit-b32": ("gemma3-270m", "unsloth", "16bit", 32, 30),
-    # The 270M as the quality sweep trains it (the GPU preset's QLoRA, compile off): its quality rows are of this kind.
+    # The 270M as the quality sweep trains it (the GPU preset's QLoRA): its quality rows are of this kind.
     "270m-stage-4bit-b8": ("gemma3-270m", "unsloth", "4bit", 8, 60),
     "270m-stage-4bit-b16": ("gemma3-270m", "unsloth", "4bit", 16, 40),
     # The stage as it was before 2026-11-29 (eager, compile off, random order, padding to the longest row).
@@ -215,6 +216,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "nocompile": ({"UNSLOTH_COMPILE_DISABLE": "1"}, {}),
     "profile": ({}, {}),
     "compile": ({}, {"unsloth_compile": True}),
+    "eager": ({}, {"unsloth_compile": False}),  # compile off whatever the default (the 270M's QLoRA before 2026-11-30 17:20)
     "padded": ({}, {"padding_free": False}),  # padded batches, Unsloth's per-block compile path
     "pf": ({}, {"padding_free": True}),  # one flattened row per batch, varlen attention
     "pad256": ({}, {"pad_to_multiple_of": 256}),  # four lengths in all at max_seq_length 1024
@@ -314,14 +316,14 @@ def start_case(name: str, devdata: Path, models: Path, work: Path, full_pts: boo
     proc = subprocess.Popen([sys.executable, "-m", "titlegen.train_worker", str(case_dir / "config.json")],
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     row = {"case": name, "model": model, "engine": engine, "quantization": quant, "batch": batch,
-           "max_seq_length": 1024, "variant_env": variant_env(variant),
+           "max_seq_length": 1024, "measured_steps": None if full_pts else steps, "variant_env": variant_env(variant),
            "train_overrides": overrides}
     return proc, case_dir, row
 
 
 def finish_case(proc, case_dir: Path, row: dict, started: float, timeout: float) -> dict:
     """Wait for a case (killing it at `timeout` s after `started`) and read its result."""
-    from titlegen.train_worker import parse_progress
+    from titlegen.train_worker import parse_progress, steady_rate
 
     try:
         code = proc.wait(timeout=max(1.0, started + timeout - time.time()))
@@ -341,9 +343,6 @@ def finish_case(proc, case_dir: Path, row: dict, started: float, timeout: float)
             "first_train_loss", "final_train_loss", "final_eval_loss", "tokens_seen", "train_seconds", "eval_seconds",
             "load_seconds", "label_stats", "first_step_seconds", "step_seconds", "wall_seconds", "train_rows", "padding_free",
             "peak_train_step_gib", "peak_validation_gib", "max_step_tokens", "split_steps", "per_layer_embeddings_device")})
-        profile = case_dir / "checkpoints" / "profile.txt"
-        if profile.exists():
-            row["profile_top"] = profile.read_text().splitlines()[:80]
         row["libraries"] = r.get("libraries")
     else:
         lines = text.splitlines()
@@ -356,6 +355,17 @@ def finish_case(proc, case_dir: Path, row: dict, started: float, timeout: float)
         if steps and start:
             row["first_step_seconds"] = round(steps[0]["t"] - start["t"], 1)
             row["step_log_t"] = [e["t"] for e in steps][:60]
+        # A case cut before its result (a slow profile, a checkpoint): its rate from the logged steps, the measured
+        # ones only (not the profiled steps after them), by the worker's own rule.
+        last = row.get("measured_steps") or math.inf
+        marks = [(e["step"], e["t"], e["num_input_tokens_seen"]) for e in steps if "num_input_tokens_seen" in e and e["step"] <= last]
+        rate = steady_rate(marks)
+        if rate["steady_tokens_per_second"]:
+            row.update(rate, steady_from_log=True)
+    # Written after the profiled steps, so a case cut later (checkpoint, validation) still has it.
+    profile = case_dir / "checkpoints" / "profile.txt"
+    if profile.exists():
+        row["profile_top"] = profile.read_text().splitlines()[:80]
     return row
 
 

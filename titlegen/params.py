@@ -186,7 +186,7 @@ class TrainParams(Section):
     )
     lead_chars: int = Field(200, ge=40, description="Length of the lead-only view that `augmentation='lead'` adds.")
     unsloth_compile: bool | None = Field(
-        None, description="Unsloth's torch.compile path on CUDA (its flex attention stays off either way). None = on for 16-bit LoRA (Gemma 3 270M, H200 2026-11-29: 1.17x the tokens/s, first step 42 s), off for 4-bit QLoRA (E4B, H200 2026-11-30: 277 s to the first step on empty compile caches, 87-99 s on warm ones, and 100-250 s more at every new batch shape, so a whole run is slower than eager); docs/finetune.md \"Speed\". Off sets UNSLOTH_COMPILE_DISABLE=1 in the training process."
+        None, description="Unsloth's torch.compile path on CUDA (its flex attention stays off either way). None = on for 16-bit LoRA (Gemma 3 270M, H200 2026-11-29: 1.17x the tokens/s, first step 42 s) and for 4-bit QLoRA of a base under 1 B parameters (Gemma 3 270M at batch 16, H200 2026-11-30: 47,282 against 36,393 tokens/s, first step 32 s, the same test quality over ten seeds), off for 4-bit QLoRA of larger bases (E4B, H200 2026-11-30: 277 s to the first step on empty compile caches, 87-99 s on warm ones, and 100-250 s more at every new batch shape, so a whole run is slower than eager); the size is read from the base's safetensors headers. docs/finetune.md \"Speed\". Off sets UNSLOTH_COMPILE_DISABLE=1 in the training process."
     )
     attn_implementation: Literal["sdpa", "eager"] | None = Field(
         "sdpa", description="Attention of the Unsloth engine on CUDA: `sdpa` (cuDNN/flash kernels) or `eager`; None = Unsloth's choice. SDPA trained E4B QLoRA 1.44x faster than eager in the same lease (the eager profile: attention matmuls and softmax ~40% of GPU time)."

@@ -43,6 +43,11 @@ LANGUAGE_TARGET_REGEX = r"^(?!.*(vision|audio)).*\.(" + "|".join(LORA_TARGETS) +
 # train.gradient_checkpointing=None: on from this many parameters (and always on CPU). Below, a batch's
 # activations fit easily (Gemma 3 270M at batch 8: 4.9 GiB) and recomputing them cost 40 % of the speed.
 CHECKPOINTING_MIN_PARAMS = 1_000_000_000
+# train.unsloth_compile=None under 4-bit QLoRA: on below this many parameters. One H200, 2026-11-30 (docs/finetune.md
+# "Thirteenth lease"): Gemma 3 270M QLoRA at batch 16 compiled 47,282 against 36,393 tokens/s eager, first step 32 s, and
+# ten seeds of the chosen config as good compiled as eager; E4B QLoRA compiled waits 71-277 s for its first step and
+# recompiles 100-250 s at every new batch shape, so a whole run is slower than eager.
+COMPILE_QLORA_MAX_PARAMS = 1_000_000_000
 
 
 
@@ -62,10 +67,20 @@ def use_checkpointing(config: TrainWorkerConfig, model, cuda: bool) -> bool:
     return not cuda or sum(p.numel() for p in model.parameters()) >= CHECKPOINTING_MIN_PARAMS
 
 
-def use_unsloth_compile(config: TrainWorkerConfig) -> bool:
-    """train.unsloth_compile, with None = on for 16-bit LoRA, off for 4-bit QLoRA (docs/finetune.md "Speed")."""
+def use_unsloth_compile(config: TrainWorkerConfig, parameters: int | None = None) -> bool:
+    """train.unsloth_compile, with None = on for 16-bit LoRA and for 4-bit QLoRA of a base under
+    `COMPILE_QLORA_MAX_PARAMS` parameters, off for larger (or unsized) 4-bit bases (docs/finetune.md "Speed").
+    `parameters`: the base's size; None = read from its safetensors headers (`titlegen.disk.checkpoint_parameters`)."""
     t = config.train
-    return t.unsloth_compile if t.unsloth_compile is not None else t.quantization == "16bit"
+    if t.unsloth_compile is not None:
+        return t.unsloth_compile
+    if t.quantization == "16bit":
+        return True
+    if parameters is None:
+        from titlegen.disk import checkpoint_parameters
+
+        parameters = checkpoint_parameters(config.base_model_dir)[0]
+    return 0 < parameters < COMPILE_QLORA_MAX_PARAMS
 
 
 def unsloth_checkpointing(t) -> str | bool:
@@ -331,10 +346,13 @@ def train(config: TrainWorkerConfig) -> WorkerResult:
         raise SystemExit("device='cuda' but no CUDA device is visible")
     engine = choose_engine(config, cuda)
     if engine == "unsloth":
+        # Resolved once, in place, from the base's size (its safetensors headers): the environment below, the
+        # model patches and the result record all see the same answer.
+        config.train.unsloth_compile = use_unsloth_compile(config)
         # Read by Unsloth at import time; an explicit environment setting wins. Flex attention is off:
         # it compiles its kernels once per sequence length, so real (varying) batches kept it
         # compiling for minutes (docs/finetune.md "Speed"). The rest of Unsloth's compilation follows
-        # train.unsloth_compile (by default on for 16-bit LoRA, off for 4-bit QLoRA).
+        # train.unsloth_compile (by default on, but off for 4-bit QLoRA of a base of 1 B parameters or more).
         os.environ.setdefault("UNSLOTH_ENABLE_FLEX_ATTENTION", "0")
         if not use_unsloth_compile(config):
             os.environ.setdefault("UNSLOTH_COMPILE_DISABLE", "1")

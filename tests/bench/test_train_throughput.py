@@ -1,0 +1,33 @@
+"""bench/train_throughput.py: what a case cut at its time limit still reports (#13)."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from titlegen.train_progress import PROGRESS_PREFIX
+
+spec = importlib.util.spec_from_file_location("train_throughput", Path(__file__).resolve().parents[2] / "bench" / "train_throughput.py")
+train_throughput = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(train_throughput)
+
+
+def _line(event: str, **fields) -> str:
+    return PROGRESS_PREFIX + json.dumps({"event": event, **fields})
+
+
+def test_a_case_cut_after_its_profile_keeps_its_rate_from_the_log_and_its_profile(tmp_path):
+    # 12 measured steps of 1 s and 1,000 tokens each, then a profiled step of 40 s, then the kill (writing a checkpoint).
+    lines = [_line("start", t=0.0)] + [_line("log", t=10.0 + s, step=s, num_input_tokens_seen=1000 * s) for s in range(1, 13)]
+    lines.append(_line("log", t=62.0, step=13, num_input_tokens_seen=13_000))
+    (tmp_path / "log.txt").write_text("\n".join(lines) + "\nUnsloth: saving checkpoint-13\n")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "profile.txt").write_text("profiled window: 40.000 s wall, 30.000 s of GPU kernels (75 % busy)\n")
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    row = train_throughput.finish_case(proc, tmp_path, {"case": "x+profile", "measured_steps": 12}, started=0.0, timeout=0.0)
+    assert row["exit"] == "timeout" and "error_tail" in row
+    # The rate of the measured steps only (the worker's rule: from step 5 of 12 to the last), not the profiled one.
+    assert row["steady_from_log"] is True
+    assert row["steady_tokens_per_second"] == 1000.0 and row["steady_steps_per_second"] == 1.0
+    assert row["profile_top"][0].startswith("profiled window: 40.000 s wall")
