@@ -8,7 +8,7 @@
 # waits and copies the results to $OUT. Every stage writes into /tmp/gpu-results as it finishes,
 # so a lease that ends early still returns what was measured.
 #
-#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-n or none
+#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-o or none
 #   bash bench/gpu_session.sh install       # carry .whl
 #   bash bench/gpu_session.sh part N        # carry .cache/carry/gguf-N
 #   bash bench/gpu_session.sh collect SECS  # waits up to SECS, then copies results to $OUT
@@ -33,7 +33,7 @@ stream_start() {
 # tb GPU CASES OUT [CASE_TIMEOUT]: one training-bench invocation on a GPU (random models built once), its rows into the log.
 tb() {
   CUDA_VISIBLE_DEVICES=$1 python3 bench/train_throughput.py models $D $M 2>&1 | tail -2 | tee -a $R/queue.log
-  CUDA_VISIBLE_DEVICES=$1 timeout 600 python3 bench/train_throughput.py run $D $M --timeout ${4:-120} --work /tmp/tb-$3 \
+  CUDA_VISIBLE_DEVICES=$1 timeout 900 python3 bench/train_throughput.py run $D $M --timeout ${4:-120} --work /tmp/tb-$3 \
     --cases $2 --out $R/$3.json > $R/$3.out 2>&1
   grep -E '^\{' $R/$3.out | cut -c1-300 | tee -a $R/queue.log
 }
@@ -494,6 +494,26 @@ stream-n)  # the thirteenth lease's second machine. GPU 1: the chosen 270M confi
     --variants auto-static-cudagraphs-altup-sw-chunk32,auto-static-cudagraphs-altup-sw-chunk24,auto-static-cudagraphs-altup-sw-chunk16 \
     $C --results $R/eval_e4b_n.json > $R/eval_e4b_n.out 2>&1
   grep -E "^cuda|generation" $R/eval_e4b_n.out | cut -c1-420 | tee -a $R/queue.log
+  wait
+  log "queue done"; touch $R/queue.done
+  ;;
+stream-o)  # the next lease (fourteenth). GPU 0: where the E4B preset's eager QLoRA step goes, profiled with the GPU's busy
+  # share (stream-m's profiles were cut at its 150 s case limit), and batch 16 without the host copies of checkpointed
+  # inputs (not reached there). GPU 1: the 270M's step in QLoRA and 16-bit LoRA, both compiled (the defaults), against
+  # the raw loop in one invocation; then the chosen config in 16-bit LoRA on the seeds 12-21 that stream-m/n trained in
+  # QLoRA: if it holds their quality (2.55 % eager, 2.68 % compiled), small bases could train 16-bit by default.
+  stream_start
+  export QT=600
+  (
+    log "O: the 270M's step, QLoRA and 16-bit LoRA at batch 16 with fused AdamW, compiled, against the raw loop (GPU 1)"
+    tb 1 270m-raw-unsloth-16bit,270m-stage-4bit-b16+fusedadam,270m-stage-16bit-b16+fusedadam train_270m_o 150
+    log "O: e3-lr5e-4-r16-b16 in 16-bit LoRA, seeds 12-21 (GPU 1, ten at once)"
+    for s in $(seq 12 21); do q 1 $s e3-lr5e-4-r16-b16 quality_e3b16_16bit_seed$s '"keep_adapter": "best", "quantization": "16bit"' & done
+    wait
+    for f in $R/quality_e*_seed*.out; do echo "$(basename $f): $(grep -E '^\{' $f | cut -c1-400)" | tee -a $R/queue.log; done
+  ) &
+  log "O: E4B QLoRA: raw loop, the preset profiled, batch 16 with checkpointed inputs on the card (GPU 0)"
+  tb 0 e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8+profile,e4b-stage-4bit-b16+keepacts train_e4b_o 300
   wait
   log "queue done"; touch $R/queue.done
   ;;
