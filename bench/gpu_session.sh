@@ -498,8 +498,8 @@ stream-n)  # the thirteenth lease's second machine. GPU 1: the chosen 270M confi
   log "queue done"; touch $R/queue.done
   ;;
 stream-o)  # the next lease (fourteenth). GPU 0: where the E4B preset's eager QLoRA step goes, profiled with the GPU's busy
-  # share (stream-m's profiles were cut at its 150 s case limit), and batch 16 without the host copies of checkpointed
-  # inputs (not reached there). GPU 1: the 270M's step in QLoRA and 16-bit LoRA, both compiled (the defaults), against
+  # share (stream-m's profiles were cut at its 150 s case limit), against the same step with its RMSNorms and AltUp
+  # mixing compiled (`+fusedew`, train.fused_elementwise), both profiled. GPU 1: the 270M's step in QLoRA and 16-bit LoRA, both compiled (the defaults), against
   # the raw loop in one invocation; then the chosen config in 16-bit LoRA on the seeds 12-21 that stream-m/n trained in
   # QLoRA: if it holds their quality (2.55 % eager, 2.68 % compiled), small bases could train 16-bit by default.
   stream_start
@@ -512,8 +512,8 @@ stream-o)  # the next lease (fourteenth). GPU 0: where the E4B preset's eager QL
     wait
     for f in $R/quality_e*_seed*.out; do echo "$(basename $f): $(grep -E '^\{' $f | cut -c1-400)" | tee -a $R/queue.log; done
   ) &
-  log "O: E4B QLoRA: raw loop, the preset profiled, batch 16 with checkpointed inputs on the card (GPU 0)"
-  tb 0 e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8+profile,e4b-stage-4bit-b16+keepacts train_e4b_o 300
+  log "O: E4B QLoRA: raw loop, the preset and the preset with fused element-wise work, both profiled (GPU 0)"
+  tb 0 e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8+profile,e4b-stage-4bit-b8+fusedew+profile train_e4b_o 300
   wait
   log "queue done"; touch $R/queue.done
   ;;

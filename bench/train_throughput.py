@@ -216,7 +216,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "nocompile": ({"UNSLOTH_COMPILE_DISABLE": "1"}, {}),
     "profile": ({}, {}),
     "compile": ({}, {"unsloth_compile": True}),
-    "eager": ({}, {"unsloth_compile": False}),  # compile off whatever the default (the 270M's QLoRA before 2026-11-30 17:20)
+    "eager": ({}, {"unsloth_compile": False}),
+    # The eager step's RMSNorms and AltUp mixing compiled with dynamic shapes (train.fused_elementwise): E4B QLoRA.
+    "fusedew": ({}, {"fused_elementwise": True}),  # compile off whatever the default (the 270M's QLoRA before 2026-11-30 17:20)
     "padded": ({}, {"padding_free": False}),  # padded batches, Unsloth's per-block compile path
     "pf": ({}, {"padding_free": True}),  # one flattened row per batch, varlen attention
     "pad256": ({}, {"pad_to_multiple_of": 256}),  # four lengths in all at max_seq_length 1024
@@ -342,7 +344,8 @@ def finish_case(proc, case_dir: Path, row: dict, started: float, timeout: float)
             "device", "global_step", "steady_tokens_per_second", "steady_steps_per_second", "peak_gpu_gib",
             "first_train_loss", "final_train_loss", "final_eval_loss", "tokens_seen", "train_seconds", "eval_seconds",
             "load_seconds", "label_stats", "first_step_seconds", "step_seconds", "wall_seconds", "train_rows", "padding_free",
-            "peak_train_step_gib", "peak_validation_gib", "max_step_tokens", "split_steps", "per_layer_embeddings_device")})
+            "peak_train_step_gib", "peak_validation_gib", "max_step_tokens", "split_steps", "per_layer_embeddings_device",
+            "unsloth_compile", "fused_elementwise", "activations_offloaded")})
         row["libraries"] = r.get("libraries")
     else:
         lines = text.splitlines()
