@@ -44,6 +44,21 @@ q() {
     --train-set "{\"seed\": $2, \"optimizer\": \"adamw_torch_fused\"${5:+, $5}}" --work /tmp/q-$4 --out $R/$4.json > $R/$4.out 2>&1
 }
 
+# qseeds GPU FIRST LAST CONFIG OUT_PREFIX [TRAIN_JSON]: `q` for seeds FIRST..LAST at once on a GPU, then their summaries.
+qseeds() {
+  for s in $(seq $2 $3); do q $1 $s $4 $5$s "${6:-}" & done
+  wait
+  for f in $R/$5*.out; do echo "$(basename $f): $(grep -E '^\{' $f | cut -c1-400)" | tee -a $R/queue.log; done
+}
+
+# e4b_chunks OUT: E4B's static mode prefilled 32 (the stage's), 24 and 16 rows at a time, on GPU 0.
+e4b_chunks() {
+  CUDA_VISIBLE_DEVICES=0 timeout 600 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
+    --variants auto-static-cudagraphs-altup-sw-chunk32,auto-static-cudagraphs-altup-sw-chunk24,auto-static-cudagraphs-altup-sw-chunk16 \
+    $C --results $R/$1.json > $R/$1.out 2>&1
+  grep -E "^cuda|generation" $R/$1.out | cut -c1-420 | tee -a $R/queue.log
+}
+
 case "${1:?usage: gpu_session.sh pack|boot|install|part N|collect SECS|queue}" in
 pack)  # here: what the calls carry
   set -e
@@ -463,17 +478,12 @@ stream-m)  # the thirteenth lease. #13: where E4B's eager QLoRA step goes now (p
     log "M: the 270M's QLoRA step: raw loop, batch 16 fused AdamW (profiled), the same compiled (GPU 1)"
     tb 1 270m-raw-unsloth-16bit,270m-stage-4bit-b16+fusedadam+profile,270m-stage-4bit-b16+fusedadam+compile train_270m_m 150
     log "M: e3-lr5e-4-r16-b16 seeds 12-21 (GPU 1, ten at once), title stops in the stage"
-    for s in $(seq 12 21); do q 1 $s e3-lr5e-4-r16-b16 quality_e3b16_best_seed$s '"keep_adapter": "best"' & done
-    wait
-    for f in $R/quality_e*_seed*.out; do echo "$(basename $f): $(grep -E '^\{' $f | cut -c1-400)" | tee -a $R/queue.log; done
+    qseeds 1 12 21 e3-lr5e-4-r16-b16 quality_e3b16_best_seed '"keep_adapter": "best"'
   ) &
   log "M: E4B QLoRA: raw loop, the preset (profiled), inputs kept on the card, batch 16 (GPU 0)"
   tb 0 e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8+profile,e4b-stage-4bit-b8+keepacts+profile,e4b-stage-4bit-b16,e4b-stage-4bit-b16+keepacts train_e4b_m 150
   log "M: E4B evaluation, prefill chunks of 32 (shipped), 24 and 16 rows (GPU 0)"
-  CUDA_VISIBLE_DEVICES=0 timeout 600 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
-    --variants auto-static-cudagraphs-altup-sw-chunk32,auto-static-cudagraphs-altup-sw-chunk24,auto-static-cudagraphs-altup-sw-chunk16 \
-    $C --results $R/eval_e4b_m.json > $R/eval_e4b_m.out 2>&1
-  grep -E "^cuda|generation" $R/eval_e4b_m.out | cut -c1-420 | tee -a $R/queue.log
+  e4b_chunks eval_e4b_m
   wait
   log "queue done"; touch $R/queue.done
   ;;
@@ -485,15 +495,10 @@ stream-n)  # the thirteenth lease's second machine. GPU 1: the chosen 270M confi
   export QT=600
   (
     log "N: e3-lr5e-4-r16-b16 compiled, seeds 12-21 (GPU 1, ten at once)"
-    for s in $(seq 12 21); do q 1 $s e3-lr5e-4-r16-b16 quality_e3b16_compiled_seed$s '"keep_adapter": "best", "unsloth_compile": true' & done
-    wait
-    for f in $R/quality_e*_seed*.out; do echo "$(basename $f): $(grep -E '^\{' $f | cut -c1-400)" | tee -a $R/queue.log; done
+    qseeds 1 12 21 e3-lr5e-4-r16-b16 quality_e3b16_compiled_seed '"keep_adapter": "best", "unsloth_compile": true'
   ) &
   log "N: E4B evaluation with grouped decode attention, prefill chunks of 32 (shipped), 24 and 16 rows (GPU 0)"
-  CUDA_VISIBLE_DEVICES=0 timeout 600 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
-    --variants auto-static-cudagraphs-altup-sw-chunk32,auto-static-cudagraphs-altup-sw-chunk24,auto-static-cudagraphs-altup-sw-chunk16 \
-    $C --results $R/eval_e4b_n.json > $R/eval_e4b_n.out 2>&1
-  grep -E "^cuda|generation" $R/eval_e4b_n.out | cut -c1-420 | tee -a $R/queue.log
+  e4b_chunks eval_e4b_n
   wait
   log "queue done"; touch $R/queue.done
   ;;
@@ -508,9 +513,7 @@ stream-o)  # the next lease (fourteenth). GPU 0: where the E4B preset's eager QL
     log "O: the 270M's step, QLoRA and 16-bit LoRA at batch 16 with fused AdamW, compiled, against the raw loop (GPU 1)"
     tb 1 270m-raw-unsloth-16bit,270m-stage-4bit-b16+fusedadam,270m-stage-16bit-b16+fusedadam train_270m_o 150
     log "O: e3-lr5e-4-r16-b16 in 16-bit LoRA, seeds 12-21 (GPU 1, ten at once)"
-    for s in $(seq 12 21); do q 1 $s e3-lr5e-4-r16-b16 quality_e3b16_16bit_seed$s '"keep_adapter": "best", "quantization": "16bit"' & done
-    wait
-    for f in $R/quality_e*_seed*.out; do echo "$(basename $f): $(grep -E '^\{' $f | cut -c1-400)" | tee -a $R/queue.log; done
+    qseeds 1 12 21 e3-lr5e-4-r16-b16 quality_e3b16_16bit_seed '"keep_adapter": "best", "quantization": "16bit"'
   ) &
   log "O: E4B QLoRA: raw loop, the preset and the preset with fused element-wise work, both profiled (GPU 0)"
   tb 0 e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8+profile,e4b-stage-4bit-b8+fusedew+profile train_e4b_o 300

@@ -159,17 +159,23 @@ def fused_pointwise(model) -> int:
     Gemma 3n's AltUp mixing is fused for prompts too (`altup_mixing_fused`, counted with the modules): E4B's static
     mode 36.92 against 32.54 titles/s in one invocation (H200, eleventh lease, docs/evaluate.md).
     """
+    return compiled_modules(model, FUSED_CLASSES) + altup_mixing_fused(model)
+
+
+def compiled_modules(model, classes: tuple[str, ...]) -> int:
+    """Compile in place, with dynamic shapes, each module of `model` whose class is named in `classes` and that is not
+    compiled yet; returns how many changed."""
     import torch
 
-    # One graph per module class and input rank, plus the 0/1 specialisations of single-row batches
+    # One graph per module class and input rank (and grad mode), plus the 0/1 specialisations of single-row batches
     # and single-token decode steps: more than dynamo's default of 8 recompilations per function.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     changed = 0
     for module in model.modules():
-        if type(module).__name__ in FUSED_CLASSES and getattr(module, "_compiled_call_impl", None) is None:
+        if type(module).__name__ in classes and getattr(module, "_compiled_call_impl", None) is None:
             module.compile(dynamic=True)
             changed += 1
-    return changed + altup_mixing_fused(model)
+    return changed
 
 
 def altup_mixing_fused(model) -> int:
@@ -243,12 +249,7 @@ def fused_training_pointwise(model) -> int:
 
     import torch
 
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-    changed = 0
-    for module in model.modules():
-        if type(module).__name__ in NORM_CLASSES and getattr(module, "_compiled_call_impl", None) is None:
-            module.compile(dynamic=True)
-            changed += 1
+    changed = compiled_modules(model, NORM_CLASSES)
     mixing: dict[int, Any] = {}  # one compiled function per stream count (Gemma 3n: 4), shared by every layer
     for module in model.modules():
         if type(module).__name__ == "Gemma3nTextAltUp" and getattr(module, "_titlegen_training_mix", None) is None:
