@@ -20,7 +20,7 @@ def test_steady_rate_skips_the_first_steps():
     assert steady_rate(marks) == {"steady_steps_per_second": 1.0, "steady_tokens_per_second": 1000.0}
 
 
-def test_a_profile_says_how_busy_the_gpu_kept_and_lists_the_operators(tmp_path, capsys):
+def test_a_profile_says_how_busy_the_gpu_kept_and_lists_the_operators(tmp_path):
     import torch
 
     from titlegen.train_progress import start_profiler, write_profile
