@@ -216,9 +216,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "nocompile": ({"UNSLOTH_COMPILE_DISABLE": "1"}, {}),
     "profile": ({}, {}),
     "compile": ({}, {"unsloth_compile": True}),
-    "eager": ({}, {"unsloth_compile": False}),
+    "eager": ({}, {"unsloth_compile": False}),  # compile off whatever the default (the 270M's QLoRA before 2026-11-30 17:20)
     # The eager step's RMSNorms and AltUp mixing compiled with dynamic shapes (train.fused_elementwise): E4B QLoRA.
-    "fusedew": ({}, {"fused_elementwise": True}),  # compile off whatever the default (the 270M's QLoRA before 2026-11-30 17:20)
+    "fusedew": ({}, {"fused_elementwise": True}),
     "padded": ({}, {"padding_free": False}),  # padded batches, Unsloth's per-block compile path
     "pf": ({}, {"padding_free": True}),  # one flattened row per batch, varlen attention
     "pad256": ({}, {"pad_to_multiple_of": 256}),  # four lengths in all at max_seq_length 1024
