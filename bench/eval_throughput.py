@@ -147,6 +147,12 @@ CHUNKED_VARIANTS = {"auto-static-cudagraphs-altup-sw-chunk64": (None, "static", 
                     # more prefill launches), measured in the thirteenth lease.
                     "auto-static-cudagraphs-altup-sw-chunk32": (None, "static", None), "auto-static-cudagraphs-altup-sw-chunk24": (None, "static", None),
                     "auto-static-cudagraphs-altup-sw-chunk16": (None, "static", None)}
+# The stage's E4B static mode with the KV cache written in place by the decode graph (`cache_writes_in_place`: the
+# cache kept as a mutated static input, and each functional index_copy plus copy back rewritten as one index_copy_,
+# `reinplace_cache_writes`): the tenth lease's `-inplace` kept the mutation in the graph but still copied every cache
+# tensor twice per step. Not in the stage until measured (next lease, stream-o).
+REINPLACE_VARIANTS = {"auto-static-cudagraphs-altup-sw-reinplace-chunk32": (None, "static", None)}
+CHUNKED_VARIANTS.update(REINPLACE_VARIANTS)
 STATIC_WEIGHT_VARIANTS.update(CHUNKED_VARIANTS)
 # These run with the stage's decode attention (grouped, float32 scores), installed by the variant itself. Until the
 # thirteenth lease they got it only from an earlier `-grouped32` variant of the same invocation (every row until then
@@ -355,7 +361,8 @@ def main() -> None:
 
     import titlegen.generate as generate_module
     from titlegen.generate import generate_titles, load_tokenizer, max_new_tokens_for, unrolled_static_cache
-    from titlegen.model_patches import altup_mixing_fused, fused_pointwise, grouped_decode_attention, static_weights_in_cuda_graphs, without_altup_copies, without_host_syncs
+    from titlegen.model_patches import (altup_mixing_fused, cache_writes_in_place, fused_pointwise, grouped_decode_attention, static_weights_in_cuda_graphs,
+                                        without_altup_copies, without_host_syncs)
     from titlegen.runs import atomic_write_json, read_jsonl
 
     contents = [(r.get("content") or r["input"])[:1200] for r in read_jsonl(args.articles_file)][: args.articles]
@@ -424,7 +431,8 @@ def main() -> None:
             chunk_rows = int(variant.rsplit("-chunk", 1)[1]) if variant in CHUNKED_VARIANTS else 0
             backend = "cudagraphs" if variant in CUDAGRAPH_VARIANTS else "inductor"
             generate_module.unrolled_static_cache = transformers_static_cache if variant in ROLLED_VARIANTS else unrolled_static_cache
-            generate_module.cuda_graph_inputs = (cache_writes_in_graph if variant in INPLACE_CACHE_VARIANTS else
+            generate_module.cuda_graph_inputs = (cache_writes_in_place if variant in REINPLACE_VARIANTS else
+                                                 cache_writes_in_graph if variant in INPLACE_CACHE_VARIANTS else
                                                  static_weights_in_cuda_graphs if variant in STATIC_WEIGHT_VARIANTS else contextlib.nullcontext)
             if variant in CUDAGRAPH_VARIANTS:
                 torch._dynamo.reset()  # compile again: a variant must not replay graphs recorded under another's rules

@@ -51,13 +51,14 @@ qseeds() {
   for f in $R/$5*.out; do echo "$(basename $f): $(grep -E '^\{' $f | cut -c1-400)" | tee -a $R/queue.log; done
 }
 
-# e4b_chunks OUT: E4B's static mode prefilled 32 (the stage's), 24 and 16 rows at a time, on GPU 0.
-e4b_chunks() {
+# e4b_eval OUT VARIANTS [MORE...]: one E4B evaluation-bench invocation on GPU 0 (500 articles, full budget), rows into the log.
+e4b_eval() {
   CUDA_VISIBLE_DEVICES=0 timeout 600 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
-    --variants auto-static-cudagraphs-altup-sw-chunk32,auto-static-cudagraphs-altup-sw-chunk24,auto-static-cudagraphs-altup-sw-chunk16 \
-    $C --results $R/$1.json > $R/$1.out 2>&1
+    --variants $2 "${@:3}" $C --results $R/$1.json > $R/$1.out 2>&1
   grep -E "^cuda|generation" $R/$1.out | cut -c1-420 | tee -a $R/queue.log
 }
+# E4B's static mode prefilled 32 (the stage's), 24 and 16 rows at a time.
+CHUNKS=auto-static-cudagraphs-altup-sw-chunk32,auto-static-cudagraphs-altup-sw-chunk24,auto-static-cudagraphs-altup-sw-chunk16
 
 case "${1:?usage: gpu_session.sh pack|boot|install|part N|collect SECS|queue}" in
 pack)  # here: what the calls carry
@@ -483,7 +484,7 @@ stream-m)  # the thirteenth lease. #13: where E4B's eager QLoRA step goes now (p
   log "M: E4B QLoRA: raw loop, the preset (profiled), inputs kept on the card, batch 16 (GPU 0)"
   tb 0 e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8+profile,e4b-stage-4bit-b8+keepacts+profile,e4b-stage-4bit-b16,e4b-stage-4bit-b16+keepacts train_e4b_m 150
   log "M: E4B evaluation, prefill chunks of 32 (shipped), 24 and 16 rows (GPU 0)"
-  e4b_chunks eval_e4b_m
+  e4b_eval eval_e4b_m $CHUNKS
   wait
   log "queue done"; touch $R/queue.done
   ;;
@@ -498,13 +499,14 @@ stream-n)  # the thirteenth lease's second machine. GPU 1: the chosen 270M confi
     qseeds 1 12 21 e3-lr5e-4-r16-b16 quality_e3b16_compiled_seed '"keep_adapter": "best", "unsloth_compile": true'
   ) &
   log "N: E4B evaluation with grouped decode attention, prefill chunks of 32 (shipped), 24 and 16 rows (GPU 0)"
-  e4b_chunks eval_e4b_n
+  e4b_eval eval_e4b_n $CHUNKS
   wait
   log "queue done"; touch $R/queue.done
   ;;
 stream-o)  # the next lease (fourteenth). GPU 0: where the E4B preset's eager QLoRA step goes, profiled with the GPU's busy
   # share (stream-m's profiles were cut at its 150 s case limit), against the same step with its RMSNorms and AltUp
-  # mixing compiled (`+fusedew`, train.fused_elementwise), both profiled. GPU 1: the 270M's step in QLoRA and 16-bit LoRA, both compiled (the defaults), against
+  # mixing compiled (`+fusedew`, train.fused_elementwise), both profiled; then E4B's static evaluation with the KV cache
+  # written in place by the decode graph (`-reinplace`, titlegen.model_patches.cache_writes_in_place) against the stage's. GPU 1: the 270M's step in QLoRA and 16-bit LoRA, both compiled (the defaults), against
   # the raw loop in one invocation; then the chosen config in 16-bit LoRA on the seeds 12-21 that stream-m/n trained in
   # QLoRA: if it holds their quality (2.55 % eager, 2.68 % compiled), small bases could train 16-bit by default.
   stream_start
@@ -517,6 +519,9 @@ stream-o)  # the next lease (fourteenth). GPU 0: where the E4B preset's eager QL
   ) &
   log "O: E4B QLoRA: raw loop, the preset and the preset with fused element-wise work, both profiled (GPU 0)"
   tb 0 e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8+profile,e4b-stage-4bit-b8+fusedew+profile train_e4b_o 300
+  log "O: E4B evaluation: the stage's static mode against the KV cache written in place by the decode graph (GPU 0)"
+  e4b_eval eval_e4b_o auto-static-cudagraphs-altup-sw-chunk32,auto-static-cudagraphs-altup-sw-reinplace-chunk32 \
+    --profile auto-static-cudagraphs-altup-sw-reinplace-chunk32
   wait
   log "queue done"; touch $R/queue.done
   ;;

@@ -79,6 +79,73 @@ def static_weights_in_cuda_graphs() -> Iterator[None]:
         trees.cudagraphify_impl = original
 
 
+def reinplace_cache_writes(gm) -> int:
+    """Rewrite a functional inference graph (AOT autograd's, input mutations kept) so that each KV-cache write happens
+    in place: `new = index_copy(cache, dim, index, values)` ... `cache.copy_(new)` becomes `index_copy_(cache, ...)`
+    where `new` was, and the closing copy goes; returns how many writes changed (the graph is recompiled when any did).
+
+    A static cache's `index_copy_` reaches a compiled graph as that functional pair: the whole cache tensor copied
+    into a new one with the row written, read by attention, then copied back over the cache. Inductor removes it
+    (its reinplacing pass); the `cudagraphs` backend, which replays the ATen graph as it is, does not: E4B's decode
+    step at 500 rows copies each of its 40 cache tensors (~295 MB) twice (docs/evaluate.md "Thirteenth lease").
+    A write is changed only when `cache` is a graph input and nothing reads its old value after the write."""
+    import torch
+
+    graph = gm.graph
+    order = {node: i for i, node in enumerate(graph.nodes)}
+    changed = 0
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target is not torch.ops.aten.copy_.default:
+            continue
+        cache, new = node.args[0], node.args[1]
+        if not (cache.op == "placeholder" and getattr(new, "target", None) is torch.ops.aten.index_copy.default and new.args[0] is cache):
+            continue
+        if any(user is not new and user is not node and order[user] > order[new] for user in cache.users):
+            continue  # the old value is read after the write: keep the copy
+        new.target = torch.ops.aten.index_copy_.default  # writes `cache` and returns it: `new`'s readers read the cache
+        graph.erase_node(node)
+        changed += 1
+    if changed:
+        graph.lint()
+        gm.recompile()
+    return changed
+
+
+@contextlib.contextmanager
+def cache_writes_in_place() -> Iterator[None]:
+    """While active, the `cudagraphs` backend keeps a graph's input mutations in the graph
+    (`torch._dynamo.config.cudagraph_backend_keep_input_mutation`), records graphs that mutate their (static) inputs
+    (`cudagraph_backend_support_input_mutation`) and writes the static KV cache in place (`reinplace_cache_writes`)
+    instead of copying it twice per decode step; CUDA graphs read the weights in place too
+    (`static_weights_in_cuda_graphs`). Without the backend's hook (another torch version) only the rest applies."""
+    import torch._dynamo.config as dynamo_config
+
+    names = ("cudagraph_backend_keep_input_mutation", "cudagraph_backend_support_input_mutation")
+    saved = [getattr(dynamo_config, n) for n in names]
+    try:
+        import torch._dynamo.backends.cudagraphs as backend
+        original = backend.boxed_nop
+    except (ImportError, AttributeError):
+        backend = original = None
+
+    def reinplaced_nop(graph_module, inputs):
+        reinplace_cache_writes(graph_module)
+        return original(graph_module, inputs)
+
+    for n in names:
+        setattr(dynamo_config, n, True)
+    if backend is not None:
+        backend.boxed_nop = reinplaced_nop
+    try:
+        with static_weights_in_cuda_graphs():
+            yield
+    finally:
+        for n, v in zip(names, saved):
+            setattr(dynamo_config, n, v)
+        if backend is not None:
+            backend.boxed_nop = original
+
+
 def without_altup_copies(model) -> int:
     """Take the host-to-device copies out of Gemma 3n's AltUp setup and readout; returns how many modules changed.
 

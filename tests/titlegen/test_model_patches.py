@@ -236,3 +236,71 @@ def test_fused_training_pointwise_keeps_the_loss_and_the_gradients(checkpointing
         for name, grad in grads.items():
             torch.testing.assert_close(grads_fused[name], grad, rtol=1e-4, atol=1e-5, msg=name)
     assert fused_training_pointwise(tiny_gemma3()) == tiny_gemma3().config.num_hidden_layers * 6 + 1  # norms only
+
+
+def _decode_steps(model, ids, compile_backend=None, steps: int = 3):
+    """Logits of `steps` greedy decode steps after prefilling `ids` into titlegen's static cache, the steps compiled with
+    `compile_backend` when given."""
+    from titlegen.generate import unrolled_static_cache
+
+    rows, width = ids.shape
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        cache = unrolled_static_cache(model, rows, width + steps)
+        model(input_ids=ids, past_key_values=cache, use_cache=True, cache_position=torch.arange(width))
+        step = torch.compile(model.forward, backend=compile_backend) if compile_backend else model.forward
+        token, logits = ids[:, -1:], []
+        for s in range(steps):
+            out = step(input_ids=token, past_key_values=cache, use_cache=True, cache_position=torch.tensor([width + s]),
+                       position_ids=torch.full((rows, 1), width + s))
+            logits.append(out.logits.clone())
+            token = out.logits[:, -1:].argmax(-1)
+    return logits
+
+
+def test_cache_writes_become_in_place_in_the_graph_and_keep_the_logits():
+    # AOT autograd with input mutations kept, as the `cudagraphs` backend runs under `cache_writes_in_place`: each
+    # static-cache write arrives as index_copy of the whole cache plus a copy back; after the pass, one index_copy_.
+    from torch._dynamo.backends.common import aot_autograd
+
+    from titlegen.model_patches import reinplace_cache_writes
+
+    graphs, changed = [], []
+
+    def compiler(gm, example_inputs):
+        changed.append(reinplace_cache_writes(gm))
+        graphs.append(gm)
+        return gm
+
+    backend = aot_autograd(fw_compiler=compiler, inference_compiler=compiler, keep_inference_input_mutations=True)
+    model = tiny_gemma3n(sparsity=(0.95, 0.95, 0.0, 0.0), sliding_window=8, vocab=300)
+    ids = torch.randint(3, 300, (3, 20))
+    eager = _decode_steps(model, ids)
+    compiled = _decode_steps(model, ids, backend)
+    for a, b in zip(compiled, eager):
+        assert torch.equal(a, b)
+    kv_tensors = 2 * (model.config.num_hidden_layers - model.config.num_kv_shared_layers)
+    assert changed[0] == kv_tensors
+    ops = [str(n.target) for n in graphs[0].graph.nodes if n.op == "call_function"]
+    assert ops.count("aten.index_copy_.default") == kv_tensors and "aten.index_copy.default" not in ops
+    # What is left of the copies back is the cache's scalar position counters.
+    copies = [n for n in graphs[0].graph.nodes if n.op == "call_function" and n.target is torch.ops.aten.copy_.default]
+    assert all(n.args[0].meta["val"].numel() == 1 for n in copies)
+
+
+def test_a_cache_write_whose_old_value_is_read_later_keeps_its_copy():
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from titlegen.model_patches import reinplace_cache_writes
+
+    def write_then_read_old(cache, index, values):
+        new = torch.ops.aten.index_copy.default(cache, 0, index, values)
+        old_sum = cache.sum()  # the old value, read after the write
+        cache.copy_(new)
+        return new * 2, old_sum
+
+    gm = make_fx(write_then_read_old)(torch.zeros(4, 2), torch.tensor([1]), torch.ones(1, 2))
+    assert reinplace_cache_writes(gm) == 0
+    cache = torch.zeros(4, 2)
+    doubled, old_sum = gm(cache, torch.tensor([1]), torch.ones(1, 2))
+    assert old_sum.item() == 0 and cache[1].tolist() == [1.0, 1.0] and doubled[1].tolist() == [2.0, 2.0]
