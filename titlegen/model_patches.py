@@ -87,8 +87,9 @@ def reinplace_cache_writes(gm) -> int:
     A static cache's `index_copy_` reaches a compiled graph as that functional pair: the whole cache tensor copied
     into a new one with the row written, read by attention, then copied back over the cache. Inductor removes it
     (its reinplacing pass); the `cudagraphs` backend, which replays the ATen graph as it is, does not: E4B's decode
-    step at 500 rows copies each of its 40 cache tensors (~295 MB) twice (docs/evaluate.md "Thirteenth lease").
-    A write is changed only when `cache` is a graph input and nothing reads its old value after the write."""
+    step at 500 rows copies each of its 40 cache tensors (584 MB at 1,140 positions) twice, ~47 GB a step
+    (docs/evaluate.md "The decode step copies the KV cache twice"). A write is changed only when `cache` is a graph
+    input and nothing reads its old value after the write."""
     import torch
 
     graph = gm.graph
