@@ -174,27 +174,15 @@ ROLLED_VARIANTS = {"auto-static-rolled": (None, "static", None)}
 VARIANTS.update(ROLLED_VARIANTS)
 
 
-@contextlib.contextmanager
 def cache_writes_in_graph():
     """`static_weights_in_cuda_graphs`, with the `cudagraphs` backend keeping input mutations in the graph
     (`torch._dynamo.config.cudagraph_backend_keep_input_mutation`) and recording graphs that mutate inputs
-    (`cudagraph_backend_support_input_mutation`): the static cache's tensors, static inputs there, are then written in
-    place by the replay instead of rebuilt and copied back. A graph whose mutated input is not static is skipped
-    (`cudagraph_skips`); titles that differ from the first variant's show a lost write."""
-    import torch._dynamo.config as dynamo_config
+    (`cudagraph_backend_support_input_mutation`), but each cache write still the functional pair of a whole-cache
+    `index_copy` and a copy back (the tenth lease's `-inplace`; `-reinplace` rewrites the pair). A graph whose mutated
+    input is not static is skipped (`cudagraph_skips`); titles that differ from the first variant's show a lost write."""
+    from titlegen.model_patches import cache_writes_in_place
 
-    from titlegen.model_patches import static_weights_in_cuda_graphs
-
-    names = ("cudagraph_backend_keep_input_mutation", "cudagraph_backend_support_input_mutation")
-    saved = [getattr(dynamo_config, n) for n in names]
-    for n in names:
-        setattr(dynamo_config, n, True)
-    try:
-        with static_weights_in_cuda_graphs():
-            yield
-    finally:
-        for n, v in zip(names, saved):
-            setattr(dynamo_config, n, v)
+    return cache_writes_in_place(reinplace=False)
 
 
 def compiled_decoder_layers(model) -> int:

@@ -113,11 +113,11 @@ def reinplace_cache_writes(gm) -> int:
 
 
 @contextlib.contextmanager
-def cache_writes_in_place() -> Iterator[None]:
+def cache_writes_in_place(reinplace: bool = True) -> Iterator[None]:
     """While active, the `cudagraphs` backend keeps a graph's input mutations in the graph
     (`torch._dynamo.config.cudagraph_backend_keep_input_mutation`), records graphs that mutate their (static) inputs
-    (`cudagraph_backend_support_input_mutation`) and writes the static KV cache in place (`reinplace_cache_writes`)
-    instead of copying it twice per decode step; CUDA graphs read the weights in place too
+    (`cudagraph_backend_support_input_mutation`) and, with `reinplace`, writes the static KV cache in place
+    (`reinplace_cache_writes`) instead of copying it twice per decode step; CUDA graphs read the weights in place too
     (`static_weights_in_cuda_graphs`). Without the backend's hook (another torch version) only the rest applies."""
     import torch._dynamo.config as dynamo_config
 
@@ -135,7 +135,7 @@ def cache_writes_in_place() -> Iterator[None]:
 
     for n in names:
         setattr(dynamo_config, n, True)
-    if backend is not None:
+    if backend is not None and reinplace:
         backend.boxed_nop = reinplaced_nop
     try:
         with static_weights_in_cuda_graphs():
@@ -143,7 +143,7 @@ def cache_writes_in_place() -> Iterator[None]:
     finally:
         for n, v in zip(names, saved):
             setattr(dynamo_config, n, v)
-        if backend is not None:
+        if backend is not None and reinplace:
             backend.boxed_nop = original
 
 

@@ -304,3 +304,27 @@ def test_a_cache_write_whose_old_value_is_read_later_keeps_its_copy():
     cache = torch.zeros(4, 2)
     doubled, old_sum = gm(cache, torch.tensor([1]), torch.ones(1, 2))
     assert old_sum.item() == 0 and cache[1].tolist() == [1.0, 1.0] and doubled[1].tolist() == [2.0, 2.0]
+
+
+def test_cache_writes_in_place_hooks_the_cudagraphs_backend_only_while_active():
+    import torch._dynamo.backends.cudagraphs as backend
+    import torch._dynamo.config as config
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from titlegen.model_patches import cache_writes_in_place
+
+    def write(cache, index, values):
+        new = torch.ops.aten.index_copy.default(cache, 0, index, values)
+        cache.copy_(new)
+        return new * 2
+
+    flags = ("cudagraph_backend_keep_input_mutation", "cudagraph_backend_support_input_mutation")
+    before = (backend.boxed_nop, *(getattr(config, f) for f in flags))
+    gm = make_fx(write)(torch.zeros(4, 2), torch.tensor([1]), torch.ones(1, 2))
+    with cache_writes_in_place():
+        assert all(getattr(config, f) for f in flags)
+        backend.boxed_nop(gm, [])  # what the backend calls on each graph before recording it
+    assert [str(n.target) for n in gm.graph.nodes if n.op == "call_function"][0] == "aten.index_copy_.default"
+    assert (backend.boxed_nop, *(getattr(config, f) for f in flags)) == before
+    with cache_writes_in_place(reinplace=False):  # the tenth lease's `-inplace`: mutations kept, graphs untouched
+        assert backend.boxed_nop is before[0] and all(getattr(config, f) for f in flags)
