@@ -457,18 +457,6 @@ stream-k)  # a short call: the 270M's static mode prefilled 32 rows at a time ag
   grep -E "^cuda|generation" $R/eval_270m_k.out | cut -c1-420 | tee -a $R/queue.log
   log "queue done"; touch $R/queue.done
   ;;
-stream-l)  # the next lease: the chosen config since the twelfth lease (e3-lr5e-4-r16-b16, keep_adapter=best, fused AdamW)
-  # on fresh seeds, its titles now cut at a line break or `<` by the evaluate stage itself (titlegen.decoding.TITLE_STOPS):
-  # does the ten-seed mean of 1.91 % (scored offline on seeds 2-11) hold on seeds 12-26? GPU 1 ten at once, GPU 0 five.
-  stream_start
-  export QT=600
-  log "L: e3-lr5e-4-r16-b16 seeds 12-21 (GPU 1, ten at once) and 22-26 (GPU 0, five at once), title stops in the stage"
-  for s in $(seq 12 21); do q 1 $s e3-lr5e-4-r16-b16 quality_e3b16_best_seed$s '"keep_adapter": "best"' & done
-  for s in $(seq 22 26); do q 0 $s e3-lr5e-4-r16-b16 quality_e3b16_best_seed$s '"keep_adapter": "best"' & done
-  wait
-  for f in $R/quality_e*_seed*.out; do echo "$(basename $f): $(grep -E '^\{' $f | cut -c1-400)" | tee -a $R/queue.log; done
-  log "queue done"; touch $R/queue.done
-  ;;
 stream-m)  # the thirteenth lease. #13: where E4B's eager QLoRA step goes now (profiled, with the GPU's busy share), the
   # checkpointed layer inputs kept on the card instead of Unsloth's copy to host memory and back (`+keepacts`), and
   # batch 16; the 270M's QLoRA step profiled and compiled. #14: E4B's prefill in 16/24/32-row chunks (32 shipped), and

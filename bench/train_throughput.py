@@ -240,7 +240,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # the 270M's step is host-bound, and its LoRA optimizer state is a few MB either way.
     "fusedadam": ({}, {"optimizer": "adamw_torch_fused"}),
     # Plain gradient checkpointing: each checkpointed layer's input stays on the card (train.offload_activations=false)
-    # instead of Unsloth's copy to host memory and back (a host-side wait per layer in the eager step's profile).
+    # instead of Unsloth's copy to host memory and back; E4B's preset no faster with it (thirteenth lease).
     "keepacts": ({}, {"offload_activations": False}),
     # The adapter kept by the fewest failed headline checks on validation titles (train.keep_adapter=checks): one
     # generation pass over the validation rows after the epoch's validation loss, in process_wall_s, not in the rate.
