@@ -8,7 +8,7 @@
 # waits and copies the results to $OUT. Every stage writes into /tmp/gpu-results as it finishes,
 # so a lease that ends early still returns what was measured.
 #
-#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-o or none
+#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-q or none
 #   bash bench/gpu_session.sh install       # carry .whl
 #   bash bench/gpu_session.sh part N        # carry .cache/carry/gguf-N
 #   bash bench/gpu_session.sh collect SECS  # waits up to SECS, then copies results to $OUT
@@ -511,6 +511,26 @@ stream-o)  # the next lease (fourteenth). GPU 0: where the E4B preset's eager QL
   e4b_eval eval_e4b_o auto-static-cudagraphs-altup-sw-chunk32,auto-static-cudagraphs-altup-sw-reinplace-chunk32 \
     --profile auto-static-cudagraphs-altup-sw-reinplace-chunk32
   wait
+  log "queue done"; touch $R/queue.done
+  ;;
+stream-p)  # the fourteenth lease's second call: E4B's static evaluation with the KV cache written in place, in the other
+  # order (reinplace first), and the 270M's 16-bit LoRA step against the raw loop again.
+  stream_start
+  ( tb 1 270m-raw-unsloth-16bit,270m-stage-16bit-b16+fusedadam,270m-stage-4bit-b16+fusedadam train_270m_p 150 ) &
+  e4b_eval eval_e4b_p auto-static-cudagraphs-altup-sw-reinplace-chunk32,auto-static-cudagraphs-altup-sw-chunk32
+  wait
+  log "queue done"; touch $R/queue.done
+  ;;
+stream-q)  # the fourteenth lease's last call (one GPU, host idle): E4B's evaluation as the stage runs it now (KV cache
+  # written in place) against plain generate() at batch 128 in one invocation; then the 270M's QLoRA step against the
+  # raw loop with nothing else on the host (stream-o's 1.03 and stream-p's 0.69 ran beside E4B work on the other GPU).
+  stream_start
+  log "Q: E4B evaluation, the stage's static mode against the plain generate() reference (GPU 0)"
+  CUDA_VISIBLE_DEVICES=0 timeout 400 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 128 \
+    --variants auto-static-cudagraphs-altup-sw-reinplace-chunk32 $C --results $R/eval_e4b_q.json > $R/eval_e4b_q.out 2>&1
+  grep -E "^cuda|generation|reference" $R/eval_e4b_q.out | cut -c1-420 | tee -a $R/queue.log
+  log "Q: the 270M's QLoRA step against the raw loop, host idle (GPU 0)"
+  tb 0 270m-raw-unsloth-16bit,270m-stage-4bit-b16+fusedadam train_270m_q 150
   log "queue done"; touch $R/queue.done
   ;;
 esac
