@@ -8,7 +8,7 @@
 # waits and copies the results to $OUT. Every stage writes into /tmp/gpu-results as it finishes,
 # so a lease that ends early still returns what was measured.
 #
-#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-q or none
+#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-r or none
 #   bash bench/gpu_session.sh install       # carry .whl
 #   bash bench/gpu_session.sh part N        # carry .cache/carry/gguf-N
 #   bash bench/gpu_session.sh collect SECS  # waits up to SECS, then copies results to $OUT
@@ -38,10 +38,12 @@ tb() {
   grep -E '^\{' $R/$3.out | cut -c1-300 | tee -a $R/queue.log
 }
 
-# q GPU SEED CONFIGS OUT [TRAIN_JSON]: one quality sweep (QLoRA, fused AdamW, the seed, more train parameters) on a GPU.
+# q GPU SEED CONFIGS OUT [TRAIN_JSON]: one quality sweep (QLoRA, fused AdamW, the seed, more train parameters) on a GPU;
+# QPEN (e.g. 1.5:16,1.8:12) also decodes each adapter under those repeat-penalty rules.
 q() {
   CUDA_VISIBLE_DEVICES=$1 python3 bench/quality_sweep.py run $B/quality-split $G --timeout ${QT:-420} --configs $3 \
-    --train-set "{\"seed\": $2, \"optimizer\": \"adamw_torch_fused\"${5:+, $5}}" --work /tmp/q-$4 --out $R/$4.json > $R/$4.out 2>&1
+    --train-set "{\"seed\": $2, \"optimizer\": \"adamw_torch_fused\"${5:+, $5}}" ${QPEN:+--repeat-penalties $QPEN} \
+    --work /tmp/q-$4 --out $R/$4.json > $R/$4.out 2>&1
 }
 
 # qseeds GPU FIRST LAST CONFIG OUT_PREFIX [TRAIN_JSON]: `q` for seeds FIRST..LAST at once on a GPU, then their summaries.
@@ -493,7 +495,8 @@ stream-n)  # the thirteenth lease's second machine. GPU 1: the chosen 270M confi
   ;;
 stream-o)  # the next lease (fourteenth). GPU 0: where the E4B preset's eager QLoRA step goes, profiled with the GPU's busy
   # share (stream-m's profiles were cut at its 150 s case limit), against the same step with its RMSNorms and AltUp
-  # mixing compiled (`+fusedew`, train.fused_elementwise), both profiled; then E4B's static evaluation with the KV cache
+  # mixing compiled (`+fusedew`, train.fused_elementwise: measured 0.68x here and removed since, so this stream runs only
+  # at 2265681), both profiled; then E4B's static evaluation with the KV cache
   # written in place by the decode graph (`-reinplace`, titlegen.model_patches.cache_writes_in_place) against the stage's. GPU 1: the 270M's step in QLoRA and 16-bit LoRA, both compiled (the defaults), against
   # the raw loop in one invocation; then the chosen config in 16-bit LoRA on the seeds 12-21 that stream-m/n trained in
   # QLoRA: if it holds their quality (2.55 % eager, 2.68 % compiled), small bases could train 16-bit by default.
@@ -531,6 +534,22 @@ stream-q)  # the fourteenth lease's last call (one GPU, host idle): E4B's evalua
   grep -E "^cuda|generation|reference" $R/eval_e4b_q.out | cut -c1-420 | tee -a $R/queue.log
   log "Q: the 270M's QLoRA step against the raw loop, host idle (GPU 0)"
   tb 0 270m-raw-unsloth-16bit,270m-stage-4bit-b16+fusedadam train_270m_q 150
+  log "queue done"; touch $R/queue.done
+  ;;
+stream-r)  # the next lease (fifteenth). First, both GPUs' hosts quiet: the 270M's compiled QLoRA step (the default) against
+  # the raw loop, two invocations on GPU 0 (the fourteenth lease: 1.03 and 0.69 beside E4B work, 0.88 alone). Then #14
+  # item 3 from the decoding side: the default recipe (e3-lr5e-4-r16-b16, compiled QLoRA, `best`) on fresh seeds 22-31,
+  # five a GPU, each adapter also decoded under six more repeat-penalty rules (chosen on validation by
+  # quality_sweep.choose_penalty; 1.4:16 was chosen in the fourth lease on the older 2-epoch recipe).
+  stream_start
+  export QT=900 QPEN=1.3:16,1.5:16,1.6:16,1.5:12,1.8:12,2.0:16
+  log "R: the 270M's QLoRA step against the raw loop, twice, the other GPU idle (GPU 0)"
+  tb 0 270m-raw-unsloth-16bit,270m-stage-4bit-b16+fusedadam train_270m_r1 150
+  tb 0 270m-stage-4bit-b16+fusedadam,270m-raw-unsloth-16bit train_270m_r2 150
+  log "R: e3-lr5e-4-r16-b16 seeds 22-26 (GPU 0) and 27-31 (GPU 1), five at once each, under seven decoding rules"
+  qseeds 0 22 26 e3-lr5e-4-r16-b16 quality_rules_g0_seed '"keep_adapter": "best"' &
+  qseeds 1 27 31 e3-lr5e-4-r16-b16 quality_rules_g1_seed '"keep_adapter": "best"'
+  wait
   log "queue done"; touch $R/queue.done
   ;;
 esac

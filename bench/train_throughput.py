@@ -217,8 +217,6 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "profile": ({}, {}),
     "compile": ({}, {"unsloth_compile": True}),
     "eager": ({}, {"unsloth_compile": False}),  # compile off whatever the default (the 270M's QLoRA before 2026-11-30 17:20)
-    # The eager step's RMSNorms and AltUp mixing compiled with dynamic shapes (train.fused_elementwise): E4B QLoRA.
-    "fusedew": ({}, {"fused_elementwise": True}),
     "padded": ({}, {"padding_free": False}),  # padded batches, Unsloth's per-block compile path
     "pf": ({}, {"padding_free": True}),  # one flattened row per batch, varlen attention
     "pad256": ({}, {"pad_to_multiple_of": 256}),  # four lengths in all at max_seq_length 1024
@@ -345,7 +343,7 @@ def finish_case(proc, case_dir: Path, row: dict, started: float, timeout: float)
             "first_train_loss", "final_train_loss", "final_eval_loss", "tokens_seen", "train_seconds", "eval_seconds",
             "load_seconds", "label_stats", "first_step_seconds", "step_seconds", "wall_seconds", "train_rows", "padding_free",
             "peak_train_step_gib", "peak_validation_gib", "max_step_tokens", "split_steps", "per_layer_embeddings_device",
-            "unsloth_compile", "fused_elementwise", "activations_offloaded")})
+            "unsloth_compile", "activations_offloaded")})
         row["libraries"] = r.get("libraries")
     else:
         lines = text.splitlines()
@@ -370,6 +368,15 @@ def finish_case(proc, case_dir: Path, row: dict, started: float, timeout: float)
     if profile.exists():
         row["profile_top"] = profile.read_text().splitlines()[:80]
     return row
+
+
+def printed_row(row: dict) -> dict:
+    """A row as its stdout line shows it: without the long lists, but with the profile's headline (the whole
+    profile_top is in the results file only)."""
+    out = {k: v for k, v in row.items() if k not in ("libraries", "label_stats", "profile_top", "step_seconds")}
+    if row.get("profile_top"):
+        out["profile"] = row["profile_top"][0]
+    return out
 
 
 def run_case(name: str, devdata: Path, models: Path, work: Path, timeout: int, full_pts: bool) -> dict:
@@ -450,7 +457,7 @@ def main() -> None:
             row["ratio_to_raw"] = round(row["steady_tokens_per_second"] / raw["steady_tokens_per_second"], 3)
             row["raw_case"] = raw["case"]
         rows.append(row)
-        print(json.dumps({k: v for k, v in row.items() if k not in ("libraries", "label_stats", "profile_top", "step_seconds")}), flush=True)
+        print(json.dumps(printed_row(row)), flush=True)
         merged[name + ("@concurrent" if args.concurrent else "")] = {**row, "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"description": DESCRIPTION, "rows": list(merged.values())}, indent=1, ensure_ascii=False))

@@ -3,7 +3,6 @@
 import contextlib
 import functools
 from collections.abc import Iterator
-from typing import Any
 
 
 def without_host_syncs(model) -> int:
@@ -296,53 +295,6 @@ def _altup_mix(coefs, hidden_states, n: int):
     coefs = coefs.reshape(*coefs.shape[:-1], n, n)
     mixed = (coefs.permute(2, 3, 0, 1).unsqueeze(-1).float() * hidden_states.unsqueeze(0).float()).sum(1)
     return (mixed.to(hidden_states.dtype) + hidden_states).contiguous()
-
-
-# Module classes a training step may compile whole: element-wise work only, no weight that LoRA wraps or 4-bit stores.
-NORM_CLASSES = ("Gemma3RMSNorm", "Gemma3nRMSNorm")
-
-
-def fused_training_pointwise(model) -> int:
-    """For a training step run eagerly (4-bit QLoRA of E4B, where Unsloth's whole-model compile costs minutes):
-    compile each RMSNorm module and Gemma 3n's AltUp prediction mixing with dynamic shapes, forward and backward
-    (torch.compile, in place); returns how many modules changed.
-
-    E4B runs about ten float32 RMSNorms a layer (upcast, square, mean, power, scale, downcast: six kernels eagerly, one
-    fused) and mixes its four AltUp streams with a batched product of one 4 x 4 problem per token, the slow 16 x 16-tile
-    WMMA kernel of the evaluation profiles (docs/evaluate.md, "Eleventh lease"), each run again by the checkpointed
-    recompute and by the backward pass. The LoRA-wrapped and 4-bit projections stay eager. Dynamic shapes: one
-    compilation per module class, grad mode and input rank serves every batch width. A second call changes nothing.
-    `train.fused_elementwise`; measured against the eager step by `bench/train_throughput.py` (`+fusedew`)."""
-    import types
-
-    import torch
-
-    changed = compiled_modules(model, NORM_CLASSES)
-    mixing: dict[int, Any] = {}  # one compiled function per stream count (Gemma 3n: 4), shared by every layer
-    for module in model.modules():
-        if type(module).__name__ == "Gemma3nTextAltUp" and getattr(module, "_titlegen_training_mix", None) is None:
-            n = module.config.altup_num_inputs
-            module._titlegen_training_mix = mixing.setdefault(n, torch.compile(_altup_mixer(n), dynamic=True))
-            module.predict = types.MethodType(_altup_predict_training, module)
-            changed += 1
-    return changed
-
-
-def _altup_mixer(n: int):
-    """`_altup_mix` for `n` streams, `n` a constant of the compiled graph (a closure's value, not a dynamic input)."""
-
-    def mix(coefs, hidden_states):
-        return _altup_mix(coefs, hidden_states, n)
-
-    return mix
-
-
-def _altup_predict_training(self, hidden_states):
-    """`Gemma3nTextAltUp.predict` with its mixing compiled (see `fused_training_pointwise`), in training and inference."""
-    modalities = self.compute_router_modalities(hidden_states[self.config.altup_active_idx])
-    if self.training and self.config.altup_coef_clip is not None:  # as transformers does
-        self.prediction_coefs.weight.data.clamp_(-self.config.altup_coef_clip, self.config.altup_coef_clip)
-    return self._titlegen_training_mix(self.prediction_coefs(modalities), hidden_states)
 
 
 # The attention implementation `grouped_decode_attention` switches a model to (registered with transformers once).

@@ -173,9 +173,6 @@ class TrainParams(Section):
     gradient_checkpointing: bool | None = Field(
         None, description="Recompute activations in the backward pass (Unsloth's variant under Unsloth): less memory, less speed. None = on for models of 1 B parameters or more and on CPU, off for smaller models on CUDA (Gemma 3 270M at batch 8: 4.9 GiB without it, and 1.67x the tokens/s; docs/finetune.md \"Speed\")."
     )
-    fused_elementwise: bool | None = Field(
-        None, description="On CUDA, when Unsloth's compile is off (4-bit QLoRA of E4B): compile the RMSNorm modules and Gemma 3n's AltUp mixing with dynamic shapes, forward and backward (titlegen.model_patches.fused_training_pointwise): fewer kernels per step, the projections left eager. None = off until a lease measures it against the eager step (`bench/train_throughput.py`, suffix `+fusedew`); the same loss and gradients on a tiny Gemma 3n (tests/titlegen/test_model_patches.py)."
-    )
     offload_activations: bool | None = Field(
         None, description="Unsloth engine, with gradient checkpointing on: copy each checkpointed layer's input to host memory and back for the backward pass (Unsloth's `use_gradient_checkpointing=\"unsloth\"`), or keep it on the card (`false`: plain checkpointing, a few GiB more GPU memory for E4B at batch 8 and no host copies). None = offload (Unsloth's recipe): keeping them on the card did not speed up E4B's preset (H200, 2026-11-30: 1.01 against 1.07 steps/s over the same steps; docs/finetune.md \"Thirteenth lease\")."
     )

@@ -95,8 +95,8 @@ def make_callback(config: TrainWorkerConfig, engine: str = "transformers"):
             self.marks: list[tuple[int, float, int]] = []
             # Peak GPU memory of training steps and of validation passes, apart (CUDA only).
             self.peaks: dict[str, int] = {"train": 0, "eval": 0}
-
-        profiler = None
+            # TITLEGEN_PROFILE_STEPS: None before the window, the running profiler inside it, False once written.
+            self.profiler = None
 
         def on_step_begin(self, args, state, control, **kw):
             if profile_steps and state.global_step == profile_steps[0] and self.profiler is None:
@@ -104,9 +104,8 @@ def make_callback(config: TrainWorkerConfig, engine: str = "transformers"):
 
         def on_step_end(self, args, state, control, **kw):
             if self.profiler:
-                if state.global_step >= profile_steps[1]:
-                    write_profile(self.profiler, Path(config.checkpoint_dir) / "profile.txt")
-                    self.profiler = False  # once
+                if state.global_step >= min(profile_steps[1], state.max_steps or profile_steps[1]):
+                    self.close_profile()  # step B, or the last step when training ends inside the window
                 return  # profiled steps are slower: kept out of the throughput marks
             self.marks.append((state.global_step, time.perf_counter(), int(state.num_input_tokens_seen or 0)))
             self.take_peak("train")
@@ -118,6 +117,16 @@ def make_callback(config: TrainWorkerConfig, engine: str = "transformers"):
             if torch.cuda.is_available() and torch.cuda.is_initialized():
                 self.peaks[phase] = max(self.peaks[phase], torch.cuda.max_memory_allocated())
                 torch.cuda.reset_peak_memory_stats()
+
+        def close_profile(self) -> None:
+            """Write the profile of the window so far to checkpoint_dir/profile.txt, once."""
+            prof, self.profiler = self.profiler, False
+            write_profile(prof, Path(config.checkpoint_dir) / "profile.txt")
+
+        def on_train_end(self, args, state, control, **kw):
+            # Training stopped early inside the window (a callback's should_training_stop): the steps it did profile.
+            if self.profiler:
+                self.close_profile()
 
         def on_train_begin(self, args, state, control, **kw):
             self.began = time.perf_counter()

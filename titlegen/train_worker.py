@@ -176,11 +176,9 @@ def load_model(config: TrainWorkerConfig, engine: str, cuda: bool):
     if cuda and not (engine == "unsloth" and use_unsloth_compile(config)):
         # Gemma 3n, run eagerly: no host-to-device copy in each sparse MLP's forward (a compiled block
         # folds that copy into its graph already, so compiled runs are left as Unsloth traces them).
-        from titlegen.model_patches import fused_training_pointwise, without_host_syncs
+        from titlegen.model_patches import without_host_syncs
 
         without_host_syncs(model)
-        if t.fused_elementwise:
-            print(f"fused element-wise work: {fused_training_pointwise(model)} modules compiled (dynamic shapes)", flush=True)
     # Gemma 3n comes back as a processor; text training only needs its tokenizer.
     tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
     tokenizer.chat_template = chat_template()
@@ -449,7 +447,6 @@ def train(config: TrainWorkerConfig) -> WorkerResult:
         # Where Gemma 3n's per-layer embedding table ended up after training (train.per_layer_embeddings_on_host).
         "per_layer_embeddings_device": per_layer_embeddings_device(trainer.model),
         "unsloth_compile": engine == "unsloth" and use_unsloth_compile(config),
-        "fused_elementwise": bool(cuda and config.train.fused_elementwise and not (engine == "unsloth" and use_unsloth_compile(config))),
         # The whole process's peak (windows folded by the progress callback), then its two parts.
         "peak_gpu_gib": round(max(torch.cuda.max_memory_allocated(), *progress.peaks.values()) / 2**30, 3) if cuda else None,
         **(memory_split(progress.marks, progress.peaks) if cuda else {}),

@@ -31,3 +31,11 @@ def test_a_case_cut_after_its_profile_keeps_its_rate_from_the_log_and_its_profil
     assert row["steady_from_log"] is True
     assert row["steady_tokens_per_second"] == 1000.0 and row["steady_steps_per_second"] == 1.0
     assert row["profile_top"][0].startswith("profiled window: 40.000 s wall")
+
+
+def test_a_rows_stdout_line_shows_its_profile_headline_but_not_the_whole_profile():
+    row = {"case": "x+profile", "exit": 0, "profile_top": ["profiled window: 4.528 s wall, 3.486 s of GPU kernels (77 % busy)", "", "---"],
+           "libraries": {"torch": "2"}, "step_seconds": [1.0]}
+    printed = train_throughput.printed_row(row)
+    assert printed == {"case": "x+profile", "exit": 0, "profile": "profiled window: 4.528 s wall, 3.486 s of GPU kernels (77 % busy)"}
+    assert "profile" not in train_throughput.printed_row({"case": "x", "exit": 0})

@@ -202,42 +202,6 @@ def test_cuda_graphs_of_the_cudagraphs_backend_get_the_weights_as_static_inputs(
     assert trees.cudagraphify_impl.__name__ == "<lambda>"  # the context put the function back
 
 
-def _loss_and_grads(model, ids):
-    model.zero_grad()
-    loss = model(input_ids=ids, labels=ids).loss
-    loss.backward()
-    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("checkpointing", [False, True])
-def test_fused_training_pointwise_keeps_the_loss_and_the_gradients(checkpointing):
-    # The eager training step's norms and AltUp mixing compiled (Inductor's CPU backend here, CUDA in the stage),
-    # with and without the recompute of gradient checkpointing (reentrant, as Unsloth runs E4B).
-    import copy
-
-    from titlegen.model_patches import NORM_CLASSES, fused_training_pointwise
-
-    model = tiny_gemma3n(sparsity=(0.95, 0.95, 0.0, 0.0), sliding_window=8, vocab=300).train()
-    if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
-        model.enable_input_require_grads()
-    fused = copy.deepcopy(model)
-    norms = sum(type(m).__name__ in NORM_CLASSES for m in fused.modules())
-    layers = fused.config.num_hidden_layers
-    assert fused_training_pointwise(fused) == norms + layers
-    assert fused_training_pointwise(fused) == 0  # already compiled: left alone
-    ids = torch.randint(3, 300, (2, 24))
-    for _ in range(2):  # the second step runs the compiled graphs from the cache
-        loss, grads = _loss_and_grads(model, ids)
-        loss_fused, grads_fused = _loss_and_grads(fused, ids)
-        torch.testing.assert_close(loss_fused, loss, rtol=1e-5, atol=1e-5)
-        assert grads_fused.keys() == grads.keys() and len(grads) > 10
-        for name, grad in grads.items():
-            torch.testing.assert_close(grads_fused[name], grad, rtol=1e-4, atol=1e-5, msg=name)
-    assert fused_training_pointwise(tiny_gemma3()) == tiny_gemma3().config.num_hidden_layers * 6 + 1  # norms only
-
-
 def _decode_steps(model, ids, compile_backend=None, steps: int = 3):
     """Logits of `steps` greedy decode steps after prefilling `ids` into titlegen's static cache, the steps compiled with
     `compile_backend` when given."""

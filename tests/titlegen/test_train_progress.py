@@ -35,3 +35,48 @@ def test_a_profile_says_how_busy_the_gpu_kept_and_lists_the_operators(tmp_path):
     # On CPU no kernel ran on a GPU: 0 % busy, and the window's wall time is there.
     assert first.startswith("profiled window: ") and first.endswith("s of GPU kernels (0 % busy)")
     assert "aten::mm" in text
+
+
+def _profiled_run(monkeypatch, tmp_path, window: str, max_steps: int, stop_after: int | None = None):
+    """Drive the worker's callback as the trainer does (on_step_begin before step s, on_step_end after it, on_train_end
+    once training stops) through `max_steps` optimizer steps, or `stop_after` (an early stop), with
+    TITLEGEN_PROFILE_STEPS=`window`."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import TrainerControl, TrainerState
+
+    from titlegen.train_progress import make_callback
+
+    monkeypatch.setenv("TITLEGEN_PROFILE_STEPS", window)
+    callback = make_callback(SimpleNamespace(checkpoint_dir=str(tmp_path)))
+    args, state, control = SimpleNamespace(), TrainerState(max_steps=max_steps), TrainerControl()
+    x = torch.randn(32, 32)
+    for _ in range(stop_after or max_steps):
+        callback.on_step_begin(args, state, control)
+        x = x @ x.T / 32  # the step's work
+        state.global_step += 1
+        callback.on_step_end(args, state, control)
+    callback.on_train_end(args, state, control)
+    return callback
+
+
+def test_a_profile_window_ending_at_the_last_step_is_written(monkeypatch, tmp_path):
+    # The bench's +profile cases: steps A+1..B profiled, B = max_steps; the steps before the window are measured.
+    callback = _profiled_run(monkeypatch, tmp_path, "4:7", max_steps=7)
+    assert (tmp_path / "profile.txt").read_text().startswith("profiled window: ")
+    assert [m[0] for m in callback.marks] == [1, 2, 3, 4] and callback.profiler is False
+
+
+def test_a_profile_window_cut_by_the_end_of_training_is_still_written(monkeypatch, tmp_path):
+    # Training stops (max_steps, the last epoch) after step 6 of a window 5..8: the two profiled steps are written.
+    callback = _profiled_run(monkeypatch, tmp_path, "4:8", max_steps=6)
+    text = (tmp_path / "profile.txt").read_text()
+    assert text.startswith("profiled window: ") and "aten::mm" in text
+    assert callback.profiler is False
+
+
+def test_a_profile_window_cut_by_an_early_stop_is_written_when_training_ends(monkeypatch, tmp_path):
+    callback = _profiled_run(monkeypatch, tmp_path, "4:8", max_steps=20, stop_after=6)
+    assert (tmp_path / "profile.txt").read_text().startswith("profiled window: ")
+    assert callback.profiler is False
