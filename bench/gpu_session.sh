@@ -493,10 +493,10 @@ stream-n)  # the thirteenth lease's second machine. GPU 1: the chosen 270M confi
   wait
   log "queue done"; touch $R/queue.done
   ;;
-stream-o)  # the next lease (fourteenth). GPU 0: where the E4B preset's eager QLoRA step goes, profiled with the GPU's busy
+stream-o)  # the fourteenth lease (r). GPU 0: where the E4B preset's eager QLoRA step goes, profiled with the GPU's busy
   # share (stream-m's profiles were cut at its 150 s case limit), against the same step with its RMSNorms and AltUp
   # mixing compiled (`+fusedew`, train.fused_elementwise: measured 0.68x here and removed since, so this stream runs only
-  # at 2265681), both profiled; then E4B's static evaluation with the KV cache
+  # at a9f95d2 or before), both profiled; then E4B's static evaluation with the KV cache
   # written in place by the decode graph (`-reinplace`, titlegen.model_patches.cache_writes_in_place) against the stage's. GPU 1: the 270M's step in QLoRA and 16-bit LoRA, both compiled (the defaults), against
   # the raw loop in one invocation; then the chosen config in 16-bit LoRA on the seeds 12-21 that stream-m/n trained in
   # QLoRA: if it holds their quality (2.55 % eager, 2.68 % compiled), small bases could train 16-bit by default.
