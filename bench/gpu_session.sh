@@ -536,19 +536,23 @@ stream-q)  # the fourteenth lease's last call (one GPU, host idle): E4B's evalua
   tb 0 270m-raw-unsloth-16bit,270m-stage-4bit-b16+fusedadam train_270m_q 150
   log "queue done"; touch $R/queue.done
   ;;
-stream-r)  # the next lease (fifteenth). First, both GPUs' hosts quiet: the 270M's compiled QLoRA step (the default) against
-  # the raw loop, two invocations on GPU 0 (the fourteenth lease: 1.03 and 0.69 beside E4B work, 0.88 alone). Then #14
-  # item 3 from the decoding side: the default recipe (e3-lr5e-4-r16-b16, compiled QLoRA, `best`) on fresh seeds 22-31,
-  # five a GPU, each adapter also decoded under six more repeat-penalty rules (chosen on validation by
-  # quality_sweep.choose_penalty; 1.4:16 was chosen in the fourth lease on the older 2-epoch recipe).
+stream-r)  # the next lease (fifteenth). First, the other GPU idle: the 270M's compiled QLoRA step (the default) against the
+  # raw loop, two invocations on GPU 0 (the fourteenth lease: 1.03 and 0.69 beside E4B work, 0.88 alone). Then GPU 0:
+  # E4B at batch 16 with only batches over 10,240 tokens split (`+mbt10k`: under 12 GiB at more than the preset's
+  # speed?). GPU 1: #14 item 3 from the decoding side: the default recipe (e3-lr5e-4-r16-b16, compiled QLoRA, `best`)
+  # on fresh seeds 22-31, ten at once, each adapter also decoded under six more repeat-penalty rules (chosen on
+  # validation by quality_sweep.choose_penalty; 1.4:16 was chosen in the fourth lease on the older 2-epoch recipe).
   stream_start
-  export QT=900 QPEN=1.3:16,1.5:16,1.6:16,1.5:12,1.8:12,2.0:16
+  export QT=1200 QPEN=1.3:16,1.5:16,1.6:16,1.5:12,1.8:12,2.0:16
   log "R: the 270M's QLoRA step against the raw loop, twice, the other GPU idle (GPU 0)"
   tb 0 270m-raw-unsloth-16bit,270m-stage-4bit-b16+fusedadam train_270m_r1 150
   tb 0 270m-stage-4bit-b16+fusedadam,270m-raw-unsloth-16bit train_270m_r2 150
-  log "R: e3-lr5e-4-r16-b16 seeds 22-26 (GPU 0) and 27-31 (GPU 1), five at once each, under seven decoding rules"
-  qseeds 0 22 26 e3-lr5e-4-r16-b16 quality_rules_g0_seed '"keep_adapter": "best"' &
-  qseeds 1 27 31 e3-lr5e-4-r16-b16 quality_rules_g1_seed '"keep_adapter": "best"'
+  (
+    log "R: e3-lr5e-4-r16-b16 seeds 22-31 (GPU 1, ten at once) under seven decoding rules"
+    qseeds 1 22 31 e3-lr5e-4-r16-b16 quality_rules_seed '"keep_adapter": "best"'
+  ) &
+  log "R: E4B QLoRA: raw loop, the preset, batch 16 with micro-batches over 10,240 tokens (GPU 0)"
+  tb 0 e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8,e4b-stage-4bit-b16+mbt10k train_e4b_r 200
   wait
   log "queue done"; touch $R/queue.done
   ;;

@@ -39,3 +39,14 @@ def test_a_rows_stdout_line_shows_its_profile_headline_but_not_the_whole_profile
     printed = train_throughput.printed_row(row)
     assert printed == {"case": "x+profile", "exit": 0, "profile": "profiled window: 4.528 s wall, 3.486 s of GPU kernels (77 % busy)"}
     assert "profile" not in train_throughput.printed_row({"case": "x", "exit": 0})
+
+
+def test_a_stage_case_run_before_the_raw_loop_still_gets_its_ratio():
+    # The fifteenth lease's plan runs the 270M's stage case first in one invocation, then the raw loop.
+    rows = [{"case": "270m-stage-4bit-b16+fusedadam", "model": "gemma3-270m", "steady_tokens_per_second": 45000.0},
+            {"case": "e4b-stage-4bit-b8", "model": "gemma3n-e4b", "steady_tokens_per_second": 4000.0},
+            {"case": "270m-raw-unsloth-16bit", "model": "gemma3-270m", "steady_tokens_per_second": 60000.0}]
+    train_throughput.add_ratios(rows)
+    assert rows[0]["ratio_to_raw"] == 0.75 and rows[0]["raw_case"] == "270m-raw-unsloth-16bit"
+    assert "ratio_to_raw" not in rows[1]  # no raw loop of its model in this invocation
+    assert "ratio_to_raw" not in rows[2]  # the raw loop itself
