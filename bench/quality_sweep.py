@@ -12,6 +12,8 @@ so the numbers are what `titlegen/full` would produce with those parameters. Con
     # on the GPU machine (the 270M GGUF from the PyPI package travels with the call)
     python3 bench/quality_sweep.py run .cache/carry/quality-split /tmp/w/gemma3-270m-q4_k_m.gguf \\
         --configs all --out bench/results/quality_sweep.json
+    # here, no GPU: each decoding rule's means over the seeds of runs made with --repeat-penalties (bench/gpu_session.sh stream-r)
+    python bench/quality_sweep.py rules quality_rules_seed*.json --out bench/results/quality_rules.json
     # here, no GPU: stop strings (Ollama `PARAMETER stop`) scored on the test_titles of earlier results
     python bench/quality_sweep.py restop .cache/carry/quality-split bench/results/quality_training.json --stop "\\n" --stop "<" \\
         --out bench/results/quality_title_stops.json
@@ -333,6 +335,51 @@ def choose_penalty(decoding: dict, max_any: float = 0.02, max_no_stop: float = 0
     return min(decoding, key=lambda k: (checks(decoding[k]).get("any", 1), -decoding[k]["val_rouge_l"])) if decoding else None
 
 
+def rules_over_seeds(results: list[str], out: str) -> dict:
+    """Each repeat-penalty rule's means over the adapters of `run` results made with `--repeat-penalties` (every
+    adapter, one a training seed, decoded under every rule, the stage's own rule included), the rule chosen on the
+    validation means (`choose_penalty`), and whether its test means meet #14 item 3: failed checks <= 2 %, `no_stop`
+    <= 0.5 %, ROUGE-L minus Lead >= +0.05 with every adapter's interval above zero."""
+    by_rule: dict[str, list[dict]] = {}
+    for path in results:
+        for row in json.loads(Path(path).read_text()).get("rows", []):
+            if "metrics" not in row or not row.get("decoding"):
+                continue
+            stage = row["metrics"]["inputs"]["evaluation"]
+            runs = {f"{stage['repeat_penalty']:g}:{stage['repeat_last_n']}": decoding_summary(row["metrics"]), **row["decoding"]}
+            for rule, summary in runs.items():
+                by_rule.setdefault(rule, []).append(summary)
+    if not by_rule:
+        raise ValueError(f"no row of {results} was decoded under more rules: run `quality_sweep.py run` with --repeat-penalties")
+    counts = {rule: len(v) for rule, v in by_rule.items()}
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"the rules were not decoded on the same adapters ({counts}): compare only runs with the same --repeat-penalties")
+
+    def mean(values) -> float:
+        values = list(values)
+        return round(sum(values) / len(values), 4)
+
+    means = {rule: {"adapters": len(v),
+                    "val_rouge_l": mean(x["val_rouge_l"] for x in v),
+                    "val_checks": {k: mean((x["val_checks"] or {}).get(k, 1.0) for x in v) for k in ("any", "no_stop")},
+                    "test_checks": {k: mean(x["test_checks"][k] for x in v) for k in ("any", "no_stop")},
+                    "minus_lead": mean(x["minus_lead"] for x in v),
+                    "minus_lead_ci_all_above_zero": all(x["minus_lead_ci"][0] > 0 for x in v)}
+             for rule, v in by_rule.items()}
+    chosen = choose_penalty(means)
+    c = means[chosen]
+    meets = (c["test_checks"]["any"] <= 0.02 and c["test_checks"]["no_stop"] <= 0.005 and c["minus_lead"] >= 0.05
+             and c["minus_lead_ci_all_above_zero"])
+    doc = {"results": results, "by_rule": means, "chosen_on_validation": chosen, "chosen_meets_item_3_on_test": meets}
+    atomic_write_json(out, doc)
+    print(f"{'rule':>8} {'n':>3} {'val R-L':>8} {'val any':>8} {'val no_stop':>11} {'test any':>9} {'test no_stop':>12} {'-Lead':>7} all CI>0")
+    for rule, m in sorted(means.items(), key=lambda kv: kv[0]):
+        print(f"{rule:>8} {m['adapters']:>3} {m['val_rouge_l']:>8.4f} {m['val_checks']['any']:>8.2%} {m['val_checks']['no_stop']:>11.2%} "
+              f"{m['test_checks']['any']:>9.2%} {m['test_checks']['no_stop']:>12.2%} {m['minus_lead']:>+7.4f} {m['minus_lead_ci_all_above_zero']}")
+    print(f"chosen on validation: {chosen}; its test means meet #14 item 3: {meets}")
+    return doc
+
+
 def versus_twin(rows: list[dict]) -> None:
     """Paired test ROUGE-L difference of each augmented row to its twin in TWINS (same test articles)."""
     from titlegen.runs import read_jsonl
@@ -391,6 +438,9 @@ def main() -> None:
     more.add_argument("base_model")
     more.add_argument("--repeat-penalties", required=True)
     more.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality_sweep.json"))
+    ru = sub.add_parser("rules", help="each decoding rule's means over the seeds of `run` results made with --repeat-penalties, without a GPU")
+    ru.add_argument("results", nargs="+")
+    ru.add_argument("--out", required=True)
     rs = sub.add_parser("restop", help="score a stop-string rule on the test_titles of earlier results, without a GPU")
     rs.add_argument("split")
     rs.add_argument("results", nargs="+")
@@ -415,6 +465,9 @@ def main() -> None:
         return
     if args.cmd == "decode":
         return decode_more(args.split, args.base_model, args.out, penalty_specs(args.repeat_penalties))
+    if args.cmd == "rules":
+        rules_over_seeds(args.results, args.out)
+        return
     if args.cmd == "restop":
         restop(args.split, args.results, [stop_string(s) for s in args.stop], args.out)
         return

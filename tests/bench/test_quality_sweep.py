@@ -109,3 +109,53 @@ def test_restop_cuts_at_a_line_break_and_reproduces_the_stored_metrics_as_genera
     with pytest.raises(ValueError, match=r"sweep\.json row 0 \(e2-lr5e-4-r16\): rescored as generated, rouge_l"):
         quality_sweep.restop(str(split), [str(result)], ["\n"], str(tmp_path / "never.json"))
     assert not (tmp_path / "never.json").exists()
+
+
+def _summary(val_any: float, test_any: float, minus_lead: float, ci_low: float, val_rouge_l: float = 0.29) -> dict:
+    checks = lambda any_: {"any": any_, "no_stop": 0.0}  # noqa: E731
+    return {"val_rouge_l": val_rouge_l, "val_checks": checks(val_any), "test_rouge_l": 0.28, "test_ci": [0.26, 0.30],
+            "minus_lead": minus_lead, "minus_lead_ci": [ci_low, minus_lead + 0.02], "test_checks": checks(test_any)}
+
+
+def _decoded_row(stage: dict, decoding: dict) -> dict:
+    """A `run` row whose adapter was also decoded under more rules: its metrics are the stage rule's (1.4 over 16)."""
+    d = stage
+    metrics = {"inputs": {"evaluation": {"repeat_penalty": 1.4, "repeat_last_n": 16}},
+               "validation": {"rouge_l": d["val_rouge_l"], "checks": d["val_checks"]},
+               "candidate": {"rouge_l": d["test_rouge_l"], "ci": {"rouge_l": d["test_ci"]}, "checks": d["test_checks"]},
+               "differences": {"lead": {"rouge_l": {"diff": d["minus_lead"], "ci": d["minus_lead_ci"]}}}}
+    return {"config": "e3-lr5e-4-r16-b16", "metrics": metrics, "decoding": decoding}
+
+
+def test_rules_averages_each_rule_over_the_seeds_and_chooses_on_validation(tmp_path):
+    # Two seeds, each decoded under the stage's rule (its metrics) and two more.
+    seed1 = _decoded_row(_summary(0.030, 0.030, 0.052, 0.03), {"1.6:16": _summary(0.010, 0.016, 0.055, 0.03),
+                                                                "2.0:16": _summary(0.004, 0.030, 0.040, -0.01, val_rouge_l=0.25)})
+    seed2 = _decoded_row(_summary(0.020, 0.026, 0.050, 0.02), {"1.6:16": _summary(0.014, 0.020, 0.057, 0.04),
+                                                                "2.0:16": _summary(0.008, 0.034, 0.044, 0.01, val_rouge_l=0.25)})
+    files = []
+    for i, row in enumerate((seed1, seed2)):
+        files.append(str(tmp_path / f"seed{i}.json"))
+        Path(files[-1]).write_text(json.dumps({"rows": [row, {"config": "x", "exit": "timeout"}]}))
+    doc = quality_sweep.rules_over_seeds(files, str(tmp_path / "rules.json"))
+    assert set(doc["by_rule"]) == {"1.4:16", "1.6:16", "2.0:16"}
+    m = doc["by_rule"]["1.6:16"]
+    assert m["adapters"] == 2 and m["val_checks"]["any"] == 0.012 and m["test_checks"]["any"] == 0.018
+    assert m["minus_lead"] == 0.056 and m["minus_lead_ci_all_above_zero"]
+    assert doc["by_rule"]["2.0:16"]["minus_lead_ci_all_above_zero"] is False
+    # Both 1.6:16 and 2.0:16 are within the validation limits; 1.6:16 has the better validation ROUGE-L.
+    assert doc["chosen_on_validation"] == "1.6:16" and doc["chosen_meets_item_3_on_test"] is True
+    assert json.loads((tmp_path / "rules.json").read_text()) == doc
+
+
+def test_rules_refuses_runs_not_decoded_under_the_same_rules(tmp_path):
+    a = _decoded_row(_summary(0.03, 0.03, 0.05, 0.01), {"1.6:16": _summary(0.01, 0.02, 0.05, 0.01)})
+    b = _decoded_row(_summary(0.03, 0.03, 0.05, 0.01), {"1.8:12": _summary(0.01, 0.02, 0.05, 0.01)})
+    for name, row in (("a", a), ("b", b)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"rows": [row]}))
+    with pytest.raises(ValueError, match="not decoded on the same adapters"):
+        quality_sweep.rules_over_seeds([str(tmp_path / "a.json"), str(tmp_path / "b.json")], str(tmp_path / "out.json"))
+    (tmp_path / "plain.json").write_text(json.dumps({"rows": [{"config": "x", "metrics": {}}]}))
+    with pytest.raises(ValueError, match="--repeat-penalties"):
+        quality_sweep.rules_over_seeds([str(tmp_path / "plain.json")], str(tmp_path / "out.json"))
+    assert not (tmp_path / "out.json").exists()
