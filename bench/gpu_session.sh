@@ -551,8 +551,8 @@ stream-r)  # the next lease (fifteenth). First, the other GPU idle: the 270M's c
     log "R: e3-lr5e-4-r16-b16 seeds 22-31 (GPU 1, ten at once) under seven decoding rules"
     qseeds 1 22 31 e3-lr5e-4-r16-b16 quality_rules_seed '"keep_adapter": "best"'
   ) &
-  log "R: E4B QLoRA: raw loop, the preset, batch 16 with micro-batches over 10,240 tokens (GPU 0)"
-  tb 0 e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8,e4b-stage-4bit-b16+mbt10k train_e4b_r 200
+  log "R: E4B QLoRA: raw loop, the preset (profiled, by input shape: whose copies are 26 % of its kernel time?), batch 16 with micro-batches over 10,240 tokens (GPU 0)"
+  tb 0 e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8+profile,e4b-stage-4bit-b16+mbt10k train_e4b_r 240
   wait
   log "queue done"; touch $R/queue.done
   ;;

@@ -369,7 +369,7 @@ def finish_case(proc, case_dir: Path, row: dict, started: float, timeout: float)
     # Written after the profiled steps, so a case cut later (checkpoint, validation) still has it.
     profile = case_dir / "checkpoints" / "profile.txt"
     if profile.exists():
-        row["profile_top"] = profile.read_text().splitlines()[:80]
+        row["profile_top"] = profile.read_text().splitlines()[:120]  # the busy share, by operator and by input shape
     return row
 
 

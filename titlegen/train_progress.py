@@ -183,7 +183,8 @@ def start_profiler():
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    prof = profile(activities=activities, record_shapes=False)
+    # Input shapes recorded (cheap, unlike stacks): a copy's shape says whose it is (activations, weights, logits).
+    prof = profile(activities=activities, record_shapes=True)
     prof.__enter__()
     prof.titlegen_started = time.perf_counter()
     return prof
@@ -203,7 +204,9 @@ def write_profile(prof, path: Path) -> None:
     # overhead slows the host, so the busy share is a lower bound).
     kernels = sum(e.self_device_time_total for e in table if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA) / 1e6
     head = f"profiled window: {wall:.3f} s wall, {kernels:.3f} s of GPU kernels ({100 * kernels / wall:.0f} % busy)\n\n"
-    text = head + table.table(sort_by=sort, row_limit=30) + "\n\n" + table.table(sort_by="self_cpu_time_total", row_limit=20)
+    by_shape = prof.key_averages(group_by_input_shape=True)
+    text = (head + table.table(sort_by=sort, row_limit=30) + "\n\nby input shapes:\n" + by_shape.table(sort_by=sort, row_limit=20)
+            + "\n\n" + table.table(sort_by="self_cpu_time_total", row_limit=20))
     path.write_text(text)
     emit("profile", path=str(path))
 

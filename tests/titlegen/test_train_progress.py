@@ -35,6 +35,9 @@ def test_a_profile_says_how_busy_the_gpu_kept_and_lists_the_operators(tmp_path):
     # On CPU no kernel ran on a GPU: 0 % busy, and the window's wall time is there.
     assert first.startswith("profiled window: ") and first.endswith("s of GPU kernels (0 % busy)")
     assert "aten::mm" in text
+    # The operators again by input shape: the product's [64, 64] operands name it.
+    by_shape = text.split("by input shapes:")[1]
+    assert "aten::mm" in by_shape and "[[64, 64], [64, 64]]" in by_shape
 
 
 def _profiled_run(monkeypatch, tmp_path, window: str, max_steps: int, stop_after: int | None = None):
