@@ -385,9 +385,9 @@ def printed_row(row: dict) -> dict:
 def add_ratios(rows: list[dict]) -> None:
     """Each stage row's tokens/s against the first raw loop of its model among `rows`, one invocation's rows (same
     card, same lease: never against another invocation's), whichever ran first."""
+    raws = [r for r in rows if r["case"].partition("+")[0] in RAW_CASES and r.get("steady_tokens_per_second")]
     for row in rows:
-        raw = next((r for r in rows if r["case"].partition("+")[0] in RAW_CASES and r["model"] == row["model"]
-                    and r.get("steady_tokens_per_second")), None)
+        raw = next((r for r in raws if r["model"] == row["model"]), None)
         if raw and row.get("steady_tokens_per_second") and row["case"].partition("+")[0] not in RAW_CASES:
             row["ratio_to_raw"] = round(row["steady_tokens_per_second"] / raw["steady_tokens_per_second"], 3)
             row["raw_case"] = raw["case"]

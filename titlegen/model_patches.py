@@ -226,23 +226,17 @@ def fused_pointwise(model) -> int:
     Gemma 3n's AltUp mixing is fused for prompts too (`altup_mixing_fused`, counted with the modules): E4B's static
     mode 36.92 against 32.54 titles/s in one invocation (H200, eleventh lease, docs/evaluate.md).
     """
-    return compiled_modules(model, FUSED_CLASSES) + altup_mixing_fused(model)
-
-
-def compiled_modules(model, classes: tuple[str, ...]) -> int:
-    """Compile in place, with dynamic shapes, each module of `model` whose class is named in `classes` and that is not
-    compiled yet; returns how many changed."""
     import torch
 
-    # One graph per module class and input rank (and grad mode), plus the 0/1 specialisations of single-row batches
+    # One graph per module class and input rank, plus the 0/1 specialisations of single-row batches
     # and single-token decode steps: more than dynamo's default of 8 recompilations per function.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     changed = 0
     for module in model.modules():
-        if type(module).__name__ in classes and getattr(module, "_compiled_call_impl", None) is None:
+        if type(module).__name__ in FUSED_CLASSES and getattr(module, "_compiled_call_impl", None) is None:
             module.compile(dynamic=True)
             changed += 1
-    return changed
+    return changed + altup_mixing_fused(model)
 
 
 def altup_mixing_fused(model) -> int:
@@ -285,14 +279,9 @@ def _altup_predict_fused(self, hidden_states):
 def _altup_predict_elementwise(altup, hidden_states):
     """`Gemma3nTextAltUp.predict` (inference) with the 4 x 4 mixing as broadcast float32 products and a sum."""
     modalities = altup.compute_router_modalities(hidden_states[altup.config.altup_active_idx])
-    return _altup_mix(altup.prediction_coefs(modalities), hidden_states, altup.config.altup_num_inputs)
-
-
-def _altup_mix(coefs, hidden_states, n: int):
-    """AltUp's prediction from its per-token coefficients (`prediction_coefs` output, `n * n` wide) and the `n` input
-    streams (`[n, batch, tokens, hidden]`): each output stream the float32 sum of `n` products, plus its input."""
+    n = altup.config.altup_num_inputs
     # coefs[..., j, k] weighs input stream k in output stream j (transformers transposes it for its matmul).
-    coefs = coefs.reshape(*coefs.shape[:-1], n, n)
+    coefs = altup.prediction_coefs(modalities).reshape(*modalities.shape[:-1], n, n)
     mixed = (coefs.permute(2, 3, 0, 1).unsqueeze(-1).float() * hidden_states.unsqueeze(0).float()).sum(1)
     return (mixed.to(hidden_states.dtype) + hidden_states).contiguous()
 
