@@ -50,7 +50,7 @@ q() {
 qseeds() {
   for s in $(seq $2 $3); do q $1 $s $4 $5$s "${6:-}" & done
   wait
-  for f in $R/$5*.out; do echo "$(basename $f): $(grep -E '^\{' $f | cut -c1-400)" | tee -a $R/queue.log; done
+  for s in $(seq $2 $3); do echo "$5$s.out: $(grep -E '^\{' $R/$5$s.out | cut -c1-400)" | tee -a $R/queue.log; done
 }
 
 # e4b_eval OUT VARIANTS [MORE...]: one E4B evaluation-bench invocation on GPU 0 (500 articles, full budget), rows into the log.
@@ -553,6 +553,16 @@ stream-r)  # the next lease (fifteenth). First, the other GPU idle: the 270M's c
   ) &
   log "R: E4B QLoRA: raw loop, the preset (profiled, by input shape: whose copies are 26 % of its kernel time?), batch 16 with micro-batches over 10,240 tokens (GPU 0)"
   tb 0 e4b-raw-unsloth-4bit+nocompile,e4b-stage-4bit-b8+profile,e4b-stage-4bit-b16+mbt10k train_e4b_r 240
+  wait
+  log "queue done"; touch $R/queue.done
+  ;;
+stream-t)  # stream-r's decoding-rule half again (its machine went back before its results were fetched): the default
+  # recipe on fresh seeds 22-31, five per GPU, each adapter decoded under six more repeat-penalty rules.
+  stream_start
+  export QT=600 QPEN=1.3:16,1.5:16,1.6:16,1.5:12,1.8:12,2.0:16
+  log "T: e3-lr5e-4-r16-b16 seeds 22-26 (GPU 0) and 27-31 (GPU 1) under seven decoding rules"
+  qseeds 0 22 26 e3-lr5e-4-r16-b16 quality_rules_seed '"keep_adapter": "best"' &
+  qseeds 1 27 31 e3-lr5e-4-r16-b16 quality_rules_seed '"keep_adapter": "best"'
   wait
   log "queue done"; touch $R/queue.done
   ;;

@@ -210,7 +210,7 @@ def decode_more(split_dir: str, base_model: str, out: str, penalties: tuple[str,
     adapter = row["adapter_dir"]
     row.setdefault("decoding", {}).update(decode_variants(adapter, resolve_base_model(base_model), split_dir, Path(adapter).parent,
                                                           sweep_evaluation(), penalties))
-    decoding = {"1.0": decoding_summary(row["metrics"]), **row["decoding"]}
+    decoding = rules_of(row)
     doc["decoding_rule"] = {**doc.get("decoding_rule", {}), "config": row["config"], "by_repeat_penalty": decoding,
                             "chosen_repeat_penalty": choose_penalty(decoding)}
     atomic_write_json(out, doc)
@@ -324,6 +324,13 @@ def decoding_summary(m: dict) -> dict:
     }
 
 
+def rules_of(row: dict) -> dict:
+    """A `run` row's decoding summaries by rule ("P:N"), the stage's own rule (read from the evaluation inputs
+    its metrics record) first: every adapter decoded under each of `--repeat-penalties` and under the stage's."""
+    stage = row["metrics"]["inputs"]["evaluation"]
+    return {f"{stage['repeat_penalty']:g}:{stage['repeat_last_n']}": decoding_summary(row["metrics"]), **row.get("decoding", {})}
+
+
 def choose_penalty(decoding: dict, max_any: float = 0.02, max_no_stop: float = 0.005) -> str | None:
     """The penalty chosen on the validation split: among those within the check limits, the best ROUGE-L;
     if none is, the fewest failures."""
@@ -345,9 +352,7 @@ def rules_over_seeds(results: list[str], out: str) -> dict:
         for row in json.loads(Path(path).read_text()).get("rows", []):
             if "metrics" not in row or not row.get("decoding"):
                 continue
-            stage = row["metrics"]["inputs"]["evaluation"]
-            runs = {f"{stage['repeat_penalty']:g}:{stage['repeat_last_n']}": decoding_summary(row["metrics"]), **row["decoding"]}
-            for rule, summary in runs.items():
+            for rule, summary in rules_of(row).items():
                 by_rule.setdefault(rule, []).append(summary)
     if not by_rule:
         raise ValueError(f"no row of {results} was decoded under more rules: run `quality_sweep.py run` with --repeat-penalties")
@@ -514,7 +519,7 @@ def main() -> None:
     if best:
         doc["chosen_by_validation"] = best["config"]
         if best.get("decoding"):
-            decoding = {"1.0": decoding_summary(best["metrics"]), **best["decoding"]}
+            decoding = rules_of(best)
             doc["decoding_rule"] = {"config": best["config"], "by_repeat_penalty": decoding,
                                     "chosen_repeat_penalty": choose_penalty(decoding),
                                     "rule": "validation: checks any <= 2% and no_stop <= 0.5%, then best ROUGE-L"}

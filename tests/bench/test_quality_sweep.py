@@ -159,3 +159,12 @@ def test_rules_refuses_runs_not_decoded_under_the_same_rules(tmp_path):
     with pytest.raises(ValueError, match="--repeat-penalties"):
         quality_sweep.rules_over_seeds([str(tmp_path / "plain.json")], str(tmp_path / "out.json"))
     assert not (tmp_path / "out.json").exists()
+
+
+def test_a_runs_own_rule_is_named_after_the_stage_evaluation_it_ran_under():
+    # The stage's rule was once plain greedy and labelled "1.0"; since it is 1.4 over 16 the label comes from
+    # the evaluation inputs that the metrics record, so a run's choice names the rule it really compared.
+    row = _decoded_row(_summary(0.030, 0.030, 0.052, 0.03), {"2.0:16": _summary(0.004, 0.010, 0.050, 0.03)})
+    rules = quality_sweep.rules_of(row)
+    assert list(rules) == ["1.4:16", "2.0:16"] and rules["1.4:16"]["minus_lead"] == 0.052
+    assert quality_sweep.choose_penalty(rules) == "2.0:16"
