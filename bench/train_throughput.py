@@ -73,6 +73,13 @@ RAW_CASES = {
     "e4b-raw-unsloth-4bit": ("gemma3n-e4b", True, 4, 1024, 10),
     "270m-raw-unsloth-16bit": ("gemma3-270m", False, 8, 1024, 20),
 }
+# The stage's model and batches in a loop as bare as the raw one (`bare_loop`): name -> the stage case whose worker
+# config (model, LoRA, quantization, compile, batches, optimizer; suffixes apply) it runs without the Trainer.
+# Between the raw loop and the stage it splits the gap: the model and the real batches, or the Trainer around them.
+BARE_CASES = {
+    "270m-bare-4bit-b16": "270m-stage-4bit-b16",
+    "e4b-bare-4bit-b8": "e4b-stage-4bit-b8",
+}
 
 
 def raw_loop(model_dir: str, four_bit: bool, batch: int, seq: int, steps: int, out: str) -> None:
@@ -121,6 +128,82 @@ def raw_loop(model_dir: str, four_bit: bool, batch: int, seq: int, steps: int, o
         "steady_tokens_per_second": round(batch * seq * steps / seconds, 1),
         "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3),
     }))
+
+
+def bare_loop(config_path: str, steps: int, out: str) -> None:
+    """The stage's model (titlegen.train_worker.load_model) and its batches (the Trainer's own dataloader:
+    tokenized, length-grouped, padded and collated as the stage trains them) and its optimizer (the Trainer's
+    `create_optimizer`), stepped by hand: forward under the stage's bf16 autocast, the model's loss, backward,
+    optimizer step. No Trainer step around them (no gradient clipping, LR schedule, logging, callbacks or
+    micro-batching). Batches are fetched before the clock starts; tokens are non-padding ones, as the stage counts.
+    Writes one JSON row. On CPU it runs the same code in float32 (a check, not a measurement)."""
+    import contextlib
+    import itertools
+
+    from titlegen.records import TrainWorkerConfig
+    from titlegen.train_progress import steady_rate
+    from titlegen.train_worker import build_trainer, load_model, start_engine
+
+    config = TrainWorkerConfig.read(config_path)
+    cuda, engine = start_engine(config)
+    import torch
+
+    torch.manual_seed(config.train.seed)
+    t0 = time.time()
+    model, tokenizer = load_model(config, engine, cuda)
+    trainer = build_trainer(config, model, tokenizer, cuda, engine, config.max_train_rows)
+    load_s = time.time() - t0
+    keys = ("input_ids", "attention_mask", "position_ids", "labels")
+    device = "cuda" if cuda else "cpu"
+    batches = [{k: v.to(device) for k, v in b.items() if k in keys}
+               for b in itertools.islice(itertools.cycle(trainer.get_train_dataloader()), steps)]
+    tokens = [int(b["attention_mask"].sum()) if "attention_mask" in b else int(b["input_ids"].numel()) for b in batches]
+    optimizer = trainer.create_optimizer()
+    model.train()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    marks, seen = [], 0
+    t = time.time()
+    for i, batch in enumerate(batches):
+        with autocast:
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss.item()  # the raw loop's one host sync a step
+        seen += tokens[i]
+        marks.append((i + 1, time.time(), seen))  # (step, time, tokens seen): the worker's marks, its steady rule
+    first_step_s = marks[0][1] - t
+    Path(out).write_text(json.dumps({
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu", "load_seconds": round(load_s, 1),
+        "first_step_seconds": round(first_step_s, 1), "global_step": steps, "padded_tokens": sum(b["input_ids"].numel() for b in batches),
+        "tokens_seen": seen, **steady_rate(marks),
+        "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None,
+        "unsloth_compile": config.train.unsloth_compile, "worker_engine": engine,
+    }))
+
+
+def run_bare_case(name: str, devdata: Path, models: Path, work: Path, timeout: int) -> dict:
+    base, variant = split_case(name)
+    stage = BARE_CASES[base] + (f"+{variant}" if variant else "")
+    config, env, row = case_config(stage, devdata, models, work / name, full_pts=False)
+    steps = config["max_steps"]
+    (work / name / "config.json").write_text(json.dumps(config))
+    out, log = work / name / "bare.json", work / name / "log.txt"
+    started = time.time()
+    try:
+        code = subprocess.run([sys.executable, __file__, "bare-case", str(work / name / "config.json"), str(steps), str(out)],
+                              stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT, timeout=timeout, env=env).returncode
+    except subprocess.TimeoutExpired:
+        code = "timeout"
+    row.update({"case": name, "engine": "unsloth (bare loop, the stage's model and batches)", "stage_case": stage,
+                "exit": code, "process_wall_s": round(time.time() - started, 1)})
+    if out.exists():
+        row.update(json.loads(out.read_text()))
+    else:
+        row["error_tail"] = log.read_text(errors="replace").splitlines()[-15:]
+    return row
 
 
 def run_raw_case(name: str, models: Path, work: Path, timeout: int) -> dict:
@@ -269,19 +352,18 @@ def variant_overrides(variant: str) -> dict:
 def split_case(name: str) -> tuple[str, str]:
     base, _, variant = name.partition("+")
     known = all(v in VARIANTS for v in variant.split("+") if v)
-    if base in RAW_CASES and known:
+    if (base in RAW_CASES or base in BARE_CASES) and known:
         return base, variant
     if base not in CASES or not known:
-        raise SystemExit(f"unknown case {name!r}; cases: {', '.join(CASES)}; suffixes: +{', +'.join(v for v in VARIANTS if v)}")
+        raise SystemExit(f"unknown case {name!r}; cases: {', '.join([*CASES, *RAW_CASES, *BARE_CASES])}; suffixes: +{', +'.join(v for v in VARIANTS if v)}")
     return base, variant
 
 
-def start_case(name: str, devdata: Path, models: Path, work: Path, full_pts: bool):
-    """Write the worker config of one case and start its process; returns (process, log file, row)."""
+def case_config(name: str, devdata: Path, models: Path, case_dir: Path, full_pts: bool) -> tuple[dict, dict, dict]:
+    """A stage case's worker config, its process environment and the start of its row; `case_dir` made empty."""
     base, variant = split_case(name)
     model, engine, quant, batch, steps, *extra = CASES[base]
     overrides = {**(extra[0] if extra else {}), **variant_overrides(variant)}
-    case_dir = work / name
     config = {
         "base_model_dir": str(models / model),
         "train_file": str(devdata / "train.jsonl"),
@@ -309,18 +391,24 @@ def start_case(name: str, devdata: Path, models: Path, work: Path, full_pts: boo
     }
     shutil.rmtree(case_dir, ignore_errors=True)
     case_dir.mkdir(parents=True)
-    (case_dir / "config.json").write_text(json.dumps(config))
     env = {**os.environ, **variant_env(variant)}
     if "profile" in variant.split("+"):
         env["TITLEGEN_PROFILE_STEPS"] = f"{steps}:{steps + 3}"
     if engine == "unsloth":
         env["TORCH_LOGS"] = "recompiles"  # one log line per torch.compile recompilation, counted below
-    log = case_dir / "log.txt"
-    proc = subprocess.Popen([sys.executable, "-m", "titlegen.train_worker", str(case_dir / "config.json")],
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     row = {"case": name, "model": model, "engine": engine, "quantization": quant, "batch": batch,
            "max_seq_length": 1024, "measured_steps": None if full_pts else steps, "variant_env": variant_env(variant),
            "train_overrides": overrides}
+    return config, env, row
+
+
+def start_case(name: str, devdata: Path, models: Path, work: Path, full_pts: bool):
+    """Write the worker config of one case and start its process; returns (process, case folder, row)."""
+    case_dir = work / name
+    config, env, row = case_config(name, devdata, models, case_dir, full_pts)
+    (case_dir / "config.json").write_text(json.dumps(config))
+    proc = subprocess.Popen([sys.executable, "-m", "titlegen.train_worker", str(case_dir / "config.json")],
+                            stdout=open(case_dir / "log.txt", "w"), stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     return proc, case_dir, row
 
 
@@ -396,6 +484,8 @@ def add_ratios(rows: list[dict]) -> None:
 def run_case(name: str, devdata: Path, models: Path, work: Path, timeout: int, full_pts: bool) -> dict:
     if name.partition("+")[0] in RAW_CASES:
         return run_raw_case(name, models, work, timeout)
+    if name.partition("+")[0] in BARE_CASES:
+        return run_bare_case(name, devdata, models, work, timeout)
     started = time.time()
     proc, case_dir, row = start_case(name, devdata, models, work, full_pts)
     return finish_case(proc, case_dir, row, started, timeout)
@@ -427,6 +517,9 @@ def main() -> None:
     m.add_argument("devdata")
     m.add_argument("out")
     m.add_argument("--only", choices=["gemma3-270m", "gemma3n-e4b"], default="", help="build this model only")
+    bc = sub.add_parser("bare-case", help="the stage's model and batches in a bare loop (run by `run` in its own process)")
+    for a in ("config", "steps", "out"):
+        bc.add_argument(a)
     r = sub.add_parser("run")
     r.add_argument("devdata")
     r.add_argument("models")
@@ -445,6 +538,8 @@ def main() -> None:
         return make_models(args.devdata, args.out, args.only)
     if args.cmd == "raw-case":
         return raw_loop(args.model_dir, args.four_bit == "1", int(args.batch), int(args.seq), int(args.steps), args.out)
+    if args.cmd == "bare-case":
+        return bare_loop(args.config, int(args.steps), args.out)
 
     rows = []
     out = Path(args.out)

@@ -332,9 +332,9 @@ def library_versions() -> dict:
     return out
 
 
-def train(config: TrainWorkerConfig) -> WorkerResult:
-    """Train, write the adapter and tokenizer to `config.output_dir`, return the result record."""
-    t0 = time.time()
+def start_engine(config: TrainWorkerConfig) -> tuple[bool, str]:
+    """(CUDA available, engine) for this config, with Unsloth's switches set and Unsloth imported when it is the
+    engine (before torch-adjacent libraries); CPU-only runs get every core and a warning."""
     force_cpu = config.device == "cpu"
     # Unsloth must be imported before torch-adjacent libraries (transformers, trl, peft) are.
     cuda = False
@@ -367,6 +367,15 @@ def train(config: TrainWorkerConfig) -> WorkerResult:
             "~32 GB of RAM. Use a GPU for real runs.",
             flush=True,
         )
+    return cuda, engine
+
+
+def train(config: TrainWorkerConfig) -> WorkerResult:
+    """Train, write the adapter and tokenizer to `config.output_dir`, return the result record."""
+    t0 = time.time()
+    cuda, engine = start_engine(config)
+    import torch
+
     torch.manual_seed(config.train.seed)
     t_load = time.time()
     model, tokenizer = load_model(config, engine, cuda)

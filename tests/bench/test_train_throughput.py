@@ -50,3 +50,31 @@ def test_a_stage_case_run_before_the_raw_loop_still_gets_its_ratio():
     assert rows[0]["ratio_to_raw"] == 0.75 and rows[0]["raw_case"] == "270m-raw-unsloth-16bit"
     assert "ratio_to_raw" not in rows[1]  # no raw loop of its model in this invocation
     assert "ratio_to_raw" not in rows[2]  # the raw loop itself
+
+
+def test_the_bare_loop_steps_the_stages_own_batches_and_counts_their_non_padding_tokens(tiny_gemma3_dir, tmp_path):
+    # On CPU the bare loop runs the same code as on the GPU (the worker's model, dataloader and optimizer), in float32.
+    from titlegen.records import TrainWorkerConfig
+    from titlegen.runs import write_jsonl
+
+    article = "行政院今天通過明年度總預算案，總歲出創新高。社福與國防經費增幅最大，將送立法院審議。"
+    rows = [{"content": article * (1 + i % 3), "title": f"總預算案創新高{i}"} for i in range(6)]
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    config = {"base_model_dir": str(tiny_gemma3_dir), "train_file": str(tmp_path / "train.jsonl"), "output_dir": str(tmp_path / "out"),
+              "checkpoint_dir": str(tmp_path / "ckpt"), "max_title_chars": 40, "epochs": 1.0, "learning_rate": 1e-3, "lora_rank": 4,
+              "max_train_rows": 6, "device": "cpu",
+              "train": {"per_device_batch_size": 2, "gradient_accumulation_steps": 1, "max_seq_length": 256, "optimizer": "adamw_torch",
+                        "eval_every_epoch": False}}
+    TrainWorkerConfig.model_validate(config)  # the bench writes what the worker reads
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    train_throughput.bare_loop(str(tmp_path / "config.json"), 5, str(tmp_path / "bare.json"))
+    row = json.loads((tmp_path / "bare.json").read_text())
+    assert row["global_step"] == 5 and row["worker_engine"] == "transformers" and row["device"] == "cpu"
+    # 5 batches of 2 rows from 6 rows: the dataloader cycled; padding is not counted.
+    assert 0 < row["tokens_seen"] < row["padded_tokens"]
+    assert row["steady_tokens_per_second"] > 0 and row["steady_steps_per_second"] > 0
+
+
+def test_a_bare_case_runs_the_config_of_its_stage_case_with_the_suffixes():
+    assert train_throughput.split_case("270m-bare-4bit-b16+fusedadam") == ("270m-bare-4bit-b16", "fusedadam")
+    assert all(stage in train_throughput.CASES for stage in train_throughput.BARE_CASES.values())
