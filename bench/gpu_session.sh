@@ -577,8 +577,8 @@ stream-u)  # the next lease (sixteenth). GPU 0: where the 270M stage's missing s
     log "U: e3-lr5e-4-r16-b16 seeds 32-41 (GPU 1, ten at once) under seven decoding rules"
     qseeds 1 32 41 e3-lr5e-4-r16-b16 quality_rules_seed '"keep_adapter": "best"'
   ) &
-  log "U: the 270M: raw loop, bare loop (the stage's model and batches), stage, stage profiled (GPU 0)"
-  tb 0 270m-raw-unsloth-16bit,270m-bare-4bit-b16+fusedadam,270m-stage-4bit-b16+fusedadam,270m-stage-4bit-b16+fusedadam+profile train_270m_u 150
+  log "U: the 270M: raw loop, bare loop (the stage's model and batches) with and without autocast, stage, stage profiled (GPU 0)"
+  tb 0 270m-raw-unsloth-16bit,270m-bare-4bit-b16+fusedadam,270m-bare-4bit-b16+fusedadam+noautocast,270m-stage-4bit-b16+fusedadam,270m-stage-4bit-b16+fusedadam+profile train_270m_u 150
   log "U: E4B: raw loop, bare loop, the preset, batch 16 with micro-batches over 10,240 tokens (GPU 0)"
   tb 0 e4b-raw-unsloth-4bit+nocompile,e4b-bare-4bit-b8,e4b-stage-4bit-b8,e4b-stage-4bit-b16+mbt10k train_e4b_u 240
   wait

@@ -160,7 +160,8 @@ def bare_loop(config_path: str, steps: int, out: str) -> None:
     tokens = [int(b["attention_mask"].sum()) if "attention_mask" in b else int(b["input_ids"].numel()) for b in batches]
     optimizer = trainer.create_optimizer()
     model.train()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+    plain = not cuda or os.environ.get("TITLEGEN_BARE_NO_AUTOCAST") == "1"
+    autocast = contextlib.nullcontext() if plain else torch.autocast("cuda", dtype=torch.bfloat16)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     marks, seen = [], 0
@@ -180,14 +181,21 @@ def bare_loop(config_path: str, steps: int, out: str) -> None:
         "first_step_seconds": round(first_step_s, 1), "global_step": steps, "padded_tokens": sum(b["input_ids"].numel() for b in batches),
         "tokens_seen": seen, **steady_rate(marks),
         "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None,
-        "unsloth_compile": config.train.unsloth_compile, "worker_engine": engine,
+        "unsloth_compile": config.train.unsloth_compile, "worker_engine": engine, "autocast": not plain,
     }))
 
 
-def run_bare_case(name: str, devdata: Path, models: Path, work: Path, timeout: int) -> dict:
+def bare_stage(name: str) -> str:
+    """The stage case whose config a bare case runs: its suffixes, less those of bare loops only."""
     base, variant = split_case(name)
-    stage = BARE_CASES[base] + (f"+{variant}" if variant else "")
+    kept = [v for v in variant.split("+") if v and v != "noautocast"]
+    return "+".join([BARE_CASES[base], *kept])
+
+
+def run_bare_case(name: str, devdata: Path, models: Path, work: Path, timeout: int) -> dict:
+    stage = bare_stage(name)
     config, env, row = case_config(stage, devdata, models, work / name, full_pts=False)
+    env.update(variant_env(name.partition("+")[2]))
     steps = config["max_steps"]
     (work / name / "config.json").write_text(json.dumps(config))
     out, log = work / name / "bare.json", work / name / "log.txt"
@@ -329,6 +337,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # The adapter kept by the fewest failed headline checks on validation titles (train.keep_adapter=checks): one
     # generation pass over the validation rows after the epoch's validation loss, in process_wall_s, not in the rate.
     "checks": ({}, {"keep_adapter": "checks"}),
+    # Bare loops only: no bf16 autocast around the forward (the raw loop has none; the stage's Trainer has one, which
+    # casts the float32 LoRA weights at every matmul).
+    "noautocast": ({"TITLEGEN_BARE_NO_AUTOCAST": "1"}, {}),
 }
 
 
@@ -352,6 +363,8 @@ def variant_overrides(variant: str) -> dict:
 def split_case(name: str) -> tuple[str, str]:
     base, _, variant = name.partition("+")
     known = all(v in VARIANTS for v in variant.split("+") if v)
+    if "noautocast" in variant.split("+") and base not in BARE_CASES:
+        raise SystemExit(f"{name!r}: +noautocast applies to the bare loops only ({', '.join(BARE_CASES)})")
     if (base in RAW_CASES or base in BARE_CASES) and known:
         return base, variant
     if base not in CASES or not known:

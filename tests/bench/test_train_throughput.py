@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from titlegen.train_progress import PROGRESS_PREFIX
 
 spec = importlib.util.spec_from_file_location("train_throughput", Path(__file__).resolve().parents[2] / "bench" / "train_throughput.py")
@@ -69,7 +71,7 @@ def test_the_bare_loop_steps_the_stages_own_batches_and_counts_their_non_padding
     (tmp_path / "config.json").write_text(json.dumps(config))
     train_throughput.bare_loop(str(tmp_path / "config.json"), 5, str(tmp_path / "bare.json"))
     row = json.loads((tmp_path / "bare.json").read_text())
-    assert row["global_step"] == 5 and row["worker_engine"] == "transformers" and row["device"] == "cpu"
+    assert row["global_step"] == 5 and row["worker_engine"] == "transformers" and row["device"] == "cpu" and row["autocast"] is False
     # 5 batches of 2 rows from 6 rows: the dataloader cycled; padding is not counted.
     assert 0 < row["tokens_seen"] < row["padded_tokens"]
     assert row["steady_tokens_per_second"] > 0 and row["steady_steps_per_second"] > 0
@@ -78,3 +80,24 @@ def test_the_bare_loop_steps_the_stages_own_batches_and_counts_their_non_padding
 def test_a_bare_case_runs_the_config_of_its_stage_case_with_the_suffixes():
     assert train_throughput.split_case("270m-bare-4bit-b16+fusedadam") == ("270m-bare-4bit-b16", "fusedadam")
     assert all(stage in train_throughput.CASES for stage in train_throughput.BARE_CASES.values())
+    assert train_throughput.split_case("270m-bare-4bit-b16+noautocast") == ("270m-bare-4bit-b16", "noautocast")
+    assert train_throughput.bare_stage("270m-bare-4bit-b16+noautocast+fusedadam") == "270m-stage-4bit-b16+fusedadam"
+    with pytest.raises(SystemExit, match="bare loops only"):
+        train_throughput.split_case("270m-stage-4bit-b16+noautocast")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_cuda(), reason="checks the plumbing through the worker's no-GPU stop")
+def test_a_bare_case_writes_its_stage_config_and_runs_the_bare_loop_in_its_own_process(tmp_path):
+    # Without a GPU the child stops at once with the worker's own message: the plumbing (config, command line, env,
+    # row) is what this checks; the loop itself is checked on CPU above.
+    row = train_throughput.run_bare_case("270m-bare-4bit-b16+noautocast+fusedadam", tmp_path / "data", tmp_path / "models", tmp_path / "work", 120)
+    config = json.loads((tmp_path / "work" / row["case"] / "config.json").read_text())
+    assert row["stage_case"] == "270m-stage-4bit-b16+fusedadam" and row["model"] == "gemma3-270m"
+    assert config["train"]["optimizer"] == "adamw_torch_fused" and config["train"]["per_device_batch_size"] == 16
+    assert row["exit"] != 0 and any("no CUDA device" in line for line in row["error_tail"])
