@@ -195,23 +195,11 @@ def bare_stage(name: str) -> str:
 def run_bare_case(name: str, devdata: Path, models: Path, work: Path, timeout: int) -> dict:
     stage = bare_stage(name)
     config, env, row = case_config(stage, devdata, models, work / name, full_pts=False)
-    env.update(variant_env(name.partition("+")[2]))
-    steps = config["max_steps"]
+    bare_env = variant_env(name.partition("+")[2])  # the stage's suffixes' and the bare-only ones'
     (work / name / "config.json").write_text(json.dumps(config))
-    out, log = work / name / "bare.json", work / name / "log.txt"
-    started = time.time()
-    try:
-        code = subprocess.run([sys.executable, __file__, "bare-case", str(work / name / "config.json"), str(steps), str(out)],
-                              stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT, timeout=timeout, env=env).returncode
-    except subprocess.TimeoutExpired:
-        code = "timeout"
-    row.update({"case": name, "engine": "unsloth (bare loop, the stage's model and batches)", "stage_case": stage,
-                "exit": code, "process_wall_s": round(time.time() - started, 1)})
-    if out.exists():
-        row.update(json.loads(out.read_text()))
-    else:
-        row["error_tail"] = log.read_text(errors="replace").splitlines()[-15:]
-    return row
+    cmd = [sys.executable, __file__, "bare-case", str(work / name / "config.json"), str(config["max_steps"]), str(work / name / "bare.json")]
+    row.update({"case": name, "engine": "unsloth (bare loop, the stage's model and batches)", "stage_case": stage, "variant_env": bare_env})
+    return {**row, **run_child(cmd, work / name / "bare.json", work / name / "log.txt", {**env, **bare_env}, timeout)}
 
 
 def run_raw_case(name: str, models: Path, work: Path, timeout: int) -> dict:
@@ -220,21 +208,24 @@ def run_raw_case(name: str, models: Path, work: Path, timeout: int) -> dict:
     out = work / f"{name}.json"
     out.unlink(missing_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    log = work / f"{name}.log"
     cmd = [sys.executable, __file__, "raw-case", str(models / model), str(int(four_bit)), str(batch), str(seq), str(steps), str(out)]
+    row = {"case": name, "model": model, "engine": "unsloth (raw loop)", "variant_env": variant_env(variant), "quantization": "4bit" if four_bit else "16bit",
+           "batch": batch, "max_seq_length": seq}
+    return {**row, **run_child(cmd, out, work / f"{name}.log", {**os.environ, **variant_env(variant)}, timeout)}
+
+
+def run_child(cmd: list[str], out: Path, log: Path, env: dict, timeout: int) -> dict:
+    """Run one loop (`raw-case`, `bare-case`) in its own process: its exit, its wall time, and the row it wrote to
+    `out`, or the last lines of its log when it wrote none."""
+    started = time.time()
     try:
-        code = subprocess.run(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT, timeout=timeout,
-                              env={**os.environ, **variant_env(variant)}).returncode
+        code = subprocess.run(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT, timeout=timeout, env=env).returncode
     except subprocess.TimeoutExpired:
         code = "timeout"
-    row = {"case": name, "model": model, "engine": "unsloth (raw loop)", "variant_env": variant_env(variant), "quantization": "4bit" if four_bit else "16bit",
-           "batch": batch, "max_seq_length": seq, "exit": code, "process_wall_s": round(time.time() - started, 1)}
+    result = {"exit": code, "process_wall_s": round(time.time() - started, 1)}
     if out.exists():
-        row.update(json.loads(out.read_text()))
-    else:
-        row["error_tail"] = log.read_text(errors="replace").splitlines()[-15:]
-    return row
+        return {**result, **json.loads(out.read_text())}
+    return {**result, "error_tail": log.read_text(errors="replace").splitlines()[-15:]}
 
 
 def prepare(data_dir: str, out: str) -> None:
