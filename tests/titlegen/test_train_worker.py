@@ -154,3 +154,24 @@ def test_kept_adapter_under_checks_is_the_fewest_failed_checks_then_the_lower_lo
     assert adapter_to_keep("best", evals, {"step": 118}, 354)["step"] == 118
     assert adapter_to_keep("checks", [{"step": 10, "eval_loss": 1.0}, {"step": 20, "eval_loss": 2.0, "eval_failed_checks": 0.5}],
                            {"step": 20}, 20)["from"] == "best"
+
+
+@pytest.mark.parametrize("fixture", ["tiny_gemma3_dir", "tiny_gemma3n_dir"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_rows_see_each_other_so_the_worker_pads_instead_of_packing(fixture, attn, request):
+    # Why training batches are padded, not packed into fixed-length rows with `position_ids` restarting per article
+    # (docs/finetune.md "Fifteenth lease"): with SDPA or eager attention a packed second article's logits differ from
+    # the same article run alone about as much as with no restart at all. If this fails, packing became an option.
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(request.getfixturevalue(fixture)), attn_implementation=attn, dtype=torch.float32).eval()
+    first, second = 24, 20
+    ids = torch.randint(10, 500, (1, first + second), generator=torch.Generator().manual_seed(0))
+    positions = lambda n: torch.arange(n)[None]  # noqa: E731
+    with torch.no_grad():
+        packed = model(input_ids=ids, position_ids=torch.cat([positions(first), positions(second)], 1)).logits[0, first:]
+        alone = model(input_ids=ids[:, first:], position_ids=positions(second)).logits[0]
+        unrestarted = model(input_ids=ids, position_ids=positions(first + second)).logits[0, first:]
+    leak, control = (packed - alone).abs().mean(), (unrestarted - alone).abs().mean()
+    assert control > 0 and leak > 0.5 * control
