@@ -308,8 +308,21 @@ def restop(split_dir: str, results: list[str], stops: list[str], out: str) -> di
 
 
 def penalty_specs(text: str) -> tuple[str, ...]:
-    """`--repeat-penalties` as a tuple of rule specs ("P" or "P:N"), empty items dropped."""
-    return tuple(x for x in text.split(",") if x)
+    """`--repeat-penalties` as a tuple of rule specs ("P" or "P:N"), empty items dropped, each checked against
+    EvalParams' bounds here, before anything trains (lease 2026-11-30v lost its rows' ends to a 2.2 after training)."""
+    from pydantic import ValidationError
+
+    from titlegen.params import EvalParams
+
+    specs = tuple(x for x in text.split(",") if x)
+    for spec in specs:
+        penalty, _, last_n = spec.partition(":")
+        try:
+            EvalParams(repeat_penalty=float(penalty), **({"repeat_last_n": int(last_n)} if last_n else {}))
+        except (ValueError, ValidationError) as err:
+            raise SystemExit(f"--repeat-penalties: rule {spec!r} is not a decoding rule EvalParams takes "
+                             f"(P or P:N, 0 < P <= 2, 0 <= N <= 4096): {err}") from None
+    return specs
 
 
 def decoding_summary(m: dict) -> dict:
@@ -482,6 +495,7 @@ def main() -> None:
         atomic_write_json(args.result, row)
         return
 
+    penalty_specs(args.repeat_penalties)  # a bad rule stops here, not in every child after its training
     names = list(CONFIGS) if args.configs == "all" else args.configs.split(",")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

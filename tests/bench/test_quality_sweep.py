@@ -168,3 +168,10 @@ def test_a_runs_own_rule_is_named_after_the_stage_evaluation_it_ran_under():
     rules = quality_sweep.rules_of(row)
     assert list(rules) == ["1.4:16", "2.0:16"] and rules["1.4:16"]["minus_lead"] == 0.052
     assert quality_sweep.choose_penalty(rules) == "2.0:16"
+
+
+@pytest.mark.parametrize("bad", ["2.2:16", "1.5:x", "abc", "0", "1.4:5000"])
+def test_a_decoding_rule_outside_evalparams_stops_the_sweep_before_it_trains(bad):
+    assert quality_sweep.penalty_specs("1.6:16,,2.0") == ("1.6:16", "2.0")
+    with pytest.raises(SystemExit, match=f"rule '{bad}' is not a decoding rule"):
+        quality_sweep.penalty_specs(f"1.6:16,{bad}")
