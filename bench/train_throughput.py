@@ -436,10 +436,11 @@ def finish_case(proc, case_dir: Path, row: dict, started: float, timeout: float)
         row.update({k: r.get(k) for k in (
             "device", "global_step", "steady_tokens_per_second", "steady_steps_per_second", "peak_gpu_gib",
             "first_train_loss", "final_train_loss", "final_eval_loss", "tokens_seen", "train_seconds", "eval_seconds",
-            "load_seconds", "label_stats", "first_step_seconds", "step_seconds", "wall_seconds", "train_rows", "padding_free",
+            "load_seconds", "label_stats", "first_step_seconds", "step_seconds", "step_tokens", "wall_seconds", "train_rows", "padding_free",
             "peak_train_step_gib", "peak_validation_gib", "max_step_tokens", "split_steps", "per_layer_embeddings_device",
             "unsloth_compile", "activations_offloaded")})
         row["libraries"] = r.get("libraries")
+        row.update(rate_by_half(row.get("step_seconds") or [], row.get("step_tokens") or []))
     else:
         lines = text.splitlines()
         row["error_tail"] = lines[-15:]
@@ -465,10 +466,21 @@ def finish_case(proc, case_dir: Path, row: dict, started: float, timeout: float)
     return row
 
 
+def rate_by_half(seconds: list[float], tokens: list[int]) -> dict:
+    """Tokens/s over the first and the second half of the recorded steps after the first (the worker's
+    step_seconds and step_tokens): a stage whose second half runs at the raw loop's rate loses its time to a warm-up
+    (new batch shapes), not to its steady step."""
+    n = min(len(seconds), len(tokens))
+    if n < 4:
+        return {}
+    h = n // 2
+    return {"tokens_per_second_by_half": [round(sum(tokens[a:b]) / sum(seconds[a:b]), 1) for a, b in ((0, h), (h, n))]}
+
+
 def printed_row(row: dict) -> dict:
     """A row as its stdout line shows it: without the long lists, but with the profile's headline (the whole
     profile_top is in the results file only)."""
-    out = {k: v for k, v in row.items() if k not in ("libraries", "label_stats", "profile_top", "step_seconds")}
+    out = {k: v for k, v in row.items() if k not in ("libraries", "label_stats", "profile_top", "step_seconds", "step_tokens")}
     if row.get("profile_top"):
         out["profile"] = row["profile_top"][0]
     return out
@@ -560,8 +572,9 @@ def main() -> None:
         done = [{**finish_case(*r, started, args.timeout), "concurrent_with": len(names) - 1} for r in running]
     for name in names:
         row = done.pop(0) if args.concurrent else run_case(name, Path(args.devdata), Path(args.models), Path(args.work), args.timeout, args.full_pts)
-        if name.startswith("e4b") and name.partition("+")[0] in CASES and not args.concurrent:
-            row["pts_finetune_estimate"] = None if args.full_pts else pts_estimate(row)
+        if name.partition("+")[0] in CASES and not args.concurrent:
+            if name.startswith("e4b"):
+                row["pts_finetune_estimate"] = None if args.full_pts else pts_estimate(row)
             row["full_pts_run"] = args.full_pts
         row["measured_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         rows.append(row)

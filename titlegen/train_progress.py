@@ -91,14 +91,22 @@ def make_callback(config: TrainWorkerConfig, engine: str = "transformers"):
         began: float = 0.0
 
         def __init__(self):
-            # (step, seconds, tokens) at the end of each optimizer step, for steady-state throughput.
+            # (step, seconds, tokens) at the end of each optimizer step, for steady-state throughput. The seconds
+            # leave out the gaps between steps that held a validation pass or a checkpoint save (`paused`), so a
+            # whole run's rate is its training steps' rate.
             self.marks: list[tuple[int, float, int]] = []
+            self.paused = 0.0
+            self.last_step_end: float | None = None
+            self.gap_holds_other_work = False
             # Peak GPU memory of training steps and of validation passes, apart (CUDA only).
             self.peaks: dict[str, int] = {"train": 0, "eval": 0}
             # TITLEGEN_PROFILE_STEPS: None before the window, the running profiler inside it, False once written.
             self.profiler = None
 
         def on_step_begin(self, args, state, control, **kw):
+            if self.gap_holds_other_work and self.last_step_end is not None:
+                self.paused += time.perf_counter() - self.last_step_end
+            self.gap_holds_other_work = False
             if profile_steps and state.global_step == profile_steps[0] and self.profiler is None:
                 self.profiler = start_profiler()
 
@@ -107,8 +115,9 @@ def make_callback(config: TrainWorkerConfig, engine: str = "transformers"):
                 if state.global_step >= min(profile_steps[1], state.max_steps or profile_steps[1]):
                     self.close_profile()  # step B, or the last step when training ends inside the window
                 return  # profiled steps are slower: kept out of the throughput marks
-            self.marks.append((state.global_step, time.perf_counter(), int(state.num_input_tokens_seen or 0)))
+            self.marks.append((state.global_step, time.perf_counter() - self.paused, int(state.num_input_tokens_seen or 0)))
             self.take_peak("train")
+            self.last_step_end = time.perf_counter()
 
         def take_peak(self, phase: str) -> None:
             """Fold the peak since the last call into `peaks[phase]` and start a new window."""
@@ -139,9 +148,11 @@ def make_callback(config: TrainWorkerConfig, engine: str = "transformers"):
             emit("log", **{"epoch": state.epoch, **logs, "step": state.global_step, "max_steps": state.max_steps})
 
         def on_save(self, args, state, control, **kw):
+            self.gap_holds_other_work = True
             emit("checkpoint", step=state.global_step, dir=str(Path(args.output_dir) / f"checkpoint-{state.global_step}"))
 
         def on_evaluate(self, args, state, control, metrics=None, model=None, processing_class=None, **kw):
+            self.gap_holds_other_work = True
             self.take_peak("eval")
             loss = (metrics or {}).get("eval_loss")
             if loss is None:

@@ -48,6 +48,7 @@ CHECKPOINTING_MIN_PARAMS = 1_000_000_000
 # ten seeds of the chosen config as good compiled as eager; E4B QLoRA compiled waits 71-277 s for its first step and
 # recompiles 100-250 s at every new batch shape, so a whole run is slower than eager.
 COMPILE_QLORA_MAX_PARAMS = 1_000_000_000
+STEP_RECORD = 240  # steps whose seconds and tokens training.json lists
 
 
 
@@ -444,7 +445,10 @@ def train(config: TrainWorkerConfig) -> WorkerResult:
         **steady_rate(progress.marks),
         # The first optimizer step includes Unsloth's torch.compile; later steps show recompiles.
         "first_step_seconds": round(progress.marks[0][1] - progress.began, 2) if progress.marks else None,
-        "step_seconds": [round(b[1] - a[1], 3) for a, b in zip(progress.marks, progress.marks[1:])][:60],
+        # Each step's seconds and non-padding tokens after the first (a whole 270M run at batch 16: 210 steps), validation
+        # passes and checkpoint saves left out: whether a slow step is a long batch or a warm-up.
+        "step_seconds": [round(b[1] - a[1], 3) for a, b in zip(progress.marks, progress.marks[1:])][:STEP_RECORD],
+        "step_tokens": [b[2] - a[2] for a, b in zip(progress.marks, progress.marks[1:])][:STEP_RECORD],
         "unsloth_env": {k: v for k, v in os.environ.items() if k.startswith(("UNSLOTH_", "TORCH_LOGS"))},
         # What Unsloth made of train.padding_free (None = its own rule): the batches actually trained.
         "padding_free": bool(getattr(trainer.args, "padding_free", False)),

@@ -37,10 +37,18 @@ def test_a_case_cut_after_its_profile_keeps_its_rate_from_the_log_and_its_profil
 
 def test_a_rows_stdout_line_shows_its_profile_headline_but_not_the_whole_profile():
     row = {"case": "x+profile", "exit": 0, "profile_top": ["profiled window: 4.528 s wall, 3.486 s of GPU kernels (77 % busy)", "", "---"],
-           "libraries": {"torch": "2"}, "step_seconds": [1.0]}
+           "libraries": {"torch": "2"}, "step_seconds": [1.0], "step_tokens": [9000]}
     printed = train_throughput.printed_row(row)
     assert printed == {"case": "x+profile", "exit": 0, "profile": "profiled window: 4.528 s wall, 3.486 s of GPU kernels (77 % busy)"}
     assert "profile" not in train_throughput.printed_row({"case": "x", "exit": 0})
+
+
+def test_the_rate_by_half_splits_a_warm_up_from_the_steady_steps():
+    # The sixteenth lease's 270M stage: steps of 0.2 s early, 0.1 s once every batch width had been seen.
+    seconds = [0.2, 0.1, 0.2, 0.2, 0.1, 0.1, 0.1, 0.1]
+    tokens = [9000, 9000, 8000, 10000, 9000, 9000, 9000, 9000]
+    assert train_throughput.rate_by_half(seconds, tokens) == {"tokens_per_second_by_half": [51428.6, 90000.0]}
+    assert train_throughput.rate_by_half([0.1, 0.1], [9000, 9000]) == {}  # too few steps to halve
 
 
 def test_a_stage_case_run_before_the_raw_loop_still_gets_its_ratio():

@@ -20,6 +20,35 @@ def test_steady_rate_skips_the_first_steps():
     assert steady_rate(marks) == {"steady_steps_per_second": 1.0, "steady_tokens_per_second": 1000.0}
 
 
+def test_a_validation_pass_or_a_checkpoint_between_steps_stays_out_of_the_step_marks(monkeypatch):
+    # A whole run validates each epoch and saves checkpoints: the rate is the training steps' rate.
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl, TrainerState
+
+    import titlegen.train_progress as tp
+
+    clock = iter([11.0, 11.0, 12.0, 12.0, 42.0, 43.0, 43.0, 50.0, 51.0, 51.0]).__next__
+    monkeypatch.setattr(tp.time, "perf_counter", clock)
+    callback = tp.make_callback(SimpleNamespace(checkpoint_dir="/nonexistent", train=SimpleNamespace(keep_adapter="best")))
+    args, state, control = SimpleNamespace(output_dir="/nonexistent"), TrainerState(max_steps=3), TrainerControl()
+    callback.on_step_begin(args, state, control)  # step 1 ends at 11 (marked 11), then no other work
+    state.global_step = 1
+    callback.on_step_end(args, state, control)
+    callback.on_step_begin(args, state, control)  # step 2 ends at 12, then a 30 s validation pass
+    state.global_step = 2
+    callback.on_step_end(args, state, control)
+    callback.on_evaluate(args, state, control, metrics=None)
+    callback.on_step_begin(args, state, control)  # begins at 42: 30 s paused
+    state.global_step = 3
+    callback.on_step_end(args, state, control)  # ends at 43, marked 13
+    callback.on_save(args, state, control)  # a checkpoint: 7 s more
+    callback.on_step_begin(args, state, control)  # begins at 50
+    state.global_step = 4
+    callback.on_step_end(args, state, control)  # ends at 51, marked 14
+    assert [m[1] for m in callback.marks] == [11.0, 12.0, 13.0, 14.0]
+
+
 def test_a_profile_says_how_busy_the_gpu_kept_and_lists_the_operators(tmp_path):
     import torch
 
