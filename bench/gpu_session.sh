@@ -8,7 +8,7 @@
 # waits and copies the results to $OUT. Every stage writes into /tmp/gpu-results as it finishes,
 # so a lease that ends early still returns what was measured.
 #
-#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-u or none
+#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-w or none
 #   bash bench/gpu_session.sh install       # carry .whl
 #   bash bench/gpu_session.sh part N        # carry .cache/carry/gguf-N
 #   bash bench/gpu_session.sh collect SECS  # waits up to SECS, then copies results to $OUT
@@ -33,10 +33,13 @@ stream_start() {
 # tb GPU CASES OUT [CASE_TIMEOUT]: one training-bench invocation on a GPU (random models built once), its rows into the log.
 tb() {
   CUDA_VISIBLE_DEVICES=$1 python3 bench/train_throughput.py models $D $M 2>&1 | tail -2 | tee -a $R/queue.log
-  CUDA_VISIBLE_DEVICES=$1 timeout 900 python3 bench/train_throughput.py run $D $M --timeout ${4:-120} --work /tmp/tb-$3 \
+  CUDA_VISIBLE_DEVICES=$1 timeout 900 python3 bench/train_throughput.py run $D $M ${TB_FULL:-} --timeout ${4:-120} --work /tmp/tb-$3 \
     --cases $2 --out $R/$3.json > $R/$3.out 2>&1
   grep -E '^\{' $R/$3.out | cut -c1-300 | tee -a $R/queue.log
 }
+
+# tbf GPU CASES OUT [CASE_TIMEOUT]: `tb`, each stage case run whole (--full-pts: 1,120 rows x 3 epochs, full validation).
+tbf() { TB_FULL=--full-pts tb "$@"; }
 
 # q GPU SEED CONFIGS OUT [TRAIN_JSON]: one quality sweep (QLoRA, fused AdamW, the seed, more train parameters) on a GPU;
 # QPEN (e.g. 1.5:16,1.8:12) also decodes each adapter under those repeat-penalty rules.
@@ -575,10 +578,27 @@ stream-u)  # the next lease (sixteenth). GPU 0 first, the host otherwise idle: w
   stream_start
   log "U: the 270M: raw loop, bare loop (the stage's model and batches) with and without autocast, the stage (its rate from the steps before the 3 profiled ones) (GPU 0, GPU 1 idle)"
   tb 0 270m-raw-unsloth-16bit,270m-bare-4bit-b16+fusedadam,270m-bare-4bit-b16+fusedadam+noautocast,270m-stage-4bit-b16+fusedadam+profile train_270m_u 150
+  # (As run on 2026-11-30 v: 2.2 is over EvalParams' cap of 2, so every run exited there, its rows rebuilt from files;
+  # quality_sweep.py now refuses such a rule before training.)
   export QT=1500 QPEN=1.6:16,1.7:16,1.8:16,2.0:16,2.2:16,2.0:20
   log "U: e3-lr5e-4-r16-b16 seeds 32-41 under seven decoding rules: QLoRA on GPU 1, 16-bit LoRA on GPU 0 (ten at once each)"
   qseeds 1 32 41 e3-lr5e-4-r16-b16 quality_rules_seed '"keep_adapter": "best"' &
   qseeds 0 32 41 e3-lr5e-4-r16-b16 quality_rules16_seed '"keep_adapter": "best", "quantization": "16bit"'
+  wait
+  log "queue done"; touch $R/queue.done
+  ;;
+stream-w)  # the next lease (seventeenth). The sixteenth's 270M stage ran its last 20 of 40 steps at 1.03x the raw loop
+  # and its first 20 at 0.75x (new batch widths): over a whole run the warm-up is amortized, so GPU 0 (GPU 1 idle) runs
+  # the 270M's whole PTS-sized fine-tune beside the raw loop in two invocations, QLoRA and 16-bit LoRA (the stage's
+  # rate leaves out its validation passes; tokens/s by half in each row). Then E4B on both GPUs: the preset beside the
+  # compiled raw loop (GPU 0), batch 16 with micro-batches over 10,240 tokens beside it (GPU 1).
+  stream_start
+  log "W: the 270M's whole PTS-sized run against the raw loop, QLoRA and 16-bit LoRA, twice (GPU 0, GPU 1 idle)"
+  tbf 0 270m-raw-unsloth-16bit,270m-stage-4bit-b16+fusedadam,270m-stage-16bit-b16+fusedadam train_270m_w 300
+  tbf 0 270m-stage-16bit-b16+fusedadam,270m-stage-4bit-b16+fusedadam,270m-raw-unsloth-16bit train_270m_w2 300
+  log "W: E4B: the preset beside the compiled raw loop (GPU 0); batch 16 with micro-batches over 10,240 tokens (GPU 1)"
+  tb 0 e4b-raw-unsloth-4bit,e4b-stage-4bit-b8 train_e4b_w 300 &
+  tb 1 e4b-raw-unsloth-4bit,e4b-stage-4bit-b16+mbt10k train_e4b_w1 300
   wait
   log "queue done"; touch $R/queue.done
   ;;
