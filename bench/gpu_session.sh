@@ -587,18 +587,20 @@ stream-u)  # the next lease (sixteenth). GPU 0 first, the host otherwise idle: w
   wait
   log "queue done"; touch $R/queue.done
   ;;
-stream-w)  # the next lease (seventeenth). The sixteenth's 270M stage ran its last 20 of 40 steps at 1.03x the raw loop
-  # and its first 20 at 0.75x (new batch widths): over a whole run the warm-up is amortized, so GPU 0 (GPU 1 idle) runs
-  # the 270M's whole PTS-sized fine-tune beside the raw loop in two invocations, QLoRA and 16-bit LoRA (the stage's
-  # rate leaves out its validation passes; tokens/s by half in each row). Then E4B on both GPUs: the preset beside the
-  # compiled raw loop (GPU 0), batch 16 with micro-batches over 10,240 tokens beside it (GPU 1).
+stream-w)  # the next lease (seventeenth). The sixteenth's 270M stage ran its last 20 of 40 steps at about the raw loop's
+  # rate and its first 20 at 0.7x (new batch widths): over a whole run the warm-up is amortized, so GPU 0 (GPU 1 idle)
+  # runs the 270M's whole PTS-sized fine-tune beside the raw loop in two invocations, QLoRA and 16-bit LoRA (the stage's
+  # rate leaves out its validation passes; tokens/s by half in each row). Then E4B's preset beside the compiled raw loop
+  # (GPU 0) while GPU 1 runs #14 item 3's next question: a third of the sixteenth lease's `repeats` titles repeated
+  # 16-24 tokens apart, out of the 16-token window, so ten fresh seeds of the default recipe are decoded under windows
+  # of 20 and 24 tokens (the stage's 1.4:16 too, as always).
   stream_start
   log "W: the 270M's whole PTS-sized run against the raw loop, QLoRA and 16-bit LoRA, twice (GPU 0, GPU 1 idle)"
   tbf 0 270m-raw-unsloth-16bit,270m-stage-4bit-b16+fusedadam,270m-stage-16bit-b16+fusedadam train_270m_w 300
   tbf 0 270m-stage-16bit-b16+fusedadam,270m-stage-4bit-b16+fusedadam,270m-raw-unsloth-16bit train_270m_w2 300
-  log "W: E4B: the preset beside the compiled raw loop (GPU 0); batch 16 with micro-batches over 10,240 tokens (GPU 1)"
+  log "W: E4B's preset beside the compiled raw loop (GPU 0); e3-lr5e-4-r16-b16 seeds 42-51 under 20- and 24-token windows (GPU 1, ten at once)"
   tb 0 e4b-raw-unsloth-4bit,e4b-stage-4bit-b8 train_e4b_w 300 &
-  tb 1 e4b-raw-unsloth-4bit,e4b-stage-4bit-b16+mbt10k train_e4b_w1 300
+  QT=1200 QPEN=1.6:16,2.0:16,1.6:20,2.0:20,1.6:24,2.0:24 qseeds 1 42 51 e3-lr5e-4-r16-b16 quality_window_seed '"keep_adapter": "best"'
   wait
   log "queue done"; touch $R/queue.done
   ;;
