@@ -48,7 +48,7 @@ CHECKPOINTING_MIN_PARAMS = 1_000_000_000
 # ten seeds of the chosen config as good compiled as eager; E4B QLoRA compiled waits 71-277 s for its first step and
 # recompiles 100-250 s at every new batch shape, so a whole run is slower than eager.
 COMPILE_QLORA_MAX_PARAMS = 1_000_000_000
-STEP_RECORD = 240  # steps whose seconds and tokens training.json lists
+STEP_RECORD = 240  # steps whose seconds and tokens worker_result.json lists (the bench reads them)
 
 
 
