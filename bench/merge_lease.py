@@ -7,7 +7,8 @@
 
 * `--train FILE[:KEY]`: a `bench/train_throughput.py run` output; each row's case (and raw_case) gets `@KEY` (the
   lease's key unless given) and goes to `train_throughput.json`, or to `train_full_pts.json` when it ran whole
-  (`full_pts_run`). A case already there is an error: give the invocation its own key.
+  (`full_pts_run`; the raw loop of such an invocation goes with it). A case already there is an error: give the
+  invocation its own key.
 * `--quality PREFIX:GPU`: the `bench/quality_sweep.py run` outputs RESULTS/PREFIX<seed>.json of one `qseeds` call
   (all its seeds at once on GPU GPU): their runs, every test title kept, go to `quality_training_<LEASE>.json`, one
   summary each to `quality_training.json`, and, when the adapters were decoded under more rules, each rule's means
@@ -120,8 +121,10 @@ def merge(lease: str, results: Path, where: str, train: list[str], quality: list
         added = []
         for spec in train:
             file, _, key = spec.partition(":")
-            for row in keyed_rows(results / file, key or lease):
-                if bool(row.get("full_pts_run")) != (name == "train_full_pts.json"):
+            rows = keyed_rows(results / file, key or lease)
+            whole = any(r.get("full_pts_run") for r in rows)  # a --full-pts invocation: its raw loop goes with its runs
+            for row in rows:
+                if bool(row.get("full_pts_run", whole)) != (name == "train_full_pts.json"):
                     continue
                 if row["case"] in have:
                     raise SystemExit(f"{name} already has case {row['case']!r}: give {file} its own key (--train {file}:{lease}2)")

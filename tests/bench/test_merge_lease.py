@@ -40,7 +40,8 @@ def lease(tmp_path):
     (into / "profiles").mkdir(parents=True)
     stage = {"case": "270m-stage-4bit-b16", "model": "gemma3-270m", "raw_case": "270m-raw-unsloth-16bit", "full_pts_run": False}
     whole = {"case": "270m-stage-16bit-b16", "model": "gemma3-270m", "full_pts_run": True}
-    (results / "train_w.json").write_text(json.dumps({"rows": [{"case": "270m-raw-unsloth-16bit"}, stage, whole]}))
+    (results / "train_w.json").write_text(json.dumps({"rows": [{"case": "270m-raw-unsloth-16bit"}, stage]}))
+    (results / "train_whole.json").write_text(json.dumps({"rows": [{"case": "270m-raw-unsloth-16bit"}, whole]}))
     for seed, rl in ((42, 0.28), (43, 0.29)):
         (results / f"quality_window_seed{seed}.json").write_text(json.dumps(sweep_output(seed, rl)))
     (results / "queue.log").write_text("22:00 queue start\n22:20 queue done\n")
@@ -51,13 +52,14 @@ def lease(tmp_path):
 
 def test_a_lease_merges_its_rows_runs_summaries_rules_and_log(lease):
     results, into = lease
-    changed = merge_lease.merge("2026-12-01w", results, "2026-12-01 10:00 UTC, 2 x NVIDIA H200", ["train_w.json"],
+    changed = merge_lease.merge("2026-12-01w", results, "2026-12-01 10:00 UTC, 2 x NVIDIA H200", ["train_w.json", "train_whole.json:2026-12-01w2"],
                                 ["quality_window_seed:1"], into)
     rows = json.loads((into / "train_throughput.json").read_text())["rows"]
     assert [r["case"] for r in rows] == ["old", "270m-raw-unsloth-16bit@2026-12-01w", "270m-stage-4bit-b16@2026-12-01w"]
     assert rows[2]["raw_case"] == "270m-raw-unsloth-16bit@2026-12-01w"  # compared within its own invocation
-    # A whole run goes beside the earlier whole runs.
-    assert [r["case"] for r in json.loads((into / "train_full_pts.json").read_text())["rows"]] == ["270m-stage-16bit-b16@2026-12-01w"]
+    # A whole run goes beside the earlier whole runs, with the raw loop of its invocation.
+    assert [r["case"] for r in json.loads((into / "train_full_pts.json").read_text())["rows"]] == [
+        "270m-raw-unsloth-16bit@2026-12-01w2", "270m-stage-16bit-b16@2026-12-01w2"]
     runs = json.loads((into / "quality_training_2026-12-01w.json").read_text())["runs"]
     assert [(r["seed"], r["gpu_index"], r["concurrent_trainings_on_gpu"]) for r in runs] == [(42, 1, 2), (43, 1, 2)]
     assert runs[0]["training"] == "QLoRA, Unsloth's compile by the default rule, optimizer adamw_torch_fused, keep_adapter best"
