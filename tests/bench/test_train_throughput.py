@@ -43,6 +43,19 @@ def test_a_rows_stdout_line_shows_its_profile_headline_but_not_the_whole_profile
     assert "profile" not in train_throughput.printed_row({"case": "x", "exit": 0})
 
 
+def test_a_finished_case_row_carries_its_steps_and_its_rate_by_half(tmp_path):
+    (tmp_path / "log.txt").write_text("")
+    (tmp_path / "adapter").mkdir()
+    result = {"device": "NVIDIA H200", "global_step": 9, "steady_tokens_per_second": 80000.0,
+              "step_seconds": [6.4, 0.2, 0.1, 0.2, 0.1, 0.1, 0.1, 0.1], "step_tokens": [9000] * 8}
+    (tmp_path / "adapter" / "worker_result.json").write_text(json.dumps(result))
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    row = train_throughput.finish_case(proc, tmp_path, {"case": "270m-stage-4bit-b16"}, started=0.0, timeout=60.0)
+    assert row["exit"] == 0 and row["step_tokens"] == [9000] * 8
+    assert row["tokens_per_second_by_half"] == [5217.4, 90000.0]  # the 6.4 s step (a new width) in the first half
+    assert "step_tokens" not in train_throughput.printed_row(row)
+
+
 def test_the_rate_by_half_splits_a_warm_up_from_the_steady_steps():
     # The sixteenth lease's 270M stage: steps of 0.2 s early, 0.1 s once every batch width had been seen.
     seconds = [0.2, 0.1, 0.2, 0.2, 0.1, 0.1, 0.1, 0.1]
