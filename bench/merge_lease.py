@@ -153,8 +153,8 @@ def merge(lease: str, results: Path, where: str, train: list[str], quality: list
                 "training": training_text(out.get("train_set", {})), "concurrent_trainings_on_gpu": len(outputs),
                 "output": out})
             summaries += [summary(r, seed, out.get("train_set", {}), lease) for r in scored]
-        if any(r.get("decoding") for _, p in outputs for r in json.loads(p.read_text())["rows"]):
-            rules.append((prefix, [str(p) for _, p in outputs]))
+        if any(r.get("decoding") for run in runs[-len(outputs):] for r in run["output"]["rows"]):
+            rules.append((prefix, outputs))
     if runs:
         target = into / f"quality_training_{lease}.json"
         if target.exists():
@@ -168,13 +168,11 @@ def merge(lease: str, results: Path, where: str, train: list[str], quality: list
         doc["summary"] += summaries
         writes[total] = dump(doc)
         changed[total.name] = f"{len(summaries)} summaries"
-    for prefix, files in rules:
+    for prefix, outputs in rules:
         short = prefix.removeprefix("quality_").removesuffix("_seed")  # quality_rules16_seed -> rules16
         name = f"quality_rules_{lease}{'' if len(rules) == 1 else '-' + short}.json"
-        tmp = results / f".{name}"
-        doc = rules_over_seeds(files, str(tmp))
-        tmp.unlink()
-        doc["results"] = [f"bench/results/quality_training_{lease}.json (runs[].output, {prefix}, seed {s})" for s, _ in quality_outputs(results, prefix)]
+        doc = rules_over_seeds([str(p) for _, p in outputs], None)
+        doc["results"] = [f"bench/results/quality_training_{lease}.json (runs[].output, {prefix}, seed {s})" for s, _ in outputs]
         writes[into / name] = json.dumps({"description": f"Each decoding rule's means over the seeds of {prefix}* (quality_sweep.py rules), lease {lease}.",
                                           "lease": lease, **doc}, indent=1, ensure_ascii=False) + "\n"
         changed[name] = f"{len(doc['by_rule'])} rules"

@@ -355,7 +355,7 @@ def choose_penalty(decoding: dict, max_any: float = 0.02, max_no_stop: float = 0
     return min(decoding, key=lambda k: (checks(decoding[k]).get("any", 1), -decoding[k]["val_rouge_l"])) if decoding else None
 
 
-def rules_over_seeds(results: list[str], out: str) -> dict:
+def rules_over_seeds(results: list[str], out: str | None) -> dict:
     """Each repeat-penalty rule's means over the adapters of `run` results made with `--repeat-penalties` (every
     adapter, one a training seed, decoded under every rule, the stage's own rule included), the rule chosen on the
     validation means (`choose_penalty`), and whether its test means meet #14 item 3: failed checks <= 2 %, `no_stop`
@@ -389,7 +389,8 @@ def rules_over_seeds(results: list[str], out: str) -> dict:
     meets = (c["test_checks"]["any"] <= 0.02 and c["test_checks"]["no_stop"] <= 0.005 and c["minus_lead"] >= 0.05
              and c["minus_lead_ci_all_above_zero"])
     doc = {"results": results, "by_rule": means, "chosen_on_validation": chosen, "chosen_meets_item_3_on_test": meets}
-    atomic_write_json(out, doc)
+    if out:  # None: the caller writes it (bench/merge_lease.py)
+        atomic_write_json(out, doc)
     print(f"{'rule':>8} {'n':>3} {'val R-L':>8} {'val any':>8} {'val no_stop':>11} {'test any':>9} {'test no_stop':>12} {'-Lead':>7} all CI>0")
     for rule, m in sorted(means.items(), key=lambda kv: kv[0]):
         print(f"{rule:>8} {m['adapters']:>3} {m['val_rouge_l']:>8.4f} {m['val_checks']['any']:>8.2%} {m['val_checks']['no_stop']:>11.2%} "
