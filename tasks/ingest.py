@@ -26,7 +26,7 @@ from titlegen.caching import STAMP_SUFFIX, StageCache, stamped
 from titlegen.ingest_checks import IngestError, check_jsonl, check_parquet_columns, check_path, diagnose, sniff_delimiter
 from titlegen.params import ColumnMap
 from titlegen.retries import retry_on
-from titlegen.runs import atomic_write_json, file_sha256
+from titlegen.runs import atomic_write_json, file_sha256, honor_umask
 
 RAW_FILE = "raw.parquet"
 PROVENANCE_FILE = "provenance.json"
@@ -280,6 +280,7 @@ def _write_parquet_atomic(table: Any, path: Path, before_replace: Callable[[Path
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        honor_umask(tmp)
         pq.write_table(table, tmp)
         before_replace(Path(tmp))
         os.replace(tmp, path)

@@ -52,12 +52,32 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (`/proc/self/status`)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # elsewhere: set and restore (another thread could see 022 for that instant)
+    os.umask(mask)
+    return mask
+
+
+def honor_umask(path: str | Path) -> None:
+    """Give a temporary file or folder the mode `open()` or `mkdir()` would have: mkstemp makes files 0600 and
+    mkdtemp folders 0700, which other users (a container serving the run folder, the upload CLI) cannot read."""
+    path = Path(path)
+    path.chmod((0o777 if path.is_dir() else 0o666) & ~current_umask())
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` through a temporary file in the same folder, then rename."""
+    """Write `text` to `path` through a temporary file in the same folder, then rename; the file's mode follows
+    the umask, as a plain write's would."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        honor_umask(tmp)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
@@ -118,7 +138,8 @@ def build_once(target: str | Path, build: Callable[[Path], None]) -> Path:
 
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Yield a fresh temporary folder beside `target`; on success it replaces `target` whole.
+    """Yield a fresh temporary folder beside `target` (its mode from the umask, as `mkdir`'s); on success it
+    replaces `target` whole.
 
     On any error the temporary folder is removed and `target` is left as it was.
     The completion marker is written last, inside the temporary folder, before the rename.
@@ -127,6 +148,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
+        honor_umask(tmp)
         yield tmp
         (tmp / COMPLETE_MARKER).write_text("ok\n")
         if target.exists():
