@@ -8,7 +8,7 @@
 # waits and copies the results to $OUT. Every stage writes into /tmp/gpu-results as it finishes,
 # so a lease that ends early still returns what was measured.
 #
-#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-w or none
+#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-x or none
 #   bash bench/gpu_session.sh install       # carry .whl
 #   bash bench/gpu_session.sh part N        # carry .cache/carry/gguf-N
 #   bash bench/gpu_session.sh collect SECS  # waits up to SECS, then copies results to $OUT
@@ -587,7 +587,7 @@ stream-u)  # the next lease (sixteenth). GPU 0 first, the host otherwise idle: w
   wait
   log "queue done"; touch $R/queue.done
   ;;
-stream-w)  # the next lease (seventeenth). The sixteenth's 270M stage ran its last 20 of 40 steps at about the raw loop's
+stream-w)  # the seventeenth lease (w, 2026-12-01, docs/finetune.md). The sixteenth's 270M stage ran its last 20 of 40 steps at about the raw loop's
   # rate and its first 20 at 0.7x (new batch widths): over a whole run the warm-up is amortized, so GPU 0 (GPU 1 idle)
   # runs the 270M's whole PTS-sized fine-tune beside the raw loop in two invocations, QLoRA and 16-bit LoRA (the stage's
   # rate leaves out its validation passes; tokens/s by half in each row). Then E4B's preset beside the compiled raw loop
@@ -601,6 +601,21 @@ stream-w)  # the next lease (seventeenth). The sixteenth's 270M stage ran its la
   log "W: E4B's preset beside the compiled raw loop (GPU 0); e3-lr5e-4-r16-b16 seeds 42-51 under 20- and 24-token windows (GPU 1, ten at once)"
   tb 0 e4b-raw-unsloth-4bit,e4b-stage-4bit-b8 train_e4b_w 300 &
   QT=1200 QPEN=1.6:16,2.0:16,1.6:20,2.0:20,1.6:24,2.0:24 qseeds 1 42 51 e3-lr5e-4-r16-b16 quality_window_seed '"keep_adapter": "best"'
+  wait
+  log "queue done"; touch $R/queue.done
+  ;;
+stream-x)  # the next lease (eighteenth): #14 item 3 from the training side, by the adapter's capacity. Every rule and
+  # recipe so far sits on one line from (2.7 % failed, +0.055 over Lead) to (2.0 %, +0.050): LoRA rank 16 against 32
+  # (GPU 0 and 1 at once), then 8 against 64, on the same ten fresh seeds 52-61, each adapter under the stage's 1.4:16
+  # and the line's end, 1.8:16 and 2.0:16. The other GPU is busy throughout: the host's CPUs are shared.
+  stream_start
+  log "X: the default recipe at LoRA rank 16 (GPU 0) and 32 (GPU 1), seeds 52-61, ten at once each"
+  QT=1200 QPEN=1.8:16,2.0:16 qseeds 0 52 61 e3-lr5e-4-r16-b16 quality_r16_seed '"keep_adapter": "best"' &
+  QT=1200 QPEN=1.8:16,2.0:16 qseeds 1 52 61 e3-lr5e-4-r32-b16 quality_r32_seed '"keep_adapter": "best"'
+  wait
+  log "X: rank 8 (GPU 0) and 64 (GPU 1), the same seeds"
+  QT=1200 QPEN=1.8:16,2.0:16 qseeds 0 52 61 e3-lr5e-4-r8-b16 quality_r8_seed '"keep_adapter": "best"' &
+  QT=1200 QPEN=1.8:16,2.0:16 qseeds 1 52 61 e3-lr5e-4-r64-b16 quality_r64_seed '"keep_adapter": "best"'
   wait
   log "queue done"; touch $R/queue.done
   ;;
