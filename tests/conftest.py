@@ -33,6 +33,16 @@ def shared_data(name: str) -> Path:
     return path
 
 
+def bench_module(name: str):
+    """`bench/<name>.py` loaded as a module (the bench scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def gemma270m_gguf() -> Path:
     """The real Gemma 3 270M (base) Q4_K_M GGUF, assembled from the PyPI package."""

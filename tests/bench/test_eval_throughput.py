@@ -1,8 +1,6 @@
 """bench/eval_throughput.py: how a variant's titles are compared with the first variant's (near-ties, #14)."""
 
 import copy
-import importlib.util
-from pathlib import Path
 
 import pytest
 
@@ -10,10 +8,9 @@ torch = pytest.importorskip("torch")
 
 from titlegen.decoding import REPEAT_LAST_N, REPEAT_PENALTY  # noqa: E402
 from titlegen.generate import LastNRepetitionPenalty, generate_titles, load_base, load_tokenizer  # noqa: E402
+from tests.conftest import bench_module  # noqa: E402
 
-spec = importlib.util.spec_from_file_location("eval_throughput", Path(__file__).resolve().parents[2] / "bench" / "eval_throughput.py")
-eval_throughput = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(eval_throughput)
+eval_throughput = bench_module("eval_throughput")
 
 
 @pytest.fixture(scope="module")

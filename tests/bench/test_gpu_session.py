@@ -4,7 +4,6 @@ A lease is 30 minutes of device time a session; a typo in its queue (a 2.2 penal
 2026-11-30v) costs the runs it cuts short. The queue's last stream is the next lease's plan: checked here, on CPU.
 """
 
-import importlib.util
 import json
 import re
 import shlex
@@ -12,20 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import bench_module
 from titlegen.params import TrainParams
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-quality_sweep = load("quality_sweep")
-train_throughput = load("train_throughput")
+quality_sweep = bench_module("quality_sweep")
+train_throughput = bench_module("train_throughput")
 
 
 def last_stream(script: str) -> tuple[str, list[str]]:

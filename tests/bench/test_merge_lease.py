@@ -1,15 +1,13 @@
 """bench/merge_lease.py: one GPU lease's results merged into bench/results."""
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-spec = importlib.util.spec_from_file_location("merge_lease", Path(__file__).resolve().parents[2] / "bench" / "merge_lease.py")
-merge_lease = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(merge_lease)
+from tests.conftest import bench_module
+
+merge_lease = bench_module("merge_lease")
 quality_sweep = sys.modules["quality_sweep"]  # imported by merge_lease, from bench/
 
 

@@ -1,16 +1,14 @@
 """bench/quality_sweep.py: a prepared split with extra training articles (#14 item 3)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import bench_module
 from titlegen.runs import read_jsonl, write_jsonl
 
-spec = importlib.util.spec_from_file_location("quality_sweep", Path(__file__).resolve().parents[2] / "bench" / "quality_sweep.py")
-quality_sweep = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(quality_sweep)
+quality_sweep = bench_module("quality_sweep")
 
 CHARS = "的一是在不了有和人這中大為上個國我以要他時來用們生到作地於出就分對成會可主發年動同工也能下過子說產種面而方後多定行學法所民得經十三之進著等部度家電力裡如水化高自二理起小物現實加量都兩體制機當使點從業本去把性好應開它合還因由其些然前外天政四日那社義事平形相全表間樣與關各重新線內數正心反你明看原又麼利比或但質氣第向道命此變條只沒結解問意建月公無系軍很情者最立代想已通並提直題黨程展五果料象員革位入常文總次品式活設及管特件長求老頭基資邊流路級少圖山統接知較將組見計別她手角期根論運農指幾九區強放決西被幹做必戰先回則任取據處府研"
 

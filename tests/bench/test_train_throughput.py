@@ -1,18 +1,15 @@
 """bench/train_throughput.py: what a case cut at its time limit still reports (#13)."""
 
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import bench_module
 from titlegen.train_progress import PROGRESS_PREFIX
 
-spec = importlib.util.spec_from_file_location("train_throughput", Path(__file__).resolve().parents[2] / "bench" / "train_throughput.py")
-train_throughput = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(train_throughput)
+train_throughput = bench_module("train_throughput")
 
 
 def _line(event: str, **fields) -> str:
