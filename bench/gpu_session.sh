@@ -619,4 +619,12 @@ stream-x)  # the next lease (eighteenth): #14 item 3 from the training side, by 
   wait
   log "queue done"; touch $R/queue.done
   ;;
+stream-x2)  # the eighteenth lease's spare minutes: rank 32, the better of stream-x's ranks, on twenty more seeds (62-81).
+  rm -f $R/queue.done; stream_start
+  log "X2: rank 32 on seeds 62-71 (GPU 0) and 72-81 (GPU 1), ten at once each"
+  QT=1200 QPEN=1.8:16,2.0:16 qseeds 0 62 71 e3-lr5e-4-r32-b16 quality_r32_seed '"keep_adapter": "best"' &
+  QT=1200 QPEN=1.8:16,2.0:16 qseeds 1 72 81 e3-lr5e-4-r32-b16 quality_r32_seed '"keep_adapter": "best"'
+  wait
+  log "queue done"; touch $R/queue.done
+  ;;
 esac

@@ -9,11 +9,12 @@
   lease's key unless given) and goes to `train_throughput.json`, or to `train_full_pts.json` when it ran whole
   (`full_pts_run`; the raw loop of such an invocation goes with it). A case already there is an error: give the
   invocation its own key.
-* `--quality PREFIX:GPU`: the `bench/quality_sweep.py run` outputs RESULTS/PREFIX<seed>.json of one `qseeds` call
-  (all its seeds at once on GPU GPU): their runs, every test title kept, go to `quality_training_<LEASE>.json`, one
-  summary each to `quality_training.json`, and, when the adapters were decoded under more rules, each rule's means
-  over the seeds to `quality_rules_<LEASE>.json` (`quality_sweep.py rules`; with several prefixes, one file each,
-  named after the prefix: quality_rules16_seed -> `quality_rules_<LEASE>-rules16.json`).
+* `--quality PREFIX:GPU[:FIRST-LAST]`: the `bench/quality_sweep.py run` outputs RESULTS/PREFIX<seed>.json of one
+  `qseeds` call (all its seeds at once on GPU GPU; FIRST-LAST picks that call's seeds where two calls shared a
+  prefix): their runs, every test title kept, go to `quality_training_<LEASE>.json`, one summary each to
+  `quality_training.json`, and, when the adapters were decoded under more rules, each rule's means over the seeds to
+  `quality_rules_<LEASE>.json` (`quality_sweep.py rules`; with several prefixes, one file each, named after the
+  prefix and seeds: quality_rules16_seed -> `quality_rules_<LEASE>-rules16.json`, with 62-71 `…-rules16-62-71.json`).
 * RESULTS/queue.log goes to `profiles/lease-<LEASE>-queue.log`.
 
 Nothing is written unless every input reads; each file is written whole (temp file, then rename).
@@ -101,12 +102,18 @@ def summary(row: dict, seed: int, train_set: dict, lease: str) -> dict:
     }
 
 
-def quality_outputs(results: Path, prefix: str) -> list[tuple[int, Path]]:
-    """(seed, file) of RESULTS/PREFIX<seed>.json, by seed."""
+def quality_outputs(results: Path, prefix: str, seeds: str = "") -> list[tuple[int, Path]]:
+    """(seed, file) of RESULTS/PREFIX<seed>.json, by seed; with `seeds` ("FIRST-LAST"), those seeds only."""
     found = sorted((int(p.name[len(prefix):-len(".json")]), p) for p in results.glob(f"{prefix}*.json")
                    if p.name[len(prefix):-len(".json")].isdigit())
+    if seeds:
+        first, sep, last = seeds.partition("-")
+        if not (sep and first.isdigit() and last.isdigit()):
+            raise SystemExit(f"--quality {prefix}:…:{seeds}: give the seeds as FIRST-LAST, e.g. 62-71")
+        found = [(s, p) for s, p in found if int(first) <= s <= int(last)]
     if not found:
-        raise SystemExit(f"--quality {prefix}: no {prefix}<seed>.json in {results}; give the prefix of the qseeds call (e.g. quality_window_seed)")
+        raise SystemExit(f"--quality {prefix}: no {prefix}<seed>.json{' for seeds ' + seeds if seeds else ''} in {results}; "
+                         "give the prefix of the qseeds call (e.g. quality_window_seed)")
     return found
 
 
@@ -137,8 +144,9 @@ def merge(lease: str, results: Path, where: str, train: list[str], quality: list
 
     runs, summaries, rules = [], [], []
     for spec in quality:
-        prefix, _, gpu = spec.partition(":")
-        outputs = quality_outputs(results, prefix)
+        prefix, _, rest = spec.partition(":")
+        gpu, _, seeds = rest.partition(":")
+        outputs = quality_outputs(results, prefix, seeds)
         for seed, path in outputs:
             out = json.loads(path.read_text())
             scored = [r for r in out["rows"] if "metrics" in r]
@@ -154,7 +162,7 @@ def merge(lease: str, results: Path, where: str, train: list[str], quality: list
                 "output": out})
             summaries += [summary(r, seed, out.get("train_set", {}), lease) for r in scored]
         if any(r.get("decoding") for run in runs[-len(outputs):] for r in run["output"]["rows"]):
-            rules.append((prefix, outputs))
+            rules.append((prefix, seeds, outputs))
     if runs:
         target = into / f"quality_training_{lease}.json"
         if target.exists():
@@ -168,9 +176,11 @@ def merge(lease: str, results: Path, where: str, train: list[str], quality: list
         doc["summary"] += summaries
         writes[total] = dump(doc)
         changed[total.name] = f"{len(summaries)} summaries"
-    for prefix, outputs in rules:
+    for prefix, seeds, outputs in rules:
         short = prefix.removeprefix("quality_").removesuffix("_seed")  # quality_rules16_seed -> rules16
-        name = f"quality_rules_{lease}{'' if len(rules) == 1 else '-' + short}.json"
+        name = f"quality_rules_{lease}{'' if len(rules) == 1 else '-' + short + ('-' + seeds if seeds else '')}.json"
+        if into / name in writes:
+            raise SystemExit(f"--quality {prefix} twice: give each call its seeds (PREFIX:GPU:FIRST-LAST) so their rules files differ")
         doc = rules_over_seeds([str(p) for _, p in outputs], None)
         doc["results"] = [f"bench/results/quality_training_{lease}.json (runs[].output, {prefix}, seed {s})" for s, _ in outputs]
         writes[into / name] = json.dumps({"description": f"Each decoding rule's means over the seeds of {prefix}* (quality_sweep.py rules), lease {lease}.",
@@ -196,7 +206,7 @@ def main() -> None:
     ap.add_argument("results", type=Path, help="the extracted results.tgz")
     ap.add_argument("--where", required=True, help="when, on what machine and card, which queue at which commit")
     ap.add_argument("--train", action="append", default=[], help="a train_throughput.py output, FILE[:KEY]; repeatable")
-    ap.add_argument("--quality", action="append", default=[], help="a qseeds call's PREFIX:GPU; repeatable")
+    ap.add_argument("--quality", action="append", default=[], help="a qseeds call's PREFIX:GPU[:FIRST-LAST]; repeatable")
     ap.add_argument("--into", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
     for name, what in merge(args.lease, args.results, args.where, args.train, args.quality, args.into).items():

@@ -89,3 +89,20 @@ def test_a_case_merged_before_or_runs_merged_before_stop_the_merge_before_it_wri
         merge_lease.merge("2026-12-01w", results, "w", [], ["quality_window_seed:1"], into)
     with pytest.raises(SystemExit, match="no quality_rules_seed<seed>.json"):
         merge_lease.merge("2026-12-01x", results, "w", [], ["quality_rules_seed:0"], into)
+
+
+def test_two_qseeds_calls_under_one_prefix_merge_apart_by_their_seeds(lease):
+    """One prefix trained on two GPUs (seeds 42 on GPU 0, 43 on GPU 1): each call its GPU, its count and its rules file."""
+    results, into = lease
+    changed = merge_lease.merge("2026-12-01x3", results, "x", [], ["quality_window_seed:0:42-42", "quality_window_seed:1:43-43"], into)
+    runs = json.loads((into / "quality_training_2026-12-01x3.json").read_text())["runs"]
+    assert [(r["seed"], r["gpu_index"], r["concurrent_trainings_on_gpu"]) for r in runs] == [(42, 0, 1), (43, 1, 1)]
+    assert {"quality_rules_2026-12-01x3-window-42-42.json", "quality_rules_2026-12-01x3-window-43-43.json"} <= set(changed)
+    rules = json.loads((into / "quality_rules_2026-12-01x3-window-43-43.json").read_text())
+    assert rules["by_rule"]["1.4:16"]["adapters"] == 1
+    with pytest.raises(SystemExit, match="no quality_window_seed<seed>.json for seeds 50-51"):
+        merge_lease.merge("2026-12-01x4", results, "x", [], ["quality_window_seed:0:50-51"], into)
+    with pytest.raises(SystemExit, match="FIRST-LAST"):
+        merge_lease.merge("2026-12-01x4", results, "x", [], ["quality_window_seed:0:42"], into)
+    with pytest.raises(SystemExit, match="twice"):
+        merge_lease.merge("2026-12-01x4", results, "x", [], ["quality_window_seed:0", "quality_window_seed:1"], into)
