@@ -14,6 +14,9 @@ so the numbers are what `titlegen/full` would produce with those parameters. Con
         --configs all --out bench/results/quality_sweep.json
     # here, no GPU: each decoding rule's means over the seeds of runs made with --repeat-penalties (bench/gpu_session.sh stream-r)
     python bench/quality_sweep.py rules quality_rules_seed*.json --out bench/results/quality_rules.json
+    # here, no GPU: the rules, and keeping the validation-best of K seeds, over every adapter of a recipe in merged leases
+    python bench/quality_sweep.py pooled bench/results/quality_training_2026-1*.json --config e3-lr5e-4-r16-b16 \\
+        --out bench/results/quality_pooled_r16.json
     # here, no GPU: stop strings (Ollama `PARAMETER stop`) scored on the test_titles of earlier results
     python bench/quality_sweep.py restop .cache/carry/quality-split bench/results/quality_training.json --stop "\\n" --stop "<" \\
         --out bench/results/quality_title_stops.json
@@ -24,7 +27,9 @@ import datetime as dt
 import json
 import subprocess
 import sys
+import random
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -360,6 +365,28 @@ def choose_penalty(decoding: dict, max_any: float = 0.02, max_no_stop: float = 0
     return min(decoding, key=lambda k: (checks(decoding[k]).get("any", 1), -decoding[k]["val_rouge_l"])) if decoding else None
 
 
+def _mean(values) -> float:
+    values = list(values)
+    return round(sum(values) / len(values), 4)
+
+
+def rule_means(by_rule: dict[str, list[dict]]) -> dict[str, dict]:
+    """Each rule's means over its adapters' decoding summaries (`decoding_summary`), in `choose_penalty`'s shape."""
+    return {rule: {"adapters": len(v),
+                   "val_rouge_l": _mean(x["val_rouge_l"] for x in v),
+                   "val_checks": {k: _mean((x["val_checks"] or {}).get(k, 1.0) for x in v) for k in ("any", "no_stop")},
+                   "test_checks": {k: _mean(x["test_checks"][k] for x in v) for k in ("any", "no_stop")},
+                   "minus_lead": _mean(x["minus_lead"] for x in v),
+                   "minus_lead_ci_all_above_zero": all(x["minus_lead_ci"][0] > 0 for x in v)}
+            for rule, v in by_rule.items()}
+
+
+def meets_item_3(m: dict) -> bool:
+    """#14 item 3 on test means: failed checks <= 2 %, `no_stop` <= 0.5 %, minus Lead >= +0.05, every interval above zero."""
+    return (m["test_checks"]["any"] <= 0.02 and m["test_checks"]["no_stop"] <= 0.005 and m["minus_lead"] >= 0.05
+            and m["minus_lead_ci_all_above_zero"])
+
+
 def rules_over_seeds(results: list[str], out: str | None) -> dict:
     """Each repeat-penalty rule's means over the adapters of `run` results made with `--repeat-penalties` (every
     adapter, one a training seed, decoded under every rule, the stage's own rule included), the rule chosen on the
@@ -377,22 +404,9 @@ def rules_over_seeds(results: list[str], out: str | None) -> dict:
     counts = {rule: len(v) for rule, v in by_rule.items()}
     if len(set(counts.values())) != 1:
         raise ValueError(f"the rules were not decoded on the same adapters ({counts}): compare only runs with the same --repeat-penalties")
-
-    def mean(values) -> float:
-        values = list(values)
-        return round(sum(values) / len(values), 4)
-
-    means = {rule: {"adapters": len(v),
-                    "val_rouge_l": mean(x["val_rouge_l"] for x in v),
-                    "val_checks": {k: mean((x["val_checks"] or {}).get(k, 1.0) for x in v) for k in ("any", "no_stop")},
-                    "test_checks": {k: mean(x["test_checks"][k] for x in v) for k in ("any", "no_stop")},
-                    "minus_lead": mean(x["minus_lead"] for x in v),
-                    "minus_lead_ci_all_above_zero": all(x["minus_lead_ci"][0] > 0 for x in v)}
-             for rule, v in by_rule.items()}
+    means = rule_means(by_rule)
     chosen = choose_penalty(means)
-    c = means[chosen]
-    meets = (c["test_checks"]["any"] <= 0.02 and c["test_checks"]["no_stop"] <= 0.005 and c["minus_lead"] >= 0.05
-             and c["minus_lead_ci_all_above_zero"])
+    meets = meets_item_3(means[chosen])
     doc = {"results": results, "by_rule": means, "chosen_on_validation": chosen, "chosen_meets_item_3_on_test": meets}
     if out:  # None: the caller writes it (bench/merge_lease.py)
         atomic_write_json(out, doc)
@@ -401,6 +415,76 @@ def rules_over_seeds(results: list[str], out: str | None) -> dict:
         print(f"{rule:>8} {m['adapters']:>3} {m['val_rouge_l']:>8.4f} {m['val_checks']['any']:>8.2%} {m['val_checks']['no_stop']:>11.2%} "
               f"{m['test_checks']['any']:>9.2%} {m['test_checks']['no_stop']:>12.2%} {m['minus_lead']:>+7.4f} {m['minus_lead_ci_all_above_zero']}")
     print(f"chosen on validation: {chosen}; its test means meet #14 item 3: {meets}")
+    return doc
+
+PARTITIONS = 1000  # random groupings `pooled` replays the seed selection over
+
+
+def pooled(merged: list[str], config: str, quantization: str, candidates: int, out: str | None) -> dict:
+    """The decoding rules and a seed-selection recipe, over every adapter of one recipe that earlier leases merged.
+
+    `merged`: `bench/results/quality_training_<LEASE>.json` files (`bench/merge_lease.py`). The adapters are the rows
+    of `config` trained in `quantization` ("4bit" = QLoRA, the sweep's default, or "16bit") that were decoded under
+    more rules; the rules compared are those decoded on every one of them (a rule some leases skipped would compare
+    other adapters). Then "train K seeds, keep the adapter and rule the validation split prefers" (`choose_penalty`
+    over each group's K x rules candidates) is replayed for K = 1..`candidates` on disjoint groups of K adapters in
+    (lease, seed) order: each group is one run of that recipe, scored on its chosen adapter's test titles."""
+    adapters = []
+    for path in merged:
+        for run in json.loads(Path(path).read_text())["runs"]:
+            out_ = run["output"]
+            if out_.get("train_set", {}).get("quantization", "4bit") != quantization:
+                continue
+            for row in out_["rows"]:
+                if row.get("config") == config and "metrics" in row and row.get("decoding"):
+                    adapters.append({"merged": Path(path).name, "seed": run["seed"], "rules": rules_of(row)})
+    if not adapters:
+        raise ValueError(f"no {config} adapter in {quantization} decoded under more rules in {merged}")
+    adapters.sort(key=lambda a: (a["merged"], a["seed"]))
+    common = sorted(set.intersection(*(set(a["rules"]) for a in adapters)))
+    means = rule_means({rule: [a["rules"][rule] for a in adapters] for rule in common})
+    chosen = choose_penalty(means)
+    def replay(order: list[dict], k: int) -> list[dict]:
+        picks = []
+        for i in range(0, len(order) - k + 1, k):
+            options = {f"{a['merged']}#{a['seed']}@{rule}": a["rules"][rule] for a in order[i:i + k] for rule in common}
+            pick = choose_penalty(options)
+            picks.append(options[pick] | {"pick": pick})
+        return picks
+
+    selection = []
+    for k in range(1, candidates + 1):
+        picks = replay(adapters, k)
+        m = rule_means({"picked": picks})["picked"]
+        # The grouping in (lease, seed) order is one of many: the same replay over random groupings shows how much
+        # the figure owes to it (mean over the groupings, and the share whose runs meet item 3 on average).
+        shuffled = [rule_means({"picked": replay(random.Random(i).sample(adapters, len(adapters)), k)})["picked"] for i in range(PARTITIONS)]
+        selection.append({"seeds_per_run": k, "runs": len(picks), **{key: m[key] for key in ("test_checks", "minus_lead", "minus_lead_ci_all_above_zero")},
+                          "meets_item_3": meets_item_3(m), "rules_picked": dict(sorted(Counter(p["pick"].split("@")[1] for p in picks).items())),
+                          "random_groupings": {"groupings": PARTITIONS,
+                                               "test_checks_any": _mean(x["test_checks"]["any"] for x in shuffled),
+                                               "test_no_stop": _mean(x["test_checks"]["no_stop"] for x in shuffled),
+                                               "minus_lead": _mean(x["minus_lead"] for x in shuffled),
+                                               "share_meeting_item_3": _mean(meets_item_3(x) for x in shuffled)}})
+    doc = {"config": config, "quantization": quantization, "merged": merged, "adapters": len(adapters),
+           "leases": dict(sorted(Counter(a["merged"] for a in adapters).items())), "rules_on_every_adapter": common,
+           "by_rule": means, "chosen_on_validation": chosen, "chosen_meets_item_3_on_test": meets_item_3(means[chosen]),
+           "seed_selection": selection}
+    if out:
+        atomic_write_json(out, doc)
+    print(f"{config} ({quantization}): {len(adapters)} adapters from {len(doc['leases'])} files, rules on every one: {', '.join(common)}")
+    print(f"{'rule':>8} {'val R-L':>8} {'val any':>8} {'val no_stop':>11} {'test any':>9} {'test no_stop':>12} {'-Lead':>7} all CI>0")
+    for rule, m in means.items():
+        print(f"{rule:>8} {m['val_rouge_l']:>8.4f} {m['val_checks']['any']:>8.2%} {m['val_checks']['no_stop']:>11.2%} "
+              f"{m['test_checks']['any']:>9.2%} {m['test_checks']['no_stop']:>12.2%} {m['minus_lead']:>+7.4f} {m['minus_lead_ci_all_above_zero']}")
+    print(f"chosen on validation: {chosen}; its test means meet #14 item 3: {doc['chosen_meets_item_3_on_test']}")
+    print(f"keep the validation-best of K seeds (groups in lease, seed order; then the mean over {PARTITIONS} random groupings)")
+    print(f"{'K':>2} {'runs':>5} {'test any':>9} {'test no_stop':>12} {'-Lead':>7} all CI>0  meets | {'random: any':>11} {'no_stop':>8} {'-Lead':>7} meets  rules picked")
+    for r in selection:
+        g = r["random_groupings"]
+        print(f"{r['seeds_per_run']:>2} {r['runs']:>5} {r['test_checks']['any']:>9.2%} {r['test_checks']['no_stop']:>12.2%} "
+              f"{r['minus_lead']:>+7.4f} {str(r['minus_lead_ci_all_above_zero']):>8}  {str(r['meets_item_3']):>5} | "
+              f"{g['test_checks_any']:>11.2%} {g['test_no_stop']:>8.2%} {g['minus_lead']:>+7.4f} {g['share_meeting_item_3']:>5.0%}  {r['rules_picked']}")
     return doc
 
 
@@ -465,6 +549,12 @@ def main() -> None:
     ru = sub.add_parser("rules", help="each decoding rule's means over the seeds of `run` results made with --repeat-penalties, without a GPU")
     ru.add_argument("results", nargs="+")
     ru.add_argument("--out", required=True)
+    po = sub.add_parser("pooled", help="the rules and best-of-K-seeds selection over every adapter of one recipe in merged leases, without a GPU")
+    po.add_argument("merged", nargs="+", help="bench/results/quality_training_<LEASE>.json files")
+    po.add_argument("--config", default="e3-lr5e-4-r16-b16")
+    po.add_argument("--quantization", choices=["4bit", "16bit"], default="4bit")
+    po.add_argument("--candidates", type=int, default=3, help="replay keeping the validation-best of 1..K seeds")
+    po.add_argument("--out", required=True)
     rs = sub.add_parser("restop", help="score a stop-string rule on the test_titles of earlier results, without a GPU")
     rs.add_argument("split")
     rs.add_argument("results", nargs="+")
@@ -491,6 +581,9 @@ def main() -> None:
         return decode_more(args.split, args.base_model, args.out, penalty_specs(args.repeat_penalties))
     if args.cmd == "rules":
         rules_over_seeds(args.results, args.out)
+        return
+    if args.cmd == "pooled":
+        pooled(args.merged, args.config, args.quantization, args.candidates, args.out)
         return
     if args.cmd == "restop":
         restop(args.split, args.results, [stop_string(s) for s in args.stop], args.out)

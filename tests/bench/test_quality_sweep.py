@@ -173,3 +173,37 @@ def test_a_decoding_rule_outside_evalparams_stops_the_sweep_before_it_trains(bad
     assert quality_sweep.penalty_specs("1.6:16,,2.0") == ("1.6:16", "2.0")
     with pytest.raises(SystemExit, match=f"rule '{bad}' is not a decoding rule"):
         quality_sweep.penalty_specs(f"1.6:16,{bad}")
+
+
+def test_pooled_compares_the_rules_on_every_adapter_and_replays_keeping_the_validation_best_seed(tmp_path):
+    """Four QLoRA adapters from two merged leases (one 16-bit row and another config left out): rules decoded on all
+    four are compared, 1.6:16 (on two only) is not; best-of-2 keeps each pair's validation-best adapter and rule."""
+    def run(seed: int, stage: dict, more: dict, **train_set) -> dict:
+        return {"seed": seed, "output": {"train_set": {"seed": seed, **train_set}, "rows": [_decoded_row(stage, more)]}}
+
+    good, bad = _summary(0.010, 0.010, 0.060, 0.03, val_rouge_l=0.30), _summary(0.040, 0.050, 0.040, 0.01)
+    lease_a = [run(1, bad, {"2.0:16": good, "1.6:16": bad}), run(2, good, {"2.0:16": bad, "1.6:16": bad}),
+               run(3, good, {"2.0:16": good}, quantization="16bit")]
+    other = _decoded_row(good, {"2.0:16": good}) | {"config": "e3-lr5e-4-r32-b16"}
+    lease_b = [run(4, bad, {"2.0:16": bad}), run(5, bad, {"2.0:16": _summary(0.015, 0.020, 0.050, 0.02)}),
+               {"seed": 6, "output": {"train_set": {"seed": 6}, "rows": [other]}}]
+    files = []
+    for name, runs in (("a", lease_a), ("b", lease_b)):
+        files.append(str(tmp_path / f"quality_training_{name}.json"))
+        Path(files[-1]).write_text(json.dumps({"runs": runs}))
+    doc = quality_sweep.pooled(files, "e3-lr5e-4-r16-b16", "4bit", 2, str(tmp_path / "pooled.json"))
+    assert doc["adapters"] == 4 and doc["leases"] == {"quality_training_a.json": 2, "quality_training_b.json": 2}
+    assert doc["rules_on_every_adapter"] == ["1.4:16", "2.0:16"]
+    assert doc["by_rule"]["2.0:16"]["test_checks"]["any"] == 0.0325 and doc["chosen_on_validation"] == "2.0:16"
+    one, two = doc["seed_selection"]
+    # Alone, each seed keeps its better rule on validation (seed 4, with none within the limits, its first).
+    assert one["runs"] == 4 and one["rules_picked"] == {"1.4:16": 2, "2.0:16": 2} and one["meets_item_3"] is False
+    # Pairs (1, 2) and (4, 5): seed 1 under 2.0:16 and seed 2 under 1.4:16 tie on validation (the first is kept);
+    # seed 5 under 2.0:16 is the only candidate of the second pair within the validation limits.
+    assert two["runs"] == 2 and two["rules_picked"] == {"2.0:16": 2}
+    assert two["test_checks"]["any"] == 0.015 and two["minus_lead"] == 0.055
+    assert two["meets_item_3"] is True and two["random_groupings"]["groupings"] == quality_sweep.PARTITIONS
+    assert 0 <= two["random_groupings"]["share_meeting_item_3"] <= 1
+    assert json.loads((tmp_path / "pooled.json").read_text()) == doc
+    with pytest.raises(ValueError, match="no e3-lr5e-4-r8-b16 adapter"):
+        quality_sweep.pooled(files, "e3-lr5e-4-r8-b16", "4bit", 2, None)
