@@ -25,9 +25,9 @@ so the numbers are what `titlegen/full` would produce with those parameters. Con
 import argparse
 import datetime as dt
 import json
+import random
 import subprocess
 import sys
-import random
 import time
 from collections import Counter
 from pathlib import Path
@@ -417,6 +417,7 @@ def rules_over_seeds(results: list[str], out: str | None) -> dict:
     print(f"chosen on validation: {chosen}; its test means meet #14 item 3: {meets}")
     return doc
 
+
 PARTITIONS = 1000  # random groupings `pooled` replays the seed selection over
 
 
@@ -428,14 +429,15 @@ def pooled(merged: list[str], config: str, quantization: str, candidates: int, o
     more rules; the rules compared are those decoded on every one of them (a rule some leases skipped would compare
     other adapters). Then "train K seeds, keep the adapter and rule the validation split prefers" (`choose_penalty`
     over each group's K x rules candidates) is replayed for K = 1..`candidates` on disjoint groups of K adapters in
-    (lease, seed) order: each group is one run of that recipe, scored on its chosen adapter's test titles."""
+    (lease, seed) order: each group is one run of that recipe, scored on its chosen adapter's test titles; and again
+    over `PARTITIONS` random groupings (seeded), whose mean shows how much the first figure owes to its grouping."""
     adapters = []
     for path in merged:
         for run in json.loads(Path(path).read_text())["runs"]:
-            out_ = run["output"]
-            if out_.get("train_set", {}).get("quantization", "4bit") != quantization:
+            output = run["output"]
+            if output.get("train_set", {}).get("quantization", "4bit") != quantization:
                 continue
-            for row in out_["rows"]:
+            for row in output["rows"]:
                 if row.get("config") == config and "metrics" in row and row.get("decoding"):
                     adapters.append({"merged": Path(path).name, "seed": run["seed"], "rules": rules_of(row)})
     if not adapters:
@@ -444,6 +446,7 @@ def pooled(merged: list[str], config: str, quantization: str, candidates: int, o
     common = sorted(set.intersection(*(set(a["rules"]) for a in adapters)))
     means = rule_means({rule: [a["rules"][rule] for a in adapters] for rule in common})
     chosen = choose_penalty(means)
+
     def replay(order: list[dict], k: int) -> list[dict]:
         picks = []
         for i in range(0, len(order) - k + 1, k):
