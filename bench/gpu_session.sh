@@ -632,7 +632,8 @@ stream-y)  # the next lease (nineteenth): a prospective test of "train 3 seeds a
   # validation split prefers" (#14 item 3). Replayed on the 30 rank-32 adapters of lease x, it failed 1.82 % of test titles
   # at +0.052 over Lead on average over random groupings, meeting item 3 on 73 % of them (2.17 % in lease-seed order):
   # `python bench/quality_sweep.py pooled bench/results/quality_training_2026-12-01x*.json --config e3-lr5e-4-r32-b16`.
-  # Forty fresh seeds (82-121), ten at once on each GPU, twice; judged by `pooled` on this lease's files alone.
+  # Sixty fresh seeds (82-141: twenty runs of three), ten at once on each GPU, three times (lease x took 25 minutes for
+  # as many); judged by `pooled` on this lease's files alone.
   stream_start
   log "Y: rank 32 on seeds 82-91 (GPU 0) and 92-101 (GPU 1), ten at once each"
   QT=1200 QPEN=1.8:16,2.0:16 qseeds 0 82 91 e3-lr5e-4-r32-b16 quality_r32_seed '"keep_adapter": "best"' &
@@ -641,6 +642,10 @@ stream-y)  # the next lease (nineteenth): a prospective test of "train 3 seeds a
   log "Y: rank 32 on seeds 102-111 (GPU 0) and 112-121 (GPU 1)"
   QT=1200 QPEN=1.8:16,2.0:16 qseeds 0 102 111 e3-lr5e-4-r32-b16 quality_r32_seed '"keep_adapter": "best"' &
   QT=1200 QPEN=1.8:16,2.0:16 qseeds 1 112 121 e3-lr5e-4-r32-b16 quality_r32_seed '"keep_adapter": "best"'
+  wait
+  log "Y: rank 32 on seeds 122-131 (GPU 0) and 132-141 (GPU 1)"
+  QT=1200 QPEN=1.8:16,2.0:16 qseeds 0 122 131 e3-lr5e-4-r32-b16 quality_r32_seed '"keep_adapter": "best"' &
+  QT=1200 QPEN=1.8:16,2.0:16 qseeds 1 132 141 e3-lr5e-4-r32-b16 quality_r32_seed '"keep_adapter": "best"'
   wait
   log "queue done"; touch $R/queue.done
   ;;
