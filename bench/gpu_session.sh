@@ -139,8 +139,9 @@ collect)
   [ -e $R/adapter-chosen.tgz ] && cp $R/adapter-chosen.tgz "$OUT"/
   ls -l "$OUT"
   ;;
-restart)  # stop the queue, take this call's copy of bench/ and titlegen/, run queue $2
+restart)  # stop the queue, take this call's copy of bench/ and titlegen/, run queue $2 (`collect` waits for its own end)
   pkill -f "gpu_session.sh (queue|stream)"; pkill -f train_throughput.py; pkill -f titlegen.train_worker; sleep 3
+  rm -f $R/queue.done
   cp bench/*.sh bench/*.py $REPO/bench/; cp titlegen/*.py $REPO/titlegen/
   cd $REPO && setsid nohup bash bench/gpu_session.sh "${2:-queue}" >> $R/queue.out 2>&1 < /dev/null &
   sleep 2; tail -3 $R/queue.log
@@ -621,7 +622,7 @@ stream-x)  # the eighteenth lease (x, 2026-12-01, docs/evaluate.md): #14 item 3 
   ;;
 stream-x2)  # the eighteenth lease's spare minutes (`restart stream-x2` after stream-x): rank 32, the better of stream-x's ranks, on
   # twenty more seeds (62-81).
-  rm -f $R/queue.done; stream_start
+  stream_start
   log "X2: rank 32 on seeds 62-71 (GPU 0) and 72-81 (GPU 1), ten at once each"
   QT=1200 QPEN=1.8:16,2.0:16 qseeds 0 62 71 e3-lr5e-4-r32-b16 quality_r32_seed '"keep_adapter": "best"' &
   QT=1200 QPEN=1.8:16,2.0:16 qseeds 1 72 81 e3-lr5e-4-r32-b16 quality_r32_seed '"keep_adapter": "best"'

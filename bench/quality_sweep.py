@@ -387,6 +387,15 @@ def meets_item_3(m: dict) -> bool:
             and m["minus_lead_ci_all_above_zero"])
 
 
+def print_rules(means: dict[str, dict], chosen: str) -> None:
+    """`rule_means` as a table, then the rule chosen on validation and whether its test means meet item 3."""
+    print(f"{'rule':>8} {'n':>3} {'val R-L':>8} {'val any':>8} {'val no_stop':>11} {'test any':>9} {'test no_stop':>12} {'-Lead':>7} all CI>0")
+    for rule, m in sorted(means.items()):
+        print(f"{rule:>8} {m['adapters']:>3} {m['val_rouge_l']:>8.4f} {m['val_checks']['any']:>8.2%} {m['val_checks']['no_stop']:>11.2%} "
+              f"{m['test_checks']['any']:>9.2%} {m['test_checks']['no_stop']:>12.2%} {m['minus_lead']:>+7.4f} {m['minus_lead_ci_all_above_zero']}")
+    print(f"chosen on validation: {chosen}; its test means meet #14 item 3: {meets_item_3(means[chosen])}")
+
+
 def rules_over_seeds(results: list[str], out: str | None) -> dict:
     """Each repeat-penalty rule's means over the adapters of `run` results made with `--repeat-penalties` (every
     adapter, one a training seed, decoded under every rule, the stage's own rule included), the rule chosen on the
@@ -410,11 +419,7 @@ def rules_over_seeds(results: list[str], out: str | None) -> dict:
     doc = {"results": results, "by_rule": means, "chosen_on_validation": chosen, "chosen_meets_item_3_on_test": meets}
     if out:  # None: the caller writes it (bench/merge_lease.py)
         atomic_write_json(out, doc)
-    print(f"{'rule':>8} {'n':>3} {'val R-L':>8} {'val any':>8} {'val no_stop':>11} {'test any':>9} {'test no_stop':>12} {'-Lead':>7} all CI>0")
-    for rule, m in sorted(means.items(), key=lambda kv: kv[0]):
-        print(f"{rule:>8} {m['adapters']:>3} {m['val_rouge_l']:>8.4f} {m['val_checks']['any']:>8.2%} {m['val_checks']['no_stop']:>11.2%} "
-              f"{m['test_checks']['any']:>9.2%} {m['test_checks']['no_stop']:>12.2%} {m['minus_lead']:>+7.4f} {m['minus_lead_ci_all_above_zero']}")
-    print(f"chosen on validation: {chosen}; its test means meet #14 item 3: {meets}")
+    print_rules(means, chosen)
     return doc
 
 
@@ -476,11 +481,7 @@ def pooled(merged: list[str], config: str, quantization: str, candidates: int, o
     if out:
         atomic_write_json(out, doc)
     print(f"{config} ({quantization}): {len(adapters)} adapters from {len(doc['leases'])} files, rules on every one: {', '.join(common)}")
-    print(f"{'rule':>8} {'val R-L':>8} {'val any':>8} {'val no_stop':>11} {'test any':>9} {'test no_stop':>12} {'-Lead':>7} all CI>0")
-    for rule, m in means.items():
-        print(f"{rule:>8} {m['val_rouge_l']:>8.4f} {m['val_checks']['any']:>8.2%} {m['val_checks']['no_stop']:>11.2%} "
-              f"{m['test_checks']['any']:>9.2%} {m['test_checks']['no_stop']:>12.2%} {m['minus_lead']:>+7.4f} {m['minus_lead_ci_all_above_zero']}")
-    print(f"chosen on validation: {chosen}; its test means meet #14 item 3: {doc['chosen_meets_item_3_on_test']}")
+    print_rules(means, chosen)
     print(f"keep the validation-best of K seeds (groups in lease, seed order; then the mean over {PARTITIONS} random groupings)")
     print(f"{'K':>2} {'runs':>5} {'test any':>9} {'test no_stop':>12} {'-Lead':>7} all CI>0  meets | {'random: any':>11} {'no_stop':>8} {'-Lead':>7} meets  rules picked")
     for r in selection:

@@ -5,6 +5,7 @@ Nothing is downloaded. The tokenizer comes from the Gemma 3 270M GGUF of the PyP
 cached under `.cache/test-assets/` because reading it from the GGUF takes ~30 s on 2 cores.
 """
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -35,12 +36,18 @@ def shared_data(name: str) -> Path:
 
 def bench_module(name: str):
     """`bench/<name>.py` loaded as a module (the bench scripts are not a package)."""
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture
+def umask_022():
+    """Run the test under umask 022 (a plain write makes 0644 files and 0755 folders), then put the caller's back."""
+    old = os.umask(0o022)
+    yield 0o022
+    os.umask(old)
 
 
 @pytest.fixture(scope="session")

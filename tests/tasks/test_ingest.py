@@ -239,14 +239,9 @@ def test_data_fingerprint_follows_content_not_path(tmp_path):
     assert data_fingerprint({"dataset": str(src)}) != before
 
 
-def test_the_raw_parquet_and_its_provenance_are_readable_by_other_users(tmp_path):
-    import os
+def test_the_raw_parquet_and_its_provenance_are_readable_by_other_users(tmp_path, umask_022):
     import stat
 
-    old = os.umask(0o022)
-    try:
-        out = ingest(str(_write(tmp_path, "jsonl")), None, ColumnMap(), tmp_path / "data")
-    finally:
-        os.umask(old)
+    out = ingest(str(_write(tmp_path, "jsonl")), None, ColumnMap(), tmp_path / "data")
     for path in (Path(out["path"]), tmp_path / "data" / PROVENANCE_FILE):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path  # not mkstemp's 0600

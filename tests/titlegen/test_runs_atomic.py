@@ -4,29 +4,19 @@ import os
 import stat
 from pathlib import Path
 
-import pytest
-
 from titlegen.runs import atomic_dir, atomic_write_json, atomic_write_text, current_umask
-
-
-@pytest.fixture
-def umask():
-    """Run the test under umask 022, then put the caller's back."""
-    old = os.umask(0o022)
-    yield 0o022
-    os.umask(old)
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_the_umask_is_read_without_changing_it(umask):
+def test_the_umask_is_read_without_changing_it(umask_022):
     assert current_umask() == 0o022
     assert current_umask() == 0o022  # still there after the read
 
 
-def test_an_atomically_written_file_has_a_plain_files_mode(tmp_path, umask):
+def test_an_atomically_written_file_has_a_plain_files_mode(tmp_path, umask_022):
     plain = tmp_path / "plain.txt"
     plain.write_text("x")
     written = atomic_write_json(tmp_path / "metrics.json", {"rouge_l": 0.3})
@@ -45,7 +35,7 @@ def test_a_stricter_umask_is_honoured_too(tmp_path):
     assert mode(tmp_path / "private") == 0o700
 
 
-def test_an_atomically_built_folder_has_a_plain_folders_mode(tmp_path, umask):
+def test_an_atomically_built_folder_has_a_plain_folders_mode(tmp_path, umask_022):
     plain = tmp_path / "plain"
     plain.mkdir()
     with atomic_dir(tmp_path / "eval") as tmp:
