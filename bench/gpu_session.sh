@@ -56,6 +56,28 @@ qseeds() {
   for s in $(seq $2 $3); do echo "$5$s.out: $(grep -E '^\{' $R/$5$s.out | cut -c1-400)" | tee -a $R/queue.log; done
 }
 
+# qpool FIRST LAST CONFIG OUT_PREFIX [TRAIN_JSON]: `qseeds` for seeds FIRST..LAST in phases on every GPU at once, until QEND
+# seconds after the stream's start. A phase gives each GPU n seeds at once: n a multiple of 3, at most QK (15) and one
+# fewer than the CPU cores a GPU has, and fewer when the last phase's pace says n would end after QEND (less 2 minutes,
+# a phase's fixed start). Seeds go GPU by GPU, so seed order stays runs of three; none is started past LAST.
+qpool() {
+  local gpus k first=$1 n pace=0 t left a b
+  gpus=$(nvidia-smi -L | wc -l); k=$(( $(nproc) / gpus - 1 )); [ $k -gt ${QK:-15} ] && k=${QK:-15}; k=$(( k / 3 * 3 ))
+  while [ $first -le $2 ]; do
+    n=$k; left=$(( ${QEND:-1560} - SECONDS ))
+    if [ $pace -gt 0 ]; then n=$(( (left - 120) * 10 / (pace * 11) / 3 * 3 )); [ $n -gt $k ] && n=$k; fi
+    if [ $n -lt 3 ]; then log "pool: seeds $first-$2 left untrained, ${left} s to QEND"; break; fi
+    log "pool: seeds from $first, $n at once on each of $gpus GPU, ${left} s to QEND"
+    t=$SECONDS
+    for g in $(seq 0 $(( gpus - 1 ))); do
+      a=$(( first + g * n )); b=$(( a + n - 1 )); [ $b -gt $2 ] && b=$2
+      [ $a -le $2 ] && qseeds $g $a $b $3 $4 "${5:-}" &
+    done
+    wait
+    pace=$(( (SECONDS - t) / n + 1 )); first=$(( first + n * gpus ))
+  done
+}
+
 # e4b_eval OUT VARIANTS [MORE...]: one E4B evaluation-bench invocation on GPU 0 (500 articles, full budget), rows into the log.
 e4b_eval() {
   CUDA_VISIBLE_DEVICES=0 timeout 600 python3 bench/eval_throughput.py --device cuda --models e4b-random --articles 500 --reference-batch 0 \
@@ -633,21 +655,10 @@ stream-y)  # the next lease (nineteenth): a prospective test of "train 3 seeds a
   # validation split prefers" (#14 item 3). Replayed on the 30 rank-32 adapters of lease x, it failed 1.82 % of test titles
   # at +0.052 over Lead on average over random groupings, meeting item 3 on 73 % of them (2.17 % in lease-seed order):
   # `python bench/quality_sweep.py pooled bench/results/quality_training_2026-12-01x*.json --config e3-lr5e-4-r32-b16`.
-  # Sixty fresh seeds (82-141: twenty runs of three), ten at once on each GPU, three times (lease x took 25 minutes for
-  # as many); judged by `pooled` on this lease's files alone.
+  # Fresh seeds from 82 on, as many as the lease allows on however many GPUs it has (lease x: ten at once on each of two
+  # GPUs took 8 minutes); judged by `pooled` on this lease's files alone.
   stream_start
-  log "Y: rank 32 on seeds 82-91 (GPU 0) and 92-101 (GPU 1), ten at once each"
-  QT=1200 QPEN=1.8:16,2.0:16 qseeds 0 82 91 e3-lr5e-4-r32-b16 quality_r32_seed '"keep_adapter": "best"' &
-  QT=1200 QPEN=1.8:16,2.0:16 qseeds 1 92 101 e3-lr5e-4-r32-b16 quality_r32_seed '"keep_adapter": "best"'
-  wait
-  log "Y: rank 32 on seeds 102-111 (GPU 0) and 112-121 (GPU 1)"
-  QT=1200 QPEN=1.8:16,2.0:16 qseeds 0 102 111 e3-lr5e-4-r32-b16 quality_r32_seed '"keep_adapter": "best"' &
-  QT=1200 QPEN=1.8:16,2.0:16 qseeds 1 112 121 e3-lr5e-4-r32-b16 quality_r32_seed '"keep_adapter": "best"'
-  wait
-  log "Y: rank 32 on seeds 122-131 (GPU 0) and 132-141 (GPU 1)"
-  QT=1200 QPEN=1.8:16,2.0:16 qseeds 0 122 131 e3-lr5e-4-r32-b16 quality_r32_seed '"keep_adapter": "best"' &
-  QT=1200 QPEN=1.8:16,2.0:16 qseeds 1 132 141 e3-lr5e-4-r32-b16 quality_r32_seed '"keep_adapter": "best"'
-  wait
+  QEND=1560 QT=1200 QPEN=1.8:16,2.0:16 qpool 82 141 e3-lr5e-4-r32-b16 quality_r32_seed '"keep_adapter": "best"'
   log "queue done"; touch $R/queue.done
   ;;
 esac

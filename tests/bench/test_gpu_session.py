@@ -7,6 +7,7 @@ A lease is 30 minutes of device time a session; a typo in its queue (a 2.2 penal
 import json
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,7 @@ def calls(lines: list[str]) -> list[tuple[dict, str, list[str]]]:
         while words and re.fullmatch(r"[A-Z_]+=.*", words[0]):
             key, _, value = words.pop(0).partition("=")
             env[key] = value
-        if words and words[0] in ("q", "qseeds", "tb", "tbf"):
+        if words and words[0] in ("q", "qseeds", "qpool", "tb", "tbf"):
             out.append((env, words[0], words[1:]))
     return out
 
@@ -53,20 +54,23 @@ CALLS = calls(LINES)
 
 
 def test_the_next_stream_calls_the_queue_helpers():
-    assert CALLS, f"{NAME} calls none of q, qseeds, tb, tbf"
+    assert CALLS, f"{NAME} calls none of q, qseeds, qpool, tb, tbf"
 
 
 @pytest.mark.parametrize("env, helper, args", CALLS, ids=[" ".join([h, *a[:4]]) for _, h, a in CALLS])
 def test_every_call_of_the_next_stream_names_what_exists(env, helper, args):
-    if helper in ("q", "qseeds"):
-        configs, extra = (args[2], args[4:5]) if helper == "q" else (args[3], args[5:6])
+    if helper in ("q", "qseeds", "qpool"):
+        configs, extra = {"q": (args[2], args[4:5]), "qseeds": (args[3], args[5:6]), "qpool": (args[2], args[4:5])}[helper]
         for config in configs.split(","):
             assert config in quality_sweep.CONFIGS, f"{NAME}: {config!r} is not a quality_sweep config"
         if "QPEN" in env:
             quality_sweep.penalty_specs(env["QPEN"])  # SystemExit names a rule EvalParams refuses
         settings = train_set(extra[0] if extra else "")
         TrainParams(**settings)  # unknown or out-of-range training settings raise
-        assert args[0] in ("0", "1"), f"{NAME}: GPU {args[0]!r}"
+        if helper == "qpool":
+            assert int(args[0]) <= int(args[1]), f"{NAME}: no seeds in {args[0]}-{args[1]}"
+        else:
+            assert args[0] in ("0", "1"), f"{NAME}: GPU {args[0]!r}"
     else:
         for case in args[1].split(","):
             train_throughput.split_case(case)  # SystemExit names an unknown case or suffix
@@ -83,3 +87,45 @@ def test_a_wrong_rule_or_config_is_caught():
         TrainParams(**train_set('"keep_adapter": "worst"'))
     with pytest.raises(SystemExit, match="fusedew"):
         train_throughput.split_case("e4b-stage-4bit-b8+fusedew")  # removed after the fourteenth lease
+
+
+def pool(tmp_path: Path, gpus: int, cores: int, qend: int, phase_s: int = 0) -> tuple[list[list[str]], str]:
+    """Run `qpool 82 141 …` with `qseeds` (sleeping phase_s), `nvidia-smi -L` and `nproc` stood in: its qseeds calls, its log."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "nvidia-smi").write_text("#!/bin/sh\n" + "".join(f"echo 'GPU {g}: NVIDIA H200'\n" for g in range(gpus)))
+    (bin_ / "nproc").write_text(f"#!/bin/sh\necho {cores}\n")
+    for tool in bin_.iterdir():
+        tool.chmod(0o755)
+    script = f"""
+        source {BENCH / "gpu_session.sh"} none
+        log() {{ echo "$*" >> {tmp_path}/log; }}
+        qseeds() {{ (IFS=$'\\t'; echo "$*") >> {tmp_path}/calls; sleep {phase_s}; }}
+        QEND={qend} qpool 82 141 e3-lr5e-4-r32-b16 quality_r32_seed '"keep_adapter": "best"'
+    """
+    env = {"PATH": f"{bin_}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    subprocess.run(["bash", "-c", script], check=True, env=env, cwd=tmp_path, timeout=60)
+    calls_file = tmp_path / "calls"
+    lines = calls_file.read_text().splitlines() if calls_file.exists() else []
+    return sorted((line.split("\t") for line in lines), key=lambda c: int(c[1])), (tmp_path / "log").read_text()
+
+
+def test_the_pool_gives_every_gpu_runs_of_three_seeds_and_starts_none_past_the_last(tmp_path):
+    calls_, _ = pool(tmp_path, gpus=2, cores=32, qend=10_000)
+    assert [c[:3] for c in calls_] == [["0", "82", "96"], ["1", "97", "111"], ["0", "112", "126"], ["1", "127", "141"]]
+    assert all(c[3:] == ["e3-lr5e-4-r32-b16", "quality_r32_seed", '"keep_adapter": "best"'] for c in calls_)
+
+
+def test_one_gpu_with_few_cores_trains_one_seed_fewer_than_its_cores_rounded_to_threes(tmp_path):
+    calls_, _ = pool(tmp_path, gpus=1, cores=8, qend=10_000)
+    assert [c[1:3] for c in calls_][:2] == [["82", "87"], ["88", "93"]]  # 7 cores for seeds -> 6 at once
+    assert calls_[-1][1:3] == ["136", "141"]
+
+
+def test_the_pool_shrinks_its_phases_to_the_pace_and_stops_before_qend(tmp_path):
+    # 2-second phases: a pace of 1 s a seed; 128 s to QEND, less the 2-minute start, leaves room for 6 seeds, then fewer.
+    calls_, log = pool(tmp_path, gpus=1, cores=16, qend=130, phase_s=2)
+    sizes = [int(c[2]) - int(c[1]) + 1 for c in calls_]
+    assert sizes[0] == 15 and sizes[1] <= 6 and all(size % 3 == 0 for size in sizes)
+    assert [int(c[1]) for c in calls_] == [82 + sum(sizes[:i]) for i in range(len(sizes))]
+    assert f"seeds {82 + sum(sizes)}-141 left untrained" in log
