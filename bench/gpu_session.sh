@@ -57,15 +57,21 @@ qseeds() {
 }
 
 # qpool FIRST LAST CONFIG OUT_PREFIX [TRAIN_JSON]: `qseeds` for seeds FIRST..LAST in phases on every GPU at once, until QEND
-# seconds after the stream's start. A phase gives each GPU n seeds at once: n a multiple of 3, at most QK (15) and one
-# fewer than the CPU cores a GPU has, and fewer when the last phase's pace says n would end after QEND (less 2 minutes,
-# a phase's fixed start). Seeds go GPU by GPU, so seed order stays runs of three; none is started past LAST.
+# seconds after the stream's start. A phase gives each GPU n seeds at once, n a multiple of 3 and at most:
+#   * QMIB MiB of GPU memory a seed (14,000: on an H200's 143,771 MiB ten rank-32 trainings at once fit, fifteen ran out,
+#     lease y); one fewer than the CPU cores a GPU has; QK if set;
+#   * what the last phase's pace fits before QEND: a phase takes QSTART seconds (220: loading, compiling, evaluating)
+#     plus its pace a seed (lease y on one H200: nine at once 364 s, three 272 s), with a tenth to spare.
+# Seeds go GPU by GPU, so seed order stays runs of three; none is started past LAST.
 qpool() {
-  local gpus k first=$1 n pace=0 t left a b
-  gpus=$(nvidia-smi -L | wc -l); k=$(( $(nproc) / gpus - 1 )); [ $k -gt ${QK:-15} ] && k=${QK:-15}; k=$(( k / 3 * 3 ))
+  local gpus k mib first=$1 n pace=0 t left a b start=${QSTART:-220}
+  gpus=$(nvidia-smi -L | wc -l)
+  mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
+  k=$(( $(nproc) / gpus - 1 )); [ $k -gt $(( mib / ${QMIB:-14000} )) ] && k=$(( mib / ${QMIB:-14000} ))
+  [ $k -gt ${QK:-$k} ] && k=$QK; k=$(( k / 3 * 3 ))
   while [ $first -le $2 ]; do
     n=$k; left=$(( ${QEND:-1560} - SECONDS ))
-    if [ $pace -gt 0 ]; then n=$(( (left - 120) * 10 / (pace * 11) / 3 * 3 )); [ $n -gt $k ] && n=$k; fi
+    if [ $pace -gt 0 ]; then n=$(( (left - start) * 10 / (pace * 11) / 3 * 3 )); [ $n -gt $k ] && n=$k; fi
     if [ $n -lt 3 ]; then log "pool: seeds $first-$2 left untrained, ${left} s to QEND"; break; fi
     log "pool: seeds from $first, $n at once on each of $gpus GPU, ${left} s to QEND"
     t=$SECONDS
@@ -74,7 +80,7 @@ qpool() {
       [ $a -le $2 ] && qseeds $g $a $b $3 $4 "${5:-}" &
     done
     wait
-    pace=$(( (SECONDS - t) / n + 1 )); first=$(( first + n * gpus ))
+    pace=$(( (SECONDS - t - start) / n + 1 )); [ $pace -lt 1 ] && pace=1; first=$(( first + n * gpus ))
   done
 }
 
@@ -651,12 +657,10 @@ stream-x2)  # the eighteenth lease's spare minutes (`restart stream-x2` after st
   wait
   log "queue done"; touch $R/queue.done
   ;;
-stream-y)  # the next lease (nineteenth): a prospective test of "train 3 seeds at LoRA rank 32, keep the adapter and rule the
-  # validation split prefers" (#14 item 3). Replayed on the 30 rank-32 adapters of lease x, it failed 1.82 % of test titles
-  # at +0.052 over Lead on average over random groupings, meeting item 3 on 73 % of them (2.17 % in lease-seed order):
-  # `python bench/quality_sweep.py pooled bench/results/quality_training_2026-12-01x*.json --config e3-lr5e-4-r32-b16`.
-  # Fresh seeds from 82 on, as many as the lease allows on however many GPUs it has (lease x: ten at once on each of two
-  # GPUs took 8 minutes); judged by `pooled` on this lease's files alone.
+stream-y)  # the nineteenth lease (y, 2026-12-01, one H200; docs/evaluate.md): a prospective test of "train 3 seeds at LoRA
+  # rank 32, keep the adapter and rule the validation split prefers" (#14 item 3). Replayed on the 30 rank-32 adapters of
+  # lease x, it failed 1.82 % of test titles at +0.052 over Lead on average over random groupings; on 27 fresh seeds
+  # (82-108) 2.27 %: not adopted. Its first phase ran fifteen at once, which ran out of GPU memory (qpool's QMIB since).
   stream_start
   QEND=1560 QT=1200 QPEN=1.8:16,2.0:16 qpool 82 141 e3-lr5e-4-r32-b16 quality_r32_seed '"keep_adapter": "best"'
   log "queue done"; touch $R/queue.done

@@ -9,9 +9,9 @@
   lease's key unless given) and goes to `train_throughput.json`, or to `train_full_pts.json` when it ran whole
   (`full_pts_run`; the raw loop of such an invocation goes with it). A case already there is an error: give the
   invocation its own key.
-* `--quality PREFIX:GPU[:FIRST-LAST]`: the `bench/quality_sweep.py run` outputs RESULTS/PREFIX<seed>.json of one
-  `qseeds` call (all its seeds at once on GPU GPU; FIRST-LAST picks that call's seeds where two calls shared a
-  prefix): their runs, every test title kept, go to `quality_training_<LEASE>.json`, one summary each to
+* `--quality PREFIX:GPU[:SEEDS]`: the `bench/quality_sweep.py run` outputs RESULTS/PREFIX<seed>.json of one
+  `qseeds` call (all its seeds at once on GPU GPU; SEEDS, FIRST-LAST or a comma list such as 84,88,90-92, picks that
+  call's seeds where two calls shared a prefix): their runs, every test title kept, go to `quality_training_<LEASE>.json`, one summary each to
   `quality_training.json`, and, when the adapters were decoded under more rules, each rule's means over the seeds to
   `quality_rules_<LEASE>.json` (`quality_sweep.py rules`; with several prefixes, one file each, named after the
   prefix and seeds: quality_rules16_seed -> `quality_rules_<LEASE>-rules16.json`, with 62-71 `…-rules16-62-71.json`).
@@ -102,15 +102,24 @@ def summary(row: dict, seed: int, train_set: dict, lease: str) -> dict:
     }
 
 
+def seed_set(prefix: str, seeds: str) -> set[int]:
+    """The seeds of a `--quality` spec's last part: FIRST-LAST, single seeds, or both, comma-separated (62-71 or 84,88,90-92)."""
+    picked: set[int] = set()
+    for item in seeds.split(","):
+        first, sep, last = item.partition("-")
+        if not (first.isdigit() and (last.isdigit() if sep else True)):
+            raise SystemExit(f"--quality {prefix}:…:{seeds}: give the seeds as FIRST-LAST or a comma list, e.g. 62-71 or 84,88,90-92")
+        picked.update(range(int(first), int(last or first) + 1))
+    return picked
+
+
 def quality_outputs(results: Path, prefix: str, seeds: str = "") -> list[tuple[int, Path]]:
-    """(seed, file) of RESULTS/PREFIX<seed>.json, by seed; with `seeds` ("FIRST-LAST"), those seeds only."""
+    """(seed, file) of RESULTS/PREFIX<seed>.json, by seed; with `seeds` (see `seed_set`), those seeds only."""
     found = sorted((int(p.name[len(prefix):-len(".json")]), p) for p in results.glob(f"{prefix}*.json")
                    if p.name[len(prefix):-len(".json")].isdigit())
     if seeds:
-        first, sep, last = seeds.partition("-")
-        if not (sep and first.isdigit() and last.isdigit()):
-            raise SystemExit(f"--quality {prefix}:…:{seeds}: give the seeds as FIRST-LAST, e.g. 62-71")
-        found = [(s, p) for s, p in found if int(first) <= s <= int(last)]
+        picked = seed_set(prefix, seeds)
+        found = [(s, p) for s, p in found if s in picked]
     if not found:
         raise SystemExit(f"--quality {prefix}: no {prefix}<seed>.json{' for seeds ' + seeds if seeds else ''} in {results}; "
                          "give the prefix of the qseeds call (e.g. quality_window_seed)")
@@ -206,7 +215,7 @@ def main() -> None:
     ap.add_argument("results", type=Path, help="the extracted results.tgz")
     ap.add_argument("--where", required=True, help="when, on what machine and card, which queue at which commit")
     ap.add_argument("--train", action="append", default=[], help="a train_throughput.py output, FILE[:KEY]; repeatable")
-    ap.add_argument("--quality", action="append", default=[], help="a qseeds call's PREFIX:GPU[:FIRST-LAST]; repeatable")
+    ap.add_argument("--quality", action="append", default=[], help="a qseeds call's PREFIX:GPU[:SEEDS], SEEDS as 62-71 or 84,88,90-92; repeatable")
     ap.add_argument("--into", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
     for name, what in merge(args.lease, args.results, args.where, args.train, args.quality, args.into).items():

@@ -89,11 +89,13 @@ def test_a_wrong_rule_or_config_is_caught():
         train_throughput.split_case("e4b-stage-4bit-b8+fusedew")  # removed after the fourteenth lease
 
 
-def pool(tmp_path: Path, gpus: int, cores: int, qend: int, phase_s: int = 0) -> tuple[list[list[str]], str]:
-    """Run `qpool 82 141 …` with `qseeds` (sleeping phase_s), `nvidia-smi -L` and `nproc` stood in: its qseeds calls, its log."""
+def pool(tmp_path: Path, gpus: int, cores: int, qend: int, phase_s: int = 0, mib: int = 143_771) -> tuple[list[list[str]], str]:
+    """Run `qpool 82 141 …` with `qseeds` (sleeping phase_s), `nvidia-smi` and `nproc` stood in: its qseeds calls, its log."""
     bin_ = tmp_path / "bin"
-    bin_.mkdir()
-    (bin_ / "nvidia-smi").write_text("#!/bin/sh\n" + "".join(f"echo 'GPU {g}: NVIDIA H200'\n" for g in range(gpus)))
+    bin_.mkdir(parents=True)
+    listing = "".join(f"echo 'GPU {g}: NVIDIA H200'\n" for g in range(gpus))
+    memory = "".join(f"echo {mib}\n" for _ in range(gpus))
+    (bin_ / "nvidia-smi").write_text(f'#!/bin/sh\nif [ "$1" = -L ]; then\n{listing}else\n{memory}fi\n')
     (bin_ / "nproc").write_text(f"#!/bin/sh\necho {cores}\n")
     for tool in bin_.iterdir():
         tool.chmod(0o755)
@@ -111,20 +113,23 @@ def pool(tmp_path: Path, gpus: int, cores: int, qend: int, phase_s: int = 0) -> 
 
 
 def test_the_pool_gives_every_gpu_runs_of_three_seeds_and_starts_none_past_the_last(tmp_path):
-    calls_, _ = pool(tmp_path, gpus=2, cores=32, qend=10_000)
+    calls_, _ = pool(tmp_path, gpus=2, cores=32, qend=10_000, mib=300_000)
     assert [c[:3] for c in calls_] == [["0", "82", "96"], ["1", "97", "111"], ["0", "112", "126"], ["1", "127", "141"]]
     assert all(c[3:] == ["e3-lr5e-4-r32-b16", "quality_r32_seed", '"keep_adapter": "best"'] for c in calls_)
 
 
-def test_one_gpu_with_few_cores_trains_one_seed_fewer_than_its_cores_rounded_to_threes(tmp_path):
-    calls_, _ = pool(tmp_path, gpus=1, cores=8, qend=10_000)
+def test_an_h200_trains_nine_at_once_and_few_cores_fewer(tmp_path):
+    """Fifteen at once ran out of an H200's memory (lease y): 143,771 MiB at 14,000 a seed is ten, nine in runs of three."""
+    calls_, _ = pool(tmp_path / "h200", gpus=1, cores=16, qend=10_000)
+    assert [c[1:3] for c in calls_][:2] == [["82", "90"], ["91", "99"]]
+    calls_, _ = pool(tmp_path / "cores", gpus=1, cores=8, qend=10_000, mib=300_000)
     assert [c[1:3] for c in calls_][:2] == [["82", "87"], ["88", "93"]]  # 7 cores for seeds -> 6 at once
     assert calls_[-1][1:3] == ["136", "141"]
 
 
 def test_the_pool_shrinks_its_phases_to_the_pace_and_stops_before_qend(tmp_path):
-    # 2-second phases: a pace of 1 s a seed; 128 s to QEND, less the 2-minute start, leaves room for 6 seeds, then fewer.
-    calls_, log = pool(tmp_path, gpus=1, cores=16, qend=130, phase_s=2)
+    # 2-second phases: a pace of 1 s a seed; 228 s to QEND, less a phase's 220-second start, leaves room for 6 seeds, then fewer.
+    calls_, log = pool(tmp_path, gpus=1, cores=16, qend=230, phase_s=2, mib=300_000)
     sizes = [int(c[2]) - int(c[1]) + 1 for c in calls_]
     assert sizes[0] == 15 and sizes[1] <= 6 and all(size % 3 == 0 for size in sizes)
     assert [int(c[1]) for c in calls_] == [82 + sum(sizes[:i]) for i in range(len(sizes))]

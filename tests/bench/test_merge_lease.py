@@ -102,7 +102,16 @@ def test_two_qseeds_calls_under_one_prefix_merge_apart_by_their_seeds(lease):
     assert rules["by_rule"]["1.4:16"]["adapters"] == 1
     with pytest.raises(SystemExit, match="no quality_window_seed<seed>.json for seeds 50-51"):
         merge_lease.merge("2026-12-01x4", results, "x", [], ["quality_window_seed:0:50-51"], into)
-    with pytest.raises(SystemExit, match="FIRST-LAST"):
-        merge_lease.merge("2026-12-01x4", results, "x", [], ["quality_window_seed:0:42"], into)
+    with pytest.raises(SystemExit, match="FIRST-LAST or a comma list"):
+        merge_lease.merge("2026-12-01x4", results, "x", [], ["quality_window_seed:0:42-x"], into)
     with pytest.raises(SystemExit, match="twice"):
         merge_lease.merge("2026-12-01x4", results, "x", [], ["quality_window_seed:0", "quality_window_seed:1"], into)
+
+
+def test_the_seeds_of_a_call_are_a_range_single_seeds_or_both():
+    """A call whose seeds are not one range (lease y: the six of fifteen that did not run out of GPU memory)."""
+    assert merge_lease.seed_set("p", "84,88,90-92") == {84, 88, 90, 91, 92}
+    assert merge_lease.seed_set("p", "62-71") == set(range(62, 72))
+    for bad in ("84,", "a-b", "84;88"):
+        with pytest.raises(SystemExit, match="84,88,90-92"):
+            merge_lease.seed_set("p", bad)
