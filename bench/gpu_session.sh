@@ -8,7 +8,7 @@
 # waits and copies the results to $OUT. Every stage writes into /tmp/gpu-results as it finishes,
 # so a lease that ends early still returns what was measured.
 #
-#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-y or none
+#   bash bench/gpu_session.sh boot [QUEUE]  # carry .site .cache/carry/boot; QUEUE = queue (both streams), stream-a … stream-z or none
 #   bash bench/gpu_session.sh install       # carry .whl
 #   bash bench/gpu_session.sh part N        # carry .cache/carry/gguf-N
 #   bash bench/gpu_session.sh collect SECS  # waits up to SECS, then copies results to $OUT
@@ -663,6 +663,14 @@ stream-y)  # the nineteenth lease (y, 2026-12-01, one H200; docs/evaluate.md): a
   # (82-108) 2.27 %: not adopted. Its first phase ran fifteen at once, which ran out of GPU memory (qpool's QMIB since).
   stream_start
   QEND=1560 QT=1200 QPEN=1.8:16,2.0:16 qpool 82 141 e3-lr5e-4-r32-b16 quality_r32_seed '"keep_adapter": "best"'
+  log "queue done"; touch $R/queue.done
+  ;;
+stream-z)  # the next lease (twentieth): #14 item 3 with a training-side lever that changes what the model writes where it
+  # fails (`too_long`, `repeats`): the stage's recipe with train.stop_token_weight=3 (docs/finetune.md "The stop token's
+  # weight"), fresh seeds from 142 as many as the lease allows, each decoded under 1.4:16 (the stage's) and 2.0:16;
+  # compared by `pooled` with the forty rank-16 adapters of leases u-x at weight 1.
+  stream_start
+  QEND=1560 QT=1200 QPEN=2.0:16 qpool 142 201 e3-lr5e-4-r16-b16 quality_stop3_seed '"keep_adapter": "best", "stop_token_weight": 3'
   log "queue done"; touch $R/queue.done
   ;;
 esac

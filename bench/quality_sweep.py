@@ -159,7 +159,8 @@ def run_one(name: str, split_dir: str, base_model: str, work: str, unsloth_compi
             "train_wall_s": round(train_s, 1), "eval_wall_s": round(time.time() - t, 1),
             "adapter_dir": trained["adapter_dir"], "metrics_path": scored["metrics_path"],
             "training": {k: training.get(k) for k in ("engine", "device", "global_step", "best_eval_loss", "kept_adapter",
-                                                      "train_rows", "first_step_seconds", "train_seconds", "steady_tokens_per_second", "padding_free")},
+                                                      "train_rows", "first_step_seconds", "train_seconds", "steady_tokens_per_second", "padding_free",
+                                                      "stop_token_weight")},
             "metrics": json.loads(Path(scored["metrics_path"]).read_text()),
             "failed_titles": failed_titles(Path(scored["metrics_path"]).parent / "predictions.test.jsonl"),
             "test_titles": test_titles(Path(scored["metrics_path"]).parent / "predictions.test.jsonl")}

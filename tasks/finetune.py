@@ -254,6 +254,8 @@ def finetune(
         **{k: worker.get(k) for k in ("steady_tokens_per_second", "steady_steps_per_second", "first_step_seconds", "padding_free",
                                       "gradient_checkpointing", "unsloth_compile", "per_layer_embeddings_device", "peak_train_step_gib",
                                       "peak_validation_gib", "max_step_tokens", "split_steps")},
+        # train.stop_token_weight above 1: which loss path weighted the stop token, on how many training losses.
+        "stop_token_weight": worker.get("stop_token_weight"),
     })
     with atomic_dir(adapter_dir) as tmp:
         for f in staging.iterdir():

@@ -185,6 +185,9 @@ class TrainParams(Section):
         "none", description="`lead` adds a second view of every training article: only its first `lead_chars` characters (cut at a sentence end), titled the same. Doubles the training rows; validation and test are untouched."
     )
     lead_chars: int = Field(200, ge=40, description="Length of the lead-only view that `augmentation='lead'` adds.")
+    stop_token_weight: float = Field(
+        1.0, ge=1.0, le=20.0, description="Weight of the `<end_of_turn>` label (the title's stop) in the training loss; 1 = plain cross-entropy. Above 1 the model is taught harder where a title ends, against titles that run long or loop (#14 item 3: most titles failing the headline checks are `too_long` or `repeats`; docs/finetune.md \"The stop token's weight\"). The validation loss, which picks the kept adapter, stays unweighted."
+    )
     unsloth_compile: bool | None = Field(
         None, description="Unsloth's torch.compile path on CUDA (its flex attention stays off either way). None = on for 16-bit LoRA (Gemma 3 270M, H200 2026-11-29: 1.17x the tokens/s, first step 42 s) and for 4-bit QLoRA of a base under 1 B parameters (Gemma 3 270M at batch 16, H200 2026-11-30: 47,282 against 36,393 tokens/s, first step 32 s, the same test quality over ten seeds), off for 4-bit QLoRA of larger bases (E4B, H200 2026-11-30: 277 s to the first step on empty compile caches, 87-99 s on warm ones, and 100-250 s more at every new batch shape, so a whole run is slower than eager); the size is read from the base's safetensors headers. docs/finetune.md \"Speed\". Off sets UNSLOTH_COMPILE_DISABLE=1 in the training process."
     )

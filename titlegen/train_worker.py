@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from titlegen.prompt import END_OF_TURN
 from titlegen.records import TrainWorkerConfig, WorkerResult
 # Re-exported: the parent process and the tests import them from here.
 from titlegen.train_data import build_dataset, field_names, fit_content, lead_view, tokenize_example  # noqa: F401
@@ -186,6 +187,14 @@ def load_model(config: TrainWorkerConfig, engine: str, cuda: bool):
     return model, tokenizer
 
 
+def fused_head_available() -> bool:
+    """TRL's fused LM head (`model(..., fused_lm_head=True)` returning per-token log-probabilities) can run: it needs
+    Triton, which CPU-only torch lacks (on CUDA Unsloth serves the same slot with its own kernel)."""
+    from trl.trainer import utils as trl_utils
+
+    return getattr(trl_utils, "_ChunkedLogProbFunction", None) is not None
+
+
 def trainer_class():
     """TRL's `SFTTrainer`, or where Triton is missing (CPU-only torch) a subclass with the plain loss.
 
@@ -194,9 +203,8 @@ def trainer_class():
     """
     from transformers import Trainer
     from trl import SFTTrainer
-    from trl.trainer import utils as trl_utils
 
-    if getattr(trl_utils, "_ChunkedLogProbFunction", None) is not None:
+    if fused_head_available():
         return SFTTrainer
 
     class PlainLossSFTTrainer(SFTTrainer):
@@ -205,6 +213,57 @@ def trainer_class():
             return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     return PlainLossSFTTrainer
+
+
+def token_weights(labels, stop_token_id: int, weight: float):
+    """Each next-token label's weight in the loss: `weight` where it is the stop token, 1 elsewhere, 0 where ignored (-100)."""
+    import torch
+
+    ones = (labels != -100).to(torch.float32)
+    return torch.where(labels == stop_token_id, ones * weight, ones)
+
+
+def stop_weighted(trainer_cls, stop_token_id: int, weight: float):
+    """`trainer_cls` whose training loss weights the stop token's label by `weight` (`train.stop_token_weight`).
+
+    The loss stays a sum over label tokens divided by the step's label tokens (`num_items_in_batch`), as TRL's and the
+    model's own are, so micro-batches (`token_capped`) still add up; only the stop token's term counts `weight` times.
+    On CUDA the per-token log-probabilities come from the fused LM head TRL's own loss uses (no full logits); without it
+    (CPU-only torch) from the logits. Evaluation (the validation loss that picks the kept adapter) is left unweighted.
+    `weighted_steps` counts the training losses computed here.
+    """
+    if weight == 1.0:
+        return trainer_cls
+    import torch
+
+    fused = fused_head_available()
+
+    class StopWeightedTrainer(trainer_cls):
+        weighted_steps = 0
+        loss_path = "fused LM head" if fused else "logits"
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if not model.training:
+                return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            inputs["use_cache"] = False
+            labels = inputs["labels"]
+            if fused:
+                outputs = model(**inputs, fused_lm_head=True)
+                nll = -outputs.log_probs  # (rows, tokens - 1), zero where the label is ignored
+            else:
+                outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+                logits = outputs.logits[:, :-1].float()
+                nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels[:, 1:], ignore_index=-100, reduction="none")
+            weights = token_weights(labels[:, 1:], stop_token_id, weight).to(nll.device)
+            count = (labels[:, 1:] != -100).sum() if num_items_in_batch is None else num_items_in_batch
+            loss = (nll * weights).sum() / torch.as_tensor(count, device=nll.device).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
+            self.weighted_steps += 1
+            return (loss, outputs) if return_outputs else loss
+
+    StopWeightedTrainer.__name__ = f"StopWeighted{trainer_cls.__name__}"
+    return StopWeightedTrainer
 
 
 def token_capped(trainer_cls, micro_batch_tokens: int | None):
@@ -292,7 +351,8 @@ def build_trainer(config: TrainWorkerConfig, model, tokenizer, cuda: bool, engin
         # None leaves the choice to Unsloth (its SFTConfig's default); TRL's own default is False.
         **({"padding_free": t.padding_free} if engine == "unsloth" and t.padding_free is not None else {}),
     )
-    trainer = token_capped(trainer_class(), t.micro_batch_tokens)(
+    stop_id = tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    trainer = token_capped(stop_weighted(trainer_class(), stop_id, t.stop_token_weight), t.micro_batch_tokens)(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
         processing_class=tokenizer, callbacks=[make_callback(config, engine)],
     )
@@ -398,6 +458,10 @@ def train(config: TrainWorkerConfig) -> WorkerResult:
         raise SystemExit(out_of_memory_advice(config, total)) from e
     train_seconds = time.time() - t_train
     state = trainer.state
+    if getattr(trainer, "weighted_steps", None) == 0 and state.global_step > 0:
+        raise SystemExit(f"train.stop_token_weight={config.train.stop_token_weight} was not applied: {type(trainer).__name__}.compute_loss "
+                         "never ran for a training step (a trainer patched to compute its loss elsewhere?). Train with "
+                         "train.stop_token_weight=1, or report the library versions in the worker log.")
     progress = next(c for c in trainer.callback_handler.callbacks if hasattr(c, "marks"))
     evals = [h for h in state.log_history if "eval_loss" in h]
     if trainer.eval_dataset is not None and (not evals or evals[-1]["step"] != state.global_step):
@@ -454,6 +518,10 @@ def train(config: TrainWorkerConfig) -> WorkerResult:
         "padding_free": bool(getattr(trainer.args, "padding_free", False)),
         # Optimizer steps whose batch went through as micro-batches (train.micro_batch_tokens).
         "split_steps": getattr(trainer, "split_steps", 0),
+        # train.stop_token_weight above 1: the weight, where the per-token log-probabilities came from, and how many
+        # training losses were weighted (0 would mean a trainer that bypassed the weighting).
+        "stop_token_weight": {"weight": config.train.stop_token_weight, "loss_path": trainer.loss_path,
+                              "weighted_steps": trainer.weighted_steps} if hasattr(trainer, "weighted_steps") else None,
         "gradient_checkpointing": config.train.gradient_checkpointing,  # resolved by load_model
         # Where checkpointed layer inputs waited for the backward pass (train.offload_activations); None without checkpointing.
         "activations_offloaded": (unsloth_checkpointing(config.train) == "unsloth") if engine == "unsloth" and config.train.gradient_checkpointing else None,

@@ -39,11 +39,11 @@ def _train(**kw) -> TrainParams:
     return TrainParams(**{**base, **kw})
 
 
-def _run(split_dir, run_dir, model_dir, max_steps=4, **kw):
+def _run(split_dir, run_dir, model_dir, max_steps=4, train=None, **kw):
     from titlegen.tasks.finetune import finetune
 
     return finetune(split_dir=str(split_dir), run_dir=str(run_dir), base_model=str(model_dir), epochs=1.0,
-                    max_steps=max_steps, learning_rate=5e-3, lora_rank=8, max_title_chars=40, train=_train(),
+                    max_steps=max_steps, learning_rate=5e-3, lora_rank=8, max_title_chars=40, train=train or _train(),
                     device="cpu", **kw)
 
 
@@ -94,6 +94,52 @@ def test_a_token_cap_splits_long_batches_into_micro_batches_with_the_same_update
     assert a.keys() == b.keys()
     for k in a:
         assert (a[k] - b[k]).abs().max() < 1e-5, k
+
+
+def test_a_stop_token_weight_counts_the_stop_labels_term_that_many_times(tiny_gemma3_dir, split_dir, tmp_path):
+    """`train.stop_token_weight` w: the training loss is the plain loss plus (w - 1) times the `<end_of_turn>` labels'
+    own term, over the same label count; the validation loss stays plain; the worker records the weighted steps."""
+    import torch
+
+    from titlegen.prompt import END_OF_TURN
+    from titlegen.tasks.finetune import worker_config
+    from titlegen.train_worker import build_trainer, load_model, token_weights
+
+    def trainer(weight):
+        config = worker_config(split_dir=split_dir, base_model_dir=str(tiny_gemma3_dir), checkpoint_dir=tmp_path / f"c{weight}",
+                               output_dir=tmp_path / f"o{weight}", epochs=1.0, max_steps=1, learning_rate=1e-3, lora_rank=4,
+                               max_title_chars=40, train=_train(stop_token_weight=weight), device="cpu")
+        torch.manual_seed(0)
+        model, tok = load_model(config, "transformers", cuda=False)
+        return build_trainer(config, model, tok, cuda=False, engine="transformers"), tok
+
+    plain, tok = trainer(1.0)
+    weighted, _ = trainer(4.0)
+    assert type(weighted).__name__.startswith("StopWeighted") and weighted.loss_path == "logits"
+    batch = plain.data_collator([plain.train_dataset[i] for i in range(2)])
+    labels = batch["labels"][:, 1:]
+    stop = tok.convert_tokens_to_ids(END_OF_TURN)
+    assert int((labels == stop).sum()) == 2  # one stop label a title
+    assert token_weights(labels, stop, 4.0).sum() == (labels != -100).sum() + 3 * 2
+
+    weighted.model.load_state_dict(plain.model.state_dict())
+    with torch.no_grad():
+        logits = plain.model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1].float()
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+        count = int((labels != -100).sum())
+        stop_term = float(nll[labels == stop].sum()) / count
+        plain.model.train(), weighted.model.train()
+        loss_plain = float(plain.compute_loss(plain.model, dict(batch), num_items_in_batch=count))
+        loss_weighted = float(weighted.compute_loss(weighted.model, dict(batch), num_items_in_batch=count))
+        assert loss_weighted == pytest.approx(loss_plain + 3 * stop_term, rel=1e-4)
+        plain.model.eval(), weighted.model.eval()
+        assert float(weighted.compute_loss(weighted.model, dict(batch))) == pytest.approx(float(plain.compute_loss(plain.model, dict(batch))), rel=1e-5)
+
+    out = _run(split_dir, tmp_path / "run", tiny_gemma3_dir, max_steps=2, train=_train(stop_token_weight=3.0))
+    rec = json.loads(Path(out["training_json"]).read_text())
+    assert rec["stop_token_weight"] == {"weight": 3.0, "loss_path": "logits", "weighted_steps": 2}
+    unweighted = json.loads(Path(_run(split_dir, tmp_path / "plain", tiny_gemma3_dir, max_steps=2)["training_json"]).read_text())
+    assert unweighted["stop_token_weight"] is None
 
 
 def test_train_kill_resume_matches_uninterrupted(tiny_gemma3_dir, split_dir, tmp_path):
