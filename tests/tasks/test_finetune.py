@@ -96,9 +96,27 @@ def test_a_token_cap_splits_long_batches_into_micro_batches_with_the_same_update
         assert (a[k] - b[k]).abs().max() < 1e-5, k
 
 
-def test_a_stop_token_weight_counts_the_stop_labels_term_that_many_times(tiny_gemma3_dir, split_dir, tmp_path):
-    """`train.stop_token_weight` w: the training loss is the plain loss plus (w - 1) times the `<end_of_turn>` labels'
-    own term, over the same label count; the validation loss stays plain; the worker records the weighted steps."""
+class _TorchLogProbs:
+    """A torch stand-in for TRL's Triton kernel behind its fused LM head (`_ChunkedLogProbFunction`, absent without
+    Triton): per label, its log-probability and the other per-token fields TRL asks for, from the full logits."""
+
+    @staticmethod
+    def apply(hidden, weight, bias, labels, temperature, chunk_size, softcapping, logit_scale, outputs):
+        import torch
+
+        logits = (hidden @ weight.T + (0 if bias is None else bias)).float() * logit_scale
+        if softcapping:
+            logits = torch.tanh(logits / softcapping) * softcapping
+        logp = torch.log_softmax(logits / temperature, dim=-1)
+        fields = {"log_probs": logp.gather(-1, labels[:, None])[:, 0], "entropy": -(logp.exp() * logp).sum(-1),
+                  "log_sum_sq_probs": torch.logsumexp(2 * logp, -1), "mean_logits": logits.mean(-1),
+                  "is_top1": (logits.argmax(-1) == labels)}
+        return tuple(fields[k] if k in outputs or k == "log_probs" else None
+                     for k in ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1"))
+
+
+def _check_stop_weight(split_dir, model_dir, tmp_path, path: str):
+    """Train-mode loss at weight 4 = plain loss + 3 x the stop labels' term; eval-mode loss unweighted."""
     import torch
 
     from titlegen.prompt import END_OF_TURN
@@ -106,7 +124,7 @@ def test_a_stop_token_weight_counts_the_stop_labels_term_that_many_times(tiny_ge
     from titlegen.train_worker import build_trainer, load_model, token_weights
 
     def trainer(weight):
-        config = worker_config(split_dir=split_dir, base_model_dir=str(tiny_gemma3_dir), checkpoint_dir=tmp_path / f"c{weight}",
+        config = worker_config(split_dir=split_dir, base_model_dir=str(model_dir), checkpoint_dir=tmp_path / f"c{weight}",
                                output_dir=tmp_path / f"o{weight}", epochs=1.0, max_steps=1, learning_rate=1e-3, lora_rank=4,
                                max_title_chars=40, train=_train(stop_token_weight=weight), device="cpu")
         torch.manual_seed(0)
@@ -115,7 +133,7 @@ def test_a_stop_token_weight_counts_the_stop_labels_term_that_many_times(tiny_ge
 
     plain, tok = trainer(1.0)
     weighted, _ = trainer(4.0)
-    assert type(weighted).__name__.startswith("StopWeighted") and weighted.loss_path == "logits"
+    assert type(weighted).__name__.startswith("StopWeighted") and weighted.loss_path == path
     batch = plain.data_collator([plain.train_dataset[i] for i in range(2)])
     labels = batch["labels"][:, 1:]
     stop = tok.convert_tokens_to_ids(END_OF_TURN)
@@ -130,16 +148,32 @@ def test_a_stop_token_weight_counts_the_stop_labels_term_that_many_times(tiny_ge
         stop_term = float(nll[labels == stop].sum()) / count
         plain.model.train(), weighted.model.train()
         loss_plain = float(plain.compute_loss(plain.model, dict(batch), num_items_in_batch=count))
+        assert loss_plain == pytest.approx(float(nll.sum()) / count, rel=1e-4)
         loss_weighted = float(weighted.compute_loss(weighted.model, dict(batch), num_items_in_batch=count))
         assert loss_weighted == pytest.approx(loss_plain + 3 * stop_term, rel=1e-4)
         plain.model.eval(), weighted.model.eval()
         assert float(weighted.compute_loss(weighted.model, dict(batch))) == pytest.approx(float(plain.compute_loss(plain.model, dict(batch))), rel=1e-5)
 
+
+def test_a_stop_token_weight_counts_the_stop_labels_term_that_many_times(tiny_gemma3_dir, split_dir, tmp_path):
+    """`train.stop_token_weight` w: the training loss is the plain loss plus (w - 1) times the `<end_of_turn>` labels'
+    own term, over the same label count; the validation loss stays plain; the worker records the weighted steps."""
+    _check_stop_weight(split_dir, tiny_gemma3_dir, tmp_path / "check", "logits")
     out = _run(split_dir, tmp_path / "run", tiny_gemma3_dir, max_steps=2, train=_train(stop_token_weight=3.0))
     rec = json.loads(Path(out["training_json"]).read_text())
     assert rec["stop_token_weight"] == {"weight": 3.0, "loss_path": "logits", "weighted_steps": 2}
     unweighted = json.loads(Path(_run(split_dir, tmp_path / "plain", tiny_gemma3_dir, max_steps=2)["training_json"]).read_text())
     assert unweighted["stop_token_weight"] is None
+
+
+def test_the_stop_token_weight_takes_the_fused_lm_head_where_trl_has_one(tiny_gemma3_dir, split_dir, tmp_path, monkeypatch):
+    """On CUDA TRL 1.15 computes its loss from a fused LM head's per-token log-probabilities (a Triton kernel, served
+    by Unsloth's there): the weighted loss reads the same `log_probs`, aligned with the shifted labels. Here TRL's real
+    fused head runs with a torch stand-in for the kernel, and TRL's own loss is the plain one it is compared with."""
+    from trl.trainer import utils as trl_utils
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", _TorchLogProbs)
+    _check_stop_weight(split_dir, tiny_gemma3_dir, tmp_path, "fused LM head")
 
 
 def test_train_kill_resume_matches_uninterrupted(tiny_gemma3_dir, split_dir, tmp_path):
