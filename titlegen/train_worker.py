@@ -458,7 +458,8 @@ def train(config: TrainWorkerConfig) -> WorkerResult:
         raise SystemExit(out_of_memory_advice(config, total)) from e
     train_seconds = time.time() - t_train
     state = trainer.state
-    if getattr(trainer, "weighted_steps", None) == 0 and state.global_step > 0:
+    resumed_step = int(Path(resume).name.rsplit("-", 1)[-1]) if resume else 0
+    if getattr(trainer, "weighted_steps", None) == 0 and state.global_step > resumed_step:
         raise SystemExit(f"train.stop_token_weight={config.train.stop_token_weight} was not applied: {type(trainer).__name__}.compute_loss "
                          "never ran for a training step (a trainer patched to compute its loss elsewhere?). Train with "
                          "train.stop_token_weight=1, or report the library versions in the worker log.")
