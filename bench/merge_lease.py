@@ -15,7 +15,7 @@
   `quality_training.json`, and, when the adapters were decoded under more rules, each rule's means over the seeds to
   `quality_rules_<LEASE>.json` (`quality_sweep.py rules`; with several prefixes, one file each, named after the
   prefix and seeds: quality_rules16_seed -> `quality_rules_<LEASE>-rules16.json`, with 62-71 `…-rules16-62-71.json`).
-* RESULTS/queue.log goes to `profiles/lease-<LEASE>-queue.log`.
+* RESULTS/queue.log goes to `profiles/lease-<LEASE>-queue.log`, unless an earlier call merged the same log under another key.
 
 Nothing is written unless every input reads; each file is written whole (temp file, then rename).
 """
@@ -197,8 +197,14 @@ def merge(lease: str, results: Path, where: str, train: list[str], quality: list
         changed[name] = f"{len(doc['by_rule'])} rules"
     log = results / "queue.log"
     if log.exists():
-        writes[into / "profiles" / f"lease-{lease}-queue.log"] = log.read_text(errors="replace")
-        changed[f"profiles/lease-{lease}-queue.log"] = "copied"
+        text = log.read_text(errors="replace")
+        # A lease merged in several calls (one key each) keeps its log once: under the first key.
+        same = next((f for f in sorted((into / "profiles").glob("lease-*-queue.log")) if f.read_text(errors="replace") == text), None)
+        if same is None:
+            writes[into / "profiles" / f"lease-{lease}-queue.log"] = text
+            changed[f"profiles/lease-{lease}-queue.log"] = "copied"
+        else:
+            changed[f"profiles/{same.name}"] = "already holds this queue.log"
     big = [f"{p.name} ({len(t.encode()) / 1e6:.2f} MB)" for p, t in writes.items() if len(t.encode()) > MAX_TRACKED_BYTES]
     if big:
         raise SystemExit(f"these would pass 2 MB, the limit for a tracked file: {', '.join(big)}; split the lease's runs "

@@ -115,3 +115,11 @@ def test_the_seeds_of_a_call_are_a_range_single_seeds_or_both():
     for bad in ("84,", "a-b", "84;88"):
         with pytest.raises(SystemExit, match="84,88,90-92"):
             merge_lease.seed_set("p", bad)
+
+
+def test_a_lease_merged_in_several_calls_keeps_its_queue_log_once(lease):
+    results, into = lease
+    merge_lease.merge("2026-12-01y", results, "y", [], ["quality_window_seed:1:42-42"], into)
+    changed = merge_lease.merge("2026-12-01y2", results, "y", [], ["quality_window_seed:1:43-43"], into)
+    assert changed["profiles/lease-2026-12-01y-queue.log"] == "already holds this queue.log"
+    assert sorted(f.name for f in (into / "profiles").iterdir()) == ["lease-2026-12-01y-queue.log"]
