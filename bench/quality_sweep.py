@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from titlegen.runs import atomic_write_json  # noqa: E402  (light: no torch)
+from titlegen.runs import atomic_write_json, atomic_write_text  # noqa: E402  (light: no torch)
 
 # name: (epochs, learning rate, LoRA rank, augmentation[, train overrides]). `-lead` rows are compared with the twin in TWINS:
 # e2-...-lead adds the lead view on top of the twin's epochs (twice its steps); e1-...-lead trains as many
@@ -427,7 +427,29 @@ def rules_over_seeds(results: list[str], out: str | None) -> dict:
 PARTITIONS = 1000  # random groupings `pooled` replays the seed selection over
 
 
-def pooled(merged: list[str], config: str, quantization: str, candidates: int, out: str | None) -> dict:
+def stop_weight_of(row: dict) -> float:
+    """The `train.stop_token_weight` a `run` row was trained with: its training record's, 1 where it has none (a
+    weight of 1, or a row trained before the field existed)."""
+    return float(((row.get("training") or {}).get("stop_token_weight") or {}).get("weight", 1.0))
+
+
+def adapter_spread(values: list[dict], samples: int = 10_000, seed: int = 0) -> dict:
+    """How far one rule's means over adapters can be trusted: a 95 % bootstrap interval, over the adapters, of the mean
+    failed-checks share and of the mean ROUGE-L minus Lead, and how many single adapters meet item 3 alone."""
+    rng = random.Random(seed)
+
+    def interval(xs: list[float]) -> list[float]:
+        means = sorted(sum(xs[rng.randrange(len(xs))] for _ in xs) / len(xs) for _ in range(samples))
+        return [round(means[int(0.025 * samples)], 4), round(means[int(0.975 * samples) - 1], 4)]
+
+    alone = [meets_item_3({**v, "minus_lead_ci_all_above_zero": v["minus_lead_ci"][0] > 0}) for v in values]
+    return {"test_checks_any_ci": interval([v["test_checks"]["any"] for v in values]),
+            "minus_lead_ci": interval([v["minus_lead"] for v in values]),
+            "adapters_meeting_item_3_alone": f"{sum(alone)} of {len(values)}"}
+
+
+def pooled(merged: list[str], config: str, quantization: str, candidates: int, out: str | None,
+           stop_token_weight: float | None = None, sweep: str | None = None) -> dict:
     """The decoding rules and a seed-selection recipe, over every adapter of one recipe that earlier leases merged.
 
     `merged`: `bench/results/quality_training_<LEASE>.json` files (`bench/merge_lease.py`). The adapters are the rows
@@ -436,18 +458,32 @@ def pooled(merged: list[str], config: str, quantization: str, candidates: int, o
     other adapters). Then "train K seeds, keep the adapter and rule the validation split prefers" (`choose_penalty`
     over each group's K x rules candidates) is replayed for K = 1..`candidates` on disjoint groups of K adapters in
     (lease, seed) order: each group is one run of that recipe, scored on its chosen adapter's test titles; and again
-    over `PARTITIONS` random groupings (seeded), whose mean shows how much the first figure owes to its grouping."""
-    adapters = []
+    over `PARTITIONS` random groupings (seeded), whose mean shows how much the first figure owes to its grouping. Adapters trained with another
+    `stop_token_weight` than the one asked for are left out; without one asked for, they must all share one.
+
+    `sweep`: also record the result under the stage's own rule as `item_3` in that file (the sweep's results,
+    bench/results/quality_sweep.json, which #14 item 3 names), beside what the sweep wrote there."""
+    adapters, cards = [], set()
     for path in merged:
-        for run in json.loads(Path(path).read_text())["runs"]:
+        lease = json.loads(Path(path).read_text())
+        cards.add(lease.get("card", "unknown"))
+        for run in lease["runs"]:
             output = run["output"]
             if output.get("train_set", {}).get("quantization", "4bit") != quantization:
                 continue
             for row in output["rows"]:
                 if row.get("config") == config and "metrics" in row and row.get("decoding"):
-                    adapters.append({"merged": Path(path).name, "seed": run["seed"], "rules": rules_of(row)})
+                    rules, weight = rules_of(row), stop_weight_of(row)
+                    if stop_token_weight is None or weight == stop_token_weight:
+                        adapters.append({"merged": Path(path).name, "seed": run["seed"], "rules": rules, "weight": weight,
+                                         "stage_rule": next(iter(rules))})
     if not adapters:
-        raise ValueError(f"no {config} adapter in {quantization} decoded under more rules in {merged}")
+        raise ValueError(f"no {config} adapter in {quantization} decoded under more rules in {merged}"
+                         + (f" with stop_token_weight {stop_token_weight:g}" if stop_token_weight is not None else ""))
+    weights = sorted({a["weight"] for a in adapters})
+    if len(weights) > 1:
+        raise ValueError(f"the adapters were trained with stop_token_weight {', '.join(f'{w:g}' for w in weights)}: "
+                         "pass --stop-token-weight to compare one recipe")
     adapters.sort(key=lambda a: (a["merged"], a["seed"]))
     common = sorted(set.intersection(*(set(a["rules"]) for a in adapters)))
     means = rule_means({rule: [a["rules"][rule] for a in adapters] for rule in common})
@@ -475,14 +511,28 @@ def pooled(merged: list[str], config: str, quantization: str, candidates: int, o
                                                "test_no_stop": _mean(x["test_checks"]["no_stop"] for x in shuffled),
                                                "minus_lead": _mean(x["minus_lead"] for x in shuffled),
                                                "share_meeting_item_3": _mean(meets_item_3(x) for x in shuffled)}})
-    doc = {"config": config, "quantization": quantization, "merged": merged, "adapters": len(adapters),
+    spread = {rule: adapter_spread([a["rules"][rule] for a in adapters]) for rule in common}
+    doc = {"config": config, "quantization": quantization, "stop_token_weight": weights[0], "cards": sorted(cards), "merged": merged, "adapters": len(adapters),
            "leases": dict(sorted(Counter(a["merged"] for a in adapters).items())), "rules_on_every_adapter": common,
-           "by_rule": means, "chosen_on_validation": chosen, "chosen_meets_item_3_on_test": meets_item_3(means[chosen]),
-           "seed_selection": selection}
+           "by_rule": means, "spread_over_adapters": spread, "chosen_on_validation": chosen,
+           "chosen_meets_item_3_on_test": meets_item_3(means[chosen]), "seed_selection": selection}
     if out:
         atomic_write_json(out, doc)
+    if sweep:
+        stage = Counter(a["stage_rule"] for a in adapters).most_common(1)[0][0]
+        record = json.loads(Path(sweep).read_text())
+        record["item_3"] = {
+            "description": "#14 item 3 over every adapter of the recipe, one training seed each, decoded under the stage's rule "
+                           "(the Modelfile's): means over the adapters (bench/quality_sweep.py pooled --sweep).",
+            "config": config, "quantization": quantization, "stop_token_weight": weights[0], "decoding_rule": stage, "cards": sorted(cards),
+            "adapters": len(adapters), "pooled": out, "merged": merged, **means[stage], **spread[stage],
+            "meets_item_3": meets_item_3(means[stage])}
+        atomic_write_text(sweep, json.dumps(record, ensure_ascii=False, indent=1) + "\n")  # the file's own layout
     print(f"{config} ({quantization}): {len(adapters)} adapters from {len(doc['leases'])} files, rules on every one: {', '.join(common)}")
     print_rules(means, chosen)
+    for rule, v in spread.items():
+        print(f"{rule:>8}: 95 % over adapters: test any {v['test_checks_any_ci'][0]:.2%}-{v['test_checks_any_ci'][1]:.2%}, "
+              f"minus Lead {v['minus_lead_ci'][0]:+.4f} to {v['minus_lead_ci'][1]:+.4f}; {v['adapters_meeting_item_3_alone']} adapters meet item 3 alone")
     print(f"keep the validation-best of K seeds (groups in lease, seed order; then the mean over {PARTITIONS} random groupings)")
     print(f"{'K':>2} {'runs':>5} {'test any':>9} {'test no_stop':>12} {'-Lead':>7} all CI>0  meets | {'random: any':>11} {'no_stop':>8} {'-Lead':>7} meets  rules picked")
     for r in selection:
@@ -560,6 +610,8 @@ def main() -> None:
     po.add_argument("--quantization", choices=["4bit", "16bit"], default="4bit")
     po.add_argument("--candidates", type=int, default=3, help="replay keeping the validation-best of 1..K seeds")
     po.add_argument("--out", required=True)
+    po.add_argument("--stop-token-weight", type=float, help="only adapters trained with this train.stop_token_weight (1 = before the field)")
+    po.add_argument("--sweep", help="record the result under the stage's rule as `item_3` in this file (bench/results/quality_sweep.json)")
     rs = sub.add_parser("restop", help="score a stop-string rule on the test_titles of earlier results, without a GPU")
     rs.add_argument("split")
     rs.add_argument("results", nargs="+")
@@ -588,7 +640,7 @@ def main() -> None:
         rules_over_seeds(args.results, args.out)
         return
     if args.cmd == "pooled":
-        pooled(args.merged, args.config, args.quantization, args.candidates, args.out)
+        pooled(args.merged, args.config, args.quantization, args.candidates, args.out, args.stop_token_weight, args.sweep)
         return
     if args.cmd == "restop":
         restop(args.split, args.results, [stop_string(s) for s in args.stop], args.out)

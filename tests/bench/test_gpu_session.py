@@ -134,3 +134,9 @@ def test_the_pool_shrinks_its_phases_to_the_pace_and_stops_before_qend(tmp_path)
     assert sizes[0] == 15 and sizes[1] <= 6 and all(size % 3 == 0 for size in sizes)
     assert [int(c[1]) for c in calls_] == [82 + sum(sizes[:i]) for i in range(len(sizes))]
     assert f"seeds {82 + sum(sizes)}-141 left untrained" in log
+
+
+def test_the_pool_starts_no_phase_when_what_ran_before_it_left_less_than_a_phases_start(tmp_path):
+    """A stream that benchmarks first (stream-aa's training bench) may leave the pool less than QSTART (220 s)."""
+    calls_, log = pool(tmp_path, gpus=1, cores=16, qend=200, phase_s=2, mib=300_000)
+    assert calls_ == [] and "seeds 82-141 left untrained" in log

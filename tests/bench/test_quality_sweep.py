@@ -207,3 +207,37 @@ def test_pooled_compares_the_rules_on_every_adapter_and_replays_keeping_the_vali
     assert json.loads((tmp_path / "pooled.json").read_text()) == doc
     with pytest.raises(ValueError, match="no e3-lr5e-4-r8-b16 adapter"):
         quality_sweep.pooled(files, "e3-lr5e-4-r8-b16", "4bit", 2, None)
+
+
+def test_pooled_keeps_one_stop_token_weight_and_records_item_3_under_the_stages_rule_in_the_sweep(tmp_path):
+    """Adapters trained at another `train.stop_token_weight` are another recipe: `pooled` refuses to average them
+    together unless one weight is asked for; with `sweep` it records the stage rule's means, their spread over the
+    adapters and the verdict under `item_3`, leaving what the sweep wrote there as it was."""
+    def run(seed: int, stage: dict, weight: float | None) -> dict:
+        row = _decoded_row(stage, {"2.0:16": stage}) | {"training": {"stop_token_weight": weight and {"weight": weight}}}
+        return {"seed": seed, "output": {"train_set": {"seed": seed}, "rows": [row]}}
+
+    good, bad = _summary(0.010, 0.015, 0.055, 0.03), _summary(0.040, 0.030, 0.060, 0.03)
+    merged = tmp_path / "quality_training_z.json"
+    merged.write_text(json.dumps({"card": "NVIDIA H200", "runs": [run(1, good, 3.0), run(2, good, 3.0), run(3, bad, 3.0), run(4, bad, None)]}))
+    with pytest.raises(ValueError, match="stop_token_weight 1, 3: pass --stop-token-weight"):
+        quality_sweep.pooled([str(merged)], "e3-lr5e-4-r16-b16", "4bit", 1, None)
+    with pytest.raises(ValueError, match="with stop_token_weight 5"):
+        quality_sweep.pooled([str(merged)], "e3-lr5e-4-r16-b16", "4bit", 1, None, stop_token_weight=5.0)
+
+    sweep = tmp_path / "quality_sweep.json"
+    sweep.write_text(json.dumps({"chosen_by_validation": "e2-lr5e-4-r16"}, indent=1))
+    doc = quality_sweep.pooled([str(merged)], "e3-lr5e-4-r16-b16", "4bit", 1, str(tmp_path / "pooled.json"), 3.0, str(sweep))
+    assert doc["adapters"] == 3 and doc["stop_token_weight"] == 3.0 and doc["cards"] == ["NVIDIA H200"]
+    record = json.loads(sweep.read_text())
+    item = record["item_3"]
+    assert record["chosen_by_validation"] == "e2-lr5e-4-r16"
+    assert item["decoding_rule"] == "1.4:16" and item["adapters"] == 3 and item["stop_token_weight"] == 3.0
+    assert item["test_checks"]["any"] == pytest.approx(0.02, abs=1e-4) and item["meets_item_3"] is True
+    # Two of three adapters meet item 3 alone; the mean's interval over adapters spans the bad one's pull.
+    assert item["adapters_meeting_item_3_alone"] == "2 of 3"
+    assert item["test_checks_any_ci"][0] >= 0.015 and item["test_checks_any_ci"][1] <= 0.03
+    assert item["test_checks_any_ci"][0] < 0.02 < item["test_checks_any_ci"][1]
+    # Only adapters at weight 1 (trained before the field, or at 1): one adapter, its own figures.
+    one = quality_sweep.pooled([str(merged)], "e3-lr5e-4-r16-b16", "4bit", 1, None, stop_token_weight=1.0)
+    assert one["adapters"] == 1 and one["by_rule"]["1.4:16"]["test_checks"]["any"] == 0.03

@@ -162,7 +162,8 @@ def test_a_stop_token_weight_counts_the_stop_labels_term_that_many_times(tiny_ge
     out = _run(split_dir, tmp_path / "run", tiny_gemma3_dir, max_steps=2, train=_train(stop_token_weight=3.0))
     rec = json.loads(Path(out["training_json"]).read_text())
     assert rec["stop_token_weight"] == {"weight": 3.0, "loss_path": "logits", "weighted_steps": 2}
-    unweighted = json.loads(Path(_run(split_dir, tmp_path / "plain", tiny_gemma3_dir, max_steps=2)["training_json"]).read_text())
+    plain = _run(split_dir, tmp_path / "plain", tiny_gemma3_dir, max_steps=2, train=_train(stop_token_weight=1.0))
+    unweighted = json.loads(Path(plain["training_json"]).read_text())
     assert unweighted["stop_token_weight"] is None
 
 
@@ -174,6 +175,15 @@ def test_the_stop_token_weight_takes_the_fused_lm_head_where_trl_has_one(tiny_ge
 
     monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", _TorchLogProbs)
     _check_stop_weight(split_dir, tiny_gemma3_dir, tmp_path, "fused LM head")
+
+
+def test_the_stop_token_weight_takes_gemma_3ns_fused_lm_head_too(tiny_gemma3n_dir, split_dir, tmp_path, monkeypatch):
+    """The default weight (3) trains E4B too: Gemma 3n's model class goes through the same fused LM head and the same
+    shifted-label alignment as Gemma 3's (TRL's real fused head, the kernel stood in by torch as above)."""
+    from trl.trainer import utils as trl_utils
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", _TorchLogProbs)
+    _check_stop_weight(split_dir, tiny_gemma3n_dir, tmp_path, "fused LM head")
 
 
 def test_train_kill_resume_matches_uninterrupted(tiny_gemma3_dir, split_dir, tmp_path):
