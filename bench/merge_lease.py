@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from quality_sweep import rules_over_seeds  # noqa: E402
+from quality_sweep import rules_over_seeds, stop_weight_of  # noqa: E402
 
 from titlegen.decoding import TITLE_STOPS  # noqa: E402
 from titlegen.params import TrainParams  # noqa: E402
@@ -90,6 +90,7 @@ def summary(row: dict, seed: int, train_set: dict, lease: str) -> dict:
         "quantization": train_set.get("quantization", default.quantization),
         "keep_adapter": train_set.get("keep_adapter", default.keep_adapter),
         "unsloth_compile": train_set.get("unsloth_compile", default.unsloth_compile),
+        "stop_token_weight": stop_weight_of(row),  # what trained (the default changed from 1 to 3 on 2026-12-01)
         "val_rouge_l": round(m["validation"]["rouge_l"], 4), "val_checks_any": round(m["validation"]["checks"]["any"], 4),
         "test_rouge_l": round(m["candidate"]["rouge_l"], 4), "minus_lead": round(d["diff"], 4),
         "minus_lead_ci": [round(x, 4) for x in d["ci"]], "test_checks_any": round(m["candidate"]["checks"]["any"], 4),

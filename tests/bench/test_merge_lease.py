@@ -41,7 +41,10 @@ def lease(tmp_path):
     (results / "train_w.json").write_text(json.dumps({"rows": [{"case": "270m-raw-unsloth-16bit"}, stage]}))
     (results / "train_whole.json").write_text(json.dumps({"rows": [{"case": "270m-raw-unsloth-16bit"}, whole]}))
     for seed, rl in ((42, 0.28), (43, 0.29)):
-        (results / f"quality_window_seed{seed}.json").write_text(json.dumps(sweep_output(seed, rl)))
+        out = sweep_output(seed, rl)
+        if seed == 43:  # trained with the stop token weighted 3 (the default since 2026-12-01), which its record says
+            out["rows"][0]["training"]["stop_token_weight"] = {"weight": 3.0, "loss_path": "fused LM head", "weighted_steps": 210}
+        (results / f"quality_window_seed{seed}.json").write_text(json.dumps(out))
     (results / "queue.log").write_text("22:00 queue start\n22:20 queue done\n")
     (into / "train_throughput.json").write_text(json.dumps({"description": "d", "rows": [{"case": "old"}]}))
     (into / "quality_training.json").write_text(json.dumps({"description": "d", "summary": [{"seed": 1}], "runs": []}))
@@ -69,6 +72,7 @@ def test_a_lease_merges_its_rows_runs_summaries_rules_and_log(lease):
     assert [s["seed"] for s in summary] == [1, 42, 43]
     assert summary[1]["test_failures"] == {"repeats": 1} and summary[1]["lease"] == "2026-12-01w"
     assert summary[1]["decoded_under_more_rules"] == ["2.0:16"] and summary[1]["quantization"] == "4bit"
+    assert [s.get("stop_token_weight") for s in summary] == [None, 1.0, 3.0]  # what trained, not what the train set named
     rules = json.loads((into / "quality_rules_2026-12-01w.json").read_text())
     assert set(rules["by_rule"]) == {"1.4:16", "2.0:16"} and rules["chosen_on_validation"] == "2.0:16"
     assert rules["results"][0] == "bench/results/quality_training_2026-12-01w.json (runs[].output, quality_window_seed, seed 42)"
