@@ -146,7 +146,7 @@ def merge(lease: str, results: Path, where: str, train: list[str], quality: list
                 if row["case"] in have:
                     raise SystemExit(f"{name} already has case {row['case']!r}: give {file} its own key (--train {file}:{lease}2)")
                 have.add(row["case"])
-                added.append(row)
+                added.append({**row, "lease": where})
         if added:
             doc["rows"] += added
             writes[target] = json.dumps(doc, indent=1, ensure_ascii=False) + "\n"

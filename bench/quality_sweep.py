@@ -458,8 +458,9 @@ def pooled(merged: list[str], config: str, quantization: str, candidates: int, o
     other adapters). Then "train K seeds, keep the adapter and rule the validation split prefers" (`choose_penalty`
     over each group's K x rules candidates) is replayed for K = 1..`candidates` on disjoint groups of K adapters in
     (lease, seed) order: each group is one run of that recipe, scored on its chosen adapter's test titles; and again
-    over `PARTITIONS` random groupings (seeded), whose mean shows how much the first figure owes to its grouping. Adapters trained with another
-    `stop_token_weight` than the one asked for are left out; without one asked for, they must all share one.
+    over `PARTITIONS` random groupings (seeded), whose mean shows how much the first figure owes to its grouping.
+    Adapters trained with another `stop_token_weight` than the one asked for are left out; without one asked for, they
+    must all share one (two weights are two recipes).
 
     `sweep`: also record the result under the stage's own rule as `item_3` in that file (the sweep's results,
     bench/results/quality_sweep.json, which #14 item 3 names), beside what the sweep wrote there."""

@@ -47,7 +47,7 @@ CASES = {
     # E4B QLoRA) unless its overrides or suffixes say otherwise. Rows measured before 2026-11-29 14:40 UTC ran the
     # defaults of their day (their `stage_defaults_then`, and docs/finetune.md "Speed"); the 270M's 4-bit rows before
     # the thirteenth lease (2026-11-30 17:20 UTC) ran with compile off, the 4-bit default then (now `+eager`); rows
-    # before 2026-12-01 07:30 UTC trained the plain loss (now `+stop1`), not the stop token weighted 3.
+    # before 2026-12-01 06:51 UTC trained the plain loss (now `+stop1`), not the stop token weighted 3.
     "e4b-stage-4bit-b8": ("gemma3n-e4b", "unsloth", "4bit", 8, 36),  # the GPU preset
     "e4b-stage-4bit-b16": ("gemma3n-e4b", "unsloth", "4bit", 16, 24),
     "270m-stage-16bit-b8": ("gemma3-270m", "unsloth", "16bit", 8, 60),
@@ -329,7 +329,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # The adapter kept by the fewest failed headline checks on validation titles (train.keep_adapter=checks): one
     # generation pass over the validation rows after the epoch's validation loss, in process_wall_s, not in the rate.
     "checks": ({}, {"keep_adapter": "checks"}),
-    # The plain loss (train.stop_token_weight=1; the default 3 since 2026-12-01 07:30 UTC, rows before it ran at 1):
+    # The plain loss (train.stop_token_weight=1; the default 3 since 2026-12-01 06:51 UTC, rows before it ran at 1):
     # what weighting the stop token's term costs a step, which computes it from the fused LM head's log-probabilities.
     "stop1": ({}, {"stop_token_weight": 1.0}),
     # Bare loops only: no bf16 autocast around the forward (the raw loop has none; the stage's Trainer has one, which

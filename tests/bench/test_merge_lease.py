@@ -58,6 +58,7 @@ def test_a_lease_merges_its_rows_runs_summaries_rules_and_log(lease):
     rows = json.loads((into / "train_throughput.json").read_text())["rows"]
     assert [r["case"] for r in rows] == ["old", "270m-raw-unsloth-16bit@2026-12-01w", "270m-stage-4bit-b16@2026-12-01w"]
     assert rows[2]["raw_case"] == "270m-raw-unsloth-16bit@2026-12-01w"  # compared within its own invocation
+    assert rows[2]["lease"] == "2026-12-01 10:00 UTC, 2 x NVIDIA H200"  # when, where and which queue measured it
     # A whole run goes beside the earlier whole runs, with the raw loop of its invocation.
     assert [r["case"] for r in json.loads((into / "train_full_pts.json").read_text())["rows"]] == [
         "270m-raw-unsloth-16bit@2026-12-01w2", "270m-stage-16bit-b16@2026-12-01w2"]
