@@ -677,7 +677,7 @@ stream-z)  # the twentieth lease (z, 2026-12-01, one H200; docs/evaluate.md): #1
 stream-aa)  # the next lease: what the default stop-token weight costs a training step, E4B's preset and the 270M's QLoRA
   # each against +stop1 (the plain loss) in one invocation (E4B took the weighted loss on a GPU after lease z: row
   # e4b-stage-4bit-b8@2026-12-01z5); then more seeds of the adopted recipe (the weight now the default) from 178, to
-  # narrow the interval of its mean (1.56-2.23 % over 36 seeds).
+  # narrow the interval of its mean (1.56-2.25 % over 36 seeds).
   stream_start
   log "AA: training step at weight 3 (the default) against 1"
   tb 0 e4b-stage-4bit-b8,e4b-stage-4bit-b8+stop1,270m-stage-4bit-b16,270m-stage-4bit-b16+stop1 train_stop_weight 200

@@ -433,14 +433,13 @@ def stop_weight_of(row: dict) -> float:
     return float(((row.get("training") or {}).get("stop_token_weight") or {}).get("weight", 1.0))
 
 
-def adapter_spread(values: list[dict], samples: int = 10_000, seed: int = 0) -> dict:
+def adapter_spread(values: list[dict], samples: int = 10_000) -> dict:
     """How far one rule's means over adapters can be trusted: a 95 % bootstrap interval, over the adapters, of the mean
     failed-checks share and of the mean ROUGE-L minus Lead, and how many single adapters meet item 3 alone."""
-    rng = random.Random(seed)
+    from titlegen.metrics import mean_interval
 
     def interval(xs: list[float]) -> list[float]:
-        means = sorted(sum(xs[rng.randrange(len(xs))] for _ in xs) / len(xs) for _ in range(samples))
-        return [round(means[int(0.025 * samples)], 4), round(means[int(0.975 * samples) - 1], 4)]
+        return [round(x, 4) for x in mean_interval(xs, samples)]
 
     alone = [meets_item_3({**v, "minus_lead_ci_all_above_zero": v["minus_lead_ci"][0] > 0}) for v in values]
     return {"test_checks_any_ci": interval([v["test_checks"]["any"] for v in values]),

@@ -109,6 +109,15 @@ def summarize(per: dict[str, np.ndarray], samples: int = 1000, seed: int = 3407)
     return {**point, "ci": ci, "n": n, "bootstrap_samples": samples}
 
 
+def mean_interval(values: Sequence[float], samples: int = 1000, seed: int = 3407) -> list[float]:
+    """95% percentile-bootstrap interval of the mean of `values` (resampled as `summarize` resamples examples)."""
+    a = np.asarray(values, dtype=float)
+    if a.size == 0:
+        raise ValueError("no values to resample")
+    means = a[_indices(a.size, samples, seed)].mean(axis=1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
 def paired_difference(cand: dict[str, np.ndarray], base: dict[str, np.ndarray], samples: int = 1000, seed: int = 3407) -> dict:
     """candidate - baseline on the same examples: `{metric: {"diff", "ci": [lo, hi]}}` (paired bootstrap)."""
     n = len(cand["rouge_1"])

@@ -150,3 +150,16 @@ def test_check_rates():
     assert set(rates) == {*CHECKS, "any"}
     assert rates["empty"] == pytest.approx(1 / 3) and rates["too_short"] == pytest.approx(1 / 3)
     assert rates["any"] == pytest.approx(2 / 3)
+
+
+def test_mean_interval_brackets_the_mean_and_narrows_with_more_values():
+    from titlegen.metrics import mean_interval
+
+    few = [0.0, 0.01, 0.02, 0.03, 0.04]
+    lo, hi = mean_interval(few)
+    assert lo < 0.02 < hi and 0.0 <= lo and hi <= 0.04
+    lo9, hi9 = mean_interval(few * 9)  # the same spread over nine times the values: a narrower interval
+    assert hi9 - lo9 < hi - lo
+    assert mean_interval([0.05] * 3) == pytest.approx([0.05, 0.05])
+    with pytest.raises(ValueError, match="no values"):
+        mean_interval([])
